@@ -1,0 +1,102 @@
+//! The admin listener (loopback by default): `/metrics` (Prometheus), `/status` (generation, counts, current
+//! errors, draining servers, source state), `/config` (the validated config in force), `/health`.
+//!
+//! It reads what the reload loop publishes and never touches the request path's data structures in a way
+//! that could slow it down.
+
+use crate::lifecycle::Shutdown;
+use crate::table::reload::StatusBoard;
+use crate::table::SharedTable;
+use crate::upstream::Registry;
+use bytes::Bytes;
+use http::{header, Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use metrics_exporter_prometheus::PrometheusHandle;
+use std::convert::Infallible;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+
+pub struct Admin {
+    pub metrics: PrometheusHandle,
+    pub status: Arc<StatusBoard>,
+    pub registry: Arc<Registry>,
+    pub table: SharedTable,
+}
+
+impl Admin {
+    fn answer(&self, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+        if req.method() != Method::GET && req.method() != Method::HEAD {
+            return text(StatusCode::METHOD_NOT_ALLOWED, "only GET\n");
+        }
+        match req.uri().path() {
+            "/metrics" => {
+                self.metrics.run_upkeep();
+                let mut r = text(StatusCode::OK, self.metrics.render());
+                r.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("text/plain; version=0.0.4"));
+                r
+            }
+            "/status" => json(&self.status.snapshot(&self.registry)),
+            "/config" => json(&*self.table.load().config),
+            "/health" | "/health/live" => text(StatusCode::OK, "ok\n"),
+            "/health/ready" => {
+                if self.table.load().generation > 0 {
+                    text(StatusCode::OK, "ready\n")
+                } else {
+                    text(StatusCode::SERVICE_UNAVAILABLE, "no routing table yet\n")
+                }
+            }
+            "/" => text(StatusCode::OK, "ficus admin: /metrics /status /config /health /health/ready\n"),
+            _ => text(StatusCode::NOT_FOUND, "not found\n"),
+        }
+    }
+}
+
+fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(body.into()));
+    *r.status_mut() = status;
+    r.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("text/plain; charset=utf-8"));
+    r
+}
+
+fn json<T: serde::Serialize>(value: &T) -> Response<Full<Bytes>> {
+    match serde_json::to_vec_pretty(value) {
+        Ok(mut body) => {
+            body.push(b'\n');
+            let mut r = Response::new(Full::new(Bytes::from(body)));
+            r.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
+            r
+        }
+        Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("cannot render: {e}\n")),
+    }
+}
+
+/// Serves the admin endpoints until shutdown.
+pub async fn serve(listener: TcpListener, admin: Arc<Admin>, shutdown: Shutdown) {
+    tracing::info!(addr = ?listener.local_addr().ok(), "admin listening");
+    loop {
+        let (stream, _) = tokio::select! {
+            res = listener.accept() => match res {
+                Ok(pair) => pair,
+                Err(e) => {
+                    tracing::warn!(error = %e, "admin accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.wait() => return,
+        };
+        let admin = admin.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req| {
+                let admin = admin.clone();
+                async move { Ok::<_, Infallible>(admin.answer(&req)) }
+            });
+            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}

@@ -1,0 +1,274 @@
+//! Wires the parts together and owns the order in which they start and stop.
+//!
+//! Start: metrics, the first routing table from the source (so the first request already sees the routes),
+//! the reload loop, the listeners, the admin listener. Stop: stop accepting, drain in-flight requests up to
+//! the deadline, stop the source.
+
+use crate::admin::{self, Admin};
+use crate::lifecycle::Shutdown;
+use crate::listen::{self, ListenerConfig};
+use crate::model::{parse_duration, Protocol, ValidatedConfig};
+use crate::proxy::Proxy;
+use crate::source::{file, SourceEvent, SourceStatus};
+use crate::table::reload::{Reloader, StatusBoard};
+use crate::table::{RoutingTable, SharedTable};
+use crate::telemetry::LogFormat;
+use crate::upstream::Registry;
+use arc_swap::ArcSwap;
+use serde::Deserialize;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+
+/// `ficus.toml`. Every field has a default, so an empty file is a valid config.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    #[serde(default)]
+    pub listeners: Vec<ListenerSettings>,
+    #[serde(default)]
+    pub admin: AdminSettings,
+    #[serde(default)]
+    pub routes: RoutesSettings,
+    #[serde(default)]
+    pub log: LogSettings,
+    #[serde(default = "default_drain", deserialize_with = "de_duration")]
+    pub drain_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerSettings {
+    pub name: String,
+    pub address: SocketAddr,
+    #[serde(default = "default_protocol")]
+    pub protocol: Protocol,
+    /// Believe X-Forwarded-* from clients of this listener (it sits behind a trusted load balancer).
+    #[serde(default)]
+    pub trust_forward_header: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminSettings {
+    /// `None` turns the admin listener off.
+    #[serde(default = "default_admin")]
+    pub address: Option<SocketAddr>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoutesSettings {
+    #[serde(default = "default_routes")]
+    pub dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSettings {
+    #[serde(default = "default_format")]
+    pub format: LogFormat,
+    #[serde(default = "default_true")]
+    pub access_log: bool,
+}
+
+fn default_drain() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_protocol() -> Protocol {
+    Protocol::Http
+}
+fn default_admin() -> Option<SocketAddr> {
+    Some(SocketAddr::from(([127, 0, 0, 1], 8182)))
+}
+fn default_routes() -> PathBuf {
+    PathBuf::from("routes")
+}
+fn default_format() -> LogFormat {
+    LogFormat::Text
+}
+fn default_true() -> bool {
+    true
+}
+fn de_duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let s = String::deserialize(d)?;
+    parse_duration(&s).map_err(serde::de::Error::custom)
+}
+
+impl Default for AdminSettings {
+    fn default() -> Self {
+        AdminSettings { address: default_admin() }
+    }
+}
+impl Default for RoutesSettings {
+    fn default() -> Self {
+        RoutesSettings { dir: default_routes() }
+    }
+}
+impl Default for LogSettings {
+    fn default() -> Self {
+        LogSettings { format: default_format(), access_log: true }
+    }
+}
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            listeners: Vec::new(),
+            admin: AdminSettings::default(),
+            routes: RoutesSettings::default(),
+            log: LogSettings::default(),
+            drain_timeout: default_drain(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("config file {path}: {message}")]
+    Settings { path: PathBuf, message: String },
+    #[error(transparent)]
+    Bind(#[from] listen::BindError),
+    #[error("admin listener on {addr}: {source}")]
+    Admin { addr: SocketAddr, source: std::io::Error },
+    #[error(transparent)]
+    Source(#[from] file::FileSourceError),
+    #[error("metrics: {0}")]
+    Metrics(String),
+    #[error("TLS: {0}")]
+    Tls(#[from] rustls::Error),
+    #[error("no listener configured: give --listen or [[listeners]] in the config file")]
+    NoListener,
+}
+
+impl Settings {
+    pub fn load(path: &Path) -> Result<Settings, AppError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| AppError::Settings { path: path.to_path_buf(), message: e.to_string() })?;
+        toml::from_str(&text).map_err(|e| AppError::Settings { path: path.to_path_buf(), message: e.to_string() })
+    }
+}
+
+/// Runs the gateway until `shutdown` fires and the drain completes.
+pub async fn run(settings: Settings, shutdown: Shutdown) -> Result<(), AppError> {
+    if settings.listeners.is_empty() {
+        return Err(AppError::NoListener);
+    }
+    let metrics = crate::telemetry::install_metrics().map_err(AppError::Metrics)?;
+    let table: SharedTable = Arc::new(ArcSwap::from_pointee(RoutingTable::empty()));
+    let registry = Arc::new(Registry::new());
+    let status = Arc::new(StatusBoard::default());
+
+    // The first table is built before any listener opens, so no request ever sees an empty table.
+    let dir = settings.routes.dir.clone();
+    file::scan(&dir)?;
+    let source_status = SourceStatus {
+        kind: "file",
+        location: dir.display().to_string(),
+        state: "starting",
+        ..Default::default()
+    };
+    let (mut reloader, config_rx) =
+        Reloader::new(table.clone(), registry.clone(), status.clone(), source_status, Some(dir.clone()));
+    let (events_tx, mut events_rx) = mpsc::channel::<SourceEvent>(64);
+    let source_task = tokio::spawn(async move {
+        if let Err(e) = file::watch(dir, events_tx).await {
+            tracing::error!(error = %e, "route directory watch stopped; the last table keeps serving");
+        }
+    });
+    loop {
+        match events_rx.recv().await {
+            Some(ev @ SourceEvent::Snapshot { .. }) => {
+                reloader.apply(ev);
+                reloader.rebuild();
+                break;
+            }
+            Some(other) => {
+                reloader.apply(other);
+            }
+            None => break,
+        }
+    }
+    let reload_task = tokio::spawn(reloader.run(events_rx));
+
+    let proxy = Arc::new(Proxy::new(table.clone()));
+    let tls = tokio_rustls::TlsAcceptor::from(Arc::new(listen::server_config(table.clone())?));
+    let mut tasks = Vec::new();
+    for l in &settings.listeners {
+        let cfg = ListenerConfig {
+            name: l.name.clone(),
+            addr: l.address,
+            protocol: l.protocol,
+            trust_forward_header: l.trust_forward_header,
+        };
+        let listener = listen::bind(&cfg)?;
+        let acceptor = (cfg.protocol == Protocol::Https).then(|| tls.clone());
+        tasks.push(tokio::spawn(listen::serve(listener, cfg, proxy.clone(), acceptor, shutdown.clone(), settings.drain_timeout)));
+    }
+    let keyed = tokio::spawn(keyed_listeners(config_rx, proxy.clone(), tls.clone(), shutdown.clone(), settings.drain_timeout));
+
+    if let Some(addr) = settings.admin.address {
+        let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| AppError::Admin { addr, source })?;
+        let admin = Arc::new(Admin { metrics, status, registry, table: table.clone() });
+        tokio::spawn(admin::serve(listener, admin, shutdown.clone()));
+    }
+    tracing::info!(generation = table.load().generation, "ficus ready");
+
+    shutdown.wait().await;
+    for t in tasks {
+        let _ = t.await;
+    }
+    let _ = keyed.await;
+    source_task.abort();
+    reload_task.abort();
+    tracing::info!("drained; exiting");
+    Ok(())
+}
+
+/// Listeners defined by `listeners/<id>` keys: bound when they appear, drained when they go or change.
+async fn keyed_listeners(
+    mut config: watch::Receiver<Arc<ValidatedConfig>>,
+    proxy: Arc<Proxy>,
+    tls: tokio_rustls::TlsAcceptor,
+    shutdown: Shutdown,
+    drain_timeout: Duration,
+) {
+    let mut running: HashMap<String, (crate::model::ValidatedListener, Shutdown, tokio::task::JoinHandle<()>)> =
+        HashMap::new();
+    loop {
+        let wanted = config.borrow_and_update().listeners.clone();
+        running.retain(|id, (spec, stop, _)| {
+            let keep = wanted.get(id) == Some(spec);
+            if !keep {
+                tracing::info!(listener = %id, "listener removed or changed: draining it");
+                stop.trigger();
+            }
+            keep
+        });
+        for (id, spec) in wanted {
+            if running.contains_key(&id) {
+                continue;
+            }
+            let cfg = ListenerConfig { name: id.clone(), addr: spec.address, protocol: spec.protocol, trust_forward_header: false };
+            match listen::bind(&cfg) {
+                Ok(listener) => {
+                    let stop = Shutdown::new();
+                    let acceptor = (spec.protocol == Protocol::Https).then(|| tls.clone());
+                    let task = tokio::spawn(listen::serve(listener, cfg, proxy.clone(), acceptor, stop.clone(), drain_timeout));
+                    running.insert(id, (spec, stop, task));
+                }
+                Err(e) => tracing::error!(target: "config", key = %format!("listeners/{id}"), "{e}"),
+            }
+        }
+        tokio::select! {
+            changed = config.changed() => if changed.is_err() { break },
+            _ = shutdown.wait() => break,
+        }
+    }
+    for (_, (_, stop, task)) in running {
+        stop.trigger();
+        let _ = task.await;
+    }
+}

@@ -1,0 +1,27 @@
+//! Ficus: a programmable reverse proxy and strangler gateway.
+//!
+//! The data moves one way, and the modules follow it:
+//!
+//! - [`source`]: where config comes from (the routes directory; etcd). A full listing, then changes.
+//! - [`model`]: Vulcand's schema as stored (`*Spec`), decoded per key and validated across keys, with the last
+//!   good value of every key kept.
+//! - [`table`]: the route language, the compiled immutable [`table::RoutingTable`], the one `ArcSwap`, and
+//!   the reload loop that builds and publishes it.
+//! - [`proxy`]: the phases of a request (match, pick, forward, respond, log), with [`balance`] (exact weighted
+//!   choice) and [`upstream`] (pools and per-server state that survive table swaps).
+//! - [`listen`] and [`lifecycle`]: accept, TLS, HTTP/1.1 and HTTP/2, shutdown and drain.
+//! - [`admin`] and [`telemetry`]: `/metrics`, `/status`, `/config`; metric names; logging.
+//! - [`app`] wires them together and owns start and stop order; `main.rs` parses the command line.
+
+pub mod admin;
+pub mod app;
+pub mod balance;
+pub mod check;
+pub mod lifecycle;
+pub mod listen;
+pub mod model;
+pub mod proxy;
+pub mod source;
+pub mod table;
+pub mod telemetry;
+pub mod upstream;

@@ -1,0 +1,127 @@
+//! Key paths of the store, relative to the prefix (`/vulcand` by default).
+//!
+//! Both config sources (etcd and the routes directory) name every object by the same relative key, so the
+//! same strangler plan can live in files or in etcd unchanged. Ids are taken from the key and compared
+//! exactly, which is what keeps backend `b1` from picking up the servers of `b10`.
+
+use std::fmt;
+
+/// What a key names. Ids are whole path segments, never prefixes of one another.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Key {
+    Backend { backend: String },
+    Server { backend: String, server: String },
+    Frontend { frontend: String },
+    Middleware { frontend: String, middleware: String },
+    Host { host: String },
+    Listener { listener: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeyError {
+    #[error("{key}: not a Ficus key (expected backends/<b>/backend, backends/<b>/servers/<s>, frontends/<f>/frontend, frontends/<f>/middlewares/<m>, hosts/<h>/host or listeners/<l>)")]
+    Unknown { key: String },
+    #[error("{key}: bad id `{id}`: {why}")]
+    BadId { key: String, id: String, why: &'static str },
+}
+
+impl Key {
+    /// Parses a key relative to the prefix, with or without a leading `/`.
+    pub fn parse(rel: &str) -> Result<Key, KeyError> {
+        let trimmed = rel.trim_matches('/');
+        let parts: Vec<&str> = trimmed.split('/').collect();
+        let unknown = || KeyError::Unknown { key: rel.to_string() };
+        let key = match parts.as_slice() {
+            ["backends", b, "backend"] => Key::Backend { backend: id(rel, b)? },
+            ["backends", b, "servers", s] => Key::Server { backend: id(rel, b)?, server: id(rel, s)? },
+            ["frontends", f, "frontend"] => Key::Frontend { frontend: id(rel, f)? },
+            ["frontends", f, "middlewares", m] => Key::Middleware { frontend: id(rel, f)?, middleware: id(rel, m)? },
+            ["hosts", h, "host"] => Key::Host { host: id(rel, h)? },
+            ["listeners", l] => Key::Listener { listener: id(rel, l)? },
+            _ => return Err(unknown()),
+        };
+        Ok(key)
+    }
+
+    /// The kind of object, as used in metric labels and `/status`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Key::Backend { .. } => "backend",
+            Key::Server { .. } => "server",
+            Key::Frontend { .. } => "frontend",
+            Key::Middleware { .. } => "middleware",
+            Key::Host { .. } => "host",
+            Key::Listener { .. } => "listener",
+        }
+    }
+}
+
+impl fmt::Display for Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Key::Backend { backend } => write!(f, "backends/{backend}/backend"),
+            Key::Server { backend, server } => write!(f, "backends/{backend}/servers/{server}"),
+            Key::Frontend { frontend } => write!(f, "frontends/{frontend}/frontend"),
+            Key::Middleware { frontend, middleware } => write!(f, "frontends/{frontend}/middlewares/{middleware}"),
+            Key::Host { host } => write!(f, "hosts/{host}/host"),
+            Key::Listener { listener } => write!(f, "listeners/{listener}"),
+        }
+    }
+}
+
+fn id(key: &str, raw: &str) -> Result<String, KeyError> {
+    let bad = |why| KeyError::BadId { key: key.to_string(), id: raw.to_string(), why };
+    if raw.is_empty() {
+        return Err(bad("empty"));
+    }
+    if raw.len() > 253 {
+        return Err(bad("longer than 253 bytes"));
+    }
+    // Ids end up in metric labels, log lines and file names; keep them to printable, shell-safe ASCII.
+    if !raw.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':' | b'@' | b'*')) {
+        return Err(bad("only letters, digits and - _ . : @ * are allowed"));
+    }
+    if raw == "." || raw == ".." {
+        return Err(bad("`.` and `..` are not ids"));
+    }
+    Ok(raw.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_every_kind_and_round_trips() {
+        for k in [
+            "backends/b1/backend",
+            "backends/b1/servers/srv-1",
+            "frontends/f1/frontend",
+            "frontends/f1/middlewares/rl",
+            "hosts/example.com/host",
+            "listeners/https",
+        ] {
+            let key = Key::parse(k).unwrap();
+            assert_eq!(key.to_string(), k);
+            assert_eq!(Key::parse(&format!("/{k}")).unwrap(), key);
+        }
+    }
+
+    #[test]
+    fn ids_are_exact_segments() {
+        let a = Key::parse("backends/b1/servers/s").unwrap();
+        let b = Key::parse("backends/b10/servers/s").unwrap();
+        assert_ne!(a, b);
+        assert!(matches!(a, Key::Server { ref backend, .. } if backend == "b1"));
+    }
+
+    #[test]
+    fn rejects_unknown_and_bad_ids() {
+        assert!(matches!(Key::parse("backends/b1"), Err(KeyError::Unknown { .. })));
+        assert!(matches!(Key::parse("frontends/f1/frontend/extra"), Err(KeyError::Unknown { .. })));
+        assert!(matches!(Key::parse("backends//backend"), Err(KeyError::Unknown { .. }) | Err(KeyError::BadId { .. })));
+        assert!(matches!(Key::parse("backends/a b/backend"), Err(KeyError::BadId { .. })));
+        let msg = Key::parse("backends/../backend").unwrap_err().to_string();
+        assert!(msg.contains("backends/../backend"), "{msg}");
+    }
+}

@@ -1,0 +1,207 @@
+//! The objects as they are stored: Vulcand's JSON, field for field, plus the Ficus extensions.
+//!
+//! A value is decoded here, per key, with unknown fields refused so a typo (`"Wieght"`) is an error naming the
+//! field instead of a silently ignored setting. Nothing here looks at other keys; cross-key checks live in
+//! `validate`.
+
+use super::duration::GoDuration;
+use serde::{Deserialize, Serialize};
+
+/// `backends/<b>/backend`
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "PascalCase")]
+pub struct BackendSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[serde(rename = "Type")]
+    pub kind: String,
+    #[serde(default)]
+    pub settings: BackendSettings,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "PascalCase")]
+pub struct BackendSettings {
+    #[serde(default)]
+    pub timeouts: Timeouts,
+    #[serde(default)]
+    pub keep_alive: KeepAlive,
+    /// Vulcand's upstream TLS block. Accepted so existing trees decode; validation refuses it until upstream
+    /// TLS lands rather than ignoring it.
+    #[serde(default, rename = "TLS", skip_serializing_if = "Option::is_none")]
+    pub tls: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "PascalCase")]
+pub struct Timeouts {
+    /// Time to wait for the response headers after the request was sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read: Option<GoDuration>,
+    /// Time to establish the TCP connection.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dial: Option<GoDuration>,
+    #[serde(default, rename = "TLSHandshake", skip_serializing_if = "Option::is_none")]
+    pub tls_handshake: Option<GoDuration>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "PascalCase")]
+pub struct KeepAlive {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub period: Option<GoDuration>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_idle_conns_per_host: Option<u32>,
+}
+
+/// `backends/<b>/servers/<s>`
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "PascalCase")]
+pub struct ServerSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[serde(rename = "URL")]
+    pub url: String,
+    /// Ficus: relative share of the backend's traffic. Absent means 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight: Option<u32>,
+    /// Ficus: no new requests; in-flight ones finish.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub draining: bool,
+}
+
+/// `frontends/<f>/frontend`
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "PascalCase")]
+pub struct FrontendSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[serde(rename = "Type")]
+    pub kind: String,
+    /// One backend for all the traffic (Vulcand). Either this or `Backends`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend_id: Option<String>,
+    /// Ficus: the traffic split across backends by weight, e.g. 95/5 for a canary.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backends: Option<Vec<WeightedBackend>>,
+    pub route: String,
+    /// Ficus: higher wins over every other precedence rule.
+    #[serde(default)]
+    pub priority: i32,
+    #[serde(default)]
+    pub settings: FrontendSettings,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "PascalCase")]
+pub struct WeightedBackend {
+    pub id: String,
+    pub weight: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "PascalCase")]
+pub struct FrontendSettings {
+    #[serde(default)]
+    pub limits: Limits,
+    /// Vulcand's retry predicate. Decoded; validation refuses a non-empty one until retries land.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub failover_predicate: String,
+    /// Overrides the Host header sent upstream.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub hostname: String,
+    /// Keep X-Forwarded-* from the client instead of replacing them.
+    #[serde(default)]
+    pub trust_forward_header: bool,
+    /// Send the client's Host upstream instead of the server's.
+    #[serde(default)]
+    pub pass_host_header: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "PascalCase")]
+pub struct Limits {
+    /// Vulcand buffered bodies up to this size in memory; Ficus streams every body, so it only checks the type.
+    #[serde(default)]
+    pub max_mem_body_bytes: u64,
+    /// Requests with a larger body are refused with 413. 0 means no limit.
+    #[serde(default)]
+    pub max_body_bytes: u64,
+}
+
+/// `frontends/<f>/middlewares/<m>`
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "PascalCase")]
+pub struct MiddlewareSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[serde(rename = "Type")]
+    pub kind: String,
+    #[serde(default)]
+    pub priority: i32,
+    #[serde(default)]
+    pub middleware: serde_json::Value,
+}
+
+/// `hosts/<h>/host`: a certificate for SNI.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "PascalCase")]
+pub struct HostSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub settings: HostSettings,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "PascalCase")]
+pub struct HostSettings {
+    /// Served when the client sends no SNI or an unknown name.
+    #[serde(default)]
+    pub default: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_pair: Option<KeyPair>,
+    /// Vulcand's OCSP stapling block: decoded, not acted on.
+    #[serde(default, rename = "OCSP", skip_serializing_if = "Option::is_none")]
+    pub ocsp: Option<serde_json::Value>,
+}
+
+#[derive(Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "PascalCase")]
+pub struct KeyPair {
+    pub cert: String,
+    #[serde(serialize_with = "redact")]
+    pub key: String,
+}
+
+impl std::fmt::Debug for KeyPair {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyPair").field("cert", &format_args!("{} bytes", self.cert.len())).finish_non_exhaustive()
+    }
+}
+
+/// Private keys never leave the process through `/config` or logs.
+fn redact<S: serde::Serializer>(_: &str, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str("(redacted)")
+}
+
+/// `listeners/<l>`
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "PascalCase")]
+pub struct ListenerSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    pub protocol: String,
+    pub address: ListenerAddress,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub scope: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settings: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "PascalCase")]
+pub struct ListenerAddress {
+    pub network: String,
+    pub address: String,
+}

@@ -1,0 +1,493 @@
+//! Validation: per-key checks at decode time (`check_one`) and the cross-key pass (`ConfigState::validate`)
+//! that produces the [`ValidatedConfig`] the routing table is compiled from.
+//!
+//! Cross-key rules: a frontend's backends must exist (a newer value naming a missing backend leaves the last
+//! good value serving; a new frontend stays out), servers and middlewares need their parent. Features that are
+//! decoded but not implemented yet are reported as `unsupported`, never silently ignored.
+
+use super::{
+    BackendSpec, ConfigError, ConfigState, FrontendSettings, FrontendSpec, HostSpec, Key, ListenerSpec,
+    MiddlewareSpec, ServerSpec, Spec,
+};
+use crate::table::route::{self, RouteExpr};
+use http::uri::{Authority, Scheme};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Weights are relative; this bound keeps the precomputed balancing sequences small.
+pub const MAX_WEIGHT: u32 = 10_000;
+
+const MIDDLEWARE_TYPES: &[&str] = &["ratelimit", "connlimit", "rewrite", "cbreaker", "trace"];
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ValidatedConfig {
+    pub backends: BTreeMap<String, ValidatedBackend>,
+    pub frontends: BTreeMap<String, ValidatedFrontend>,
+    pub hosts: BTreeMap<String, ValidatedHost>,
+    pub listeners: BTreeMap<String, ValidatedListener>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ValidatedBackend {
+    pub id: String,
+    pub settings: UpstreamSettings,
+    pub servers: Vec<ValidatedServer>,
+}
+
+/// Backend settings with defaults filled in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+pub struct UpstreamSettings {
+    #[serde(serialize_with = "ser_duration")]
+    pub dial_timeout: Duration,
+    #[serde(serialize_with = "ser_duration")]
+    pub read_timeout: Duration,
+    #[serde(serialize_with = "ser_duration")]
+    pub tls_handshake_timeout: Duration,
+    #[serde(serialize_with = "ser_duration")]
+    pub keep_alive_period: Duration,
+    pub max_idle_per_host: u32,
+}
+
+impl Default for UpstreamSettings {
+    fn default() -> Self {
+        // Vulcand's defaults, except Read: a proxy that never times out a hung upstream holds its slot forever.
+        UpstreamSettings {
+            dial_timeout: Duration::from_secs(5),
+            read_timeout: Duration::from_secs(60),
+            tls_handshake_timeout: Duration::from_secs(10),
+            keep_alive_period: Duration::from_secs(30),
+            max_idle_per_host: 32,
+        }
+    }
+}
+
+fn ser_duration<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&super::format_duration(*d))
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ValidatedServer {
+    pub id: String,
+    pub url: String,
+    #[serde(skip)]
+    pub scheme: Scheme,
+    #[serde(skip)]
+    pub authority: Authority,
+    pub weight: u32,
+    pub draining: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ValidatedFrontend {
+    pub id: String,
+    pub route: String,
+    #[serde(skip)]
+    pub expr: RouteExpr,
+    pub priority: i32,
+    /// `(backend id, weight)`; one entry with weight 1 for a plain `BackendId`.
+    pub backends: Vec<(String, u32)>,
+    pub settings: FrontendSettings,
+    pub middlewares: Vec<ValidatedMiddleware>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ValidatedMiddleware {
+    pub id: String,
+    pub kind: String,
+    pub priority: i32,
+}
+
+#[derive(Clone, Serialize)]
+pub struct ValidatedHost {
+    pub name: String,
+    pub default: bool,
+    #[serde(skip)]
+    pub certified_key: Arc<rustls::sign::CertifiedKey>,
+}
+
+impl std::fmt::Debug for ValidatedHost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ValidatedHost").field("name", &self.name).field("default", &self.default).finish()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    Http,
+    Https,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ValidatedListener {
+    pub id: String,
+    pub protocol: Protocol,
+    pub address: SocketAddr,
+}
+
+/// The outcome of the cross-key pass.
+#[derive(Debug, Default)]
+pub struct Validation {
+    pub config: ValidatedConfig,
+    /// Values left out (or replaced by their last good value).
+    pub errors: Vec<ConfigError>,
+    /// Values in force but with a part that Ficus does not act on yet.
+    pub unsupported: Vec<ConfigError>,
+}
+
+/// Per-key checks that need no other key; run at decode time so a bad value never replaces a good one.
+pub(super) fn check_one(key: &Key, spec: &Spec) -> Result<(), ConfigError> {
+    let key_id = match key {
+        Key::Backend { backend } => backend,
+        Key::Server { server, .. } => server,
+        Key::Frontend { frontend } => frontend,
+        Key::Middleware { middleware, .. } => middleware,
+        Key::Host { host } => host,
+        Key::Listener { listener } => listener,
+    };
+    let declared_id = match spec {
+        Spec::Backend(BackendSpec { id, .. })
+        | Spec::Server(ServerSpec { id, .. })
+        | Spec::Frontend(FrontendSpec { id, .. })
+        | Spec::Middleware(MiddlewareSpec { id, .. })
+        | Spec::Listener(ListenerSpec { id, .. }) => id.as_deref(),
+        Spec::Host(HostSpec { name, .. }) => name.as_deref(),
+    };
+    if let Some(declared) = declared_id {
+        if declared != key_id {
+            let field = if matches!(spec, Spec::Host(_)) { "Name" } else { "Id" };
+            return Err(ConfigError::new(key, Some(field), format!("`{declared}` differs from the key's id `{key_id}`")));
+        }
+    }
+    match spec {
+        Spec::Backend(b) => check_type(key, &b.kind),
+        Spec::Server(s) => server(key, key_id, s).map(|_| ()),
+        Spec::Frontend(f) => frontend(key, key_id, f).map(|_| ()),
+        Spec::Middleware(m) => {
+            if MIDDLEWARE_TYPES.contains(&m.kind.as_str()) {
+                Ok(())
+            } else {
+                Err(ConfigError::new(key, Some("Type"), format!("unknown middleware type `{}` (known: {})", m.kind, MIDDLEWARE_TYPES.join(", "))))
+            }
+        }
+        Spec::Host(h) => host(key, key_id, h).map(|_| ()),
+        Spec::Listener(l) => listener(key, key_id, l).map(|_| ()),
+    }
+}
+
+fn check_type(key: &Key, kind: &str) -> Result<(), ConfigError> {
+    if kind == "http" {
+        Ok(())
+    } else {
+        Err(ConfigError::new(key, Some("Type"), format!("unsupported type `{kind}` (only `http`)")))
+    }
+}
+
+fn server(key: &Key, id: &str, s: &ServerSpec) -> Result<ValidatedServer, ConfigError> {
+    let bad = |msg: String| ConfigError::new(key, Some("URL"), msg);
+    let uri: http::Uri = s.url.parse().map_err(|e| bad(format!("`{}` is not a URL: {e}", s.url)))?;
+    let scheme = uri.scheme().cloned().ok_or_else(|| bad(format!("`{}` has no scheme (http://host:port)", s.url)))?;
+    if scheme != Scheme::HTTP {
+        return Err(bad(format!("scheme `{scheme}` is not supported for servers (only http)")));
+    }
+    let authority = uri.authority().cloned().ok_or_else(|| bad(format!("`{}` has no host", s.url)))?;
+    if authority.as_str().contains('@') {
+        return Err(bad("credentials in server URLs are not supported".to_string()));
+    }
+    let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    if path != "/" && !path.is_empty() {
+        return Err(bad(format!("path `{path}` is not supported: a server URL names scheme, host and port only")));
+    }
+    let weight = s.weight.unwrap_or(1);
+    if weight > MAX_WEIGHT {
+        return Err(ConfigError::new(key, Some("Weight"), format!("{weight} is above the maximum {MAX_WEIGHT}")));
+    }
+    Ok(ValidatedServer { id: id.to_string(), url: s.url.clone(), scheme, authority, weight, draining: s.draining })
+}
+
+fn frontend(key: &Key, id: &str, f: &FrontendSpec) -> Result<ValidatedFrontend, ConfigError> {
+    check_type(key, &f.kind)?;
+    let expr = route::parse(&f.route).map_err(|e| ConfigError::new(key, Some("Route"), e))?;
+    let backends = match (&f.backend_id, &f.backends) {
+        (Some(_), Some(_)) => {
+            return Err(ConfigError::new(key, Some("Backends"), "set either BackendId or Backends, not both"));
+        }
+        (None, None) => return Err(ConfigError::new(key, Some("BackendId"), "missing: set BackendId or Backends")),
+        (Some(b), None) if b.is_empty() => return Err(ConfigError::new(key, Some("BackendId"), "empty")),
+        (Some(b), None) => vec![(b.clone(), 1)],
+        (None, Some(list)) => {
+            if list.is_empty() {
+                return Err(ConfigError::new(key, Some("Backends"), "empty list"));
+            }
+            let mut out: Vec<(String, u32)> = Vec::with_capacity(list.len());
+            for (i, wb) in list.iter().enumerate() {
+                if out.iter().any(|(id, _)| *id == wb.id) {
+                    return Err(ConfigError::new(key, Some(&format!("Backends[{i}].Id")), format!("`{}` listed twice", wb.id)));
+                }
+                if wb.weight > MAX_WEIGHT {
+                    let field = format!("Backends[{i}].Weight");
+                    return Err(ConfigError::new(key, Some(&field), format!("{} is above the maximum {MAX_WEIGHT}", wb.weight)));
+                }
+                out.push((wb.id.clone(), wb.weight));
+            }
+            if out.iter().all(|(_, w)| *w == 0) {
+                return Err(ConfigError::new(key, Some("Backends"), "all weights are 0"));
+            }
+            out
+        }
+    };
+    Ok(ValidatedFrontend {
+        id: id.to_string(),
+        route: f.route.clone(),
+        expr,
+        priority: f.priority,
+        backends,
+        settings: f.settings.clone(),
+        middlewares: Vec::new(),
+    })
+}
+
+fn host(key: &Key, id: &str, h: &HostSpec) -> Result<ValidatedHost, ConfigError> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let kp = h.settings.key_pair.as_ref().ok_or_else(|| ConfigError::new(key, Some("Settings.KeyPair"), "missing"))?;
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(kp.cert.as_bytes())
+        .collect::<Result<_, _>>()
+        .map_err(|e| ConfigError::new(key, Some("Settings.KeyPair.Cert"), format!("bad PEM: {e}")))?;
+    if certs.is_empty() {
+        return Err(ConfigError::new(key, Some("Settings.KeyPair.Cert"), "no certificate in PEM"));
+    }
+    let private = PrivateKeyDer::from_pem_slice(kp.key.as_bytes())
+        .map_err(|e| ConfigError::new(key, Some("Settings.KeyPair.Key"), format!("bad PEM private key: {e}")))?;
+    let signing = rustls::crypto::ring::sign::any_supported_type(&private)
+        .map_err(|e| ConfigError::new(key, Some("Settings.KeyPair.Key"), format!("unusable private key: {e}")))?;
+    let certified = rustls::sign::CertifiedKey::new(certs, signing);
+    certified
+        .keys_match()
+        .map_err(|e| ConfigError::new(key, Some("Settings.KeyPair"), format!("certificate and key do not match: {e}")))?;
+    Ok(ValidatedHost { name: id.to_ascii_lowercase(), default: h.settings.default, certified_key: Arc::new(certified) })
+}
+
+fn listener(key: &Key, id: &str, l: &ListenerSpec) -> Result<ValidatedListener, ConfigError> {
+    let protocol = match l.protocol.as_str() {
+        "http" => Protocol::Http,
+        "https" => Protocol::Https,
+        other => {
+            return Err(ConfigError::new(key, Some("Protocol"), format!("unsupported protocol `{other}` (http or https)")))
+        }
+    };
+    if l.address.network != "tcp" {
+        return Err(ConfigError::new(key, Some("Address.Network"), format!("unsupported network `{}` (only tcp)", l.address.network)));
+    }
+    let address = l
+        .address
+        .address
+        .parse()
+        .map_err(|e| ConfigError::new(key, Some("Address.Address"), format!("`{}`: {e} (expected ip:port)", l.address.address)))?;
+    Ok(ValidatedListener { id: id.to_string(), protocol, address })
+}
+
+impl ConfigState {
+    /// The cross-key pass. Records which frontends passed, so a later bad value can fall back to them.
+    pub fn validate(&mut self) -> Validation {
+        let mut v = Validation::default();
+        let mut servers: BTreeMap<&str, Vec<ValidatedServer>> = BTreeMap::new();
+        let mut middlewares: BTreeMap<&str, Vec<ValidatedMiddleware>> = BTreeMap::new();
+        let mut frontends: Vec<(&Key, &str, &FrontendSpec)> = Vec::new();
+
+        for (key, spec) in self.specs() {
+            // check_one passed for everything held in specs, so these conversions only fail on a bug; report
+            // instead of panicking all the same.
+            let result = match (key, spec) {
+                (Key::Backend { backend }, Spec::Backend(b)) => {
+                    if b.settings.tls.is_some() {
+                        v.unsupported.push(ConfigError::new(key, Some("Settings.TLS"), "upstream TLS is not supported yet; ignored"));
+                    }
+                    let settings = upstream_settings(b);
+                    v.config.backends.insert(backend.clone(), ValidatedBackend { id: backend.clone(), settings, servers: Vec::new() });
+                    Ok(())
+                }
+                (Key::Server { backend, server: id }, Spec::Server(s)) => {
+                    server(key, id, s).map(|vs| servers.entry(backend.as_str()).or_default().push(vs))
+                }
+                (Key::Frontend { frontend: id }, Spec::Frontend(f)) => {
+                    frontends.push((key, id.as_str(), f));
+                    Ok(())
+                }
+                (Key::Middleware { frontend, middleware }, Spec::Middleware(m)) => {
+                    middlewares.entry(frontend.as_str()).or_default().push(ValidatedMiddleware {
+                        id: middleware.clone(),
+                        kind: m.kind.clone(),
+                        priority: m.priority,
+                    });
+                    Ok(())
+                }
+                (Key::Host { host: id }, Spec::Host(h)) => host(key, id, h).map(|vh| {
+                    v.config.hosts.insert(vh.name.clone(), vh);
+                }),
+                (Key::Listener { listener: id }, Spec::Listener(l)) => listener(key, id, l).map(|vl| {
+                    v.config.listeners.insert(vl.id.clone(), vl);
+                }),
+                _ => Err(ConfigError::new(key, None, "internal: key and value kinds differ")),
+            };
+            if let Err(e) = result {
+                v.errors.push(e);
+            }
+        }
+
+        for (backend, list) in servers {
+            match v.config.backends.get_mut(backend) {
+                Some(b) => b.servers = list,
+                None => {
+                    for s in list {
+                        let key = Key::Server { backend: backend.to_string(), server: s.id };
+                        v.errors.push(ConfigError::new(key, None, format!("backend `{backend}` is not defined (backends/{backend}/backend)")));
+                    }
+                }
+            }
+        }
+
+        let mut good = BTreeMap::new();
+        for (key, id, spec) in frontends {
+            let current = frontend(key, id, spec);
+            let missing = |f: &ValidatedFrontend| -> Option<String> {
+                f.backends.iter().map(|(b, _)| b).find(|b| !v.config.backends.contains_key(*b)).cloned()
+            };
+            let chosen = match current {
+                Ok(f) => match missing(&f) {
+                    None => Some((f, spec.clone())),
+                    Some(b) => {
+                        let fallback = self
+                            .good_frontends
+                            .get(id)
+                            .and_then(|g| frontend(key, id, g).ok().map(|vf| (vf, g.clone())))
+                            .filter(|(vf, _)| missing(vf).is_none());
+                        let what = if fallback.is_some() { "; the previous value keeps serving" } else { "; the frontend is left out" };
+                        v.errors.push(ConfigError::new(key, Some("BackendId"), format!("backend `{b}` is not defined{what}")));
+                        fallback
+                    }
+                },
+                Err(e) => {
+                    v.errors.push(e);
+                    None
+                }
+            };
+            if let Some((mut f, spec)) = chosen {
+                if !f.settings.failover_predicate.is_empty() {
+                    v.unsupported.push(ConfigError::new(key, Some("Settings.FailoverPredicate"), "retries are not supported yet; ignored"));
+                }
+                if let Some(list) = middlewares.remove(id) {
+                    for m in &list {
+                        let mkey = Key::Middleware { frontend: id.to_string(), middleware: m.id.clone() };
+                        v.unsupported.push(ConfigError::new(mkey, Some("Type"), format!("middleware type `{}` is not supported yet; the frontend serves without it", m.kind)));
+                    }
+                    f.middlewares = list;
+                }
+                good.insert(id.to_string(), spec);
+                v.config.frontends.insert(id.to_string(), f);
+            }
+        }
+        for (frontend, list) in middlewares {
+            for m in list {
+                let key = Key::Middleware { frontend: frontend.to_string(), middleware: m.id };
+                v.errors.push(ConfigError::new(key, None, format!("frontend `{frontend}` is not defined (frontends/{frontend}/frontend)")));
+            }
+        }
+        self.good_frontends = good;
+        v
+    }
+}
+
+fn upstream_settings(b: &BackendSpec) -> UpstreamSettings {
+    let d = UpstreamSettings::default();
+    let t = &b.settings.timeouts;
+    let k = &b.settings.keep_alive;
+    // A zero timeout in Vulcand means "use the default", not "never wait".
+    let or = |v: Option<super::GoDuration>, dflt: Duration| v.map(|g| g.0).filter(|d| !d.is_zero()).unwrap_or(dflt);
+    UpstreamSettings {
+        dial_timeout: or(t.dial, d.dial_timeout),
+        read_timeout: or(t.read, d.read_timeout),
+        tls_handshake_timeout: or(t.tls_handshake, d.tls_handshake_timeout),
+        keep_alive_period: or(k.period, d.keep_alive_period),
+        max_idle_per_host: k.max_idle_conns_per_host.unwrap_or(d.max_idle_per_host),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Change;
+
+    fn put(s: &mut ConfigState, key: &str, value: &str) {
+        s.apply(Change::Put { key: key.into(), value: value.as_bytes().to_vec() }).unwrap();
+    }
+
+    fn base() -> ConfigState {
+        let mut s = ConfigState::new();
+        put(&mut s, "backends/b1/backend", r#"{"Type":"http"}"#);
+        put(&mut s, "backends/b10/backend", r#"{"Type":"http"}"#);
+        put(&mut s, "backends/b1/servers/s1", r#"{"URL":"http://127.0.0.1:9001"}"#);
+        put(&mut s, "backends/b10/servers/s1", r#"{"URL":"http://127.0.0.1:9010"}"#);
+        put(&mut s, "frontends/f1/frontend", r#"{"Type":"http","BackendId":"b1","Route":"Path(`/`)"}"#);
+        s
+    }
+
+    #[test]
+    fn servers_belong_to_their_exact_backend() {
+        let mut s = base();
+        let v = s.validate();
+        assert!(v.errors.is_empty(), "{:?}", v.errors);
+        assert_eq!(v.config.backends["b1"].servers.len(), 1);
+        assert_eq!(v.config.backends["b1"].servers[0].url, "http://127.0.0.1:9001");
+        assert_eq!(v.config.backends["b10"].servers[0].url, "http://127.0.0.1:9010");
+    }
+
+    #[test]
+    fn missing_backend_keeps_last_good_frontend() {
+        let mut s = base();
+        s.validate();
+        put(&mut s, "frontends/f1/frontend", r#"{"Type":"http","BackendId":"nope","Route":"Path(`/x`)"}"#);
+        let v = s.validate();
+        assert_eq!(v.config.frontends["f1"].route, "Path(`/`)");
+        assert_eq!(v.errors.len(), 1);
+        assert!(v.errors[0].to_string().contains("backend `nope` is not defined; the previous value keeps serving"));
+        // A new frontend naming a missing backend stays out.
+        put(&mut s, "frontends/f2/frontend", r#"{"Type":"http","BackendId":"nope","Route":"Path(`/y`)"}"#);
+        let v = s.validate();
+        assert!(!v.config.frontends.contains_key("f2"));
+    }
+
+    #[test]
+    fn orphans_and_unsupported_are_reported() {
+        let mut s = base();
+        put(&mut s, "backends/ghost/servers/s1", r#"{"URL":"http://127.0.0.1:1"}"#);
+        put(&mut s, "frontends/f1/middlewares/rl", r#"{"Type":"ratelimit","Middleware":{}}"#);
+        let v = s.validate();
+        assert!(v.errors.iter().any(|e| e.key == "backends/ghost/servers/s1"));
+        assert!(v.unsupported.iter().any(|e| e.key == "frontends/f1/middlewares/rl"));
+    }
+
+    #[test]
+    fn per_key_checks() {
+        let mut s = ConfigState::new();
+        let bad = [
+            ("backends/b/servers/s", r#"{"URL":"ftp://x:1"}"#, "URL"),
+            ("backends/b/servers/s", r#"{"URL":"http://x:1/path"}"#, "URL"),
+            ("backends/b/servers/s", r#"{"URL":"http://x:1","Weight":20000}"#, "Weight"),
+            ("backends/b/servers/s", r#"{"Id":"t","URL":"http://x:1"}"#, "Id"),
+            ("frontends/f/frontend", r#"{"Type":"http","Route":"Path(`/`)"}"#, "BackendId"),
+            ("frontends/f/frontend", r#"{"Type":"http","Backends":[{"Id":"a","Weight":0}],"Route":"Path(`/`)"}"#, "Backends"),
+            ("frontends/f/frontend", r#"{"Type":"tcp","BackendId":"a","Route":"Path(`/`)"}"#, "Type"),
+            ("frontends/f/middlewares/m", r#"{"Type":"magic"}"#, "Type"),
+            ("listeners/l", r#"{"Protocol":"http","Address":{"Network":"tcp","Address":"nope"}}"#, "Address.Address"),
+            ("hosts/h/host", r#"{"Settings":{"KeyPair":{"Cert":"x","Key":"y"}}}"#, "Settings.KeyPair.Cert"),
+        ];
+        for (key, value, field) in bad {
+            let e = s.apply(Change::Put { key: key.into(), value: value.as_bytes().to_vec() }).unwrap_err();
+            assert_eq!(e.field.as_deref(), Some(field), "{key} {value}: {e}");
+        }
+    }
+}

@@ -1,0 +1,136 @@
+//! Body types of the proxy: bodies are streamed frame by frame in both directions, never buffered whole.
+//!
+//! Backpressure comes for free: a frame is only pulled from one side when the other side asked for one.
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+/// What the proxy answers with: the upstream's body as it arrives, or a small body of its own (errors).
+pub enum ProxyBody {
+    /// The upstream body, with what must live exactly as long as it: the server's in-flight count and the
+    /// access-log record, written when the body is done (or dropped by a client that went away).
+    Upstream { body: Incoming, done: Option<Box<Completion>> },
+    Full(Option<Bytes>),
+}
+
+/// Runs once when the upstream body finishes or is dropped.
+pub struct Completion {
+    pub bytes: u64,
+    pub guard: Option<crate::upstream::InflightGuard>,
+    pub log: Option<super::AccessRecord>,
+}
+
+impl Drop for Completion {
+    fn drop(&mut self) {
+        if let Some(log) = self.log.take() {
+            log.emit(self.bytes);
+        }
+    }
+}
+
+impl ProxyBody {
+    pub fn full(bytes: impl Into<Bytes>) -> Self {
+        ProxyBody::Full(Some(bytes.into()))
+    }
+
+    pub fn empty() -> Self {
+        ProxyBody::Full(None)
+    }
+}
+
+impl Body for ProxyBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        match self.get_mut() {
+            ProxyBody::Upstream { body, done } => {
+                let polled = Pin::new(body).poll_frame(cx);
+                if let (Poll::Ready(Some(Ok(frame))), Some(done)) = (&polled, done.as_mut()) {
+                    if let Some(d) = frame.data_ref() {
+                        done.bytes += d.len() as u64;
+                    }
+                }
+                if matches!(polled, Poll::Ready(None) | Poll::Ready(Some(Err(_)))) {
+                    // Finish now rather than when hyper drops the body, so the log line and the in-flight
+                    // count are current the moment the last byte went out.
+                    done.take();
+                }
+                polled
+            }
+            ProxyBody::Full(b) => Poll::Ready(b.take().map(|d| Ok(Frame::data(d)))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ProxyBody::Upstream { body, .. } => body.is_end_stream(),
+            ProxyBody::Full(b) => b.is_none(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ProxyBody::Upstream { body, .. } => body.size_hint(),
+            ProxyBody::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
+            ProxyBody::Full(None) => SizeHint::with_exact(0),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RequestBodyError {
+    #[error("client body: {0}")]
+    Client(#[from] hyper::Error),
+    #[error("request body is larger than the frontend's limit of {limit} bytes")]
+    TooLarge { limit: u64 },
+}
+
+/// The client's request body on its way upstream, cut off with an error past `Limits.MaxBodyBytes`.
+pub struct RequestBody {
+    inner: Incoming,
+    /// Bytes still allowed; `None` means no limit.
+    remaining: Option<u64>,
+    limit: u64,
+}
+
+impl RequestBody {
+    pub fn new(inner: Incoming, limit: Option<u64>) -> Self {
+        RequestBody { inner, remaining: limit, limit: limit.unwrap_or(0) }
+    }
+}
+
+impl Body for RequestBody {
+    type Data = Bytes;
+    type Error = RequestBodyError;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let (Some(remaining), Some(data)) = (this.remaining.as_mut(), frame.data_ref()) {
+                    let len = data.len() as u64;
+                    if len > *remaining {
+                        return Poll::Ready(Some(Err(RequestBodyError::TooLarge { limit: this.limit })));
+                    }
+                    *remaining -= len;
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

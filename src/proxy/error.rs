@@ -1,0 +1,154 @@
+//! What can go wrong on the request path, where the fault lies, and the status code that follows from it.
+
+use super::ProxyBody;
+use http::{header, HeaderValue, Response, StatusCode};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How an upstream exchange failed.
+#[derive(Debug)]
+pub enum UpstreamFailure {
+    /// The TCP connect was refused or the host unreachable.
+    Connect(String),
+    /// The connect did not finish within the backend's Dial timeout.
+    DialTimeout,
+    /// No response head within the backend's Read timeout.
+    Timeout(Duration),
+    /// The connection broke mid-exchange.
+    Reset(String),
+    /// The client's body failed (it went away, or sent more than the limit).
+    ClientBody(String),
+}
+
+impl UpstreamFailure {
+    pub fn classify(e: &hyper_util::client::legacy::Error) -> Self {
+        use std::error::Error as _;
+        let mut chain = String::new();
+        let mut timed_out = false;
+        let mut body_error = false;
+        let mut src: Option<&(dyn std::error::Error + 'static)> = e.source();
+        while let Some(s) = src {
+            if let Some(io) = s.downcast_ref::<std::io::Error>() {
+                timed_out |= io.kind() == std::io::ErrorKind::TimedOut;
+            }
+            body_error |= s.downcast_ref::<super::RequestBodyError>().is_some();
+            if !chain.is_empty() {
+                chain.push_str(": ");
+            }
+            chain.push_str(&s.to_string());
+            src = s.source();
+        }
+        if e.is_connect() {
+            if timed_out {
+                UpstreamFailure::DialTimeout
+            } else {
+                UpstreamFailure::Connect(chain)
+            }
+        } else if body_error {
+            UpstreamFailure::ClientBody(chain)
+        } else {
+            UpstreamFailure::Reset(chain)
+        }
+    }
+
+    pub fn kind(&self) -> &'static str {
+        match self {
+            UpstreamFailure::Connect(_) => "connect",
+            UpstreamFailure::DialTimeout => "dial_timeout",
+            UpstreamFailure::Timeout(_) => "timeout",
+            UpstreamFailure::Reset(_) => "reset",
+            UpstreamFailure::ClientBody(_) => "client_body",
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("no frontend matches this request")]
+    NoRoute,
+    #[error("the frontend's backends all have weight 0")]
+    NoBackend,
+    #[error("backend `{backend}` has no server that takes requests")]
+    NoServer { backend: Arc<str> },
+    #[error("request body is larger than {limit} bytes")]
+    BodyTooLarge { limit: u64 },
+    #[error("bad request: {0}")]
+    BadRequest(&'static str),
+    #[error("upstream {backend}/{server}: {}", describe(.failure))]
+    Upstream { failure: UpstreamFailure, backend: Arc<str>, server: Arc<str> },
+}
+
+fn describe(f: &UpstreamFailure) -> String {
+    match f {
+        UpstreamFailure::Connect(e) => format!("connect failed: {e}"),
+        UpstreamFailure::DialTimeout => "connect timed out".to_string(),
+        UpstreamFailure::Timeout(d) => format!("no response within {}", crate::model::format_duration(*d)),
+        UpstreamFailure::Reset(e) => format!("connection failed: {e}"),
+        UpstreamFailure::ClientBody(e) => format!("client body failed: {e}"),
+    }
+}
+
+impl ProxyError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ProxyError::NoRoute => StatusCode::NOT_FOUND,
+            ProxyError::NoBackend | ProxyError::NoServer { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ProxyError::Upstream { failure, .. } => match failure {
+                UpstreamFailure::Connect(_) | UpstreamFailure::Reset(_) => StatusCode::BAD_GATEWAY,
+                UpstreamFailure::DialTimeout | UpstreamFailure::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+                UpstreamFailure::ClientBody(e) if e.contains("larger than") => StatusCode::PAYLOAD_TOO_LARGE,
+                UpstreamFailure::ClientBody(_) => StatusCode::BAD_REQUEST,
+            },
+        }
+    }
+
+    fn code(&self) -> &'static str {
+        match self {
+            ProxyError::NoRoute => "no_route",
+            ProxyError::NoBackend => "no_backend",
+            ProxyError::NoServer { .. } => "no_server",
+            ProxyError::BodyTooLarge { .. } => "body_too_large",
+            ProxyError::BadRequest(_) => "bad_request",
+            ProxyError::Upstream { failure, .. } => match failure {
+                UpstreamFailure::Connect(_) => "upstream_unreachable",
+                UpstreamFailure::DialTimeout => "upstream_connect_timeout",
+                UpstreamFailure::Timeout(_) => "upstream_timeout",
+                UpstreamFailure::Reset(_) => "upstream_reset",
+                UpstreamFailure::ClientBody(_) => "client_body",
+            },
+        }
+    }
+
+    /// The JSON error answer. Upstream details (addresses, OS errors) stay in the log, not in the body.
+    pub fn response(&self, frontend: Option<&str>, request_id: &HeaderValue) -> Response<ProxyBody> {
+        let mut body = serde_json::json!({
+            "error": self.code(),
+            "status": self.status().as_u16(),
+            "request_id": request_id.to_str().unwrap_or(""),
+        });
+        if let Some(f) = frontend {
+            body["frontend"] = f.into();
+        }
+        match self {
+            ProxyError::NoServer { backend } => body["backend"] = backend.as_ref().into(),
+            ProxyError::Upstream { backend, server, failure } => {
+                body["backend"] = backend.as_ref().into();
+                body["server"] = server.as_ref().into();
+                if let UpstreamFailure::Timeout(d) = failure {
+                    body["timeout"] = crate::model::format_duration(*d).into();
+                }
+            }
+            ProxyError::BodyTooLarge { limit } => body["limit"] = (*limit).into(),
+            _ => {}
+        }
+        let mut bytes = body.to_string().into_bytes();
+        bytes.push(b'\n');
+        let mut resp = Response::new(ProxyBody::full(bytes));
+        *resp.status_mut() = self.status();
+        resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        resp.headers_mut().insert(super::headers::X_REQUEST_ID.clone(), request_id.clone());
+        resp
+    }
+}

@@ -1,0 +1,272 @@
+//! The request path. One fixed series of phases per request:
+//!
+//! ```text
+//!  match route ──> pick backend ──> pick server ──> build upstream request ──> send ──> filter response ──> log
+//!  (404)           (503)            (503)           hop-by-hop, X-Forwarded-*,  (502/504)  hop-by-hop,       on body end
+//!                                                   Host, X-Request-Id                     X-Request-Id
+//! ```
+//!
+//! The table is loaded once per request and that `Arc` is held until the response head is built (the chosen
+//! server's `Arc` lives until the body ends), so a reload in the middle of a request changes nothing for it.
+//! Errors are small JSON bodies that name the frontend, and say where the fault is: 404 no route, 503 no
+//! server, 502 upstream unreachable or reset, 504 upstream timeout.
+
+mod body;
+mod error;
+pub mod headers;
+
+pub use body::{Completion, ProxyBody, RequestBody, RequestBodyError};
+pub use error::{ProxyError, UpstreamFailure};
+
+use crate::table::route::Request as RouteRequest;
+use crate::table::{Frontend, SharedTable};
+use crate::telemetry;
+use headers::{RequestIds, X_REQUEST_ID};
+use http::header::{self, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Uri, Version};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// What the proxy knows about one client connection, worked out once at accept time.
+pub struct ConnInfo {
+    pub peer: SocketAddr,
+    pub listener: Arc<str>,
+    pub tls: bool,
+    /// The listener trusts X-Forwarded-* from its clients (it sits behind another proxy or load balancer).
+    pub trust_forward_header: bool,
+    client_ip: HeaderValue,
+    proto: HeaderValue,
+}
+
+impl ConnInfo {
+    pub fn new(peer: SocketAddr, listener: Arc<str>, tls: bool, trust_forward_header: bool) -> Self {
+        let client_ip = HeaderValue::from_str(&peer.ip().to_string()).unwrap_or(HeaderValue::from_static("unknown"));
+        let proto = HeaderValue::from_static(if tls { "https" } else { "http" });
+        ConnInfo { peer, listener, tls, trust_forward_header, client_ip, proto }
+    }
+}
+
+/// Shared by every connection of every listener.
+pub struct Proxy {
+    pub table: SharedTable,
+    ids: RequestIds,
+}
+
+impl Proxy {
+    pub fn new(table: SharedTable) -> Self {
+        Proxy { table, ids: RequestIds::new() }
+    }
+
+    pub async fn handle(&self, conn: &ConnInfo, mut req: Request<Incoming>) -> Response<ProxyBody> {
+        let start = Instant::now();
+        let table = self.table.load_full();
+
+        // Phase 1: match. h2 carries the host in the URI, h1 in the Host header.
+        let host_value = req.headers().get(header::HOST).cloned().or_else(|| {
+            req.uri().authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        });
+        let host = host_value.as_ref().and_then(|h| h.to_str().ok()).unwrap_or("");
+        let found = table.router.find(&RouteRequest {
+            method: req.method(),
+            host,
+            path: req.uri().path(),
+            headers: req.headers(),
+        });
+        let request_id = match req.headers().get(&X_REQUEST_ID) {
+            Some(id) if !id.is_empty() && id.len() <= 200 => id.clone(),
+            _ => self.ids.next(),
+        };
+        let Some(frontend) = found.cloned() else {
+            telemetry::count_unrouted(404);
+            let err = ProxyError::NoRoute;
+            log_error(&req, conn, None, &err, &request_id, start);
+            return err.response(None, &request_id);
+        };
+
+        // Phase 2: pick the backend of the split, then a server of that backend.
+        let Some((bi, backend)) = frontend.split.pick_indexed() else {
+            return self.fail(&frontend, None, &req, conn, ProxyError::NoBackend, &request_id, start);
+        };
+        let backend = backend.clone();
+        let Some((si, server)) = backend.servers.pick_indexed() else {
+            let err = ProxyError::NoServer { backend: backend.id.clone() };
+            return self.fail(&frontend, Some((bi, &backend.id)), &req, conn, err, &request_id, start);
+        };
+        let server = server.clone();
+        drop(table);
+
+        if let (Some(limit), Some(len)) = (frontend.max_body_bytes, content_length(req.headers())) {
+            if len > limit {
+                let err = ProxyError::BodyTooLarge { limit };
+                return self.fail(&frontend, Some((bi, &backend.id)), &req, conn, err, &request_id, start);
+            }
+        }
+
+        // Phase 3: the upstream request.
+        let upgrade = headers::is_upgrade(req.headers());
+        let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+        let upgrade_value = if upgrade { req.headers().get(header::UPGRADE).cloned() } else { None };
+        let method = req.method().clone();
+        let log_path = access_log_enabled().then(|| req.uri().path().to_string());
+        let (mut parts, body) = req.into_parts();
+        headers::strip_hop_by_hop(&mut parts.headers);
+        if let Some(proto) = upgrade_value {
+            parts.headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+            parts.headers.insert(header::UPGRADE, proto);
+        }
+        let trust = frontend.trust_forward_header || conn.trust_forward_header;
+        headers::set_forwarded(&mut parts.headers, trust, &conn.client_ip, &conn.proto, host_value.as_ref());
+        let upstream_host = match (&frontend.hostname, frontend.pass_host_header, &host_value) {
+            (Some(h), _, _) => h.clone(),
+            (None, true, Some(h)) => h.clone(),
+            _ => server.host_header.clone(),
+        };
+        parts.headers.insert(header::HOST, upstream_host);
+        parts.headers.insert(X_REQUEST_ID.clone(), request_id.clone());
+        let mut uri_parts = http::uri::Parts::default();
+        uri_parts.scheme = Some(server.scheme.clone());
+        uri_parts.authority = Some(server.authority.clone());
+        uri_parts.path_and_query = parts.uri.path_and_query().cloned().or_else(|| Some(http::uri::PathAndQuery::from_static("/")));
+        parts.uri = match Uri::from_parts(uri_parts) {
+            Ok(u) => u,
+            Err(_) => {
+                let err = ProxyError::BadRequest("request target cannot be forwarded");
+                return self.fail(&frontend, Some((bi, &backend.id)), &Request::from_parts(parts, ()), conn, err, &request_id, start);
+            }
+        };
+        // Upstreams speak HTTP/1.1 whatever the client spoke.
+        parts.version = Version::HTTP_11;
+        let upstream_req = Request::from_parts(parts, RequestBody::new(body, frontend.max_body_bytes));
+
+        // Phase 4: send, bounded by the backend's Read timeout (time to the response head).
+        let guard = server.begin();
+        let sent = tokio::time::timeout(backend.settings.read_timeout, server.client.request(upstream_req)).await;
+        let mut resp = match sent {
+            Ok(Ok(resp)) => resp,
+            Ok(Err(e)) => {
+                let failure = UpstreamFailure::classify(&e);
+                telemetry::upstream_error(&backend.id, &server.id, failure.kind());
+                let err = ProxyError::Upstream { failure, server: server.id.clone(), backend: backend.id.clone() };
+                let status = err.status().as_u16();
+                frontend.metrics.record(Some((bi, &backend.id)), Some((si, &server.id)), status, start.elapsed());
+                tracing::warn!(target: "access", frontend = %frontend.id, backend = %backend.id, server = %server.id,
+                    method = %method, status, error = %e, request_id = ?request_id, "upstream request failed");
+                return err.response(Some(&frontend.id), &request_id);
+            }
+            Err(_) => {
+                telemetry::upstream_error(&backend.id, &server.id, "timeout");
+                let err = ProxyError::Upstream {
+                    failure: UpstreamFailure::Timeout(backend.settings.read_timeout),
+                    server: server.id.clone(),
+                    backend: backend.id.clone(),
+                };
+                frontend.metrics.record(Some((bi, &backend.id)), Some((si, &server.id)), 504, start.elapsed());
+                tracing::warn!(target: "access", frontend = %frontend.id, backend = %backend.id, server = %server.id,
+                    method = %method, status = 504, request_id = ?request_id, "upstream timed out");
+                return err.response(Some(&frontend.id), &request_id);
+            }
+        };
+
+        // Phase 5: the response.
+        let status = resp.status();
+        if status == StatusCode::SWITCHING_PROTOCOLS {
+            if let Some(client_upgrade) = client_upgrade {
+                let upstream_upgrade = hyper::upgrade::on(&mut resp);
+                let frontend_id = frontend.id.clone();
+                tokio::spawn(async move {
+                    // The in-flight guard lives as long as the tunnel, so a drain waits for it too.
+                    let _guard = guard;
+                    match tokio::try_join!(client_upgrade, upstream_upgrade) {
+                        Ok((client, upstream)) => {
+                            let mut client = TokioIo::new(client);
+                            let mut upstream = TokioIo::new(upstream);
+                            if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+                                tracing::debug!(frontend = %frontend_id, error = %e, "upgraded connection ended");
+                            }
+                        }
+                        Err(e) => tracing::warn!(frontend = %frontend_id, error = %e, "upgrade failed"),
+                    }
+                });
+                frontend.metrics.record(Some((bi, &backend.id)), Some((si, &server.id)), 101, start.elapsed());
+                let (parts, _) = resp.into_parts();
+                return Response::from_parts(parts, ProxyBody::empty());
+            }
+        } else {
+            headers::strip_hop_by_hop(resp.headers_mut());
+        }
+        resp.headers_mut().insert(X_REQUEST_ID.clone(), request_id.clone());
+        frontend.metrics.record(Some((bi, &backend.id)), Some((si, &server.id)), status.as_u16(), start.elapsed());
+        let log = log_path.map(|path| AccessRecord {
+            frontend: frontend.id.clone(),
+            backend: backend.id.clone(),
+            server: server.id.clone(),
+            method,
+            path,
+            status: status.as_u16(),
+            peer: conn.peer,
+            request_id,
+            start,
+        });
+        let (parts, body) = resp.into_parts();
+        let done = Box::new(Completion { bytes: 0, guard: Some(guard), log });
+        Response::from_parts(parts, ProxyBody::Upstream { body, done: Some(done) })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn fail<B>(
+        &self,
+        frontend: &Frontend,
+        backend: Option<(usize, &str)>,
+        req: &Request<B>,
+        conn: &ConnInfo,
+        err: ProxyError,
+        request_id: &HeaderValue,
+        start: Instant,
+    ) -> Response<ProxyBody> {
+        frontend.metrics.record(backend, None, err.status().as_u16(), start.elapsed());
+        log_error(req, conn, Some(&frontend.id), &err, request_id, start);
+        err.response(Some(&frontend.id), request_id)
+    }
+}
+
+fn content_length(h: &http::HeaderMap) -> Option<u64> {
+    h.get(header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
+}
+
+fn access_log_enabled() -> bool {
+    tracing::enabled!(target: "access", tracing::Level::INFO)
+}
+
+fn log_error<B>(req: &Request<B>, conn: &ConnInfo, frontend: Option<&str>, err: &ProxyError, id: &HeaderValue, start: Instant) {
+    tracing::info!(target: "access", frontend = frontend.unwrap_or("-"), method = %req.method(), path = %req.uri().path(),
+        status = err.status().as_u16(), peer = %conn.peer, duration_ms = start.elapsed().as_secs_f64() * 1e3,
+        request_id = ?id, error = %err, "request");
+}
+
+/// One access-log line, written when the response body ends.
+pub struct AccessRecord {
+    frontend: Arc<str>,
+    backend: Arc<str>,
+    server: Arc<str>,
+    method: Method,
+    path: String,
+    status: u16,
+    peer: SocketAddr,
+    request_id: HeaderValue,
+    start: Instant,
+}
+
+impl AccessRecord {
+    fn emit(self, bytes: u64) {
+        let id = self.request_id.to_str().unwrap_or("-");
+        tracing::info!(target: "access", frontend = %self.frontend, backend = %self.backend, server = %self.server,
+            method = %self.method, path = %self.path, status = self.status, bytes, peer = %self.peer,
+            duration_ms = self.start.elapsed().as_secs_f64() * 1e3, request_id = id, "request");
+    }
+}
+
+/// Methods are compared by the router; re-exported for tests that build requests by hand.
+pub use http::Method as HttpMethod;

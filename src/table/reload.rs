@@ -1,0 +1,198 @@
+//! The reload loop: source events in, one validated and compiled table out per batch.
+//!
+//! Events that arrive while a table is being built are applied together before the next build, so a burst of
+//! writes costs one build, not one per write. A reload is all or nothing: the new table is stored with a
+//! single `ArcSwap::store`; anything refused is reported (log, `/status`, metrics) and the values that were
+//! good keep serving.
+
+use super::{publish, SharedTable};
+use crate::model::{ConfigError, ConfigState, Rejection, ValidatedConfig};
+use crate::source::{SourceEvent, SourceStatus};
+use crate::telemetry;
+use crate::upstream::{DrainingServer, Registry};
+use serde::Serialize;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+use tokio::sync::{mpsc, watch};
+
+/// What `/status` shows. Written by the reload loop only; read by the admin listener.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Status {
+    pub generation: u64,
+    pub reloaded_at_unix: u64,
+    pub source: SourceStatus,
+    pub counts: Counts,
+    /// Keys whose latest value was refused (the previous good value, if any, still serves).
+    pub rejected: Vec<Rejection>,
+    /// Cross-key problems: values left out or replaced by their last good value.
+    pub errors: Vec<ConfigError>,
+    /// Values in force with a part Ficus does not act on yet.
+    pub unsupported: Vec<ConfigError>,
+    pub draining: Vec<DrainingServer>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Counts {
+    pub frontends: usize,
+    pub backends: usize,
+    pub servers: usize,
+    pub hosts: usize,
+    pub listeners: usize,
+    pub middlewares: usize,
+}
+
+/// Shared status, behind a lock that only the reload loop and `/status` take (never the request path).
+#[derive(Default)]
+pub struct StatusBoard {
+    inner: Mutex<Status>,
+}
+
+impl StatusBoard {
+    pub fn snapshot(&self, registry: &Registry) -> Status {
+        let mut s = self.inner.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        s.draining = registry.draining();
+        s
+    }
+
+    fn update(&self, f: impl FnOnce(&mut Status)) {
+        f(&mut self.inner.lock().unwrap_or_else(|p| p.into_inner()));
+    }
+}
+
+pub struct Reloader {
+    state: ConfigState,
+    table: SharedTable,
+    registry: Arc<Registry>,
+    status: Arc<StatusBoard>,
+    generation: u64,
+    /// For a file source: where a key lives, so errors name the file too.
+    files: Option<PathBuf>,
+    /// The listeners of the latest config, for the listener manager.
+    config_tx: watch::Sender<Arc<ValidatedConfig>>,
+}
+
+impl Reloader {
+    pub fn new(
+        table: SharedTable,
+        registry: Arc<Registry>,
+        status: Arc<StatusBoard>,
+        source: SourceStatus,
+        files: Option<PathBuf>,
+    ) -> (Self, watch::Receiver<Arc<ValidatedConfig>>) {
+        status.update(|s| s.source = source);
+        let (config_tx, config_rx) = watch::channel(Arc::new(ValidatedConfig::default()));
+        let generation = table.load().generation;
+        (Reloader { state: ConfigState::new(), table, registry, status, generation, files, config_tx }, config_rx)
+    }
+
+    /// Applies one event to the state (no build). Returns true when something changed.
+    pub fn apply(&mut self, event: SourceEvent) -> bool {
+        match event {
+            SourceEvent::Snapshot { revision, entries } => {
+                let (errors, changed) = self.state.reset(entries);
+                self.report_rejections(&errors);
+                self.status.update(|s| {
+                    s.source.revision = revision;
+                    s.source.state = "watching";
+                    s.source.problems.clear();
+                });
+                changed || !errors.is_empty() || self.generation == 0
+            }
+            SourceEvent::Changes { revision, changes } => {
+                let mut changed = false;
+                let mut errors = Vec::new();
+                for change in changes {
+                    match self.state.apply(change) {
+                        Ok(c) => changed |= c,
+                        Err(e) => errors.push(e),
+                    }
+                }
+                self.report_rejections(&errors);
+                self.status.update(|s| s.source.revision = revision);
+                changed || !errors.is_empty()
+            }
+            SourceEvent::Problem { message } => {
+                tracing::error!(target: "config", "{message}");
+                self.status.update(|s| {
+                    s.source.state = "error";
+                    s.source.problems.push(message);
+                });
+                false
+            }
+        }
+    }
+
+    fn report_rejections(&self, errors: &[ConfigError]) {
+        for e in errors {
+            let kind = crate::model::Key::parse(&e.key).map(|k| k.kind()).unwrap_or("unknown");
+            metrics::counter!(telemetry::CONFIG_REJECTED_TOTAL, "kind" => kind).increment(1);
+            tracing::error!(target: "config", key = %e.key, file = self.file_hint(&e.key), "rejected: {e}; the previous value (if any) keeps serving");
+        }
+    }
+
+    fn file_hint(&self, key: &str) -> String {
+        match &self.files {
+            Some(dir) => crate::source::file::file_of(dir, key).display().to_string(),
+            None => String::new(),
+        }
+    }
+
+    /// Validates, compiles and publishes the current state as the next generation.
+    pub fn rebuild(&mut self) {
+        let validation = self.state.validate();
+        for e in validation.errors.iter() {
+            tracing::error!(target: "config", key = %e.key, file = self.file_hint(&e.key), "{e}");
+        }
+        for e in validation.unsupported.iter() {
+            tracing::warn!(target: "config", key = %e.key, "{e}");
+        }
+        self.generation += 1;
+        let config = Arc::new(validation.config);
+        publish(&self.table, &self.registry, config.clone(), self.generation);
+        let counts = Counts {
+            frontends: config.frontends.len(),
+            backends: config.backends.len(),
+            servers: config.backends.values().map(|b| b.servers.len()).sum(),
+            hosts: config.hosts.len(),
+            listeners: config.listeners.len(),
+            middlewares: config.frontends.values().map(|f| f.middlewares.len()).sum(),
+        };
+        let rejected: Vec<Rejection> = self.state.rejected().cloned().collect();
+        let problems = rejected.len() + validation.errors.len();
+        metrics::gauge!(telemetry::CONFIG_GENERATION).set(self.generation as f64);
+        metrics::gauge!(telemetry::CONFIG_ERRORS).set(problems as f64);
+        metrics::gauge!(telemetry::CONFIG_FRONTENDS).set(counts.frontends as f64);
+        metrics::gauge!(telemetry::CONFIG_SERVERS).set(counts.servers as f64);
+        metrics::counter!(telemetry::CONFIG_RELOADS_TOTAL).increment(1);
+        tracing::info!(target: "config", generation = self.generation, frontends = counts.frontends,
+            backends = counts.backends, servers = counts.servers, problems, "routing table published");
+        let generation = self.generation;
+        self.status.update(|s| {
+            s.generation = generation;
+            s.reloaded_at_unix = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+            s.counts = counts;
+            s.rejected = rejected;
+            s.errors = validation.errors;
+            s.unsupported = validation.unsupported;
+        });
+        self.config_tx.send_replace(config);
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Runs until the source closes. Coalesces whatever queued up during a build into the next build.
+    pub async fn run(mut self, mut events: mpsc::Receiver<SourceEvent>) {
+        while let Some(first) = events.recv().await {
+            let mut changed = self.apply(first);
+            while let Ok(more) = events.try_recv() {
+                changed |= self.apply(more);
+            }
+            if changed {
+                self.rebuild();
+            }
+        }
+    }
+}

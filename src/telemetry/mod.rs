@@ -1,0 +1,169 @@
+//! Metric names (all of them, in one place), metric handles prepared at table-build time, and log setup.
+//!
+//! Per request the proxy touches only pre-resolved handles: a counter for (frontend, backend, server,
+//! status class) is registered the first time that combination is seen and then reused, so the hot path
+//! never formats labels or hashes a metric key.
+
+use metrics::{Counter, Histogram};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+pub const REQUESTS_TOTAL: &str = "ficus_requests_total";
+pub const REQUEST_DURATION: &str = "ficus_request_duration_seconds";
+pub const UPSTREAM_ERRORS_TOTAL: &str = "ficus_upstream_errors_total";
+pub const OPEN_CONNECTIONS: &str = "ficus_open_connections";
+pub const CONNECTIONS_TOTAL: &str = "ficus_connections_total";
+pub const CONFIG_GENERATION: &str = "ficus_config_generation";
+pub const CONFIG_RELOADS_TOTAL: &str = "ficus_config_reloads_total";
+pub const CONFIG_REJECTED_TOTAL: &str = "ficus_config_rejected_total";
+pub const CONFIG_ERRORS: &str = "ficus_config_errors";
+pub const CONFIG_FRONTENDS: &str = "ficus_config_frontends";
+pub const CONFIG_SERVERS: &str = "ficus_config_servers";
+pub const DRAINING_SERVERS: &str = "ficus_draining_servers";
+
+/// Latency buckets in seconds: fine below 10 ms where a proxy's own overhead lives, coarse above.
+pub const LATENCY_BUCKETS: &[f64] =
+    &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
+
+const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+fn class_index(status: u16) -> usize {
+    match status {
+        100..=199 => 0,
+        200..=299 => 1,
+        300..=399 => 2,
+        400..=499 => 3,
+        _ => 4,
+    }
+}
+
+/// Request counters and the latency histogram of one frontend.
+pub struct FrontendMetrics {
+    frontend: Arc<str>,
+    /// Start of each backend's servers in `slots`, in split order; one extra slot per backend for "no server".
+    offsets: Box<[usize]>,
+    slots: Box<[OnceLock<[Counter; 5]>]>,
+    latency: OnceLock<Histogram>,
+}
+
+impl FrontendMetrics {
+    /// `servers_per_backend` in the order of the frontend's split.
+    pub fn new(frontend: &str, servers_per_backend: &[usize]) -> Self {
+        let mut offsets = Vec::with_capacity(servers_per_backend.len());
+        let mut total = 0;
+        for n in servers_per_backend {
+            offsets.push(total);
+            total += n + 1;
+        }
+        FrontendMetrics {
+            frontend: frontend.into(),
+            offsets: offsets.into_boxed_slice(),
+            slots: (0..total).map(|_| OnceLock::new()).collect(),
+            latency: OnceLock::new(),
+        }
+    }
+
+    /// Counts a request answered for this frontend. `server` is `None` when no server was picked (503).
+    pub fn record(&self, backend: Option<(usize, &str)>, server: Option<(usize, &str)>, status: u16, elapsed: Duration) {
+        let slot = backend.and_then(|(bi, _)| {
+            let base = *self.offsets.get(bi)?;
+            let next = self.offsets.get(bi + 1).copied().unwrap_or(self.slots.len());
+            let idx = match server {
+                Some((si, _)) => base + si,
+                None => next - 1,
+            };
+            (idx < next).then_some(idx)
+        });
+        let counters = match slot {
+            Some(idx) => self.slots[idx].get_or_init(|| {
+                let b = backend.map(|(_, b)| b).unwrap_or("");
+                let s = server.map(|(_, s)| s).unwrap_or("");
+                status_counters(&self.frontend, b, s)
+            }),
+            None => unrouted_counters(),
+        };
+        counters[class_index(status)].increment(1);
+        self.latency
+            .get_or_init(|| metrics::histogram!(REQUEST_DURATION, "frontend" => self.frontend.to_string()))
+            .record(elapsed.as_secs_f64());
+    }
+}
+
+fn status_counters(frontend: &str, backend: &str, server: &str) -> [Counter; 5] {
+    CLASSES.map(|class| {
+        metrics::counter!(REQUESTS_TOTAL, "frontend" => frontend.to_string(), "backend" => backend.to_string(),
+            "server" => server.to_string(), "code" => class)
+    })
+}
+
+/// Requests that matched no frontend (404) share one set of counters.
+pub fn unrouted_counters() -> &'static [Counter; 5] {
+    static UNROUTED: OnceLock<[Counter; 5]> = OnceLock::new();
+    UNROUTED.get_or_init(|| status_counters("", "", ""))
+}
+
+pub fn count_unrouted(status: u16) {
+    unrouted_counters()[class_index(status)].increment(1);
+}
+
+/// Upstream failures by kind (`connect`, `timeout`, `reset`, ...). Rare, so labels are built per call.
+pub fn upstream_error(backend: &str, server: &str, kind: &'static str) {
+    metrics::counter!(UPSTREAM_ERRORS_TOTAL, "backend" => backend.to_string(), "server" => server.to_string(), "kind" => kind)
+        .increment(1);
+}
+
+/// Installs the Prometheus recorder; the handle renders `/metrics`.
+pub fn install_metrics() -> Result<metrics_exporter_prometheus::PrometheusHandle, String> {
+    use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+    let builder = PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Full(REQUEST_DURATION.to_string()), LATENCY_BUCKETS)
+        .map_err(|e| e.to_string())?;
+    let recorder = builder.build_recorder();
+    let handle = recorder.handle();
+    // A second install (tests running several apps in one process) keeps the first recorder; still usable.
+    let _ = metrics::set_global_recorder(recorder);
+    describe();
+    Ok(handle)
+}
+
+fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_counter!(REQUESTS_TOTAL, "Requests answered, by frontend, backend, server and status class");
+    describe_histogram!(REQUEST_DURATION, Unit::Seconds, "Time from request head to response head, by frontend");
+    describe_counter!(UPSTREAM_ERRORS_TOTAL, "Failed upstream exchanges, by backend, server and kind");
+    describe_gauge!(OPEN_CONNECTIONS, "Client connections open now, by listener");
+    describe_counter!(CONNECTIONS_TOTAL, "Client connections accepted, by listener");
+    describe_gauge!(CONFIG_GENERATION, "Generation of the routing table in service");
+    describe_counter!(CONFIG_RELOADS_TOTAL, "Routing table builds");
+    describe_counter!(CONFIG_REJECTED_TOTAL, "Config values refused (the previous good value kept), by kind");
+    describe_gauge!(CONFIG_ERRORS, "Config problems present now (see /status)");
+    describe_gauge!(CONFIG_FRONTENDS, "Frontends in the routing table");
+    describe_gauge!(CONFIG_SERVERS, "Servers in the routing table (draining excluded)");
+    describe_gauge!(DRAINING_SERVERS, "Servers that left the config and still have requests in flight");
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Sets up tracing. `RUST_LOG` overrides the default filter. Logs go through a background writer so a slow
+/// terminal or pipe never stalls request handling; the guard flushes it on exit.
+pub fn init_logging(format: LogFormat, access_log: bool) -> tracing_appender::non_blocking::WorkerGuard {
+    use tracing_subscriber::EnvFilter;
+    let (writer, guard) = tracing_appender::non_blocking(std::io::stdout());
+    let default = if access_log { "info" } else { "info,access=off" };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer).with_target(true);
+    let result = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
+    if let Err(e) = result {
+        eprintln!("logging already set up: {e}");
+    }
+    guard
+}

@@ -1,0 +1,200 @@
+//! Upstream servers and their connection pools, kept across routing-table generations.
+//!
+//! The table is rebuilt on every config change, but a server whose URL and backend settings did not change
+//! keeps the same [`Server`] (same pool, same in-flight counter), so a reload never drops pooled connections.
+//! A server that leaves the config is dropped from the registry; requests still running hold it through the
+//! table they loaded, and when the last one finishes its pool (and every idle connection in it) is closed.
+//! Until then it is listed as draining.
+
+use crate::model::{UpstreamSettings, ValidatedServer};
+use http::uri::{Authority, Scheme};
+use http::HeaderValue;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+
+pub type UpstreamClient = Client<HttpConnector, crate::proxy::RequestBody>;
+
+/// One upstream server as the proxy uses it.
+pub struct Server {
+    pub backend: Arc<str>,
+    pub id: Arc<str>,
+    pub url: String,
+    pub scheme: Scheme,
+    pub authority: Authority,
+    /// The `Host` header value sent when the frontend does not pass the client's host.
+    pub host_header: HeaderValue,
+    pub settings: UpstreamSettings,
+    pub client: UpstreamClient,
+    inflight: AtomicUsize,
+    served: AtomicU64,
+}
+
+impl Server {
+    fn new(backend: &str, spec: &ValidatedServer, settings: UpstreamSettings) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(settings.dial_timeout));
+        connector.set_nodelay(true);
+        connector.set_keepalive(Some(settings.keep_alive_period));
+        connector.enforce_http(true);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(settings.keep_alive_period * 3)
+            .pool_max_idle_per_host(settings.max_idle_per_host as usize)
+            .set_host(false)
+            .build(connector);
+        // Authority is valid ASCII by construction (it came from a parsed URI).
+        let host_header = HeaderValue::from_str(spec.authority.as_str()).unwrap_or(HeaderValue::from_static("localhost"));
+        Server {
+            backend: backend.into(),
+            id: spec.id.as_str().into(),
+            url: spec.url.clone(),
+            scheme: spec.scheme.clone(),
+            authority: spec.authority.clone(),
+            host_header,
+            settings,
+            client,
+            inflight: AtomicUsize::new(0),
+            served: AtomicU64::new(0),
+        }
+    }
+
+    pub fn inflight(&self) -> usize {
+        self.inflight.load(Ordering::Relaxed)
+    }
+
+    pub fn served(&self) -> u64 {
+        self.served.load(Ordering::Relaxed)
+    }
+
+    /// Counts the request as in flight until the guard drops (response body finished or failed).
+    pub fn begin(self: &Arc<Self>) -> InflightGuard {
+        self.inflight.fetch_add(1, Ordering::Relaxed);
+        self.served.fetch_add(1, Ordering::Relaxed);
+        InflightGuard(self.clone())
+    }
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server").field("backend", &self.backend).field("id", &self.id).field("url", &self.url).finish()
+    }
+}
+
+pub struct InflightGuard(Arc<Server>);
+
+impl Drop for InflightGuard {
+    fn drop(&mut self) {
+        self.0.inflight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct ServerKey {
+    backend: String,
+    id: String,
+    url: String,
+    settings: UpstreamSettings,
+}
+
+/// What `/status` shows about a server that left the config but still has work or references.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DrainingServer {
+    pub backend: String,
+    pub server: String,
+    pub url: String,
+    pub inflight: usize,
+}
+
+/// Servers and balancer counters that outlive a table. Locked only while a table is compiled, never per request.
+#[derive(Default)]
+pub struct Registry {
+    inner: Mutex<RegistryInner>,
+}
+
+#[derive(Default)]
+struct RegistryInner {
+    servers: HashMap<ServerKey, Arc<Server>>,
+    draining: Vec<Weak<Server>>,
+    counters: HashMap<String, Arc<AtomicUsize>>,
+}
+
+impl Registry {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Starts a compile: returns a builder that hands out servers and counters, and on `finish` forgets what
+    /// the new table no longer uses.
+    pub fn session(&self) -> RegistrySession<'_> {
+        RegistrySession { registry: self, used: HashMap::new(), used_counters: HashMap::new() }
+    }
+
+    pub fn draining(&self) -> Vec<DrainingServer> {
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        inner.draining.retain(|w| w.strong_count() > 0);
+        inner
+            .draining
+            .iter()
+            .filter_map(Weak::upgrade)
+            .map(|s| DrainingServer {
+                backend: s.backend.to_string(),
+                server: s.id.to_string(),
+                url: s.url.clone(),
+                inflight: s.inflight(),
+            })
+            .collect()
+    }
+}
+
+pub struct RegistrySession<'a> {
+    registry: &'a Registry,
+    used: HashMap<ServerKey, Arc<Server>>,
+    used_counters: HashMap<String, Arc<AtomicUsize>>,
+}
+
+impl RegistrySession<'_> {
+    pub fn server(&mut self, backend: &str, spec: &ValidatedServer, settings: UpstreamSettings) -> Arc<Server> {
+        let key = ServerKey { backend: backend.to_string(), id: spec.id.clone(), url: spec.url.clone(), settings };
+        if let Some(s) = self.used.get(&key) {
+            return s.clone();
+        }
+        let existing = {
+            let inner = self.registry.inner.lock().unwrap_or_else(|p| p.into_inner());
+            inner.servers.get(&key).cloned()
+        };
+        let server = existing.unwrap_or_else(|| Arc::new(Server::new(backend, spec, settings)));
+        self.used.insert(key, server.clone());
+        server
+    }
+
+    /// A balancer position that persists across tables for the same name (`f:<frontend>`, `b:<backend>`).
+    pub fn counter(&mut self, name: &str) -> Arc<AtomicUsize> {
+        if let Some(c) = self.used_counters.get(name) {
+            return c.clone();
+        }
+        let c = {
+            let inner = self.registry.inner.lock().unwrap_or_else(|p| p.into_inner());
+            inner.counters.get(name).cloned()
+        }
+        .unwrap_or_default();
+        self.used_counters.insert(name.to_string(), c.clone());
+        c
+    }
+
+    /// Call after the new table was published: servers it does not use start draining.
+    pub fn finish(self) {
+        let mut inner = self.registry.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let old = std::mem::replace(&mut inner.servers, self.used);
+        for (key, server) in old {
+            if !inner.servers.contains_key(&key) {
+                inner.draining.push(Arc::downgrade(&server));
+            }
+        }
+        inner.draining.retain(|w| w.strong_count() > 0);
+        inner.counters = self.used_counters;
+    }
+}
