@@ -2,5 +2,18 @@
 //!
 //! A map of the crate, in the order data moves through it:
 //!
-//! - [`gtin`]: parse and normalise every GTIN form to the 14-digit GS1 key; pure.
+//! - [`gtin`]: parse and normalise every GTIN form to the 14-digit GS1 key. Pure.
+//! - [`clock`]: dates (`yyyymmdd`), UTC timestamps for file names, durations like `24h`. Pure.
+//! - [`record`]: the service's own product model and its compact binary record.
+//! - [`snapshot`]: the immutable snapshot file format; open (constant time), lookup, verify.
+//! - [`builder`]: writes a new snapshot from a stream of products without holding them all in memory.
+//! - [`store`]: which snapshot is served now and which one a rollback returns to (one `ArcSwap`).
+//! - [`synth`]: synthetic products and export text for benchmarks and tests.
+
+pub mod builder;
+pub mod clock;
 pub mod gtin;
+pub mod record;
+pub mod snapshot;
+pub mod store;
+pub mod synth;

@@ -1,0 +1,385 @@
+//! Writes a new snapshot file: the only code that creates one. The sync job feeds it products as it reads the
+//! export; the store later maps the published file.
+//!
+//! It is built for 18 million products without holding them in memory: each product is encoded and appended
+//! to a temporary records file as it arrives, and only a `(key, offset)` pair (16 bytes) is kept per product.
+//! `finish` sorts the pairs, resolves duplicate keys (newest `updated` wins, the later row on a tie, the rule of
+//! the legacy export), writes header, keys, offsets and the records into a temporary snapshot file, checksums
+//! it and fsyncs it. `publish` then links it into place under its final name, which never overwrites a file.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufWriter, Seek, SeekFrom, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::clock::{unix_now, UtcTime};
+use crate::gtin::Gtin;
+use crate::record::{self, Product, RecordError};
+use crate::snapshot::{checksum, Header, Snapshot, SnapshotError, MAX_SOURCE_LEN};
+
+/// How many duplicate keys are kept as examples for the sync report.
+const DUPLICATE_EXAMPLES: usize = 5;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("{}: {source}", .path.display())]
+    Io { path: PathBuf, source: io::Error },
+    #[error("product {gtin}: {source}")]
+    Record { gtin: Gtin, source: RecordError },
+    #[error("source description is {0} bytes, more than {MAX_SOURCE_LEN}")]
+    SourceTooLong(usize),
+    #[error("records file {}: {source}", .path.display())]
+    Reread { path: PathBuf, source: RecordError },
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> BuildError + '_ {
+    move |source| BuildError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// A product that lost to another row with the same GTIN.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Duplicate {
+    pub gtin: Gtin,
+    pub kept_updated: u32,
+    pub dropped_updated: u32,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BuildStats {
+    pub products: u64,
+    pub duplicates: u64,
+    pub duplicate_examples: Vec<Duplicate>,
+}
+
+/// A file that is deleted when dropped unless it was kept.
+#[derive(Debug)]
+struct TempFile {
+    path: PathBuf,
+    armed: bool,
+}
+
+impl TempFile {
+    fn new(dir: &Path, what: &str) -> TempFile {
+        static SEQ: AtomicU64 = AtomicU64::new(0);
+        let n = SEQ.fetch_add(1, Ordering::Relaxed);
+        // A leading dot keeps temporaries out of the `snapshot-*.gtin` pattern the store scans.
+        TempFile {
+            path: dir.join(format!(".tmp-{}-{n}.{what}", std::process::id())),
+            armed: true,
+        }
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        if self.armed {
+            let _ = fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// Collects products into a new snapshot.
+pub struct SnapshotBuilder {
+    dir: PathBuf,
+    source: String,
+    blob_file: TempFile,
+    blob: BufWriter<File>,
+    blob_len: u64,
+    entries: Vec<(u64, u64)>,
+    scratch: Vec<u8>,
+}
+
+impl SnapshotBuilder {
+    /// Starts a snapshot in `dir` (created if missing). `source` is stored in the header, e.g. the export URL.
+    pub fn new(dir: &Path, source: &str) -> Result<SnapshotBuilder, BuildError> {
+        if source.len() > MAX_SOURCE_LEN {
+            return Err(BuildError::SourceTooLong(source.len()));
+        }
+        fs::create_dir_all(dir).map_err(io_err(dir))?;
+        let blob_file = TempFile::new(dir, "records");
+        // Read back later, for deduplication and the final copy.
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&blob_file.path)
+            .map_err(io_err(&blob_file.path))?;
+        Ok(SnapshotBuilder {
+            dir: dir.to_path_buf(),
+            source: source.to_string(),
+            blob: BufWriter::with_capacity(1 << 20, file),
+            blob_file,
+            blob_len: 0,
+            entries: Vec::new(),
+            scratch: Vec::with_capacity(256),
+        })
+    }
+
+    /// Reserves room for `n` products, when the caller knows roughly how many are coming.
+    pub fn reserve(&mut self, n: usize) {
+        self.entries.reserve(n);
+    }
+
+    /// Rows added so far, duplicates included.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    pub fn add(&mut self, product: &Product<'_>) -> Result<(), BuildError> {
+        self.scratch.clear();
+        record::encode(product, &mut self.scratch).map_err(|source| BuildError::Record {
+            gtin: product.gtin,
+            source,
+        })?;
+        self.blob
+            .write_all(&self.scratch)
+            .map_err(io_err(&self.blob_file.path))?;
+        self.entries.push((product.gtin.key(), self.blob_len));
+        self.blob_len += self.scratch.len() as u64;
+        Ok(())
+    }
+
+    /// Writes the snapshot to a temporary file in the data directory, fsynced. Nothing is published yet.
+    pub fn finish(self) -> Result<BuiltSnapshot, BuildError> {
+        let SnapshotBuilder {
+            dir,
+            source,
+            blob_file,
+            blob,
+            blob_len,
+            mut entries,
+            ..
+        } = self;
+        let blob_path = blob_file.path.clone();
+        let mut blob = blob.into_inner().map_err(|e| BuildError::Io {
+            path: blob_path.clone(),
+            source: e.into_error(),
+        })?;
+
+        // Equal keys end up next to each other, in row order, because the offsets grow with the row number.
+        entries.sort_unstable();
+        let mut stats = BuildStats::default();
+        dedup(&mut entries, &blob, &blob_path, &mut stats)?;
+        stats.products = entries.len() as u64;
+
+        let mut header = Header {
+            count: entries.len() as u64,
+            records_len: blob_len,
+            content_checksum: 0,
+            built_at: unix_now(),
+            source,
+        };
+        let out_file = TempFile::new(&dir, "snapshot");
+        let out_path = out_file.path.clone();
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&out_path)
+            .map_err(io_err(&out_path))?;
+        let mut out = BufWriter::with_capacity(1 << 20, file);
+        out.write_all(&header.to_bytes())
+            .map_err(io_err(&out_path))?;
+        for &(key, _) in &entries {
+            out.write_all(&key.to_le_bytes())
+                .map_err(io_err(&out_path))?;
+        }
+        for &(_, offset) in &entries {
+            out.write_all(&offset.to_le_bytes())
+                .map_err(io_err(&out_path))?;
+        }
+        drop(entries);
+        let mut file = out.into_inner().map_err(|e| BuildError::Io {
+            path: out_path.clone(),
+            source: e.into_error(),
+        })?;
+        blob.seek(SeekFrom::Start(0)).map_err(io_err(&blob_path))?;
+        // File to file: the standard library turns this into copy_file_range, so the records stay in the kernel.
+        let copied = io::copy(&mut blob, &mut file).map_err(io_err(&out_path))?;
+        if copied != blob_len {
+            let source =
+                io::Error::other(format!("copied {copied} record bytes, expected {blob_len}"));
+            return Err(BuildError::Io {
+                path: out_path,
+                source,
+            });
+        }
+        drop(blob);
+        drop(blob_file);
+
+        header.content_checksum = content_checksum(&file, &header, &out_path)?;
+        file.write_all_at(&header.to_bytes(), 0)
+            .map_err(io_err(&out_path))?;
+        file.sync_all().map_err(io_err(&out_path))?;
+        Ok(BuiltSnapshot {
+            dir,
+            file: out_file,
+            header,
+            stats,
+        })
+    }
+}
+
+/// Keeps one entry per key: the newest `updated`, the later row (higher offset) on a tie.
+fn dedup(
+    entries: &mut Vec<(u64, u64)>,
+    blob: &File,
+    blob_path: &Path,
+    stats: &mut BuildStats,
+) -> Result<(), BuildError> {
+    let updated_at = |offset: u64| -> Result<u32, BuildError> {
+        let mut buf = [0u8; 12];
+        blob.read_exact_at(&mut buf, offset)
+            .map_err(io_err(blob_path))?;
+        record::decode_key_and_date(&buf)
+            .map(|(_, updated)| updated)
+            .map_err(|source| BuildError::Reread {
+                path: blob_path.to_path_buf(),
+                source,
+            })
+    };
+    let mut write = 0usize;
+    let mut read = 0usize;
+    while read < entries.len() {
+        let key = entries[read].0;
+        let mut end = read + 1;
+        while end < entries.len() && entries[end].0 == key {
+            end += 1;
+        }
+        let mut winner = entries[read];
+        if end - read > 1 {
+            let mut best = updated_at(winner.1)?;
+            for &candidate in &entries[read + 1..end] {
+                let updated = updated_at(candidate.1)?;
+                let (kept, dropped) = if updated >= best {
+                    (updated, best)
+                } else {
+                    (best, updated)
+                };
+                if updated >= best {
+                    winner = candidate;
+                    best = updated;
+                }
+                stats.duplicates += 1;
+                if stats.duplicate_examples.len() < DUPLICATE_EXAMPLES {
+                    if let Some(gtin) = Gtin::from_key(key) {
+                        stats.duplicate_examples.push(Duplicate {
+                            gtin,
+                            kept_updated: kept,
+                            dropped_updated: dropped,
+                        });
+                    }
+                }
+            }
+        }
+        entries[write] = winner;
+        write += 1;
+        read = end;
+    }
+    entries.truncate(write);
+    Ok(())
+}
+
+fn content_checksum(file: &File, header: &Header, path: &Path) -> Result<u64, BuildError> {
+    // SAFETY: the file is our own temporary, not yet visible under a snapshot name, and nothing writes to it
+    // while this read-only mapping is alive.
+    let map = unsafe { memmap2::Mmap::map(file) }.map_err(io_err(path))?;
+    let _ = map.advise(memmap2::Advice::Sequential);
+    let start = header.keys_offset() as usize;
+    let content = map.get(start..).ok_or_else(|| BuildError::Io {
+        path: path.to_path_buf(),
+        source: io::Error::other("snapshot shorter than its header"),
+    })?;
+    Ok(checksum(content))
+}
+
+/// A complete snapshot under a temporary name. Deleted when dropped unless published.
+#[derive(Debug)]
+pub struct BuiltSnapshot {
+    dir: PathBuf,
+    file: TempFile,
+    pub header: Header,
+    pub stats: BuildStats,
+}
+
+impl BuiltSnapshot {
+    pub fn temp_path(&self) -> &Path {
+        &self.file.path
+    }
+
+    /// Opens the temporary file, to verify it before publishing.
+    pub fn open(&self) -> Result<Snapshot, SnapshotError> {
+        Snapshot::open(&self.file.path)
+    }
+
+    /// Gives the file its final name `snapshot-<yyyymmddThhmmss>-<seq>.gtin`, never replacing an existing file,
+    /// and fsyncs the directory so the name survives a crash.
+    pub fn publish(mut self) -> Result<PathBuf, BuildError> {
+        let stamp = UtcTime::from_unix(self.header.built_at).compact();
+        let mut seq = next_seq(&self.dir, &stamp).map_err(io_err(&self.dir))?;
+        loop {
+            let target = self.dir.join(snapshot_file_name(&stamp, seq));
+            // A hard link fails instead of overwriting, unlike rename: two builders can never clobber each other.
+            match fs::hard_link(&self.file.path, &target) {
+                Ok(()) => {
+                    fs::remove_file(&self.file.path).map_err(io_err(&self.file.path))?;
+                    self.file.armed = false;
+                    File::open(&self.dir)
+                        .and_then(|d| d.sync_all())
+                        .map_err(io_err(&self.dir))?;
+                    return Ok(target);
+                }
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => seq += 1,
+                Err(e) => {
+                    return Err(BuildError::Io {
+                        path: target,
+                        source: e,
+                    })
+                }
+            }
+        }
+    }
+}
+
+pub fn snapshot_file_name(stamp: &str, seq: u32) -> String {
+    format!("snapshot-{stamp}-{seq:04}.gtin")
+}
+
+/// `(stamp, seq)` of a published snapshot's file name; `None` for any other file. Sorting by it sorts by age.
+pub fn parse_snapshot_file_name(name: &str) -> Option<(String, u32)> {
+    let rest = name.strip_prefix("snapshot-")?.strip_suffix(".gtin")?;
+    let (stamp, seq) = rest.rsplit_once('-')?;
+    let stamp_ok = stamp.len() == 15
+        && stamp.bytes().enumerate().all(|(i, b)| {
+            if i == 8 {
+                b == b'T'
+            } else {
+                b.is_ascii_digit()
+            }
+        });
+    let seq = seq.parse().ok().filter(|_| stamp_ok)?;
+    Some((stamp.to_string(), seq))
+}
+
+/// One more than the highest sequence number already used with `stamp`, so names keep sorting by age even
+/// after older files were deleted.
+fn next_seq(dir: &Path, stamp: &str) -> io::Result<u32> {
+    let mut next = 1;
+    for entry in fs::read_dir(dir)? {
+        let name = entry?.file_name();
+        if let Some((s, seq)) = name.to_str().and_then(parse_snapshot_file_name) {
+            if s == stamp {
+                next = next.max(seq.saturating_add(1));
+            }
+        }
+    }
+    Ok(next)
+}
