@@ -110,6 +110,7 @@ impl Proxy {
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
         let upgrade_value = if upgrade { req.headers().get(header::UPGRADE).cloned() } else { None };
         let method = req.method().clone();
+        let client_version = req.version();
         let log_path = access_log_enabled().then(|| req.uri().path().to_string());
         let (mut parts, body) = req.into_parts();
         headers::strip_hop_by_hop(&mut parts.headers);
@@ -198,6 +199,9 @@ impl Proxy {
             headers::strip_hop_by_hop(resp.headers_mut());
         }
         resp.headers_mut().insert(X_REQUEST_ID.clone(), request_id.clone());
+        // Answer in the client's protocol version, not the upstream's (an HTTP/1.0 upstream must not
+        // downgrade a keep-alive HTTP/1.1 client).
+        *resp.version_mut() = client_version;
         frontend.metrics.record(Some((bi, &backend.id)), Some((si, &server.id)), status.as_u16(), start.elapsed());
         let log = log_path.map(|path| AccessRecord {
             frontend: frontend.id.clone(),

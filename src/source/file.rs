@@ -85,6 +85,12 @@ fn walk(root: &Path, dir: &Path, out: &mut Scan, depth: usize) -> std::io::Resul
 pub async fn watch(dir: PathBuf, events: mpsc::Sender<SourceEvent>) -> Result<(), FileSourceError> {
     let (tx, mut rx) = mpsc::unbounded_channel();
     let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+        // Our own reads show up as access events; reacting to them would rescan forever.
+        if let Ok(ev) = &res {
+            if matches!(ev.kind, notify::EventKind::Access(_)) {
+                return;
+            }
+        }
         let _ = tx.send(res.map(|_| ()));
     })
     .map_err(|source| FileSourceError::Watch { path: dir.clone(), source })?;

@@ -157,7 +157,8 @@ pub fn init_logging(format: LogFormat, access_log: bool) -> tracing_appender::no
     let (writer, guard) = tracing_appender::non_blocking(std::io::stdout());
     let default = if access_log { "info" } else { "info,access=off" };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer).with_target(true);
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer).with_target(true).with_ansi(ansi);
     let result = match format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),

@@ -1,0 +1,266 @@
+//! Test harness: real processes, real sockets. A Ficus child process on free loopback ports, a routes
+//! directory in a temp dir, in-process test backends, and HTTP/1.1, h2c and TLS clients.
+//!
+//! Every process started here is killed when its handle drops, and every wait is bounded.
+
+#![allow(dead_code)]
+
+pub mod backend;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::rt::TokioExecutor;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub type HttpClient = Client<HttpConnector, Full<Bytes>>;
+
+/// A port that was free a moment ago. The OS hands out ephemeral ports in sequence, so reuse within a test
+/// run is unlikely; the gateway fails loudly (and the test with it) if the port was taken meanwhile.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("bind an ephemeral port")
+}
+
+/// A routes directory in a temp dir; files are named by key.
+pub struct Routes {
+    pub dir: tempfile::TempDir,
+}
+
+impl Routes {
+    pub fn new() -> Self {
+        Routes { dir: tempfile::tempdir().expect("temp dir") }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn file(&self, key: &str) -> PathBuf {
+        self.dir.path().join(format!("{key}.json"))
+    }
+
+    /// Writes a key atomically (temp file + rename), as a deploy tool would.
+    pub fn put(&self, key: &str, value: &str) {
+        let file = self.file(key);
+        std::fs::create_dir_all(file.parent().expect("key has a parent")).expect("mkdir");
+        let tmp = file.with_extension("json.tmp~");
+        std::fs::write(&tmp, value).expect("write");
+        std::fs::rename(&tmp, &file).expect("rename");
+    }
+
+    /// Writes in place, the way an editor without atomic saves would (readers may see a partial file).
+    pub fn put_in_place(&self, key: &str, value: &str) {
+        let file = self.file(key);
+        std::fs::create_dir_all(file.parent().expect("key has a parent")).expect("mkdir");
+        std::fs::write(&file, value).expect("write");
+    }
+
+    pub fn delete(&self, key: &str) {
+        let _ = std::fs::remove_file(self.file(key));
+    }
+
+    pub fn backend(&self, id: &str, servers: &[(&str, SocketAddr)]) {
+        self.put(&format!("backends/{id}/backend"), r#"{"Type":"http","Settings":{"Timeouts":{"Read":"2s","Dial":"500ms"}}}"#);
+        for (sid, addr) in servers {
+            self.put(&format!("backends/{id}/servers/{sid}"), &format!(r#"{{"URL":"http://{addr}"}}"#));
+        }
+    }
+
+    pub fn frontend(&self, id: &str, backend: &str, route: &str) {
+        let v = serde_json::json!({"Type":"http","BackendId":backend,"Route":route});
+        self.put(&format!("frontends/{id}/frontend"), &v.to_string());
+    }
+}
+
+/// A running `ficus serve`.
+pub struct Ficus {
+    pub child: Child,
+    pub addr: SocketAddr,
+    pub admin: SocketAddr,
+    pub tls_addr: Option<SocketAddr>,
+    pub log: PathBuf,
+    _logdir: tempfile::TempDir,
+}
+
+pub struct FicusOptions {
+    pub tls: bool,
+    pub extra: Vec<String>,
+}
+
+impl Default for FicusOptions {
+    fn default() -> Self {
+        FicusOptions { tls: false, extra: Vec::new() }
+    }
+}
+
+impl Ficus {
+    pub async fn start(routes: &Path) -> Ficus {
+        Self::start_with(routes, FicusOptions::default()).await
+    }
+
+    pub async fn start_with(routes: &Path, opts: FicusOptions) -> Ficus {
+        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+        let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+        let tls_addr: Option<SocketAddr> =
+            opts.tls.then(|| format!("127.0.0.1:{}", free_port()).parse().expect("addr"));
+        let logdir = tempfile::tempdir().expect("temp dir");
+        let log = logdir.path().join("ficus.log");
+        let out = std::fs::File::create(&log).expect("log file");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ficus"));
+        cmd.arg("serve")
+            .arg("--listen")
+            .arg(addr.to_string())
+            .arg("--admin")
+            .arg(admin.to_string())
+            .arg("--routes")
+            .arg(routes)
+            .arg("--drain-timeout")
+            .arg("5s")
+            .args(&opts.extra)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().expect("dup"))
+            .stderr(out);
+        if let Some(t) = tls_addr {
+            cmd.arg("--tls-listen").arg(t.to_string());
+        }
+        let child = cmd.spawn().expect("spawn ficus");
+        let mut f = Ficus { child, addr, admin, tls_addr, log, _logdir: logdir };
+        f.wait_ready().await;
+        f
+    }
+
+    async fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let client = http1_client();
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("ficus exited early with {status}; log:\n{}", self.log_text());
+            }
+            let uri = format!("http://{}/health/ready", self.admin);
+            if let Ok(Ok(r)) = tokio::time::timeout(Duration::from_secs(1), client.get(uri.parse().expect("uri"))).await {
+                if r.status() == 200 && std::net::TcpStream::connect(self.addr).is_ok() {
+                    return;
+                }
+            }
+            assert!(Instant::now() < deadline, "ficus not ready in 20s; log:\n{}", self.log_text());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub async fn status(&self) -> serde_json::Value {
+        let (code, body) = get(&http1_client(), &format!("http://{}/status", self.admin)).await;
+        assert_eq!(code, 200);
+        serde_json::from_slice(&body).expect("status is JSON")
+    }
+
+    pub async fn generation(&self) -> u64 {
+        self.status().await["generation"].as_u64().unwrap_or(0)
+    }
+
+    /// Waits until the status shows a generation above `after` (a reload happened), up to 10 s.
+    pub async fn wait_generation_above(&self, after: u64) -> serde_json::Value {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let s = self.status().await;
+            if s["generation"].as_u64().unwrap_or(0) > after {
+                return s;
+            }
+            assert!(Instant::now() < deadline, "no reload after generation {after}; log:\n{}", self.log_text());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Resident set size in KiB, from /proc.
+    pub fn rss_kib(&self) -> u64 {
+        proc_status_kib(self.pid(), "VmRSS:")
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let _ = Command::new("kill").arg(format!("-{sig}")).arg(self.pid().to_string()).status();
+    }
+
+    /// Waits for the process to exit, up to `limit`.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Ok(Some(s)) = self.child.try_wait() {
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for Ficus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn proc_status_kib(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with(field)).map(str::to_string))
+        .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
+        .unwrap_or(0)
+}
+
+pub fn http1_client() -> HttpClient {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+pub fn h2c_client() -> HttpClient {
+    Client::builder(TokioExecutor::new()).http2_only(true).build_http()
+}
+
+/// GET with a 10 s bound; returns status and body.
+pub async fn get(client: &HttpClient, url: &str) -> (u16, Bytes) {
+    request(client, http::Request::get(url).body(Full::default()).expect("request")).await
+}
+
+pub async fn request(client: &HttpClient, req: http::Request<Full<Bytes>>) -> (u16, Bytes) {
+    let (parts, body) = request_full(client, req).await;
+    (parts.status.as_u16(), body)
+}
+
+pub async fn request_full(client: &HttpClient, req: http::Request<Full<Bytes>>) -> (http::response::Parts, Bytes) {
+    let fut = async {
+        let resp = client.request(req).await.expect("request sent");
+        let (parts, body) = resp.into_parts();
+        let body = body.collect().await.expect("body read").to_bytes();
+        (parts, body)
+    };
+    tokio::time::timeout(Duration::from_secs(10), fut).await.expect("request within 10 s")
+}
+
+/// GET with a Host header.
+pub async fn get_host(client: &HttpClient, ficus: &Ficus, host: &str, path: &str) -> (u16, Bytes) {
+    let req = http::Request::get(ficus.url(path)).header("host", host).body(Full::default()).expect("request");
+    request(client, req).await
+}
+
+/// Which test backend answered (its `x-served-by` header, echoed in the body).
+pub fn served_by(body: &[u8]) -> String {
+    serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v["backend"].as_str().map(str::to_string))
+        .unwrap_or_else(|| String::from_utf8_lossy(body).into_owned())
+}
