@@ -1,0 +1,279 @@
+//! The proxy path against real processes: protocols, upgrades, errors, headers, weighted splits, streaming.
+
+mod common;
+
+use bytes::Bytes;
+use common::backend::{closing_server, dead_addr, TestBackend};
+use common::*;
+use futures_util::{SinkExt, StreamExt};
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::Frame;
+use std::convert::Infallible;
+use std::time::Duration;
+
+async fn simple() -> (Routes, TestBackend, Ficus) {
+    let routes = Routes::new();
+    let b = TestBackend::start("echo").await;
+    routes.backend("echo", &[("s1", b.addr)]);
+    routes.frontend("echo", "echo", "PathPrefix(`/`)");
+    let ficus = Ficus::start(routes.path()).await;
+    (routes, b, ficus)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http1_and_h2c() {
+    let (_r, _b, ficus) = simple().await;
+    let (parts, body) = request_full(&http1_client(), http::Request::get(ficus.url("/hello?x=1")).body(Full::default()).unwrap()).await;
+    assert_eq!(parts.status, 200);
+    assert_eq!(parts.version, http::Version::HTTP_11);
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["path"], "/hello");
+    assert_eq!(v["query"], "x=1");
+    // Upstreams always get HTTP/1.1.
+    assert_eq!(v["version"], "HTTP/1.1");
+
+    let (parts, body) = request_full(&h2c_client(), http::Request::get(ficus.url("/h2")).body(Full::default()).unwrap()).await;
+    assert_eq!(parts.status, 200);
+    assert_eq!(parts.version, http::Version::HTTP_2);
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["path"], "/h2");
+    // The h2 authority becomes X-Forwarded-Host.
+    assert_eq!(v["headers"]["x-forwarded-host"], ficus.addr.to_string());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_alpn_h2_and_sni() {
+    let routes = Routes::new();
+    let b = TestBackend::start("secure").await;
+    routes.backend("secure", &[("s1", b.addr)]);
+    routes.frontend("secure", "secure", "Host(`secure.test`)");
+    let cert = rcgen::generate_simple_self_signed(vec!["secure.test".to_string()]).unwrap();
+    let host = serde_json::json!({"Name":"secure.test","Settings":{"KeyPair":{"Cert":cert.cert.pem(),"Key":cert.key_pair.serialize_pem()}}});
+    routes.put("hosts/secure.test/host", &host.to_string());
+    let ficus = Ficus::start_with(routes.path(), FicusOptions { tls: true, ..Default::default() }).await;
+
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert.cert.der().clone()).unwrap();
+    for (alpn, want) in [(b"h2".to_vec(), http::Version::HTTP_2), (b"http/1.1".to_vec(), http::Version::HTTP_11)] {
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots.clone())
+            .with_no_client_auth();
+        cfg.alpn_protocols = vec![alpn];
+        let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg));
+        let tcp = tokio::net::TcpStream::connect(ficus.tls_addr.unwrap()).await.unwrap();
+        let name = rustls_pki_types::ServerName::try_from("secure.test").unwrap();
+        let tls = connector.connect(name, tcp).await.expect("TLS handshake with the SNI certificate");
+        let io = hyper_util::rt::TokioIo::new(tls);
+        let resp = if want == http::Version::HTTP_2 {
+            let (mut send, conn) =
+                hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io).await.unwrap();
+            tokio::spawn(conn);
+            let req = http::Request::get("https://secure.test/tls").body(Full::<Bytes>::default()).unwrap();
+            send.send_request(req).await.unwrap()
+        } else {
+            let (mut send, conn) = hyper::client::conn::http1::handshake(io).await.unwrap();
+            tokio::spawn(conn);
+            let req = http::Request::get("/tls").header("host", "secure.test").body(Full::<Bytes>::default()).unwrap();
+            send.send_request(req).await.unwrap()
+        };
+        assert_eq!(resp.version(), want);
+        assert_eq!(resp.status(), 200);
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["headers"]["x-forwarded-proto"], "https");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_echo() {
+    let (_r, _b, ficus) = simple().await;
+    let tcp = tokio::net::TcpStream::connect(ficus.addr).await.unwrap();
+    let (mut ws, resp) = tokio_tungstenite::client_async(format!("ws://{}/ws", ficus.addr), tcp).await.expect("upgrade through ficus");
+    assert_eq!(resp.status(), 101);
+    for i in 0..20 {
+        let msg = format!("message {i}");
+        ws.send(tokio_tungstenite::tungstenite::Message::Text(msg.clone())).await.unwrap();
+        let got = tokio::time::timeout(Duration::from_secs(5), ws.next()).await.unwrap().unwrap().unwrap();
+        assert_eq!(got.into_text().unwrap(), msg);
+    }
+    ws.close(None).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn error_statuses_name_the_frontend() {
+    let routes = Routes::new();
+    let slow = TestBackend::start("slow").await;
+    let (closing, _task) = closing_server().await;
+    routes.backend("dead", &[("s1", dead_addr())]);
+    routes.backend("reset", &[("s1", closing)]);
+    routes.put("backends/empty/backend", r#"{"Type":"http"}"#);
+    routes.put("backends/slow/backend", r#"{"Type":"http","Settings":{"Timeouts":{"Read":"300ms"}}}"#);
+    routes.put("backends/slow/servers/s1", &format!(r#"{{"URL":"http://{}"}}"#, slow.addr));
+    routes.frontend("dead", "dead", "Path(`/dead`)");
+    routes.frontend("reset", "reset", "Path(`/reset`)");
+    routes.frontend("empty", "empty", "Path(`/empty`)");
+    routes.frontend("slow", "slow", "PathPrefix(`/slow`)");
+    let ficus = Ficus::start(routes.path()).await;
+    let c = http1_client();
+    for (path, status, error, frontend) in [
+        ("/nowhere", 404, "no_route", None),
+        ("/empty", 503, "no_server", Some("empty")),
+        ("/dead", 502, "upstream_unreachable", Some("dead")),
+        ("/reset", 502, "upstream_reset", Some("reset")),
+        ("/slow/2000", 504, "upstream_timeout", Some("slow")),
+    ] {
+        let (parts, body) = request_full(&c, http::Request::get(ficus.url(path)).body(Full::default()).unwrap()).await;
+        assert_eq!(parts.status.as_u16(), status, "{path}: {}", String::from_utf8_lossy(&body));
+        assert_eq!(parts.headers["content-type"], "application/json");
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["error"], error, "{path}");
+        assert_eq!(v["frontend"].as_str(), frontend, "{path}");
+        assert_eq!(v["request_id"].as_str().unwrap().len(), 32);
+    }
+    // The fast path through the same backend still works after a timeout.
+    assert_eq!(get(&c, &ficus.url("/slow/10")).await.0, 200);
+    let metrics = get(&c, &format!("http://{}/metrics", ficus.admin)).await.1;
+    let text = String::from_utf8_lossy(&metrics);
+    assert!(text.contains(r#"ficus_upstream_errors_total{backend="dead",server="s1",kind="connect"}"#), "{text}");
+    assert!(text.contains(r#"ficus_upstream_errors_total{backend="slow",server="s1",kind="timeout"}"#), "{text}");
+    assert!(text.contains("ficus_request_duration_seconds_bucket"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarded_and_hop_by_hop_headers() {
+    let routes = Routes::new();
+    let b = TestBackend::start("echo").await;
+    routes.backend("echo", &[("s1", b.addr)]);
+    routes.frontend("plain", "echo", "Path(`/plain`)");
+    let trusted = serde_json::json!({"Type":"http","BackendId":"echo","Route":"Path(`/trusted`)",
+        "Settings":{"TrustForwardHeader":true,"PassHostHeader":true}});
+    routes.put("frontends/trusted/frontend", &trusted.to_string());
+    let ficus = Ficus::start(routes.path()).await;
+    let c = http1_client();
+    let send = |path: &'static str| {
+        http::Request::get(ficus.url(path))
+            .header("host", "shop.example")
+            .header("x-forwarded-for", "203.0.113.9")
+            .header("x-forwarded-proto", "https")
+            .header("connection", "x-private")
+            .header("x-private", "do not forward")
+            .header("proxy-authorization", "Basic c2VjcmV0")
+            .header("x-request-id", "client-id-1")
+            .body(Full::default())
+            .unwrap()
+    };
+    let (parts, body) = request_full(&c, send("/plain")).await;
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let h = &v["headers"];
+    assert_eq!(h["x-forwarded-for"], "127.0.0.1", "untrusted client XFF is replaced");
+    assert_eq!(h["x-forwarded-proto"], "http");
+    assert_eq!(h["x-forwarded-host"], "shop.example");
+    assert_eq!(h["host"], b.addr.to_string(), "without PassHostHeader the server's host is sent");
+    assert!(h.get("x-private").is_none() && h.get("proxy-authorization").is_none() && h.get("connection").is_none());
+    assert_eq!(h["x-request-id"], "client-id-1");
+    assert_eq!(parts.headers["x-request-id"], "client-id-1");
+    // The upstream's hop-by-hop response headers stay behind too.
+    assert!(parts.headers.get("keep-alive").is_none() && parts.headers.get("x-hop").is_none());
+
+    let (_, body) = request_full(&c, send("/trusted")).await;
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let h = &v["headers"];
+    assert_eq!(h["x-forwarded-for"], "203.0.113.9, 127.0.0.1");
+    assert_eq!(h["x-forwarded-proto"], "https");
+    assert_eq!(h["host"], "shop.example");
+
+    // Without a client id, one is made and returned.
+    let (parts, body) = request_full(&c, http::Request::get(ficus.url("/plain")).body(Full::default()).unwrap()).await;
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["headers"]["x-request-id"], parts.headers["x-request-id"].to_str().unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn weighted_split_is_exact_in_every_window() {
+    let routes = Routes::new();
+    let blue = TestBackend::start("blue").await;
+    let green = TestBackend::start("green").await;
+    routes.backend("blue", &[("s1", blue.addr)]);
+    routes.backend("green", &[("s1", green.addr)]);
+    let f = serde_json::json!({"Type":"http","Route":"PathPrefix(`/`)","Backends":[{"Id":"blue","Weight":95},{"Id":"green","Weight":5}]});
+    routes.put("frontends/split/frontend", &f.to_string());
+    // Servers inside a backend are weighted the same way.
+    let a = TestBackend::start("a").await;
+    let b = TestBackend::start("b").await;
+    routes.put("backends/ab/backend", r#"{"Type":"http"}"#);
+    routes.put("backends/ab/servers/a", &format!(r#"{{"URL":"http://{}","Weight":3}}"#, a.addr));
+    routes.put("backends/ab/servers/b", &format!(r#"{{"URL":"http://{}","Weight":1}}"#, b.addr));
+    routes.frontend("ab", "ab", "Path(`/ab`)");
+    let ficus = Ficus::start(routes.path()).await;
+    let c = http1_client();
+    let mut seq = Vec::new();
+    for _ in 0..300 {
+        seq.push(served_by(&get(&c, &ficus.url("/x")).await.1));
+    }
+    for (i, w) in seq.windows(100).enumerate() {
+        assert_eq!(w.iter().filter(|s| *s == "green").count(), 5, "window at {i}");
+    }
+    let mut ab = Vec::new();
+    for _ in 0..40 {
+        ab.push(served_by(&get(&c, &ficus.url("/ab")).await.1));
+    }
+    assert_eq!(ab.iter().filter(|s| *s == "a").count(), 30);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_200_mb_both_ways_without_buffering() {
+    let (_r, _b, ficus) = simple().await;
+    let c = http1_client();
+    let before = ficus.rss_kib();
+    const SIZE: u64 = 200 * 1024 * 1024;
+
+    // Download: count bytes as they arrive.
+    let resp = c.get(ficus.url(&format!("/stream/{SIZE}")).parse().unwrap()).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.into_body();
+    let mut got = 0u64;
+    let mut peak = before;
+    while let Some(frame) = tokio::time::timeout(Duration::from_secs(60), body.frame()).await.expect("stream stalls") {
+        got += frame.unwrap().data_ref().map(|d| d.len() as u64).unwrap_or(0);
+        if got % (16 * 1024 * 1024) < 65536 {
+            peak = peak.max(ficus.rss_kib());
+        }
+    }
+    assert_eq!(got, SIZE);
+
+    // Upload: a generated body, never held in memory on either side.
+    let chunk = Bytes::from(vec![b'y'; 64 * 1024]);
+    let chunks = SIZE / chunk.len() as u64;
+    let stream = futures_util::stream::iter((0..chunks).map(move |_| Ok::<_, Infallible>(Frame::data(chunk.clone()))));
+    let client: hyper_util::client::legacy::Client<_, StreamBody<_>> =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
+    let req = http::Request::post(ficus.url("/upload")).body(StreamBody::new(stream)).unwrap();
+    let resp = tokio::time::timeout(Duration::from_secs(120), client.request(req)).await.unwrap().unwrap();
+    assert_eq!(resp.status(), 200);
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["received"].as_u64(), Some(SIZE));
+    peak = peak.max(ficus.rss_kib());
+    let hwm = proc_status_kib(ficus.pid(), "VmHWM:");
+    // 200 MB moved each way; the gateway's memory may grow by buffers, not by the body.
+    assert!(hwm < before + 48 * 1024, "RSS grew from {before} KiB to a peak of {hwm} KiB (sampled {peak})");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn body_limit_is_413() {
+    let routes = Routes::new();
+    let b = TestBackend::start("echo").await;
+    routes.backend("echo", &[("s1", b.addr)]);
+    let f = serde_json::json!({"Type":"http","BackendId":"echo","Route":"PathPrefix(`/`)","Settings":{"Limits":{"MaxBodyBytes":1000}}});
+    routes.put("frontends/limited/frontend", &f.to_string());
+    let ficus = Ficus::start(routes.path()).await;
+    let c = http1_client();
+    let small = http::Request::post(ficus.url("/upload")).body(Full::new(Bytes::from(vec![0u8; 1000]))).unwrap();
+    assert_eq!(request(&c, small).await.0, 200);
+    let big = http::Request::post(ficus.url("/upload")).body(Full::new(Bytes::from(vec![0u8; 1001]))).unwrap();
+    let (code, body) = request(&c, big).await;
+    assert_eq!(code, 413, "{}", String::from_utf8_lossy(&body));
+}
