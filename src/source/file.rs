@@ -14,6 +14,8 @@ use tokio::sync::mpsc;
 
 /// Editors write through temp files and renames; wait for the burst to settle before rescanning.
 const DEBOUNCE: Duration = Duration::from_millis(50);
+/// ...but never longer than this after the first change, so a steady stream of writes still gets applied.
+const MAX_DELAY: Duration = Duration::from_millis(250);
 
 #[derive(Debug, thiserror::Error)]
 pub enum FileSourceError {
@@ -131,8 +133,10 @@ pub async fn watch(dir: PathBuf, events: mpsc::Sender<SourceEvent>) -> Result<()
             Some(Ok(())) => {}
             None => return Ok(()),
         }
+        let give_up = tokio::time::Instant::now() + MAX_DELAY;
         loop {
-            match tokio::time::timeout(DEBOUNCE, rx.recv()).await {
+            let wait = DEBOUNCE.min(give_up.saturating_duration_since(tokio::time::Instant::now()));
+            match tokio::time::timeout(wait, rx.recv()).await {
                 Ok(Some(_)) => continue,
                 Ok(None) => return Ok(()),
                 Err(_) => break,

@@ -1,0 +1,192 @@
+//! Live config changes through the routes directory: edits under load, and bad input that must not cost a
+//! single good route.
+
+mod common;
+
+use common::backend::TestBackend;
+use common::*;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn editing_routes_under_load_fails_no_request() {
+    let routes = Routes::new();
+    let blue = TestBackend::start("blue").await;
+    let green = TestBackend::start("green").await;
+    routes.backend("blue", &[("s1", blue.addr)]);
+    routes.backend("green", &[("s1", green.addr)]);
+    routes.frontend("app", "blue", "PathPrefix(`/app`)");
+    let ficus = Arc::new(Ficus::start(routes.path()).await);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let ok = Arc::new(AtomicUsize::new(0));
+    let failures = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut clients = Vec::new();
+    for i in 0..4 {
+        let (stop, ok, failures, ficus) = (stop.clone(), ok.clone(), failures.clone(), ficus.clone());
+        clients.push(tokio::spawn(async move {
+            // Half the clients keep connections alive, half use h2c.
+            let c = if i % 2 == 0 { http1_client() } else { h2c_client() };
+            while !stop.load(Ordering::Relaxed) {
+                let (code, body) = get(&c, &ficus.url("/app/x")).await;
+                if code == 200 {
+                    ok.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    failures.lock().unwrap().push((code, String::from_utf8_lossy(&body).into_owned()));
+                }
+            }
+        }));
+    }
+
+    let start_gen = ficus.generation().await;
+    let deadline = Instant::now() + Duration::from_secs(4);
+    let mut edits = 0u32;
+    while Instant::now() < deadline {
+        edits += 1;
+        let split = serde_json::json!({"Type":"http","Route":"PathPrefix(`/app`)",
+            "Backends":[{"Id":"blue","Weight":100 - (edits % 100)},{"Id":"green","Weight":edits % 100}]});
+        if edits % 3 == 0 {
+            // A non-atomic write: readers may catch a half-written file, which must be refused, not served.
+            routes.put_in_place("frontends/app/frontend", &split.to_string());
+        } else {
+            routes.put("frontends/app/frontend", &split.to_string());
+        }
+        // Unrelated churn: frontends and servers coming and going.
+        routes.frontend(&format!("extra{}", edits % 5), "green", &format!("Path(`/extra/{edits}`)"));
+        if edits % 4 == 0 {
+            routes.delete(&format!("frontends/extra{}/frontend", (edits + 2) % 5));
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    // Let the last edit apply while load continues.
+    ficus.wait_generation_above(start_gen).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, Ordering::Relaxed);
+    for c in clients {
+        c.await.unwrap();
+    }
+    let failures = failures.lock().unwrap();
+    let ok = ok.load(Ordering::Relaxed);
+    assert!(failures.is_empty(), "{} failed of {}: {:?}", failures.len(), ok + failures.len(), &failures[..failures.len().min(5)]);
+    assert!(ok > 200, "only {ok} requests ran");
+    assert!(blue.hits() > 0 && green.hits() > 0);
+    let status = ficus.status().await;
+    assert!(status["generation"].as_u64().unwrap() > start_gen + 5, "{status}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_is_refused_by_key_and_good_routes_keep_serving() {
+    let routes = Routes::new();
+    let b = TestBackend::start("good").await;
+    routes.backend("good", &[("s1", b.addr)]);
+    routes.frontend("gtin", "good", "Path(`/gtin`)");
+    let ficus = Ficus::start(routes.path()).await;
+    let c = http1_client();
+    assert_eq!(get(&c, &ficus.url("/gtin")).await.0, 200);
+
+    let cases: &[(&str, &str, &str)] = &[
+        ("frontends/gtin/frontend", r#"{"Type":"http","BackendId":"good","Route":"Paht(`/gtin`)"}"#,
+            "frontends/gtin/frontend: Route: unknown matcher `Paht` at 0"),
+        ("frontends/gtin/frontend", r#"{"Type":"http","BackendId":"good","Route":"Path(`/gtin`)""#,
+            "frontends/gtin/frontend: "),
+        ("frontends/gtin/frontend", r#"{"Type":"http","BackendId":"good","Route":"Path(`/gtin`)","Prio":1}"#,
+            "unknown field `Prio`"),
+        ("frontends/gtin/frontend", r#"{"Type":"http","BackendId":"missing","Route":"Path(`/gtin`)"}"#,
+            "frontends/gtin/frontend: BackendId: backend `missing` is not defined; the previous value keeps serving"),
+        ("backends/good/servers/s1", r#"{"URL":"http//nope"}"#, "backends/good/servers/s1: URL: "),
+        ("backends/good/backend", r#"{"Type":"http","Settings":{"Timeouts":{"Read":"soon"}}}"#,
+            "backends/good/backend: Settings.Timeouts.Read: bad duration `soon`"),
+        ("frontends/gtin/middlewares/rl", r#"{"Type":"ratelimit","Middleware":{"Requests":1}}"#,
+            "middleware type `ratelimit` is not supported yet"),
+        ("frontends/gtin/middlewares/x", r#"{"Type":"teleport"}"#, "unknown middleware type `teleport`"),
+        ("backends/good/servers", r#"{"URL":"http://127.0.0.1:1"}"#, "backends/good/servers: not a Ficus key"),
+    ];
+    for (key, value, want) in cases {
+        let gen = ficus.generation().await;
+        routes.put(key, value);
+        let status = ficus.wait_generation_above(gen).await;
+        let all = [&status["rejected"], &status["errors"], &status["unsupported"]]
+            .iter()
+            .flat_map(|v| v.as_array().cloned().unwrap_or_default())
+            .map(|e| {
+                let field = e["field"].as_str().map(|f| format!("{f}: ")).unwrap_or_default();
+                format!("{}: {field}{}", e["key"].as_str().unwrap_or(""), e["message"].as_str().unwrap_or(""))
+            })
+            .collect::<Vec<_>>();
+        assert!(all.iter().any(|e| e.contains(want)), "{key}: want {want:?} in {all:#?}");
+        // The good route still serves, through the good server.
+        let (code, body) = get(&c, &ficus.url("/gtin")).await;
+        assert_eq!((code, served_by(&body)), (200, "good".to_string()), "after {key}");
+        // Undo, so each case stands alone.
+        let gen = ficus.generation().await;
+        match *key {
+            "frontends/gtin/frontend" => routes.frontend("gtin", "good", "Path(`/gtin`)"),
+            "backends/good/servers/s1" | "backends/good/backend" => routes.backend("good", &[("s1", b.addr)]),
+            other => routes.delete(other),
+        }
+        ficus.wait_generation_above(gen).await;
+    }
+    let metrics = String::from_utf8_lossy(&get(&c, &format!("http://{}/metrics", ficus.admin)).await.1).into_owned();
+    assert!(metrics.contains("ficus_config_rejected_total{kind=\"frontend\"}"), "{metrics}");
+    assert!(ficus.log_text().contains("frontends/gtin/frontend: Route: unknown matcher `Paht` at 0"));
+    // After the undo, nothing is reported any more.
+    let status = ficus.status().await;
+    assert_eq!(status["rejected"].as_array().map(Vec::len), Some(0), "{status}");
+    assert_eq!(status["errors"].as_array().map(Vec::len), Some(0), "{status}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn removed_server_gets_no_new_requests_and_in_flight_finish() {
+    let routes = Routes::new();
+    let one = TestBackend::start("one").await;
+    let two = TestBackend::start("two").await;
+    routes.backend("app", &[("one", one.addr), ("two", two.addr)]);
+    routes.frontend("app", "app", "PathPrefix(`/`)");
+    let ficus = Arc::new(Ficus::start(routes.path()).await);
+    let c = http1_client();
+    // A slow request in flight on each server.
+    let slow: Vec<_> = (0..2)
+        .map(|_| {
+            let (c, f) = (c.clone(), ficus.clone());
+            tokio::spawn(async move { get(&c, &f.url("/slow/1500")).await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let gen = ficus.generation().await;
+    routes.delete("backends/app/servers/two");
+    let status = ficus.wait_generation_above(gen).await;
+    let draining = status["draining"].as_array().cloned().unwrap_or_default();
+    assert!(draining.iter().any(|d| d["server"] == "two" && d["inflight"] == 1), "{status}");
+    let before = two.hits();
+    for _ in 0..20 {
+        assert_eq!(served_by(&get(&c, &ficus.url("/x")).await.1), "one");
+    }
+    assert_eq!(two.hits(), before);
+    for s in slow {
+        assert_eq!(s.await.unwrap().0, 200);
+    }
+    let status = ficus.status().await;
+    assert_eq!(status["draining"].as_array().map(Vec::len), Some(0), "{status}");
+}
+
+#[test]
+fn check_lists_every_error_and_exits_non_zero() {
+    let routes = Routes::new();
+    routes.backend("b", &[("s", "127.0.0.1:1".parse().unwrap())]);
+    routes.frontend("good", "b", "Path(`/`)");
+    routes.put("frontends/typo/frontend", r#"{"Type":"http","BackendId":"b","Route":"Paht(`/`)"}"#);
+    routes.put("frontends/orphan/frontend", r#"{"Type":"http","BackendId":"nope","Route":"Path(`/o`)"}"#);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ficus")).arg("check").arg(routes.path()).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("frontends/typo/frontend.json: frontends/typo/frontend: Route: unknown matcher `Paht` at 0"), "{text}");
+    assert!(text.contains("frontends/orphan/frontend: BackendId: backend `nope` is not defined"), "{text}");
+    routes.delete("frontends/typo/frontend");
+    routes.delete("frontends/orphan/frontend");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ficus")).arg("check").arg(routes.path()).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stdout));
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ficus")).arg("check").arg("/nonexistent/routes").output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/routes"));
+}
