@@ -8,12 +8,18 @@
 //! - [`snapshot`]: the immutable snapshot file format; open (constant time), lookup, verify.
 //! - [`builder`]: writes a new snapshot from a stream of products without holding them all in memory.
 //! - [`store`]: which snapshot is served now and which one a rollback returns to (one `ArcSwap`).
+//! - [`api`]: HTTP routes and JSON shapes; handlers are plain async functions of a request.
+//! - [`server`]: the serving process: accept loop (HTTP/1.1 and h2c), graceful shutdown.
+//! - [`telemetry`]: metric names, the Prometheus recorder, logging.
 //! - [`synth`]: synthetic products and export text for benchmarks and tests.
 
+pub mod api;
 pub mod builder;
 pub mod clock;
 pub mod gtin;
 pub mod record;
+pub mod server;
 pub mod snapshot;
 pub mod store;
 pub mod synth;
+pub mod telemetry;

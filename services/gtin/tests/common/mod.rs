@@ -1,0 +1,166 @@
+//! Test harness shared by the process-level tests: start the real `gtin-service` binary as a child on an
+//! ephemeral port, talk HTTP to it with a hyper client, and build snapshots in its data directory. Everything
+//! started here is killed on drop, and every wait is bounded.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+
+use gtin::builder::SnapshotBuilder;
+use gtin::record::Product;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_gtin-service");
+
+/// A running `gtin-service serve`, killed when dropped.
+pub struct Service {
+    pub child: Child,
+    pub addr: SocketAddr,
+    pub log: PathBuf,
+}
+
+impl Service {
+    pub fn start(data: &Path, log_dir: &Path) -> anyhow::Result<Service> {
+        let log = log_dir.join(format!("serve-{}.log", std::process::id()));
+        let log_file = std::fs::File::create(&log)?;
+        let mut child = Command::new(BIN)
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--drain-timeout",
+                "5s",
+                "--data",
+            ])
+            .arg(data)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(log_file)
+            .spawn()
+            .context("spawning gtin-service serve")?;
+        let stdout = child.stdout.take().ok_or_else(|| anyhow!("no stdout"))?;
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(addr) = line.strip_prefix("listening on ") {
+                    let _ = tx.send(addr.to_string());
+                }
+            }
+        });
+        let service = match rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(addr) => Service {
+                child,
+                addr: addr.parse()?,
+                log,
+            },
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                bail!(
+                    "service did not report its address; log: {}",
+                    std::fs::read_to_string(&log)?
+                );
+            }
+        };
+        Ok(service)
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// Sends SIGTERM and waits (bounded) for the exit status.
+    pub fn terminate(&mut self, within: Duration) -> anyhow::Result<std::process::ExitStatus> {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()?;
+        if !status.success() {
+            bail!("kill -TERM failed");
+        }
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok(status);
+            }
+            if std::time::Instant::now() > deadline {
+                bail!("service did not exit within {within:?} of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub type HttpClient = Client<HttpConnector, Full<Bytes>>;
+
+pub fn client() -> HttpClient {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+pub fn h2c_client() -> HttpClient {
+    Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build_http()
+}
+
+/// One request; the status and the body parsed as JSON (or as a JSON string when it is not JSON).
+pub async fn call(
+    client: &HttpClient,
+    method: &str,
+    url: &str,
+    body: Option<String>,
+) -> anyhow::Result<(u16, serde_json::Value)> {
+    let request = http::Request::builder()
+        .method(method)
+        .uri(url)
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body.unwrap_or_default())))?;
+    let response = tokio::time::timeout(Duration::from_secs(10), client.request(request))
+        .await
+        .context("request timed out")??;
+    let status = response.status().as_u16();
+    let bytes = response.into_body().collect().await?.to_bytes();
+    let value = serde_json::from_slice(&bytes).unwrap_or_else(|_| {
+        serde_json::Value::String(String::from_utf8_lossy(&bytes).into_owned())
+    });
+    Ok((status, value))
+}
+
+pub async fn get(client: &HttpClient, url: &str) -> anyhow::Result<(u16, serde_json::Value)> {
+    call(client, "GET", url, None).await
+}
+
+pub async fn post(
+    client: &HttpClient,
+    url: &str,
+    body: &str,
+) -> anyhow::Result<(u16, serde_json::Value)> {
+    call(client, "POST", url, Some(body.to_string())).await
+}
+
+/// Builds, verifies and publishes a snapshot of `products` into `dir`.
+pub fn publish(dir: &Path, products: &[Product<'_>]) -> anyhow::Result<PathBuf> {
+    let mut builder = SnapshotBuilder::new(dir, "test")?;
+    for p in products {
+        builder.add(p)?;
+    }
+    let built = builder.finish()?;
+    built.open()?.verify()?;
+    Ok(built.publish()?)
+}
