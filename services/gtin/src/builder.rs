@@ -34,10 +34,7 @@ pub enum BuildError {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> BuildError + '_ {
-    move |source| BuildError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
+    move |source| BuildError::Io { path: path.to_path_buf(), source }
 }
 
 /// A product that lost to another row with the same GTIN.
@@ -67,10 +64,7 @@ impl TempFile {
         static SEQ: AtomicU64 = AtomicU64::new(0);
         let n = SEQ.fetch_add(1, Ordering::Relaxed);
         // A leading dot keeps temporaries out of the `snapshot-*.gtin` pattern the store scans.
-        TempFile {
-            path: dir.join(format!(".tmp-{}-{n}.{what}", std::process::id())),
-            armed: true,
-        }
+        TempFile { path: dir.join(format!(".tmp-{}-{n}.{what}", std::process::id())), armed: true }
     }
 }
 
@@ -135,13 +129,9 @@ impl SnapshotBuilder {
 
     pub fn add(&mut self, product: &Product<'_>) -> Result<(), BuildError> {
         self.scratch.clear();
-        record::encode(product, &mut self.scratch).map_err(|source| BuildError::Record {
-            gtin: product.gtin,
-            source,
-        })?;
-        self.blob
-            .write_all(&self.scratch)
-            .map_err(io_err(&self.blob_file.path))?;
+        record::encode(product, &mut self.scratch)
+            .map_err(|source| BuildError::Record { gtin: product.gtin, source })?;
+        self.blob.write_all(&self.scratch).map_err(io_err(&self.blob_file.path))?;
         self.entries.push((product.gtin.key(), self.blob_len));
         self.blob_len += self.scratch.len() as u64;
         Ok(())
@@ -149,20 +139,10 @@ impl SnapshotBuilder {
 
     /// Writes the snapshot to a temporary file in the data directory, fsynced. Nothing is published yet.
     pub fn finish(self) -> Result<BuiltSnapshot, BuildError> {
-        let SnapshotBuilder {
-            dir,
-            source,
-            blob_file,
-            blob,
-            blob_len,
-            mut entries,
-            ..
-        } = self;
+        let SnapshotBuilder { dir, source, blob_file, blob, blob_len, mut entries, .. } = self;
         let blob_path = blob_file.path.clone();
-        let mut blob = blob.into_inner().map_err(|e| BuildError::Io {
-            path: blob_path.clone(),
-            source: e.into_error(),
-        })?;
+        let mut blob =
+            blob.into_inner().map_err(|e| BuildError::Io { path: blob_path.clone(), source: e.into_error() })?;
 
         // Equal keys end up next to each other, in row order, because the offsets grow with the row number.
         entries.sort_unstable();
@@ -179,52 +159,33 @@ impl SnapshotBuilder {
         };
         let out_file = TempFile::new(&dir, "snapshot");
         let out_path = out_file.path.clone();
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(&out_path)
-            .map_err(io_err(&out_path))?;
+        let file =
+            OpenOptions::new().read(true).write(true).create_new(true).open(&out_path).map_err(io_err(&out_path))?;
         let mut out = BufWriter::with_capacity(1 << 20, file);
-        out.write_all(&header.to_bytes())
-            .map_err(io_err(&out_path))?;
+        out.write_all(&header.to_bytes()).map_err(io_err(&out_path))?;
         for &(key, _) in &entries {
-            out.write_all(&key.to_le_bytes())
-                .map_err(io_err(&out_path))?;
+            out.write_all(&key.to_le_bytes()).map_err(io_err(&out_path))?;
         }
         for &(_, offset) in &entries {
-            out.write_all(&offset.to_le_bytes())
-                .map_err(io_err(&out_path))?;
+            out.write_all(&offset.to_le_bytes()).map_err(io_err(&out_path))?;
         }
         drop(entries);
-        let mut file = out.into_inner().map_err(|e| BuildError::Io {
-            path: out_path.clone(),
-            source: e.into_error(),
-        })?;
+        let mut file =
+            out.into_inner().map_err(|e| BuildError::Io { path: out_path.clone(), source: e.into_error() })?;
         blob.seek(SeekFrom::Start(0)).map_err(io_err(&blob_path))?;
         // File to file: the standard library turns this into copy_file_range, so the records stay in the kernel.
         let copied = io::copy(&mut blob, &mut file).map_err(io_err(&out_path))?;
         if copied != blob_len {
-            let source =
-                io::Error::other(format!("copied {copied} record bytes, expected {blob_len}"));
-            return Err(BuildError::Io {
-                path: out_path,
-                source,
-            });
+            let source = io::Error::other(format!("copied {copied} record bytes, expected {blob_len}"));
+            return Err(BuildError::Io { path: out_path, source });
         }
         drop(blob);
         drop(blob_file);
 
         header.content_checksum = content_checksum(&file, &header, &out_path)?;
-        file.write_all_at(&header.to_bytes(), 0)
-            .map_err(io_err(&out_path))?;
+        file.write_all_at(&header.to_bytes(), 0).map_err(io_err(&out_path))?;
         file.sync_all().map_err(io_err(&out_path))?;
-        Ok(BuiltSnapshot {
-            dir,
-            file: out_file,
-            header,
-            stats,
-        })
+        Ok(BuiltSnapshot { dir, file: out_file, header, stats })
     }
 }
 
@@ -237,14 +198,10 @@ fn dedup(
 ) -> Result<(), BuildError> {
     let updated_at = |offset: u64| -> Result<u32, BuildError> {
         let mut buf = [0u8; 12];
-        blob.read_exact_at(&mut buf, offset)
-            .map_err(io_err(blob_path))?;
+        blob.read_exact_at(&mut buf, offset).map_err(io_err(blob_path))?;
         record::decode_key_and_date(&buf)
             .map(|(_, updated)| updated)
-            .map_err(|source| BuildError::Reread {
-                path: blob_path.to_path_buf(),
-                source,
-            })
+            .map_err(|source| BuildError::Reread { path: blob_path.to_path_buf(), source })
     };
     let mut write = 0usize;
     let mut read = 0usize;
@@ -259,11 +216,7 @@ fn dedup(
             let mut best = updated_at(winner.1)?;
             for &candidate in &entries[read + 1..end] {
                 let updated = updated_at(candidate.1)?;
-                let (kept, dropped) = if updated >= best {
-                    (updated, best)
-                } else {
-                    (best, updated)
-                };
+                let (kept, dropped) = if updated >= best { (updated, best) } else { (best, updated) };
                 if updated >= best {
                     winner = candidate;
                     best = updated;
@@ -271,11 +224,7 @@ fn dedup(
                 stats.duplicates += 1;
                 if stats.duplicate_examples.len() < DUPLICATE_EXAMPLES {
                     if let Some(gtin) = Gtin::from_key(key) {
-                        stats.duplicate_examples.push(Duplicate {
-                            gtin,
-                            kept_updated: kept,
-                            dropped_updated: dropped,
-                        });
+                        stats.duplicate_examples.push(Duplicate { gtin, kept_updated: kept, dropped_updated: dropped });
                     }
                 }
             }
@@ -332,18 +281,11 @@ impl BuiltSnapshot {
                 Ok(()) => {
                     fs::remove_file(&self.file.path).map_err(io_err(&self.file.path))?;
                     self.file.armed = false;
-                    File::open(&self.dir)
-                        .and_then(|d| d.sync_all())
-                        .map_err(io_err(&self.dir))?;
+                    File::open(&self.dir).and_then(|d| d.sync_all()).map_err(io_err(&self.dir))?;
                     return Ok(target);
                 }
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => seq += 1,
-                Err(e) => {
-                    return Err(BuildError::Io {
-                        path: target,
-                        source: e,
-                    })
-                }
+                Err(e) => return Err(BuildError::Io { path: target, source: e }),
             }
         }
     }
@@ -358,13 +300,7 @@ pub fn parse_snapshot_file_name(name: &str) -> Option<(String, u32)> {
     let rest = name.strip_prefix("snapshot-")?.strip_suffix(".gtin")?;
     let (stamp, seq) = rest.rsplit_once('-')?;
     let stamp_ok = stamp.len() == 15
-        && stamp.bytes().enumerate().all(|(i, b)| {
-            if i == 8 {
-                b == b'T'
-            } else {
-                b.is_ascii_digit()
-            }
-        });
+        && stamp.bytes().enumerate().all(|(i, b)| if i == 8 { b == b'T' } else { b.is_ascii_digit() });
     let seq = seq.parse().ok().filter(|_| stamp_ok)?;
     Some((stamp.to_string(), seq))
 }

@@ -23,19 +23,14 @@ impl Date {
         if text.len() != 8 || !text.bytes().all(|b| b.is_ascii_digit()) {
             return Err(DateError::Format(text.chars().take(32).collect()));
         }
-        let value: u32 = text
-            .parse()
-            .map_err(|_| DateError::Format(text.to_string()))?;
+        let value: u32 = text.parse().map_err(|_| DateError::Format(text.to_string()))?;
         Date::from_u32(value).ok_or(DateError::NoSuchDay(value))
     }
 
     /// Accepts `yyyymmdd` as an integer if it names a real day.
     pub fn from_u32(value: u32) -> Option<Date> {
         let (y, m, d) = (value / 10_000, value / 100 % 100, value % 100);
-        let valid = (1900..=2999).contains(&y)
-            && (1..=12).contains(&m)
-            && d >= 1
-            && d <= days_in_month(y, m);
+        let valid = (1900..=2999).contains(&y) && (1..=12).contains(&m) && d >= 1 && d <= days_in_month(y, m);
         valid.then_some(Date(value))
     }
 
@@ -46,13 +41,7 @@ impl Date {
 
 impl fmt::Display for Date {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{:04}-{:02}-{:02}",
-            self.0 / 10_000,
-            self.0 / 100 % 100,
-            self.0 % 100
-        )
+        write!(f, "{:04}-{:02}-{:02}", self.0 / 10_000, self.0 / 100 % 100, self.0 % 100)
     }
 }
 
@@ -118,10 +107,7 @@ impl UtcTime {
 
     /// `yyyymmddThhmmss`: sorts the same as time, fits in a file name.
     pub fn compact(&self) -> String {
-        format!(
-            "{:04}{:02}{:02}T{:02}{:02}{:02}",
-            self.year, self.month, self.day, self.hour, self.minute, self.second
-        )
+        format!("{:04}{:02}{:02}T{:02}{:02}{:02}", self.year, self.month, self.day, self.hour, self.minute, self.second)
     }
 
     /// RFC 3339 in UTC, for reports.
@@ -134,10 +120,7 @@ impl UtcTime {
 }
 
 pub fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -149,10 +132,7 @@ pub struct DurationError {
 
 /// Parses durations such as `30s`, `10m`, `24h`, `1h30m`, `500ms` or `7d`.
 pub fn parse_duration(input: &str) -> Result<Duration, DurationError> {
-    let err = |why| DurationError {
-        input: input.to_string(),
-        why,
-    };
+    let err = |why| DurationError { input: input.to_string(), why };
     let text = input.trim();
     if text.is_empty() {
         return Err(err("empty"));
@@ -164,9 +144,7 @@ pub fn parse_duration(input: &str) -> Result<Duration, DurationError> {
         if digits == 0 {
             return Err(err("expected a number"));
         }
-        let amount: u64 = rest[..digits]
-            .parse()
-            .map_err(|_| err("number too large"))?;
+        let amount: u64 = rest[..digits].parse().map_err(|_| err("number too large"))?;
         rest = &rest[digits..];
         let unit_len = rest.bytes().take_while(u8::is_ascii_alphabetic).count();
         let unit = match &rest[..unit_len] {
@@ -179,10 +157,7 @@ pub fn parse_duration(input: &str) -> Result<Duration, DurationError> {
             _ => return Err(err("unknown unit")),
         };
         rest = &rest[unit_len..];
-        let part = u32::try_from(amount)
-            .ok()
-            .and_then(|a| unit.checked_mul(a))
-            .ok_or_else(|| err("too long"))?;
+        let part = u32::try_from(amount).ok().and_then(|a| unit.checked_mul(a)).ok_or_else(|| err("too long"))?;
         total = total.checked_add(part).ok_or_else(|| err("too long"))?;
     }
     Ok(total)
@@ -194,22 +169,10 @@ mod tests {
 
     #[test]
     fn dates_are_checked_and_formatted() {
-        assert_eq!(
-            Date::parse_yyyymmdd("20240131").unwrap().to_string(),
-            "2024-01-31"
-        );
-        assert_eq!(
-            Date::parse_yyyymmdd("20240229").unwrap().as_u32(),
-            20_240_229
-        );
-        assert_eq!(
-            Date::parse_yyyymmdd("20230229"),
-            Err(DateError::NoSuchDay(20_230_229))
-        );
-        assert_eq!(
-            Date::parse_yyyymmdd("20241301"),
-            Err(DateError::NoSuchDay(20_241_301))
-        );
+        assert_eq!(Date::parse_yyyymmdd("20240131").unwrap().to_string(), "2024-01-31");
+        assert_eq!(Date::parse_yyyymmdd("20240229").unwrap().as_u32(), 20_240_229);
+        assert_eq!(Date::parse_yyyymmdd("20230229"), Err(DateError::NoSuchDay(20_230_229)));
+        assert_eq!(Date::parse_yyyymmdd("20241301"), Err(DateError::NoSuchDay(20_241_301)));
         assert!(Date::parse_yyyymmdd("2024-01-3").is_err());
         assert!(Date::parse_yyyymmdd("").is_err());
         assert!(Date::parse_yyyymmdd("+2024013").is_err());
@@ -221,14 +184,8 @@ mod tests {
     fn unix_seconds_become_utc_fields() {
         assert_eq!(UtcTime::from_unix(0).compact(), "19700101T000000");
         // 2024-02-29T12:34:56Z, a leap day.
-        assert_eq!(
-            UtcTime::from_unix(1_709_210_096).rfc3339(),
-            "2024-02-29T12:34:56Z"
-        );
-        assert_eq!(
-            UtcTime::from_unix(1_735_689_599).compact(),
-            "20241231T235959"
-        );
+        assert_eq!(UtcTime::from_unix(1_709_210_096).rfc3339(), "2024-02-29T12:34:56Z");
+        assert_eq!(UtcTime::from_unix(1_735_689_599).compact(), "20241231T235959");
     }
 
     #[test]

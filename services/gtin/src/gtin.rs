@@ -67,9 +67,9 @@ pub enum GtinError {
 impl GtinError {
     pub fn kind(&self) -> ErrorKind {
         match self {
-            GtinError::Restricted { .. }
-            | GtinError::Coupon { .. }
-            | GtinError::RefundReceipt { .. } => ErrorKind::Unprocessable,
+            GtinError::Restricted { .. } | GtinError::Coupon { .. } | GtinError::RefundReceipt { .. } => {
+                ErrorKind::Unprocessable
+            }
             _ => ErrorKind::Invalid,
         }
     }
@@ -147,10 +147,7 @@ impl Gtin {
         let (body, check) = code.split_at(code.len() - 1);
         let expected = check_digit(body);
         if expected != check[0] {
-            return Err(GtinError::CheckDigit {
-                expected,
-                got: check[0],
-            });
+            return Err(GtinError::CheckDigit { expected, got: check[0] });
         }
         let key = code.iter().fold(0u64, |acc, &d| acc * 10 + u64::from(d));
         let gtin = Gtin(key);
@@ -208,21 +205,14 @@ impl Canonical {
     /// `upc` (a UPC-A when the code starts with `00`, an EAN-13 when it starts with one `0`).
     pub fn short_form(&self) -> &str {
         let s = self.as_str();
-        s.strip_prefix("00")
-            .or_else(|| s.strip_prefix('0'))
-            .unwrap_or(s)
+        s.strip_prefix("00").or_else(|| s.strip_prefix('0')).unwrap_or(s)
     }
 }
 
 /// The GS1 mod-10 check digit of `body` (every digit but the check digit): weights 3 and 1 alternate from the
 /// rightmost digit, which has weight 3.
 pub fn check_digit(body: &[u8]) -> u8 {
-    let sum: u32 = body
-        .iter()
-        .rev()
-        .enumerate()
-        .map(|(i, &d)| u32::from(d) * if i % 2 == 0 { 3 } else { 1 })
-        .sum();
+    let sum: u32 = body.iter().rev().enumerate().map(|(i, &d)| u32::from(d) * if i % 2 == 0 { 3 } else { 1 }).sum();
     ((10 - sum % 10) % 10) as u8
 }
 
@@ -254,39 +244,23 @@ fn classify(d: &[u8; 14]) -> Result<(), GtinError> {
     if body[..5] == [0; 5] {
         // GS1 keeps the GTIN-13 range 00000xxxxxxxx free so that it only ever holds GTIN-8s.
         return match body[5] {
-            0 | 2 => Err(GtinError::Restricted {
-                rule: "GTIN-8 prefix 0 or 2 (RCN-8)",
-            }),
+            0 | 2 => Err(GtinError::Restricted { rule: "GTIN-8 prefix 0 or 2 (RCN-8)" }),
             _ => Ok(()),
         };
     }
     if body[0] == 0 {
         return match body[1] {
-            2 => Err(GtinError::Restricted {
-                rule: "GTIN-12 prefix 2 (RCN-12)",
-            }),
-            4 => Err(GtinError::Restricted {
-                rule: "GTIN-12 prefix 4 (RCN-12)",
-            }),
-            5 => Err(GtinError::Coupon {
-                rule: "GTIN-12 prefix 5",
-            }),
+            2 => Err(GtinError::Restricted { rule: "GTIN-12 prefix 2 (RCN-12)" }),
+            4 => Err(GtinError::Restricted { rule: "GTIN-12 prefix 4 (RCN-12)" }),
+            5 => Err(GtinError::Coupon { rule: "GTIN-12 prefix 5" }),
             _ => Ok(()),
         };
     }
     match u16::from(body[0]) * 100 + u16::from(body[1]) * 10 + u16::from(body[2]) {
-        200..=299 => Err(GtinError::Restricted {
-            rule: "GTIN-13 prefix 200-299 (RCN-13)",
-        }),
-        980 => Err(GtinError::RefundReceipt {
-            rule: "GTIN-13 prefix 980",
-        }),
-        981..=984 => Err(GtinError::Coupon {
-            rule: "GTIN-13 prefix 981-984",
-        }),
-        990..=999 => Err(GtinError::Coupon {
-            rule: "GTIN-13 prefix 99",
-        }),
+        200..=299 => Err(GtinError::Restricted { rule: "GTIN-13 prefix 200-299 (RCN-13)" }),
+        980 => Err(GtinError::RefundReceipt { rule: "GTIN-13 prefix 980" }),
+        981..=984 => Err(GtinError::Coupon { rule: "GTIN-13 prefix 981-984" }),
+        990..=999 => Err(GtinError::Coupon { rule: "GTIN-13 prefix 99" }),
         _ => Ok(()),
     }
 }
@@ -315,45 +289,27 @@ mod tests {
         assert_eq!(key("0123456789012"), k);
         assert_eq!(key("00123456789012"), k);
         assert_eq!(key(" 0-12345-67890-12 "), k);
-        assert_eq!(
-            Gtin::parse("123456789012").unwrap().to_string(),
-            "00123456789012"
-        );
+        assert_eq!(Gtin::parse("123456789012").unwrap().to_string(), "00123456789012");
     }
 
     #[test]
     fn bad_codes_name_the_problem() {
         let err = Gtin::parse("7501031311308").unwrap_err();
-        assert_eq!(
-            err,
-            GtinError::CheckDigit {
-                expected: 9,
-                got: 8
-            }
-        );
+        assert_eq!(err, GtinError::CheckDigit { expected: 9, got: 8 });
         assert_eq!(err.to_string(), "check digit should be 9, got 8");
         assert_eq!(err.kind(), ErrorKind::Invalid);
         assert_eq!(err.code(), "invalid_gtin");
 
         let err = Gtin::parse("75010313113").unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "GTIN must have 8, 12, 13 or 14 digits, got 11"
-        );
+        assert_eq!(err.to_string(), "GTIN must have 8, 12, 13 or 14 digits, got 11");
 
         let err = Gtin::parse("750103AAAA309").unwrap_err();
         assert_eq!(err.to_string(), "unexpected character 'A' at 6");
 
         assert_eq!(Gtin::parse("").unwrap_err(), GtinError::Empty);
         assert_eq!(Gtin::parse(" - ").unwrap_err(), GtinError::Empty);
-        assert_eq!(
-            Gtin::parse("123456789012345").unwrap_err(),
-            GtinError::Length(15)
-        );
-        assert_eq!(
-            Gtin::parse("12345é").unwrap_err(),
-            GtinError::UnexpectedCharacter { ch: 'é', pos: 5 }
-        );
+        assert_eq!(Gtin::parse("123456789012345").unwrap_err(), GtinError::Length(15));
+        assert_eq!(Gtin::parse("12345é").unwrap_err(), GtinError::UnexpectedCharacter { ch: 'é', pos: 5 });
     }
 
     #[test]
@@ -384,13 +340,7 @@ mod tests {
 
     #[test]
     fn coupons_and_refund_receipts_are_unprocessable() {
-        for code in [
-            "512345678900",
-            "9812345678901",
-            "9841234567890",
-            "9912345678901",
-            "9991234567890",
-        ] {
+        for code in ["512345678900", "9812345678901", "9841234567890", "9912345678901", "9991234567890"] {
             let code = with_check(code);
             let err = Gtin::parse(&code).unwrap_err();
             assert_eq!(err.code(), "coupon_gtin", "{code}");
@@ -398,18 +348,9 @@ mod tests {
         }
         let err = Gtin::parse(&with_check("9801234567890")).unwrap_err();
         assert_eq!(err.code(), "refund_receipt_gtin");
-        assert_eq!(
-            err.to_string(),
-            "GTIN-13 prefix 980 is a refund receipt, not a trade item"
-        );
+        assert_eq!(err.to_string(), "GTIN-13 prefix 980 is a refund receipt, not a trade item");
         // Neighbours of the special ranges are ordinary products.
-        for code in [
-            "1991234567890",
-            "3001234567890",
-            "9791234567890",
-            "9851234567890",
-            "612345678900",
-        ] {
+        for code in ["1991234567890", "3001234567890", "9791234567890", "9851234567890", "612345678900"] {
             let code = with_check(code);
             assert!(Gtin::parse(&code).is_ok(), "{code}");
         }
@@ -428,10 +369,7 @@ mod tests {
         let e = Gtin::parse_with("04252614", Format::UpcE).unwrap();
         assert_eq!(e.key(), key("042100005264"));
         // The same eight digits read as an EAN-8 have another check digit.
-        assert!(matches!(
-            Gtin::parse("04252614"),
-            Err(GtinError::CheckDigit { .. })
-        ));
+        assert!(matches!(Gtin::parse("04252614"), Err(GtinError::CheckDigit { .. })));
         // Each zero-suppression rule: last digit 0-2, 3, 4, 5-9.
         let cases = [
             ("0123450", "01200000345"),
@@ -442,47 +380,19 @@ mod tests {
         for (e7, a11) in cases {
             let upca = with_check(&format!("{a11}0"));
             let upce = format!("{e7}{}", &upca[11..]);
-            assert_eq!(
-                Gtin::parse_with(&upce, Format::UpcE).unwrap().key(),
-                key(&upca),
-                "{upce}"
-            );
+            assert_eq!(Gtin::parse_with(&upce, Format::UpcE).unwrap().key(), key(&upca), "{upce}");
         }
-        assert_eq!(
-            Gtin::parse_with("24252614", Format::UpcE).unwrap_err(),
-            GtinError::UpcENumberSystem(2)
-        );
-        assert_eq!(
-            Gtin::parse_with("042100005264", Format::UpcE).unwrap_err(),
-            GtinError::UpcELength(12)
-        );
+        assert_eq!(Gtin::parse_with("24252614", Format::UpcE).unwrap_err(), GtinError::UpcENumberSystem(2));
+        assert_eq!(Gtin::parse_with("042100005264", Format::UpcE).unwrap_err(), GtinError::UpcELength(12));
         assert_eq!(Format::from_param("upc-e"), Some(Format::UpcE));
         assert_eq!(Format::from_param("ean-99"), None);
     }
 
     #[test]
     fn short_form_is_what_the_legacy_app_calls_upc() {
-        assert_eq!(
-            Gtin::parse("0123456789012")
-                .unwrap()
-                .canonical()
-                .short_form(),
-            "123456789012"
-        );
-        assert_eq!(
-            Gtin::parse("7501031311309")
-                .unwrap()
-                .canonical()
-                .short_form(),
-            "7501031311309"
-        );
-        assert_eq!(
-            Gtin::parse("98412345678908")
-                .unwrap()
-                .canonical()
-                .short_form(),
-            "98412345678908"
-        );
+        assert_eq!(Gtin::parse("0123456789012").unwrap().canonical().short_form(), "123456789012");
+        assert_eq!(Gtin::parse("7501031311309").unwrap().canonical().short_form(), "7501031311309");
+        assert_eq!(Gtin::parse("98412345678908").unwrap().canonical().short_form(), "98412345678908");
         assert_eq!(Gtin::from_key(MAX_KEY + 1), None);
     }
 

@@ -14,11 +14,7 @@ use gtin::snapshot::Snapshot;
 use gtin::{clock, telemetry};
 
 #[derive(Parser)]
-#[command(
-    name = "gtin-service",
-    version,
-    about = "GTIN lookup service over an immutable memory-mapped snapshot"
-)]
+#[command(name = "gtin-service", version, about = "GTIN lookup service over an immutable memory-mapped snapshot")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -50,22 +46,11 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     telemetry::init_logging();
     match cli.command {
-        Command::Serve {
-            listen,
-            data,
-            drain_timeout,
-            max_connections,
-        } => {
+        Command::Serve { listen, data, drain_timeout, max_connections } => {
             let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
             runtime.block_on(async {
-                let metrics =
-                    telemetry::install_metrics().context("installing the metrics recorder")?;
-                let options = ServeOptions {
-                    listen,
-                    data,
-                    drain_timeout,
-                    max_connections,
-                };
+                let metrics = telemetry::install_metrics().context("installing the metrics recorder")?;
+                let options = ServeOptions { listen, data, drain_timeout, max_connections };
                 server::serve(options, Some(metrics), server::shutdown_signal()).await?;
                 anyhow::Ok(())
             })

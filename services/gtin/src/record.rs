@@ -51,17 +51,11 @@ pub fn encode(p: &Product<'_>, out: &mut Vec<u8>) -> Result<(), RecordError> {
     out.extend_from_slice(&p.gtin.key().to_le_bytes());
     out.extend_from_slice(&p.updated.as_u32().to_le_bytes());
     put_varint(out, p.price_cents);
-    for (field, text) in [
-        ("sku", p.sku),
-        ("description", p.description),
-        ("brand", p.brand),
-        ("department", p.department),
-    ] {
+    for (field, text) in
+        [("sku", p.sku), ("description", p.description), ("brand", p.brand), ("department", p.department)]
+    {
         if text.len() > MAX_FIELD_LEN {
-            return Err(RecordError::TooLong {
-                field,
-                len: text.len(),
-            });
+            return Err(RecordError::TooLong { field, len: text.len() });
         }
         put_varint(out, text.len() as u64);
         out.extend_from_slice(text.as_bytes());
@@ -111,11 +105,7 @@ struct Reader<'a> {
 
 impl<'a> Reader<'a> {
     fn take(&mut self, n: usize, field: &'static str) -> Result<&'a [u8], RecordError> {
-        let end = self
-            .pos
-            .checked_add(n)
-            .filter(|&e| e <= self.bytes.len())
-            .ok_or(RecordError::Truncated(field))?;
+        let end = self.pos.checked_add(n).filter(|&e| e <= self.bytes.len()).ok_or(RecordError::Truncated(field))?;
         let out = &self.bytes[self.pos..end];
         self.pos = end;
         Ok(out)
@@ -130,10 +120,7 @@ impl<'a> Reader<'a> {
     fn varint(&mut self, field: &'static str) -> Result<u64, RecordError> {
         let mut value = 0u64;
         for shift in (0..64).step_by(7) {
-            let byte = *self
-                .bytes
-                .get(self.pos)
-                .ok_or(RecordError::Truncated(field))?;
+            let byte = *self.bytes.get(self.pos).ok_or(RecordError::Truncated(field))?;
             self.pos += 1;
             value |= u64::from(byte & 0x7f) << shift;
             if byte & 0x80 == 0 {
@@ -146,10 +133,7 @@ impl<'a> Reader<'a> {
     fn text(&mut self, field: &'static str) -> Result<&'a str, RecordError> {
         let len = self.varint(field)?;
         let len = usize::try_from(len).ok().filter(|&l| l <= MAX_FIELD_LEN);
-        let len = len.ok_or(RecordError::TooLong {
-            field,
-            len: usize::MAX,
-        })?;
+        let len = len.ok_or(RecordError::TooLong { field, len: usize::MAX })?;
         std::str::from_utf8(self.take(len, field)?).map_err(|_| RecordError::Utf8(field))
     }
 }
@@ -174,19 +158,12 @@ mod tests {
     fn records_round_trip() {
         let mut buf = Vec::new();
         encode(&sample(), &mut buf).unwrap();
-        let big = Product {
-            price_cents: u64::MAX,
-            description: "",
-            ..sample()
-        };
+        let big = Product { price_cents: u64::MAX, description: "", ..sample() };
         encode(&big, &mut buf).unwrap();
         let first = decode(&buf).unwrap();
         assert_eq!(first, sample());
         assert_eq!(first.price_decimal(), "1.99");
-        assert_eq!(
-            decode_key_and_date(&buf).unwrap(),
-            (36_000_291_452, 20_240_131)
-        );
+        assert_eq!(decode_key_and_date(&buf).unwrap(), (36_000_291_452, 20_240_131));
     }
 
     #[test]
@@ -194,10 +171,7 @@ mod tests {
         let mut buf = Vec::new();
         encode(&sample(), &mut buf).unwrap();
         for len in 0..buf.len() {
-            assert!(
-                decode(&buf[..len]).is_err(),
-                "prefix of {len} bytes decoded"
-            );
+            assert!(decode(&buf[..len]).is_err(), "prefix of {len} bytes decoded");
         }
         let mut bad = buf.clone();
         bad[0..8].copy_from_slice(&u64::MAX.to_le_bytes());
@@ -211,24 +185,8 @@ mod tests {
     #[test]
     fn overlong_fields_are_refused() {
         let long = "x".repeat(MAX_FIELD_LEN + 1);
-        let p = Product {
-            description: &long,
-            ..sample()
-        };
-        assert!(matches!(
-            encode(&p, &mut Vec::new()),
-            Err(RecordError::TooLong {
-                field: "description",
-                ..
-            })
-        ));
-        assert_eq!(
-            Product {
-                price_cents: 5,
-                ..sample()
-            }
-            .price_decimal(),
-            "0.05"
-        );
+        let p = Product { description: &long, ..sample() };
+        assert!(matches!(encode(&p, &mut Vec::new()), Err(RecordError::TooLong { field: "description", .. })));
+        assert_eq!(Product { price_cents: 5, ..sample() }.price_decimal(), "0.05");
     }
 }

@@ -50,16 +50,9 @@ pub async fn serve(
     metrics: Option<PrometheusHandle>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
-    let listener = TcpListener::bind(options.listen)
-        .await
-        .map_err(|source| ServeError::Bind {
-            addr: options.listen,
-            source,
-        })?;
-    let addr = listener.local_addr().map_err(|source| ServeError::Bind {
-        addr: options.listen,
-        source,
-    })?;
+    let listener =
+        TcpListener::bind(options.listen).await.map_err(|source| ServeError::Bind { addr: options.listen, source })?;
+    let addr = listener.local_addr().map_err(|source| ServeError::Bind { addr: options.listen, source })?;
     let store = Store::new(&options.data);
     match store.reload() {
         Ok(outcome) => tracing::info!(?outcome, "initial snapshot loaded"),
@@ -85,14 +78,7 @@ pub async fn serve(
     // Tests and scripts that bind port 0 read the real address from this line.
     println!("listening on {addr}");
     tracing::info!(%addr, data = %options.data.display(), "gtin-service listening");
-    run(
-        listener,
-        app,
-        options.drain_timeout,
-        options.max_connections,
-        shutdown,
-    )
-    .await;
+    run(listener, app, options.drain_timeout, options.max_connections, shutdown).await;
     Ok(())
 }
 
@@ -106,14 +92,8 @@ pub async fn run(
 ) {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     // A client that opens a connection and never finishes its headers must not hold a slot forever.
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(30));
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_concurrent_streams(256);
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(Duration::from_secs(30));
+    builder.http2().timer(TokioTimer::new()).max_concurrent_streams(256);
     let graceful = GracefulShutdown::new();
     let slots = Arc::new(Semaphore::new(max_connections.max(1)));
     let request_ids = Arc::new(AtomicU64::new(0));
@@ -147,9 +127,7 @@ pub async fn run(
             async move { Ok::<_, Infallible>(api::handle(app, req).await) }
                 .instrument(tracing::info_span!("request", id))
         });
-        let connection = builder
-            .serve_connection(TokioIo::new(stream), service)
-            .into_owned();
+        let connection = builder.serve_connection(TokioIo::new(stream), service).into_owned();
         let connection = graceful.watch(connection);
         metrics::gauge!(t::CONNECTIONS).increment(1.0);
         tokio::spawn(
@@ -167,10 +145,7 @@ pub async fn run(
     tracing::info!("shutting down: no longer accepting, draining connections");
     match tokio::time::timeout(drain_timeout, graceful.shutdown()).await {
         Ok(()) => tracing::info!("all connections drained"),
-        Err(_) => tracing::warn!(
-            ?drain_timeout,
-            "drain deadline passed; closing remaining connections"
-        ),
+        Err(_) => tracing::warn!(?drain_timeout, "drain deadline passed; closing remaining connections"),
     }
 }
 

@@ -42,32 +42,15 @@ pub enum SnapshotError {
     #[error("{}: corrupt header: {why}", .path.display())]
     Header { path: PathBuf, why: &'static str },
     #[error("{}: file is {actual} bytes, its header says {expected}", .path.display())]
-    Length {
-        path: PathBuf,
-        expected: u64,
-        actual: u64,
-    },
+    Length { path: PathBuf, expected: u64, actual: u64 },
     #[error("{}: content checksum is {actual:016x}, header says {expected:016x}", .path.display())]
-    Checksum {
-        path: PathBuf,
-        expected: u64,
-        actual: u64,
-    },
+    Checksum { path: PathBuf, expected: u64, actual: u64 },
     #[error("{}: key #{index} ({key}) is not greater than the key before it", .path.display())]
     Order { path: PathBuf, index: u64, key: u64 },
     #[error("{}: record #{index}: {source}", .path.display())]
-    Record {
-        path: PathBuf,
-        index: u64,
-        source: RecordError,
-    },
+    Record { path: PathBuf, index: u64, source: RecordError },
     #[error("{}: record #{index} holds key {found}, the index says {expected}", .path.display())]
-    Mismatch {
-        path: PathBuf,
-        index: u64,
-        expected: u64,
-        found: u64,
-    },
+    Mismatch { path: PathBuf, index: u64, expected: u64, found: u64 },
 }
 
 /// What the header of a snapshot says.
@@ -129,27 +112,18 @@ impl Header {
 
     /// Reads and checks a header against the length of the file it came from.
     pub fn parse(bytes: &[u8], actual_len: u64, path: &Path) -> Result<Header, SnapshotError> {
-        let bad = |why| SnapshotError::Header {
-            path: path.to_path_buf(),
-            why,
-        };
+        let bad = |why| SnapshotError::Header { path: path.to_path_buf(), why };
         if bytes.len() < FIXED_HEADER {
             return Err(if bytes.len() >= 8 && bytes[..8] != MAGIC {
-                SnapshotError::Magic {
-                    path: path.to_path_buf(),
-                }
+                SnapshotError::Magic { path: path.to_path_buf() }
             } else {
                 bad("file is shorter than a header")
             });
         }
         if bytes[..8] != MAGIC {
-            return Err(SnapshotError::Magic {
-                path: path.to_path_buf(),
-            });
+            return Err(SnapshotError::Magic { path: path.to_path_buf() });
         }
-        let u32_at = |at: usize| {
-            u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]])
-        };
+        let u32_at = |at: usize| u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]);
         let u64_at = |at: usize| {
             let mut b = [0u8; 8];
             b.copy_from_slice(&bytes[at..at + 8]);
@@ -157,17 +131,11 @@ impl Header {
         };
         let version = u32_at(8);
         if version != VERSION {
-            return Err(SnapshotError::Version {
-                path: path.to_path_buf(),
-                found: version,
-            });
+            return Err(SnapshotError::Version { path: path.to_path_buf(), found: version });
         }
         let header_len = u32_at(12) as usize;
         let source_len = u32_at(88) as usize;
-        if header_len > bytes.len()
-            || source_len > MAX_SOURCE_LEN
-            || header_len < FIXED_HEADER + source_len
-        {
+        if header_len > bytes.len() || source_len > MAX_SOURCE_LEN || header_len < FIXED_HEADER + source_len {
             return Err(bad("header length"));
         }
         let mut zeroed = bytes[..header_len].to_vec();
@@ -199,11 +167,7 @@ impl Header {
             return Err(bad("section offsets"));
         }
         if expected_len != actual_len {
-            return Err(SnapshotError::Length {
-                path: path.to_path_buf(),
-                expected: expected_len,
-                actual: actual_len,
-            });
+            return Err(SnapshotError::Length { path: path.to_path_buf(), expected: expected_len, actual: actual_len });
         }
         Ok(header)
     }
@@ -223,17 +187,11 @@ pub struct Snapshot {
 impl Snapshot {
     /// Maps `path` and checks its header and section sizes. Constant time: no data is read.
     pub fn open(path: &Path) -> Result<Snapshot, SnapshotError> {
-        let io_err = |source| SnapshotError::Io {
-            path: path.to_path_buf(),
-            source,
-        };
+        let io_err = |source| SnapshotError::Io { path: path.to_path_buf(), source };
         let file = File::open(path).map_err(io_err)?;
         let len = file.metadata().map_err(io_err)?.len();
         if len < FIXED_HEADER as u64 {
-            return Err(SnapshotError::Header {
-                path: path.to_path_buf(),
-                why: "file is shorter than a header",
-            });
+            return Err(SnapshotError::Header { path: path.to_path_buf(), why: "file is shorter than a header" });
         }
         // SAFETY: snapshot files are written once to a temporary name, renamed into place and never written
         // again (the builder makes a new file for every generation), so the mapped bytes cannot change under us.
@@ -245,22 +203,13 @@ impl Snapshot {
         // The length the header is checked against is the mapping's own, so no read can fall outside it.
         let header = Header::parse(&map, map.len() as u64, path)?;
         let usize_of = |v: u64| {
-            usize::try_from(v).map_err(|_| SnapshotError::Header {
-                path: path.to_path_buf(),
-                why: "too large for this platform",
-            })
+            usize::try_from(v)
+                .map_err(|_| SnapshotError::Header { path: path.to_path_buf(), why: "too large for this platform" })
         };
         let keys = usize_of(header.keys_offset())?..usize_of(header.offsets_offset())?;
         let offsets = keys.end..usize_of(header.records_offset())?;
         let records = offsets.end..usize_of(header.file_len())?;
-        Ok(Snapshot {
-            map,
-            path: path.to_path_buf(),
-            header,
-            keys,
-            offsets,
-            records,
-        })
+        Ok(Snapshot { map, path: path.to_path_buf(), header, keys, offsets, records })
     }
 
     pub fn path(&self) -> &Path {
@@ -336,11 +285,7 @@ impl Snapshot {
 
     /// Decodes the product at sorted position `index`.
     pub fn product_at(&self, index: usize) -> Result<Product<'_>, SnapshotError> {
-        let record_err = |source| SnapshotError::Record {
-            path: self.path.clone(),
-            index: index as u64,
-            source,
-        };
+        let record_err = |source| SnapshotError::Record { path: self.path.clone(), index: index as u64, source };
         if index >= self.len() {
             return Err(record_err(RecordError::Truncated("index")));
         }
@@ -366,11 +311,7 @@ impl Snapshot {
         for index in 0..self.len() {
             let key = read_u64(&self.map[self.keys.clone()], index);
             if previous.is_some_and(|p| p >= key) {
-                return Err(SnapshotError::Order {
-                    path: self.path.clone(),
-                    index: index as u64,
-                    key,
-                });
+                return Err(SnapshotError::Order { path: self.path.clone(), index: index as u64, key });
             }
             previous = Some(key);
             let found = self.product_at(index)?.gtin.key();
@@ -419,10 +360,7 @@ pub fn checksum(bytes: &[u8]) -> u64 {
     const K3: u64 = 0x1656_67b1_9e37_79f9;
     #[inline(always)]
     fn step(lane: u64, word: u64) -> u64 {
-        (lane ^ word)
-            .wrapping_mul(K2)
-            .rotate_left(29)
-            .wrapping_add(K1)
+        (lane ^ word).wrapping_mul(K2).rotate_left(29).wrapping_add(K1)
     }
     let mut lanes = [K1, K2, K3, K1 ^ K3];
     let mut chunks = bytes.chunks_exact(32);
@@ -478,25 +416,13 @@ mod tests {
         assert_eq!(h.header_len() % 8, 0);
         let p = Path::new("x.gtin");
         assert_eq!(Header::parse(&bytes, h.file_len(), p).unwrap(), h);
-        assert!(matches!(
-            Header::parse(&bytes, h.file_len() + 1, p),
-            Err(SnapshotError::Length { .. })
-        ));
+        assert!(matches!(Header::parse(&bytes, h.file_len() + 1, p), Err(SnapshotError::Length { .. })));
         for i in 0..bytes.len() {
             let mut b = bytes.clone();
             b[i] ^= 1;
-            assert!(
-                Header::parse(&b, h.file_len(), p).is_err(),
-                "flipped byte {i} accepted"
-            );
+            assert!(Header::parse(&b, h.file_len(), p).is_err(), "flipped byte {i} accepted");
         }
-        assert!(matches!(
-            Header::parse(b"GTINSNAP", 8, p),
-            Err(SnapshotError::Header { .. })
-        ));
-        assert!(matches!(
-            Header::parse(b"NOTASNAPSHOT", 12, p),
-            Err(SnapshotError::Magic { .. })
-        ));
+        assert!(matches!(Header::parse(b"GTINSNAP", 8, p), Err(SnapshotError::Header { .. })));
+        assert!(matches!(Header::parse(b"NOTASNAPSHOT", 12, p), Err(SnapshotError::Magic { .. })));
     }
 }

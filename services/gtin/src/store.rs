@@ -40,17 +40,9 @@ pub struct Loaded {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ReloadOutcome {
     /// A newer snapshot is now current.
-    Swapped {
-        path: PathBuf,
-        products: usize,
-        generation: u64,
-    },
+    Swapped { path: PathBuf, products: usize, generation: u64 },
     /// The newest valid snapshot is the one already being served.
-    Unchanged {
-        path: PathBuf,
-        products: usize,
-        generation: u64,
-    },
+    Unchanged { path: PathBuf, products: usize, generation: u64 },
 }
 
 #[derive(Debug)]
@@ -63,11 +55,7 @@ pub struct Store {
 impl Store {
     /// A store over `dir` with nothing loaded yet.
     pub fn new(dir: &Path) -> Store {
-        Store {
-            dir: dir.to_path_buf(),
-            state: ArcSwapOption::empty(),
-            writer: Mutex::new(()),
-        }
+        Store { dir: dir.to_path_buf(), state: ArcSwapOption::empty(), writer: Mutex::new(()) }
     }
 
     pub fn dir(&self) -> &Path {
@@ -76,10 +64,7 @@ impl Store {
 
     /// The snapshot to answer from, if any. One atomic load; hold the `Arc` for the whole request.
     pub fn current(&self) -> Option<Arc<Snapshot>> {
-        self.state
-            .load()
-            .as_ref()
-            .map(|loaded| Arc::clone(&loaded.current))
+        self.state.load().as_ref().map(|loaded| Arc::clone(&loaded.current))
     }
 
     pub fn loaded(&self) -> Option<Arc<Loaded>> {
@@ -88,18 +73,10 @@ impl Store {
 
     /// Re-scans the directory and swaps in its newest valid snapshot. On error the old snapshot keeps serving.
     pub fn reload(&self) -> Result<ReloadOutcome, StoreError> {
-        let _writer = self
-            .writer
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let newest = open_newest(&self.dir)?.ok_or_else(|| StoreError::NoSnapshot {
-            dir: self.dir.clone(),
-        })?;
+        let _writer = self.writer.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let newest = open_newest(&self.dir)?.ok_or_else(|| StoreError::NoSnapshot { dir: self.dir.clone() })?;
         let old = self.state.load_full();
-        if let Some(old) = old
-            .as_ref()
-            .filter(|old| old.current.path() == newest.path())
-        {
+        if let Some(old) = old.as_ref().filter(|old| old.current.path() == newest.path()) {
             return Ok(ReloadOutcome::Unchanged {
                 path: newest.path().to_path_buf(),
                 products: old.current.len(),
@@ -109,28 +86,18 @@ impl Store {
         let generation = old.as_ref().map_or(0, |o| o.generation) + 1;
         let path = newest.path().to_path_buf();
         let products = newest.len();
-        let loaded = Loaded {
-            current: Arc::new(newest),
-            previous: old.as_ref().map(|o| Arc::clone(&o.current)),
-            generation,
-        };
+        let loaded =
+            Loaded { current: Arc::new(newest), previous: old.as_ref().map(|o| Arc::clone(&o.current)), generation };
         self.state.store(Some(Arc::new(loaded)));
         tracing::info!(snapshot = %path.display(), products, generation, "snapshot swapped in");
         self.prune();
-        Ok(ReloadOutcome::Swapped {
-            path,
-            products,
-            generation,
-        })
+        Ok(ReloadOutcome::Swapped { path, products, generation })
     }
 
     /// Serves the previous snapshot again. The rolled-back file is renamed to `*.rolled-back` so that neither a
     /// later reload nor a restart picks it up again; it stays on disk for inspection.
     pub fn rollback(&self) -> Result<Arc<Loaded>, StoreError> {
-        let _writer = self
-            .writer
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let _writer = self.writer.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let old = self.state.load_full();
         let old = old.as_ref().ok_or(StoreError::NoPrevious)?;
         let previous = old.previous.as_ref().ok_or(StoreError::NoPrevious)?;
@@ -141,11 +108,7 @@ impl Store {
         if let Err(e) = fs::rename(bad, &quarantined) {
             tracing::warn!(snapshot = %bad.display(), error = %e, "could not set the rolled-back snapshot aside");
         }
-        let loaded = Arc::new(Loaded {
-            current: Arc::clone(previous),
-            previous: None,
-            generation: old.generation + 1,
-        });
+        let loaded = Arc::new(Loaded { current: Arc::clone(previous), previous: None, generation: old.generation + 1 });
         self.state.store(Some(Arc::clone(&loaded)));
         tracing::warn!(
             from = %bad.display(),
@@ -163,9 +126,7 @@ impl Store {
         };
         let state = self.state.load();
         let in_use = |p: &Path| {
-            state.as_ref().is_some_and(|s| {
-                s.current.path() == p || s.previous.as_ref().is_some_and(|q| q.path() == p)
-            })
+            state.as_ref().is_some_and(|s| s.current.path() == p || s.previous.as_ref().is_some_and(|q| q.path() == p))
         };
         for file in files.into_iter().skip(KEEP) {
             if in_use(&file.path) {
@@ -193,20 +154,13 @@ pub struct SnapshotFile {
 
 /// Published snapshot files in `dir`, newest first.
 pub fn list_snapshots(dir: &Path) -> Result<Vec<SnapshotFile>, StoreError> {
-    let io_err = |source| StoreError::Io {
-        path: dir.to_path_buf(),
-        source,
-    };
+    let io_err = |source| StoreError::Io { path: dir.to_path_buf(), source };
     let mut out = Vec::new();
     for entry in fs::read_dir(dir).map_err(io_err)? {
         let entry = entry.map_err(io_err)?;
         let name = entry.file_name();
         if let Some((stamp, seq)) = name.to_str().and_then(parse_snapshot_file_name) {
-            out.push(SnapshotFile {
-                stamp,
-                seq,
-                path: entry.path(),
-            });
+            out.push(SnapshotFile { stamp, seq, path: entry.path() });
         }
     }
     out.sort_by(|a, b| b.cmp(a));
@@ -218,9 +172,7 @@ pub fn list_snapshots(dir: &Path) -> Result<Vec<SnapshotFile>, StoreError> {
 pub fn open_newest(dir: &Path) -> Result<Option<Snapshot>, StoreError> {
     let files = match list_snapshots(dir) {
         Ok(files) => files,
-        Err(StoreError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
-            return Ok(None)
-        }
+        Err(StoreError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e),
     };
     for file in files {

@@ -9,22 +9,10 @@ use crate::clock::Date;
 use crate::gtin::{check_digit, Gtin};
 use crate::record::Product;
 
-const BRANDS: [&str; 8] = [
-    "ACME", "GLOBEX", "INITECH", "UMBRELLA", "HOOLI", "STARK", "WAYNE", "TYRELL",
-];
+const BRANDS: [&str; 8] = ["ACME", "GLOBEX", "INITECH", "UMBRELLA", "HOOLI", "STARK", "WAYNE", "TYRELL"];
 const DEPTS: [&str; 6] = ["GROC", "DARY", "PROD", "BAKE", "HOME", "HLTH"];
-const WORDS: [&str; 10] = [
-    "Oat Milk",
-    "Rye Bread",
-    "Dish Soap",
-    "Green Tea",
-    "Olive Oil",
-    "Apples",
-    "Soup",
-    "Rice",
-    "Coffee",
-    "Pasta",
-];
+const WORDS: [&str; 10] =
+    ["Oat Milk", "Rye Bread", "Dish Soap", "Green Tea", "Olive Oil", "Apples", "Soup", "Rice", "Coffee", "Pasta"];
 /// First digits of 12-digit codes that are ordinary products (2, 4 and 5 are restricted or coupons; 0 is left
 /// out so no code falls in the zero-padded GTIN-8 range).
 const UPC_LEADS: [u8; 6] = [1, 3, 6, 7, 8, 9];
@@ -60,20 +48,13 @@ pub fn gtin_of(seed: u64, i: u64) -> Gtin {
     let body: Vec<u8> = if i % 2 == 0 {
         let p = (half * 7_919_000_003 + u128::from(seed) * 1_000_003) % 10_000_000_000;
         let lead = UPC_LEADS[(half % UPC_LEADS.len() as u128) as usize];
-        std::iter::once(lead)
-            .chain(digits_of(p as u64, 10))
-            .collect()
+        std::iter::once(lead).chain(digits_of(p as u64, 10)).collect()
     } else {
         let p = (half * 104_729_003 + u128::from(seed) * 7_001) % 1_000_000_000;
         let prefix = EAN_PREFIXES[(half % EAN_PREFIXES.len() as u128) as usize];
-        digits_of(u64::from(prefix), 3)
-            .chain(digits_of(p as u64, 9))
-            .collect()
+        digits_of(u64::from(prefix), 3).chain(digits_of(p as u64, 9)).collect()
     };
-    let key = body
-        .iter()
-        .chain(std::iter::once(&check_digit(&body)))
-        .fold(0u64, |k, &d| k * 10 + u64::from(d));
+    let key = body.iter().chain(std::iter::once(&check_digit(&body))).fold(0u64, |k, &d| k * 10 + u64::from(d));
     // Every body above avoids the restricted, coupon and GTIN-8 ranges and carries its own check digit.
     Gtin::from_key(key).expect("synthetic keys have at most 13 digits")
 }
@@ -108,19 +89,12 @@ impl SynthProduct {
         self.sku.clear();
         let _ = write!(self.sku, "{}", 100_000_001 + i);
         self.description.clear();
-        let _ = write!(
-            self.description,
-            "{} {}",
-            WORDS[rng.below(10) as usize],
-            gtin.canonical().short_form()
-        );
+        let _ = write!(self.description, "{} {}", WORDS[rng.below(10) as usize], gtin.canonical().short_form());
         self.brand = BRANDS[rng.below(8) as usize];
         self.department = DEPTS[rng.below(6) as usize];
         self.price_cents = 49 + rng.below(20_000);
-        self.updated = 20_200_101
-            + (rng.below(5) as u32) * 10_000
-            + (rng.below(12) as u32) * 100
-            + rng.below(28) as u32;
+        self.updated =
+            20_200_101 + (rng.below(5) as u32) * 10_000 + (rng.below(12) as u32) * 100 + rng.below(28) as u32;
     }
 
     pub fn product(&self) -> Product<'_> {
@@ -171,20 +145,9 @@ pub const EXPORT_COLUMNS: &str = "ITEM_NO|UPC_EAN|ITEM_DESC|BRAND_NM|DEPT_CD|RET
 
 /// Writes a legacy export of `products` products. With `dirty_every > 0`, every `dirty_every`th product also
 /// gets one dirty or duplicate row of the kinds the legacy catalog emits (see EXPORT.md).
-pub fn write_export(
-    out: &mut impl Write,
-    seed: u64,
-    products: u64,
-    dirty_every: u64,
-) -> io::Result<ExportCounts> {
-    let mut counts = ExportCounts {
-        products,
-        ..ExportCounts::default()
-    };
-    writeln!(
-        out,
-        "#LEGACY-CATALOG-EXPORT v1 seed={seed} products={products}"
-    )?;
+pub fn write_export(out: &mut impl Write, seed: u64, products: u64, dirty_every: u64) -> io::Result<ExportCounts> {
+    let mut counts = ExportCounts { products, ..ExportCounts::default() };
+    writeln!(out, "#LEGACY-CATALOG-EXPORT v1 seed={seed} products={products}")?;
     writeln!(out, "{EXPORT_COLUMNS}")?;
     let mut p = SynthProduct::default();
     let mut line = String::with_capacity(128);
@@ -212,25 +175,16 @@ pub fn write_export(
         }
         let code = p.product().gtin.canonical().short_form().to_string();
         let fields: Vec<&str> = line.split('|').collect();
-        let (sku, desc, brand, dept, price, date) = (
-            fields[0], fields[2], fields[3], fields[4], fields[5], fields[6],
-        );
+        let (sku, desc, brand, dept, price, date) = (fields[0], fields[2], fields[3], fields[4], fields[5], fields[6]);
         let dirty_row = match kind {
             0 => {
                 counts.bad_check_digit += 1;
                 let last = code.as_bytes()[code.len() - 1] - b'0';
-                format!(
-                    "{sku}|{}{}|{desc}|{brand}|{dept}|{price}|{date}",
-                    &code[..code.len() - 1],
-                    (last + 1) % 10
-                )
+                format!("{sku}|{}{}|{desc}|{brand}|{dept}|{price}|{date}", &code[..code.len() - 1], (last + 1) % 10)
             }
             1 => {
                 counts.bad_length += 1;
-                format!(
-                    "{sku}|{}|{desc}|{brand}|{dept}|{price}|{date}",
-                    &code[1..code.len() - 1]
-                )
+                format!("{sku}|{}|{desc}|{brand}|{dept}|{price}|{date}", &code[1..code.len() - 1])
             }
             2 => {
                 counts.empty_code += 1;
@@ -277,10 +231,7 @@ mod tests {
         let mut buf = Vec::new();
         let counts = write_export(&mut buf, 1, 100, 3).unwrap();
         let text = String::from_utf8(buf).unwrap();
-        let data_rows = text
-            .lines()
-            .filter(|l| !l.starts_with('#') && *l != EXPORT_COLUMNS)
-            .count() as u64;
+        let data_rows = text.lines().filter(|l| !l.starts_with('#') && *l != EXPORT_COLUMNS).count() as u64;
         assert_eq!(data_rows, counts.rows);
         assert!(text.ends_with(&format!("#END rows={}\n", counts.rows)));
         assert_eq!(counts.rows, 100 + 34);

@@ -46,23 +46,12 @@ pub fn install_metrics() -> Result<PrometheusHandle, BuildError> {
         .set_buckets_for_metric(Matcher::Suffix("duration_seconds".into()), &LATENCY_BUCKETS)?
         .install_recorder()?;
     metrics::describe_counter!(HTTP_REQUESTS, "HTTP requests by route and status");
-    metrics::describe_histogram!(
-        HTTP_DURATION,
-        metrics::Unit::Seconds,
-        "request handling time by route"
-    );
-    metrics::describe_histogram!(
-        LOOKUP_DURATION,
-        metrics::Unit::Seconds,
-        "snapshot lookup time"
-    );
+    metrics::describe_histogram!(HTTP_DURATION, metrics::Unit::Seconds, "request handling time by route");
+    metrics::describe_histogram!(LOOKUP_DURATION, metrics::Unit::Seconds, "snapshot lookup time");
     metrics::describe_counter!(LOOKUPS, "GTIN lookups by result");
     metrics::describe_gauge!(SNAPSHOT_PRODUCTS, "products in the snapshot being served");
     metrics::describe_gauge!(SNAPSHOT_GENERATION, "snapshot swaps made by this process");
-    metrics::describe_gauge!(
-        SNAPSHOT_BUILT_AT,
-        "build time of the served snapshot, Unix seconds"
-    );
+    metrics::describe_gauge!(SNAPSHOT_BUILT_AT, "build time of the served snapshot, Unix seconds");
     metrics::describe_counter!(RELOADS, "snapshot reloads and rollbacks by result");
     metrics::describe_gauge!(CONNECTIONS, "open client connections");
     metrics::gauge!(SNAPSHOT_GENERATION).set(0.0);
@@ -73,8 +62,5 @@ pub fn install_metrics() -> Result<PrometheusHandle, BuildError> {
 pub fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
 }

@@ -25,10 +25,8 @@ fn build(dir: &Path, seed: u64, n: u64) -> PathBuf {
 }
 
 fn snapshot_files(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
+    let mut names: Vec<String> =
+        fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
     names.sort();
     names
 }
@@ -38,15 +36,8 @@ fn every_built_product_is_found_and_nothing_else() {
     let dir = tempfile::tempdir().unwrap();
     let path = build(dir.path(), 3, 5_000);
     let name = path.file_name().unwrap().to_str().unwrap();
-    assert!(
-        name.starts_with("snapshot-") && name.ends_with("-0001.gtin"),
-        "{name}"
-    );
-    assert_eq!(
-        snapshot_files(dir.path()),
-        vec![name.to_string()],
-        "temporaries left behind"
-    );
+    assert!(name.starts_with("snapshot-") && name.ends_with("-0001.gtin"), "{name}");
+    assert_eq!(snapshot_files(dir.path()), vec![name.to_string()], "temporaries left behind");
 
     let snap = Snapshot::open(&path).unwrap();
     assert_eq!(snap.len(), 5_000);
@@ -54,10 +45,7 @@ fn every_built_product_is_found_and_nothing_else() {
     let mut p = SynthProduct::default();
     for i in 0..5_000 {
         p.fill(3, i);
-        let found = snap
-            .get(p.product().gtin)
-            .unwrap()
-            .unwrap_or_else(|| panic!("product {i} missing"));
+        let found = snap.get(p.product().gtin).unwrap().unwrap_or_else(|| panic!("product {i} missing"));
         assert_eq!(found, p.product());
         let key = found.gtin.key();
         assert_eq!(snap.position(key), snap.position_binary(key));
@@ -96,17 +84,9 @@ fn duplicates_keep_the_newest_then_the_later_row() {
     let mut b = SnapshotBuilder::new(dir.path(), "dups").unwrap();
     b.add(&row("1", 20240105)).unwrap();
     b.add(&row("2", 20240301)).unwrap(); // newest
-    b.add(&Product {
-        gtin: other,
-        ..row("9", 20200101)
-    })
-    .unwrap();
+    b.add(&Product { gtin: other, ..row("9", 20200101) }).unwrap();
     b.add(&row("3", 20240110)).unwrap(); // older than "2", though later
-    b.add(&Product {
-        gtin: other,
-        ..row("10", 20200101)
-    })
-    .unwrap(); // a tie: the later row wins
+    b.add(&Product { gtin: other, ..row("10", 20200101) }).unwrap(); // a tie: the later row wins
     let built = b.finish().unwrap();
     assert_eq!(built.stats.products, 2);
     assert_eq!(built.stats.duplicates, 3);
@@ -134,17 +114,11 @@ fn corruption_is_caught_at_open_or_by_verify() {
 
     let truncated = dir.path().join("truncated.gtin");
     fs::write(&truncated, &bytes[..bytes.len() - 1]).unwrap();
-    assert!(matches!(
-        Snapshot::open(&truncated),
-        Err(SnapshotError::Length { .. })
-    ));
+    assert!(matches!(Snapshot::open(&truncated), Err(SnapshotError::Length { .. })));
 
     let garbage = dir.path().join("garbage.gtin");
     fs::write(&garbage, vec![7u8; 500]).unwrap();
-    assert!(matches!(
-        Snapshot::open(&garbage),
-        Err(SnapshotError::Magic { .. })
-    ));
+    assert!(matches!(Snapshot::open(&garbage), Err(SnapshotError::Magic { .. })));
     let tiny = dir.path().join("tiny.gtin");
     fs::write(&tiny, b"GTIN").unwrap();
     assert!(Snapshot::open(&tiny).is_err());
@@ -152,10 +126,7 @@ fn corruption_is_caught_at_open_or_by_verify() {
     // A corrupt newer snapshot is skipped in favour of the older good one.
     let newer = dir.path().join("snapshot-29991231T235959-0001.gtin");
     fs::write(&newer, &bytes[..bytes.len() / 2]).unwrap();
-    assert_eq!(
-        open_newest(dir.path()).unwrap().unwrap().path(),
-        good.as_path()
-    );
+    assert_eq!(open_newest(dir.path()).unwrap().unwrap().path(), good.as_path());
 }
 
 #[test]
@@ -167,18 +138,8 @@ fn store_reloads_rolls_back_and_prunes() {
     assert!(matches!(store.rollback(), Err(StoreError::NoPrevious)));
 
     let first = build(dir.path(), 1, 100);
-    assert!(matches!(
-        store.reload().unwrap(),
-        ReloadOutcome::Swapped {
-            products: 100,
-            generation: 1,
-            ..
-        }
-    ));
-    assert!(matches!(
-        store.reload().unwrap(),
-        ReloadOutcome::Unchanged { generation: 1, .. }
-    ));
+    assert!(matches!(store.reload().unwrap(), ReloadOutcome::Swapped { products: 100, generation: 1, .. }));
+    assert!(matches!(store.reload().unwrap(), ReloadOutcome::Unchanged { generation: 1, .. }));
     let held = store.current().unwrap();
 
     let mut paths = vec![first];
@@ -191,11 +152,7 @@ fn store_reloads_rolls_back_and_prunes() {
             }
             other => panic!("expected a swap, got {other:?}"),
         }
-        assert!(
-            snapshot_files(dir.path()).len() <= 2,
-            "{:?}",
-            snapshot_files(dir.path())
-        );
+        assert!(snapshot_files(dir.path()).len() <= 2, "{:?}", snapshot_files(dir.path()));
     }
     // The first snapshot was deleted while `held` still mapped it; it must still answer.
     assert!(!paths[0].exists());
@@ -207,15 +164,9 @@ fn store_reloads_rolls_back_and_prunes() {
     assert_eq!(loaded.current.len(), 300);
     assert!(matches!(store.rollback(), Err(StoreError::NoPrevious)));
     let names = snapshot_files(dir.path());
-    assert!(
-        names.iter().any(|n| n.ends_with(".gtin.rolled-back")),
-        "{names:?}"
-    );
+    assert!(names.iter().any(|n| n.ends_with(".gtin.rolled-back")), "{names:?}");
     // The rolled-back file is set aside, so a reload keeps serving the one we rolled back to.
-    assert!(matches!(
-        store.reload().unwrap(),
-        ReloadOutcome::Unchanged { products: 300, .. }
-    ));
+    assert!(matches!(store.reload().unwrap(), ReloadOutcome::Unchanged { products: 300, .. }));
 }
 
 #[test]
@@ -238,10 +189,5 @@ fn publishing_never_overwrites_and_sorts_by_age() {
     };
     assert!(built.temp_path().exists());
     drop(built);
-    assert_eq!(
-        snapshot_files(dir.path()).len(),
-        2,
-        "{:?}",
-        snapshot_files(dir.path())
-    );
+    assert_eq!(snapshot_files(dir.path()).len(), 2, "{:?}", snapshot_files(dir.path()));
 }

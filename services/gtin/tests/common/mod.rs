@@ -34,14 +34,7 @@ impl Service {
         let log = log_dir.join(format!("serve-{}.log", std::process::id()));
         let log_file = std::fs::File::create(&log)?;
         let mut child = Command::new(BIN)
-            .args([
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--drain-timeout",
-                "5s",
-                "--data",
-            ])
+            .args(["serve", "--listen", "127.0.0.1:0", "--drain-timeout", "5s", "--data"])
             .arg(data)
             .env("RUST_LOG", "info")
             .stdout(Stdio::piped())
@@ -58,18 +51,11 @@ impl Service {
             }
         });
         let service = match rx.recv_timeout(Duration::from_secs(20)) {
-            Ok(addr) => Service {
-                child,
-                addr: addr.parse()?,
-                log,
-            },
+            Ok(addr) => Service { child, addr: addr.parse()?, log },
             Err(_) => {
                 let _ = child.kill();
                 let _ = child.wait();
-                bail!(
-                    "service did not report its address; log: {}",
-                    std::fs::read_to_string(&log)?
-                );
+                bail!("service did not report its address; log: {}", std::fs::read_to_string(&log)?);
             }
         };
         Ok(service)
@@ -81,9 +67,7 @@ impl Service {
 
     /// Sends SIGTERM and waits (bounded) for the exit status.
     pub fn terminate(&mut self, within: Duration) -> anyhow::Result<std::process::ExitStatus> {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()?;
+        let status = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status()?;
         if !status.success() {
             bail!("kill -TERM failed");
         }
@@ -114,9 +98,7 @@ pub fn client() -> HttpClient {
 }
 
 pub fn h2c_client() -> HttpClient {
-    Client::builder(TokioExecutor::new())
-        .http2_only(true)
-        .build_http()
+    Client::builder(TokioExecutor::new()).http2_only(true).build_http()
 }
 
 /// One request; the status and the body parsed as JSON (or as a JSON string when it is not JSON).
@@ -131,14 +113,12 @@ pub async fn call(
         .uri(url)
         .header("content-type", "application/json")
         .body(Full::new(Bytes::from(body.unwrap_or_default())))?;
-    let response = tokio::time::timeout(Duration::from_secs(10), client.request(request))
-        .await
-        .context("request timed out")??;
+    let response =
+        tokio::time::timeout(Duration::from_secs(10), client.request(request)).await.context("request timed out")??;
     let status = response.status().as_u16();
     let bytes = response.into_body().collect().await?.to_bytes();
-    let value = serde_json::from_slice(&bytes).unwrap_or_else(|_| {
-        serde_json::Value::String(String::from_utf8_lossy(&bytes).into_owned())
-    });
+    let value = serde_json::from_slice(&bytes)
+        .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(&bytes).into_owned()));
     Ok((status, value))
 }
 
@@ -146,11 +126,7 @@ pub async fn get(client: &HttpClient, url: &str) -> anyhow::Result<(u16, serde_j
     call(client, "GET", url, None).await
 }
 
-pub async fn post(
-    client: &HttpClient,
-    url: &str,
-    body: &str,
-) -> anyhow::Result<(u16, serde_json::Value)> {
+pub async fn post(client: &HttpClient, url: &str, body: &str) -> anyhow::Result<(u16, serde_json::Value)> {
     call(client, "POST", url, Some(body.to_string())).await
 }
 
