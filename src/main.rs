@@ -57,6 +57,9 @@ struct ServeArgs {
     /// How long a shutdown waits for in-flight requests (Go-style duration, e.g. 30s).
     #[arg(long, value_parser = parse_go_duration)]
     drain_timeout: Option<Duration>,
+    /// Worker threads (default: one per CPU core), like nginx's worker_processes.
+    #[arg(long)]
+    threads: Option<usize>,
 }
 
 fn parse_go_duration(s: &str) -> Result<Duration, String> {
@@ -138,7 +141,23 @@ fn settings(args: ServeArgs) -> Result<Settings, String> {
     Ok(s)
 }
 
+/// A proxy holds two descriptors per proxied connection; the usual soft limit of 1024 is far too low, and
+/// the hard limit is what the operator allowed.
+fn raise_fd_limit() {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            let wanted = libc::rlimit { rlim_cur: lim.rlim_max, rlim_max: lim.rlim_max };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &wanted) != 0 {
+                tracing::warn!("cannot raise the open file limit above {}", lim.rlim_cur);
+            }
+        }
+    }
+}
+
 fn serve(args: ServeArgs) -> ExitCode {
+    let threads = args.threads;
     let settings = match settings(args) {
         Ok(s) => s,
         Err(e) => {
@@ -147,7 +166,12 @@ fn serve(args: ServeArgs) -> ExitCode {
         }
     };
     let _log_guard = telemetry::init_logging(settings.log.format, settings.log.access_log);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    raise_fd_limit();
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = threads.filter(|n| *n > 0) {
+        builder.worker_threads(n);
+    }
+    let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");

@@ -66,7 +66,7 @@ async fn editing_routes_under_load_fails_no_request() {
     for c in clients {
         c.await.unwrap();
     }
-    let failures = failures.lock().unwrap();
+    let failures = std::mem::take(&mut *failures.lock().unwrap());
     let ok = ok.load(Ordering::Relaxed);
     assert!(failures.is_empty(), "{} failed of {}: {:?}", failures.len(), ok + failures.len(), &failures[..failures.len().min(5)]);
     assert!(ok > 200, "only {ok} requests ran");

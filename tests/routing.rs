@@ -129,3 +129,21 @@ async fn backend_b1_never_gets_servers_of_b10() {
     assert_eq!(one.hits(), 20);
     assert_eq!(ten.hits(), 20);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dot_segments_cannot_escape_a_prefix_route() {
+    let (routes, _b) = setup(&[("public", "PathPrefix(`/public/`)", 0)]).await;
+    let ficus = Ficus::start(routes.path()).await;
+    // Raw requests: clients would normalise these paths themselves before sending.
+    for (path, want) in [("/public/../admin", 404), ("/public/%2e%2E/admin", 404), ("/..", 400), ("/public/./a/../b", 200)] {
+        let mut s = tokio::net::TcpStream::connect(ficus.addr).await.unwrap();
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes()).await.unwrap();
+        let mut out = String::new();
+        tokio::time::timeout(std::time::Duration::from_secs(5), s.read_to_string(&mut out)).await.unwrap().unwrap();
+        assert!(out.starts_with(&format!("HTTP/1.1 {want}")), "{path}: {out}");
+        if want == 200 {
+            assert!(out.contains(r#""path":"/public/b""#), "the normalised path is forwarded: {out}");
+        }
+    }
+}

@@ -14,6 +14,7 @@
 mod body;
 mod error;
 pub mod headers;
+pub mod path;
 
 pub use body::{Completion, ProxyBody, RequestBody, RequestBodyError};
 pub use error::{ProxyError, UpstreamFailure};
@@ -69,15 +70,20 @@ impl Proxy {
             req.uri().authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok())
         });
         let host = host_value.as_ref().and_then(|h| h.to_str().ok()).unwrap_or("");
-        let found = table.router.find(&RouteRequest {
-            method: req.method(),
-            host,
-            path: req.uri().path(),
-            headers: req.headers(),
-        });
         let request_id = match req.headers().get(&X_REQUEST_ID) {
             Some(id) if !id.is_empty() && id.len() <= 200 => id.clone(),
             _ => self.ids.next(),
+        };
+        let Some(path) = path::normalize(req.uri().path()) else {
+            telemetry::count_unrouted(400);
+            let err = ProxyError::BadRequest("the path climbs above the root");
+            log_error(&req, conn, None, &err, &request_id, start);
+            return err.response(None, &request_id);
+        };
+        let found = table.router.find(&RouteRequest { method: req.method(), host, path: &path, headers: req.headers() });
+        let normalized_path = match path {
+            std::borrow::Cow::Owned(p) => Some(p),
+            std::borrow::Cow::Borrowed(_) => None,
         };
         let Some(frontend) = found.cloned() else {
             telemetry::count_unrouted(404);
@@ -130,7 +136,17 @@ impl Proxy {
         let mut uri_parts = http::uri::Parts::default();
         uri_parts.scheme = Some(server.scheme.clone());
         uri_parts.authority = Some(server.authority.clone());
-        uri_parts.path_and_query = parts.uri.path_and_query().cloned().or_else(|| Some(http::uri::PathAndQuery::from_static("/")));
+        uri_parts.path_and_query = match normalized_path {
+            Some(p) => {
+                let pq = match parts.uri.query() {
+                    Some(q) => format!("{p}?{q}"),
+                    None => p,
+                };
+                http::uri::PathAndQuery::try_from(pq).ok()
+            }
+            None => parts.uri.path_and_query().cloned(),
+        }
+        .or_else(|| Some(http::uri::PathAndQuery::from_static("/")));
         parts.uri = match Uri::from_parts(uri_parts) {
             Ok(u) => u,
             Err(_) => {

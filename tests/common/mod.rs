@@ -85,15 +85,10 @@ pub struct Ficus {
     _logdir: tempfile::TempDir,
 }
 
+#[derive(Default)]
 pub struct FicusOptions {
     pub tls: bool,
     pub extra: Vec<String>,
-}
-
-impl Default for FicusOptions {
-    fn default() -> Self {
-        FicusOptions { tls: false, extra: Vec::new() }
-    }
 }
 
 impl Ficus {

@@ -57,7 +57,10 @@ pub(super) enum HeaderMatch {
         value: HeaderValue,
     },
     /// Unanchored search over the raw bytes, since header values need not be UTF-8.
-    Regexp { name: HeaderName, re: BytesRx },
+    Regexp {
+        name: HeaderName,
+        re: BytesRx,
+    },
 }
 
 /// A compiled regexp that remembers what the user wrote, for display and equality (compiled
@@ -237,9 +240,7 @@ impl fmt::Display for RouteExpr {
                     let value = String::from_utf8_lossy(value.as_bytes());
                     matcher(f, "Header", &[name.as_str(), &value])?
                 }
-                HeaderMatch::Regexp { name, re } => {
-                    matcher(f, "HeaderRegexp", &[name.as_str(), &re.src])?
-                }
+                HeaderMatch::Regexp { name, re } => matcher(f, "HeaderRegexp", &[name.as_str(), &re.src])?,
             }
         }
         Ok(())
@@ -264,13 +265,7 @@ mod tests {
     use super::*;
     use http::HeaderMap;
 
-    fn req_matches(
-        route: &str,
-        method: &str,
-        host: &str,
-        path: &str,
-        headers: &[(&str, &str)],
-    ) -> bool {
+    fn req_matches(route: &str, method: &str, host: &str, path: &str, headers: &[(&str, &str)]) -> bool {
         let expr = parse(route).unwrap_or_else(|e| panic!("{route}: {e}"));
         let method = Method::from_bytes(method.as_bytes()).expect("test method");
         let mut map = HeaderMap::new();
@@ -280,12 +275,7 @@ mod tests {
                 HeaderValue::from_str(value).expect("test header value"),
             );
         }
-        expr.matches(&Request {
-            method: &method,
-            host,
-            path,
-            headers: &map,
-        })
+        expr.matches(&Request { method: &method, host, path, headers: &map })
     }
 
     fn get(route: &str, host: &str, path: &str) -> bool {
@@ -300,16 +290,8 @@ mod tests {
         assert!(!get(r, "api.example.com.evil", "/"));
         assert!(!get(r, "xapi.example.com", "/"));
         assert!(get(r#"Host("[::1]")"#, "[::1]:8080", "/"));
-        assert!(get(
-            r#"HostRegexp("API\.example\.(com|net)")"#,
-            "api.EXAMPLE.net:80",
-            "/"
-        ));
-        assert!(!get(
-            r#"HostRegexp("api\.example\.com")"#,
-            "api.example.com.evil",
-            "/"
-        ));
+        assert!(get(r#"HostRegexp("API\.example\.(com|net)")"#, "api.EXAMPLE.net:80", "/"));
+        assert!(!get(r#"HostRegexp("api\.example\.com")"#, "api.example.com.evil", "/"));
         assert!(!get(r#"HostRegexp("example\.com")"#, "xexample.com", "/"));
     }
 
@@ -328,15 +310,9 @@ mod tests {
         assert!(get(r#"PathRegexp("/.*")"#, "h", "/any/thing"));
         assert!(get(r#"PathRegexp("/api/.*")"#, "h", "/api/x"));
         assert!(!get(r#"PathRegexp("/api/.*")"#, "h", "/xapi/x"));
-        assert!(
-            get(r#"PathRegexp("/api")"#, "h", "/api/more"),
-            "end left open"
-        );
+        assert!(get(r#"PathRegexp("/api")"#, "h", "/api/more"), "end left open");
         assert!(!get(r#"PathRegexp("/api$")"#, "h", "/api/more"));
-        assert!(
-            !get(r#"PathRegexp("/a|/b")"#, "h", "/x/b"),
-            "alternation stays anchored"
-        );
+        assert!(!get(r#"PathRegexp("/a|/b")"#, "h", "/x/b"), "alternation stays anchored");
     }
 
     #[test]
@@ -344,50 +320,20 @@ mod tests {
         assert!(req_matches(r#"Method("GET")"#, "GET", "h", "/", &[]));
         assert!(!req_matches(r#"Method("GET")"#, "get", "h", "/", &[]));
         assert!(!req_matches(r#"Method("GET")"#, "POST", "h", "/", &[]));
-        assert!(req_matches(
-            r#"MethodRegexp("GET|HEAD")"#,
-            "HEAD",
-            "h",
-            "/",
-            &[]
-        ));
-        assert!(!req_matches(
-            r#"MethodRegexp("GET")"#,
-            "GETX",
-            "h",
-            "/",
-            &[]
-        ));
+        assert!(req_matches(r#"MethodRegexp("GET|HEAD")"#, "HEAD", "h", "/", &[]));
+        assert!(!req_matches(r#"MethodRegexp("GET")"#, "GETX", "h", "/", &[]));
     }
 
     #[test]
     fn headers_match_any_value_with_case_insensitive_names() {
         let r = r#"Header("X-Canary", "1")"#;
         assert!(req_matches(r, "GET", "h", "/", &[("x-canary", "1")]));
-        assert!(req_matches(
-            r,
-            "GET",
-            "h",
-            "/",
-            &[("X-CANARY", "0"), ("x-canary", "1")]
-        ));
+        assert!(req_matches(r, "GET", "h", "/", &[("X-CANARY", "0"), ("x-canary", "1")]));
         assert!(!req_matches(r, "GET", "h", "/", &[("x-canary", "10")]));
         assert!(!req_matches(r, "GET", "h", "/", &[]));
         let r = r#"HeaderRegexp("User-Agent", "Mobile")"#;
-        assert!(req_matches(
-            r,
-            "GET",
-            "h",
-            "/",
-            &[("user-agent", "Foo Mobile/1.0")]
-        ));
-        assert!(!req_matches(
-            r,
-            "GET",
-            "h",
-            "/",
-            &[("user-agent", "Desktop")]
-        ));
+        assert!(req_matches(r, "GET", "h", "/", &[("user-agent", "Foo Mobile/1.0")]));
+        assert!(!req_matches(r, "GET", "h", "/", &[("user-agent", "Desktop")]));
     }
 
     #[test]

@@ -10,21 +10,28 @@
 //! rank beneath it, so the search stops as soon as nothing left can beat what it found.
 
 use std::cmp::Reverse;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::fmt;
 use std::sync::Arc;
 
+use regex::{RegexSet, RegexSetBuilder};
+
 use super::expr::{host_without_port, path_without_query, HostMatch, PathMatch, RouteExpr};
-use super::pattern::{is_digits, Segment};
+use super::pattern::is_digits;
+use super::trie::{FastMap, NodeBuilder, NodeId, Slot, Span, Trie, NONE};
 use super::{rank, Request, RouteSpec};
 
 /// The compiled route table: immutable once built, shared by reference between requests.
 pub struct Router<T> {
     routes: Box<[Route<T>]>,
-    exact_hosts: HashMap<Box<str>, Bucket>,
+    exact_hosts: FastMap<Box<str>, Bucket>,
     /// Host patterns and regexps, best bucket first so the search can stop early.
     other_hosts: Box<[(HostMatch, Bucket)]>,
+    /// All `HostRegexp`s in one automaton: one pass tells whether any of them can match, so a
+    /// request for an unknown host does not try every regexp in turn.
+    host_regexps: Option<RegexSet>,
     any_host: Bucket,
+    trie: Trie,
 }
 
 struct Route<T> {
@@ -36,69 +43,15 @@ struct Route<T> {
     value: T,
 }
 
-/// A route reference as the index stores it: the rank inline, so pruning never chases a pointer.
-#[derive(Debug, Clone, Copy)]
-struct Slot {
-    rank: u128,
-    route: usize,
-}
-
-/// A `PathPrefix` route at the trie node of the prefix's segment-aligned part; `tail` is the rest
-/// of the prefix, which must start the request's remaining path (so `/apix` meets `/api`).
-struct PrefixSlot {
-    tail: Box<str>,
-    slot: Slot,
-}
-
-#[derive(Default)]
+/// The routes of one host matcher (or of no host matcher).
+#[derive(Debug)]
 struct Bucket {
-    trie: Node,
-    regexp_paths: Box<[Slot]>,
-    no_path: Box<[Slot]>,
     /// Best rank of any route in the bucket; 0 when empty.
     max_rank: u128,
-}
-
-/// One trie node, reached by consuming whole path segments from the root.
-#[derive(Default)]
-struct Node {
-    /// Best rank of any route at or below this node; 0 when empty.
-    max_rank: u128,
-    literals: Children,
-    param: Option<Box<Node>>,
-    int: Option<Box<Node>>,
-    /// Routes whose path ends exactly here (no slash after the last segment).
-    terminal: Box<[Slot]>,
-    /// `<path:>` routes: they take whatever follows the slash after this node.
-    catch_all: Box<[Slot]>,
-    prefixes: Box<[PrefixSlot]>,
-}
-
-/// Literal children. Most nodes have a handful, where a scan beats hashing the segment.
-enum Children {
-    Few(Box<[(Box<str>, Node)]>),
-    Many(HashMap<Box<str>, Node>),
-}
-
-impl Default for Children {
-    fn default() -> Self {
-        Children::Few(Box::default())
-    }
-}
-
-/// Above this many literal children a node switches from a scan to a hash map.
-const SCAN_LIMIT: usize = 8;
-
-impl Children {
-    fn get(&self, segment: &str) -> Option<&Node> {
-        match self {
-            Children::Few(children) => children
-                .iter()
-                .find(|(literal, _)| **literal == *segment)
-                .map(|(_, node)| node),
-            Children::Many(map) => map.get(segment),
-        }
-    }
+    /// Root of the `Path` / `PathPrefix` trie, `NONE` if there are none.
+    root: NodeId,
+    regexp_paths: Span,
+    no_path: Span,
 }
 
 impl<T> Router<T> {
@@ -106,10 +59,7 @@ impl<T> Router<T> {
     /// caller's bug) the first one is kept and the later ones are dropped.
     pub fn build(routes: Vec<RouteSpec<T>>) -> Router<T> {
         let mut seen = HashSet::with_capacity(routes.len());
-        let routes: Vec<RouteSpec<T>> = routes
-            .into_iter()
-            .filter(|r| seen.insert(Arc::clone(&r.id)))
-            .collect();
+        let routes: Vec<RouteSpec<T>> = routes.into_iter().filter(|r| seen.insert(Arc::clone(&r.id))).collect();
         drop(seen);
 
         // Position of each route in ascending id order, for the last tie-break.
@@ -120,14 +70,15 @@ impl<T> Router<T> {
             id_order[route] = order;
         }
 
-        let mut exact_hosts: HashMap<Box<str>, BucketBuilder> = HashMap::new();
-        let mut other_index: HashMap<String, usize> = HashMap::new();
+        let mut exact_hosts: FastMap<Box<str>, BucketBuilder> = FastMap::default();
+        let mut other_index: FastMap<String, usize> = FastMap::default();
         let mut other_hosts: Vec<(HostMatch, BucketBuilder)> = Vec::new();
         let mut any_host = BucketBuilder::default();
         let mut compiled = Vec::with_capacity(routes.len());
         for (index, (spec, order)) in routes.into_iter().zip(id_order).enumerate() {
             let rank = rank::rank(spec.priority, &spec.expr, order);
-            let slot = Slot { rank, route: index };
+            let plain = spec.expr.method.is_none() && spec.expr.headers.is_empty();
+            let slot = Slot { rank, route: arena_index(index), plain };
             let bucket = match &spec.expr.host {
                 Some(HostMatch::Exact(host)) => exact_hosts.entry(host.clone()).or_default(),
                 Some(host) => {
@@ -149,19 +100,19 @@ impl<T> Router<T> {
             });
         }
 
-        let mut other_hosts: Vec<(HostMatch, Bucket)> = other_hosts
-            .into_iter()
-            .map(|(host, bucket)| (host, bucket.freeze()))
-            .collect();
+        let mut trie = Trie::default();
+        let exact_hosts = exact_hosts.into_iter().map(|(host, bucket)| (host, bucket.freeze(&mut trie))).collect();
+        let mut other_hosts: Vec<(HostMatch, Bucket)> =
+            other_hosts.into_iter().map(|(host, bucket)| (host, bucket.freeze(&mut trie))).collect();
         other_hosts.sort_unstable_by_key(|(_, bucket)| Reverse(bucket.max_rank));
+        let any_host = any_host.freeze(&mut trie);
         Router {
             routes: compiled.into_boxed_slice(),
-            exact_hosts: exact_hosts
-                .into_iter()
-                .map(|(host, bucket)| (host, bucket.freeze()))
-                .collect(),
+            exact_hosts,
+            host_regexps: regexp_gate(&other_hosts),
             other_hosts: other_hosts.into_boxed_slice(),
-            any_host: any_host.freeze(),
+            any_host,
+            trie,
         }
     }
 
@@ -194,24 +145,40 @@ impl<T> Router<T> {
         with_lowercase(host_without_port(req.host), |host| {
             let mut search = Search {
                 routes: &self.routes,
+                trie: &self.trie,
                 req,
                 path: path_without_query(req.path),
-                best: Slot { rank: 0, route: 0 },
+                best: Slot { rank: 0, route: 0, plain: true },
             };
             if let Some(bucket) = self.exact_hosts.get(host) {
                 search.bucket(bucket);
             }
+            // Asked at most once, and only if a regexp bucket could still win.
+            let mut any_regexp_matches = None;
             for (matcher, bucket) in self.other_hosts.iter() {
                 if bucket.max_rank <= search.best.rank {
                     break;
+                }
+                if let HostMatch::Regexp(_) = matcher {
+                    if !*any_regexp_matches.get_or_insert_with(|| self.any_host_regexp(host)) {
+                        continue;
+                    }
                 }
                 if matcher.matches(host) {
                     search.bucket(bucket);
                 }
             }
             search.bucket(&self.any_host);
-            (search.best.rank > 0).then_some(search.best.route)
+            (search.best.rank > 0).then_some(search.best.route as usize)
         })
+    }
+
+    /// Whether any `HostRegexp` could match `host` (true if the combined automaton is missing).
+    fn any_host_regexp(&self, host: &str) -> bool {
+        match &self.host_regexps {
+            Some(set) => set.is_match(host),
+            None => true,
+        }
     }
 
     #[cfg(test)]
@@ -236,6 +203,38 @@ impl<T> fmt::Debug for Router<T> {
     }
 }
 
+/// Route indices are stored as `u32` to keep slots small.
+fn arena_index(index: usize) -> u32 {
+    // A table of four billion routes would not fit in memory long before this could fail.
+    u32::try_from(index).expect("route tables stay far below 4 billion routes")
+}
+
+/// Identity of a host matcher, to give routes sharing one the same bucket. (Compiled regexps
+/// cannot be hash keys themselves: they carry interior caches.)
+fn host_key(host: &HostMatch) -> String {
+    match host {
+        HostMatch::Exact(h) => format!("exact {h}"),
+        HostMatch::Pattern(p) => format!("pattern {p}"),
+        HostMatch::Regexp(rx) => format!("regexp {}", rx.src),
+    }
+}
+
+/// One automaton for every host regexp. `None` (no regexps, or too big together) means every
+/// regexp bucket is tried on its own, which is correct, only slower.
+fn regexp_gate(other_hosts: &[(HostMatch, Bucket)]) -> Option<RegexSet> {
+    let sources: Vec<String> = other_hosts
+        .iter()
+        .filter_map(|(host, _)| match host {
+            HostMatch::Regexp(rx) => Some(format!("^(?:{})$", rx.src)),
+            _ => None,
+        })
+        .collect();
+    if sources.is_empty() {
+        return None;
+    }
+    RegexSetBuilder::new(&sources).case_insensitive(true).size_limit(64 << 20).build().ok()
+}
+
 /// Calls `f` with `s` lower-cased. Hosts are keyed lower-case; mixed-case ones (rare: clients send
 /// what the user typed) are lowered on the stack, and only absurdly long ones pay for a `String`.
 fn with_lowercase<R>(s: &str, f: impl FnOnce(&str) -> R) -> R {
@@ -257,6 +256,7 @@ fn with_lowercase<R>(s: &str, f: impl FnOnce(&str) -> R) -> R {
 /// One lookup in progress: the request and the best route found so far (rank 0: none yet).
 struct Search<'a, T> {
     routes: &'a [Route<T>],
+    trie: &'a Trie,
     req: &'a Request<'a>,
     path: &'a str,
     best: Slot,
@@ -268,53 +268,57 @@ impl<T> Search<'_, T> {
             return;
         }
         if let Some(rest) = self.path.strip_prefix('/') {
-            self.node(&bucket.trie, rest);
+            self.node(bucket.root, rest);
         }
-        let path = self.path;
-        self.offer(&bucket.regexp_paths, |expr| expr.matches_path_regexp(path));
-        self.offer(&bucket.no_path, |_| true);
+        let (trie, path) = (self.trie, self.path);
+        self.offer(trie.slots(bucket.regexp_paths), |expr| expr.matches_path_regexp(path));
+        self.offer(trie.slots(bucket.no_path), |_| true);
     }
 
-    /// Visits `node`, reached by consuming whole segments and the slash after them; `rest` is
+    /// Visits a node reached by consuming whole segments and the slash after them; `rest` is
     /// what follows that slash. Each node sits at one depth, so a walk visits it at most once.
-    fn node(&mut self, node: &Node, rest: &str) {
+    fn node(&mut self, id: NodeId, rest: &str) {
+        let trie = self.trie;
+        let Some(node) = trie.node(id) else {
+            return;
+        };
         if node.max_rank <= self.best.rank {
             return;
         }
-        for prefix in node.prefixes.iter() {
+        for prefix in trie.prefixes(node.prefixes) {
             if prefix.slot.rank <= self.best.rank {
                 break;
             }
-            if rest.starts_with(&*prefix.tail) && self.accept(prefix.slot) {
+            if rest.as_bytes().starts_with(prefix.tail.as_bytes()) && self.accept(prefix.slot) {
                 break;
             }
         }
-        self.offer(&node.catch_all, |_| true);
+        self.offer(trie.slots(node.catch_all), |_| true);
 
         let (segment, next) = match rest.split_once('/') {
             Some((segment, next)) => (segment, Some(next)),
             None => (rest, None),
         };
-        if let Some(child) = node.literals.get(segment) {
-            self.child(child, next);
+        self.child(trie.literal_child(node, segment), next);
+        if node.int != NONE && is_digits(segment) {
+            self.child(node.int, next);
         }
-        if let Some(child) = &node.int {
-            if is_digits(segment) {
-                self.child(child, next);
-            }
-        }
-        if let Some(child) = &node.param {
-            if !segment.is_empty() {
-                self.child(child, next);
-            }
+        if node.param != NONE && !segment.is_empty() {
+            self.child(node.param, next);
         }
     }
 
-    fn child(&mut self, child: &Node, next: Option<&str>) {
+    fn child(&mut self, id: NodeId, next: Option<&str>) {
         match next {
-            Some(rest) => self.node(child, rest),
-            None if child.max_rank > self.best.rank => self.offer(&child.terminal, |_| true),
-            None => {}
+            Some(rest) => self.node(id, rest),
+            None => {
+                let trie = self.trie;
+                if let Some(child) = trie.node(id) {
+                    if child.max_rank > self.best.rank {
+                        self.offer(trie.slots(child.terminal), |_| true);
+                    }
+                }
+            }
         }
     }
 
@@ -325,7 +329,7 @@ impl<T> Search<'_, T> {
             if slot.rank <= self.best.rank {
                 return;
             }
-            let Some(route) = self.routes.get(slot.route) else {
+            let Some(route) = self.routes.get(slot.route as usize) else {
                 continue;
             };
             if path_ok(&route.expr) && self.accept(slot) {
@@ -336,10 +340,11 @@ impl<T> Search<'_, T> {
 
     /// Checks what the index did not (method, headers) and records the route if it matches.
     fn accept(&mut self, slot: Slot) -> bool {
-        let matched = self
-            .routes
-            .get(slot.route)
-            .is_some_and(|route| route.expr.matches_method_and_headers(self.req));
+        let matched = slot.plain
+            || self
+                .routes
+                .get(slot.route as usize)
+                .is_some_and(|route| route.expr.matches_method_and_headers(self.req));
         if matched {
             self.best = slot;
         }
@@ -354,146 +359,28 @@ struct BucketBuilder {
     no_path: Vec<Slot>,
 }
 
-#[derive(Default)]
-struct NodeBuilder {
-    literals: HashMap<Box<str>, NodeBuilder>,
-    param: Option<Box<NodeBuilder>>,
-    int: Option<Box<NodeBuilder>>,
-    terminal: Vec<Slot>,
-    catch_all: Vec<Slot>,
-    prefixes: Vec<PrefixSlot>,
-}
-
 impl BucketBuilder {
     fn insert(&mut self, path: Option<&PathMatch>, slot: Slot) {
         match path {
             None => self.no_path.push(slot),
             Some(PathMatch::Regexp(_)) => self.regexp_paths.push(slot),
-            Some(PathMatch::Exact(path)) => {
-                let mut node = &mut self.trie;
-                for segment in rooted(path).split('/') {
-                    node = node.literal(segment);
-                }
-                node.terminal.push(slot);
-            }
-            Some(PathMatch::Pattern(pattern)) => {
-                let mut node = &mut self.trie;
-                for segment in pattern.segments() {
-                    node = match segment {
-                        Segment::Literal(literal) => node.literal(literal),
-                        Segment::Param(_) => node.param.get_or_insert_with(Box::default),
-                        Segment::Int(_) => node.int.get_or_insert_with(Box::default),
-                        Segment::Rest(_) => {
-                            node.catch_all.push(slot);
-                            return;
-                        }
-                    };
-                }
-                node.terminal.push(slot);
-            }
-            Some(PathMatch::Prefix(prefix)) => {
-                // `/api/v1` hangs off node `api` with tail `v1`; `/api` off the root with tail
-                // `api`, so `/apix` still meets it: prefixes need not end on a segment boundary.
-                let body = rooted(prefix);
-                let (dirs, tail) = match body.rsplit_once('/') {
-                    Some((dirs, tail)) => (Some(dirs), tail),
-                    None => (None, body),
-                };
-                let mut node = &mut self.trie;
-                for segment in dirs.into_iter().flat_map(|d| d.split('/')) {
-                    node = node.literal(segment);
-                }
-                node.prefixes.push(PrefixSlot {
-                    tail: tail.into(),
-                    slot,
-                });
-            }
+            Some(path) => self.trie.insert(path, slot),
         }
     }
 
-    fn freeze(self) -> Bucket {
-        let trie = self.trie.freeze();
-        let regexp_paths = sorted(self.regexp_paths);
-        let no_path = sorted(self.no_path);
-        let max_rank = [&regexp_paths, &no_path]
+    fn freeze(self, trie: &mut Trie) -> Bucket {
+        let root = trie.add(self.trie);
+        let regexp_paths = trie.add_slots(self.regexp_paths);
+        let no_path = trie.add_slots(self.no_path);
+        let max_rank = [regexp_paths, no_path]
             .iter()
-            .filter_map(|slots| slots.first())
+            .filter_map(|span| trie.slots(*span).first())
             .map(|slot| slot.rank)
-            .fold(trie.max_rank, u128::max);
-        Bucket {
-            trie,
-            regexp_paths,
-            no_path,
-            max_rank,
-        }
-    }
-}
-
-/// Identity of a host matcher, to give routes sharing one the same bucket. (Compiled regexps
-/// cannot be hash keys themselves: they carry interior caches.)
-fn host_key(host: &HostMatch) -> String {
-    match host {
-        HostMatch::Exact(h) => format!("exact {h}"),
-        HostMatch::Pattern(p) => format!("pattern {p}"),
-        HostMatch::Regexp(rx) => format!("regexp {}", rx.src),
-    }
-}
-
-/// A parsed path or prefix without its leading `/`.
-fn rooted(path: &str) -> &str {
-    // The parser rejects paths and prefixes that do not start with `/`.
-    path.strip_prefix('/')
-        .expect("parser guarantees a leading `/`")
-}
-
-impl NodeBuilder {
-    fn literal(&mut self, segment: &str) -> &mut NodeBuilder {
-        self.literals.entry(segment.into()).or_default()
-    }
-
-    fn freeze(self) -> Node {
-        let literals: Vec<(Box<str>, Node)> = self
-            .literals
-            .into_iter()
-            .map(|(segment, node)| (segment, node.freeze()))
-            .collect();
-        let param = self.param.map(|node| Box::new(node.freeze()));
-        let int = self.int.map(|node| Box::new(node.freeze()));
-        let terminal = sorted(self.terminal);
-        let catch_all = sorted(self.catch_all);
-        let mut prefixes = self.prefixes;
-        prefixes.sort_unstable_by_key(|prefix| Reverse(prefix.slot.rank));
-
-        let max_rank = literals
-            .iter()
-            .map(|(_, node)| node.max_rank)
-            .chain(param.iter().chain(int.iter()).map(|node| node.max_rank))
-            .chain(terminal.first().map(|slot| slot.rank))
-            .chain(catch_all.first().map(|slot| slot.rank))
-            .chain(prefixes.first().map(|prefix| prefix.slot.rank))
+            .chain(trie.node(root).map(|node| node.max_rank))
             .max()
             .unwrap_or(0);
-        let literals = if literals.len() <= SCAN_LIMIT {
-            Children::Few(literals.into_boxed_slice())
-        } else {
-            Children::Many(literals.into_iter().collect())
-        };
-        Node {
-            max_rank,
-            literals,
-            param,
-            int,
-            terminal,
-            catch_all,
-            prefixes: prefixes.into_boxed_slice(),
-        }
+        Bucket { max_rank, root, regexp_paths, no_path }
     }
-}
-
-/// Sorts slots best first.
-fn sorted(mut slots: Vec<Slot>) -> Box<[Slot]> {
-    slots.sort_unstable_by_key(|slot| Reverse(slot.rank));
-    slots.into_boxed_slice()
 }
 
 #[cfg(test)]

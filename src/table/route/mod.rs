@@ -71,6 +71,7 @@ mod index;
 mod parse;
 mod pattern;
 mod rank;
+mod trie;
 
 use std::sync::Arc;
 

@@ -30,43 +30,17 @@ pub enum ParseError {
     #[error("unknown matcher `{name}` at {pos}")]
     UnknownMatcher { name: String, pos: usize },
     #[error("{matcher} expects {expected} argument{}, got {got} at {pos}", if *.expected == 1 { "" } else { "s" })]
-    Arity {
-        matcher: &'static str,
-        expected: usize,
-        got: usize,
-        pos: usize,
-    },
+    Arity { matcher: &'static str, expected: usize, got: usize, pos: usize },
     #[error("only one {kind} matcher per route, got {first} and {second} at {pos}")]
-    Duplicate {
-        kind: &'static str,
-        first: &'static str,
-        second: &'static str,
-        pos: usize,
-    },
+    Duplicate { kind: &'static str, first: &'static str, second: &'static str, pos: usize },
     #[error("bad regexp in {matcher} at {pos}: {error}")]
-    BadRegexp {
-        matcher: &'static str,
-        error: String,
-        pos: usize,
-    },
+    BadRegexp { matcher: &'static str, error: String, pos: usize },
     #[error("unknown segment type `{ty}` in `{segment}` at {pos}")]
-    UnknownSegmentType {
-        ty: String,
-        segment: String,
-        pos: usize,
-    },
+    UnknownSegmentType { ty: String, segment: String, pos: usize },
     #[error("bad segment `{segment}` at {pos}: {reason}")]
-    BadSegment {
-        segment: String,
-        reason: &'static str,
-        pos: usize,
-    },
+    BadSegment { segment: String, reason: &'static str, pos: usize },
     #[error("bad {matcher} argument at {pos}: {reason}")]
-    BadArgument {
-        matcher: &'static str,
-        reason: &'static str,
-        pos: usize,
-    },
+    BadArgument { matcher: &'static str, reason: &'static str, pos: usize },
 }
 
 impl ParseError {
@@ -102,12 +76,7 @@ pub fn parse(src: &str) -> Result<RouteExpr, ParseError> {
         let (matcher, pos) = match token.tok {
             Tok::Ident(name) => match Matcher::from_name(name) {
                 Some(m) => (m, token.pos),
-                None => {
-                    return Err(ParseError::UnknownMatcher {
-                        name: name.to_owned(),
-                        pos: token.pos,
-                    })
-                }
+                None => return Err(ParseError::UnknownMatcher { name: name.to_owned(), pos: token.pos }),
             },
             other => return Err(not_a_matcher(other, token.pos)),
         };
@@ -138,10 +107,7 @@ fn unsupported(what: &'static str, pos: usize) -> ParseError {
 }
 
 fn expected(what: &'static str, pos: usize) -> ParseError {
-    ParseError::Expected {
-        expected: what,
-        pos,
-    }
+    ParseError::Expected { expected: what, pos }
 }
 
 /// A string argument and where it starts (its opening quote).
@@ -164,10 +130,7 @@ fn parse_args(lexer: &mut Lexer<'_>) -> Result<Vec<Arg>, ParseError> {
     };
     loop {
         match token.tok {
-            Tok::Str(value) => args.push(Arg {
-                value,
-                pos: token.pos,
-            }),
+            Tok::Str(value) => args.push(Arg { value, pos: token.pos }),
             _ => return Err(expected("a quoted argument", token.pos)),
         }
         let sep = lexer.next()?;
@@ -242,12 +205,7 @@ struct Builder {
 impl Builder {
     fn add(&mut self, matcher: Matcher, pos: usize, args: Vec<Arg>) -> Result<(), ParseError> {
         if args.len() != matcher.arity() {
-            return Err(ParseError::Arity {
-                matcher: matcher.name(),
-                expected: matcher.arity(),
-                got: args.len(),
-                pos,
-            });
+            return Err(ParseError::Arity { matcher: matcher.name(), expected: matcher.arity(), got: args.len(), pos });
         }
         let mut args = args.into_iter();
         // Arity was checked just above, so both arguments that a matcher reads are present.
@@ -283,9 +241,8 @@ impl Builder {
                 check_unique("method", &self.method, matcher, pos)?;
                 let arg = arg();
                 let method = if matcher == Matcher::Method {
-                    let method = Method::from_bytes(arg.value.as_bytes()).map_err(|_| {
-                        bad_argument(matcher, "not a valid HTTP method token", arg.pos)
-                    })?;
+                    let method = Method::from_bytes(arg.value.as_bytes())
+                        .map_err(|_| bad_argument(matcher, "not a valid HTTP method token", arg.pos))?;
                     MethodMatch::Exact(method)
                 } else {
                     MethodMatch::Regexp(regexp(matcher, pos, &arg.value, true, false)?)
@@ -298,15 +255,11 @@ impl Builder {
                     .map_err(|_| bad_argument(matcher, "not a valid header name", name_arg.pos))?;
                 let value_arg = arg();
                 let header = if matcher == Matcher::Header {
-                    let value = HeaderValue::from_str(&value_arg.value).map_err(|_| {
-                        bad_argument(matcher, "not a valid header value", value_arg.pos)
-                    })?;
+                    let value = HeaderValue::from_str(&value_arg.value)
+                        .map_err(|_| bad_argument(matcher, "not a valid header value", value_arg.pos))?;
                     HeaderMatch::Exact { name, value }
                 } else {
-                    HeaderMatch::Regexp {
-                        name,
-                        re: bytes_regexp(matcher, pos, &value_arg.value)?,
-                    }
+                    HeaderMatch::Regexp { name, re: bytes_regexp(matcher, pos, &value_arg.value)? }
                 };
                 self.headers.push(header);
             }
@@ -334,22 +287,13 @@ fn check_unique<M>(
     pos: usize,
 ) -> Result<(), ParseError> {
     match slot {
-        Some((first, _)) => Err(ParseError::Duplicate {
-            kind,
-            first: first.name(),
-            second: second.name(),
-            pos,
-        }),
+        Some((first, _)) => Err(ParseError::Duplicate { kind, first: first.name(), second: second.name(), pos }),
         None => Ok(()),
     }
 }
 
 fn bad_argument(matcher: Matcher, reason: &'static str, pos: usize) -> ParseError {
-    ParseError::BadArgument {
-        matcher: matcher.name(),
-        reason,
-        pos,
-    }
+    ParseError::BadArgument { matcher: matcher.name(), reason, pos }
 }
 
 /// Validates a `PathPrefix` argument: a rooted literal (patterns belong in `Path`).
@@ -359,9 +303,7 @@ fn prefix(arg: Arg) -> Result<String, ParseError> {
         return Err(bad("must start with `/`"));
     }
     if arg.value.contains(['<', '>']) {
-        return Err(bad(
-            "takes a literal prefix; use Path with `<path:rest>` for patterns",
-        ));
+        return Err(bad("takes a literal prefix; use Path with `<path:rest>` for patterns"));
     }
     if arg.value.split('/').count() > MAX_SEGMENTS + 1 {
         return Err(bad("has more than 255 segments"));
@@ -370,34 +312,18 @@ fn prefix(arg: Arg) -> Result<String, ParseError> {
 }
 
 /// Compiles a user regexp inside our anchors: `^(?:re)`, plus `$` when `anchor_end`.
-fn regexp(
-    matcher: Matcher,
-    pos: usize,
-    src: &str,
-    anchor_end: bool,
-    case_insensitive: bool,
-) -> Result<Rx, ParseError> {
-    let bad = |e: regex::Error| ParseError::BadRegexp {
-        matcher: matcher.name(),
-        error: e.to_string(),
-        pos,
-    };
+fn regexp(matcher: Matcher, pos: usize, src: &str, anchor_end: bool, case_insensitive: bool) -> Result<Rx, ParseError> {
+    let bad = |e: regex::Error| ParseError::BadRegexp { matcher: matcher.name(), error: e.to_string(), pos };
     // Compile the pattern alone first: its errors then point into what the user wrote, and an
     // unbalanced `)` cannot close our anchoring group early and escape the anchors.
-    regex::RegexBuilder::new(src)
-        .size_limit(REGEX_SIZE_LIMIT)
-        .build()
-        .map_err(bad)?;
+    regex::RegexBuilder::new(src).size_limit(REGEX_SIZE_LIMIT).build().map_err(bad)?;
     let end = if anchor_end { "$" } else { "" };
     let re = regex::RegexBuilder::new(&format!("^(?:{src}){end}"))
         .size_limit(REGEX_SIZE_LIMIT)
         .case_insensitive(case_insensitive)
         .build()
         .map_err(bad)?;
-    Ok(Rx {
-        src: src.into(),
-        re,
-    })
+    Ok(Rx { src: src.into(), re })
 }
 
 /// Compiles a `HeaderRegexp` value regexp: unanchored, over bytes.
@@ -405,15 +331,8 @@ fn bytes_regexp(matcher: Matcher, pos: usize, src: &str) -> Result<BytesRx, Pars
     let re = regex::bytes::RegexBuilder::new(src)
         .size_limit(REGEX_SIZE_LIMIT)
         .build()
-        .map_err(|e| ParseError::BadRegexp {
-            matcher: matcher.name(),
-            error: e.to_string(),
-            pos,
-        })?;
-    Ok(BytesRx {
-        src: src.into(),
-        re,
-    })
+        .map_err(|e| ParseError::BadRegexp { matcher: matcher.name(), error: e.to_string(), pos })?;
+    Ok(BytesRx { src: src.into(), re })
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -464,9 +383,7 @@ impl<'a> Lexer<'a> {
                 None => return Err(ParseError::UnterminatedString { pos }),
             },
             c if c.is_ascii_alphabetic() => {
-                let len = trimmed
-                    .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-                    .unwrap_or(trimmed.len());
+                let len = trimmed.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(trimmed.len());
                 (Tok::Ident(&trimmed[..len]), len)
             }
             ch => return Err(ParseError::UnexpectedChar { ch, pos }),

@@ -160,51 +160,33 @@ pub(super) enum Parsed {
 /// Parses a `Path` argument. `pos` is the argument's position, for errors.
 pub(super) fn parse_path(src: &str, pos: usize) -> Result<Parsed, ParseError> {
     let Some(body) = src.strip_prefix('/') else {
-        return Err(ParseError::BadArgument {
-            matcher: "Path",
-            reason: "must start with `/`",
-            pos,
-        });
+        return Err(ParseError::BadArgument { matcher: "Path", reason: "must start with `/`", pos });
     };
     let segments = parse_segments(body, Kind::Path, pos)?;
     if segments.iter().all(|s| matches!(s, Segment::Literal(_))) {
         return Ok(Parsed::Literal(src.to_owned()));
     }
-    Ok(Parsed::Pattern(Pattern {
-        kind: Kind::Path,
-        segments,
-    }))
+    Ok(Parsed::Pattern(Pattern { kind: Kind::Path, segments }))
 }
 
 /// Parses a `Host` argument. `pos` is the argument's position, for errors.
 pub(super) fn parse_host(src: &str, pos: usize) -> Result<Parsed, ParseError> {
-    let bad = |reason| ParseError::BadArgument {
-        matcher: "Host",
-        reason,
-        pos,
-    };
+    let bad = |reason| ParseError::BadArgument { matcher: "Host", reason, pos };
     if src.is_empty() {
         return Err(bad("empty host"));
     }
     if has_port(src) {
-        return Err(bad(
-            "must not include a port (the request's port is ignored)",
-        ));
+        return Err(bad("must not include a port (the request's port is ignored)"));
     }
     if src.contains('*') {
-        return Err(bad(
-            "`*` is not a wildcard here; use a `<name>` label or HostRegexp",
-        ));
+        return Err(bad("`*` is not a wildcard here; use a `<name>` label or HostRegexp"));
     }
     let lower = src.to_ascii_lowercase();
     let segments = parse_segments(&lower, Kind::Host, pos)?;
     if segments.iter().all(|s| matches!(s, Segment::Literal(_))) {
         return Ok(Parsed::Literal(lower));
     }
-    Ok(Parsed::Pattern(Pattern {
-        kind: Kind::Host,
-        segments,
-    }))
+    Ok(Parsed::Pattern(Pattern { kind: Kind::Host, segments }))
 }
 
 /// Whether a host argument carries a port: a `:` outside IPv6 brackets and `<type:name>`.
@@ -229,27 +211,17 @@ fn has_port(host: &str) -> bool {
 fn parse_segments(body: &str, kind: Kind, pos: usize) -> Result<Box<[Segment]>, ParseError> {
     let parts: Vec<&str> = body.split(kind.separator()).collect();
     if parts.len() > MAX_SEGMENTS {
-        return Err(ParseError::BadArgument {
-            matcher: kind_matcher(kind),
-            reason: "has more than 255 segments",
-            pos,
-        });
+        return Err(ParseError::BadArgument { matcher: kind_matcher(kind), reason: "has more than 255 segments", pos });
     }
     let mut names = HashSet::new();
     let last = parts.len() - 1;
     let mut segments = Vec::with_capacity(parts.len());
     for (i, part) in parts.into_iter().enumerate() {
         let segment = parse_segment(part, pos)?;
-        let bad = |reason| ParseError::BadSegment {
-            segment: part.to_owned(),
-            reason,
-            pos,
-        };
+        let bad = |reason| ParseError::BadSegment { segment: part.to_owned(), reason, pos };
         match (&segment, kind) {
             (Segment::Rest(_), Kind::Host) => return Err(bad("`<path:>` is only allowed in Path")),
-            (Segment::Rest(_), Kind::Path) if i != last => {
-                return Err(bad("`<path:>` must be the last segment"))
-            }
+            (Segment::Rest(_), Kind::Path) if i != last => return Err(bad("`<path:>` must be the last segment")),
             _ => {}
         }
         if let Segment::Param(n) | Segment::Int(n) | Segment::Rest(n) = &segment {
@@ -273,15 +245,8 @@ fn parse_segment(part: &str, pos: usize) -> Result<Segment, ParseError> {
     if !part.contains(['<', '>']) {
         return Ok(Segment::Literal(part.into()));
     }
-    let bad = |reason| ParseError::BadSegment {
-        segment: part.to_owned(),
-        reason,
-        pos,
-    };
-    let inner = part
-        .strip_prefix('<')
-        .and_then(|p| p.strip_suffix('>'))
-        .filter(|inner| !inner.contains(['<', '>']));
+    let bad = |reason| ParseError::BadSegment { segment: part.to_owned(), reason, pos };
+    let inner = part.strip_prefix('<').and_then(|p| p.strip_suffix('>')).filter(|inner| !inner.contains(['<', '>']));
     let Some(inner) = inner else {
         return Err(if part.contains('<') && !part.contains('>') {
             bad("unterminated `<`")
@@ -290,11 +255,7 @@ fn parse_segment(part: &str, pos: usize) -> Result<Segment, ParseError> {
         });
     };
     let (ty, name) = inner.split_once(':').unwrap_or(("string", inner));
-    if name.is_empty()
-        || !name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-    {
+    if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
         return Err(bad("the name must be letters, digits, `_` or `-`"));
     }
     let name: Box<str> = name.into();
@@ -302,11 +263,7 @@ fn parse_segment(part: &str, pos: usize) -> Result<Segment, ParseError> {
         "string" => Ok(Segment::Param(name)),
         "int" => Ok(Segment::Int(name)),
         "path" => Ok(Segment::Rest(name)),
-        _ => Err(ParseError::UnknownSegmentType {
-            ty: ty.to_owned(),
-            segment: part.to_owned(),
-            pos,
-        }),
+        _ => Err(ParseError::UnknownSegmentType { ty: ty.to_owned(), segment: part.to_owned(), pos }),
     }
 }
 
@@ -340,9 +297,7 @@ mod tests {
     #[test]
     fn literal_paths_and_hosts_stay_strings() {
         assert!(matches!(parse_path("/a/b/", 0), Ok(Parsed::Literal(s)) if s == "/a/b/"));
-        assert!(
-            matches!(parse_host("API.Example.com", 0), Ok(Parsed::Literal(s)) if s == "api.example.com")
-        );
+        assert!(matches!(parse_host("API.Example.com", 0), Ok(Parsed::Literal(s)) if s == "api.example.com"));
         assert!(matches!(parse_host("[::1]", 0), Ok(Parsed::Literal(_))));
     }
 
@@ -350,10 +305,7 @@ mod tests {
     fn param_segments() {
         let p = path("/stores/<store>/gtins/<string:gtin>");
         assert!(p.matches_path("/stores/7/gtins/0123"));
-        assert!(
-            !p.matches_path("/stores//gtins/0123"),
-            "params are non-empty"
-        );
+        assert!(!p.matches_path("/stores//gtins/0123"), "params are non-empty");
         assert!(!p.matches_path("/stores/7/gtins/0123/"));
         assert!(!p.matches_path("/stores/7/gtins"));
         assert!(!p.matches_path("stores/7/gtins/1"));
@@ -399,10 +351,7 @@ mod tests {
 
     #[test]
     fn segment_errors() {
-        assert_eq!(
-            path_err("/a/<float:x>"),
-            "unknown segment type `float` in `<float:x>` at 5"
-        );
+        assert_eq!(path_err("/a/<float:x>"), "unknown segment type `float` in `<float:x>` at 5");
         assert!(path_err("/a<b>").contains("must fill a whole segment"));
         assert!(path_err("/<b").contains("unterminated `<`"));
         assert!(path_err("/<>").contains("name must be"));
@@ -410,9 +359,7 @@ mod tests {
         assert!(path_err("/<a>/<int:a>").contains("used twice"));
         assert!(path_err("a").contains("must start with `/`"));
         assert!(path_err(&"/a".repeat(300)).contains("more than 255"));
-        assert!(
-            matches!(parse_host("<path:p>.com", 0), Err(e) if e.to_string().contains("only allowed in Path"))
-        );
+        assert!(matches!(parse_host("<path:p>.com", 0), Err(e) if e.to_string().contains("only allowed in Path")));
         assert!(matches!(parse_host("a.com:80", 0), Err(e) if e.to_string().contains("port")));
         assert!(matches!(parse_host("[::1]:80", 0), Err(e) if e.to_string().contains("port")));
         assert!(matches!(parse_host("*.a.com", 0), Err(e) if e.to_string().contains("wildcard")));

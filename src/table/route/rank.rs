@@ -87,10 +87,7 @@ mod tests {
         descending(&[
             (i32::MAX, r#"PathRegexp("/.*")"#),
             (1, r#"PathRegexp("/.*")"#),
-            (
-                0,
-                r#"Host("a.com") && Path("/x") && Method("GET") && Header("X-A", "1")"#,
-            ),
+            (0, r#"Host("a.com") && Path("/x") && Method("GET") && Header("X-A", "1")"#),
             (-1, r#"Host("a.com") && Path("/x")"#),
             (i32::MIN, r#"Host("a.com") && Path("/x")"#),
         ]);
@@ -132,10 +129,7 @@ mod tests {
     #[test]
     fn more_matchers_win() {
         descending(&[
-            (
-                0,
-                r#"Path("/x") && Header("X-Canary", "1") && Header("X-B", "2")"#,
-            ),
+            (0, r#"Path("/x") && Header("X-Canary", "1") && Header("X-B", "2")"#),
             (0, r#"Header("X-Canary", "1") && Path("/x")"#),
             (0, r#"Path("/x")"#),
         ]);
@@ -147,11 +141,7 @@ mod tests {
         let route = r#"Path("/x")"#;
         assert!(rank_id(0, route, 0) > rank_id(0, route, 1));
         assert!(rank_id(i32::MIN, "Method(`GET`)", usize::MAX) >= 1);
-        assert_ne!(
-            rank_id(i32::MIN, "Method(`GET`)", usize::MAX - 1),
-            0,
-            "the id field saturates above zero"
-        );
+        assert_ne!(rank_id(i32::MIN, "Method(`GET`)", usize::MAX - 1), 0, "the id field saturates above zero");
     }
 
     #[test]

@@ -43,12 +43,7 @@ fn find_with<'r>(
 ) -> Option<&'r str> {
     let method = Method::from_bytes(method.as_bytes()).expect("test method");
     let headers = headers(pairs);
-    let req = Request {
-        method: &method,
-        host,
-        path,
-        headers: &headers,
-    };
+    let req = Request { method: &method, host, path, headers: &headers };
     let found = router.find_route(&req);
     assert_eq!(found.map(|(_, v)| v), router.find(&req));
     found.map(|(id, _)| id)
@@ -87,11 +82,7 @@ fn duplicate_ids_keep_the_first() {
 fn finds_by_host_and_path() {
     let r = router(&[
         ("exact", 0, r#"Host("a.com") && Path("/a/b")"#),
-        (
-            "pattern",
-            0,
-            r#"Host("a.com") && Path("/stores/<s>/gtins/<int:g>")"#,
-        ),
+        ("pattern", 0, r#"Host("a.com") && Path("/stores/<s>/gtins/<int:g>")"#),
         ("prefix", 0, r#"Host("a.com") && PathPrefix("/api")"#),
         ("files", 0, r#"Host("a.com") && Path("/static/<path:f>")"#),
         ("other", 0, r#"Host("b.com") && Path("/a/b")"#),
@@ -126,11 +117,7 @@ fn prefixes_off_segment_boundaries() {
         ("deep", 0, r#"PathPrefix("/api/v1/users/12")"#),
     ]);
     assert_eq!(find(&r, "h", "/"), Some("root"));
-    assert_eq!(
-        find(&r, "h", "/api"),
-        Some("root"),
-        "`/api/` needs the slash"
-    );
+    assert_eq!(find(&r, "h", "/api"), Some("root"), "`/api/` needs the slash");
     assert_eq!(find(&r, "h", "/api/"), Some("api-slash"));
     assert_eq!(find(&r, "h", "/api/x"), Some("api-slash"));
     assert_eq!(find(&r, "h", "/api/v"), Some("v"));
@@ -142,9 +129,8 @@ fn prefixes_off_segment_boundaries() {
 
 #[test]
 fn many_literal_children_use_the_map() {
-    let routes: Vec<(String, String)> = (0..40)
-        .map(|i| (format!("r{i}"), format!(r#"Host("h") && Path("/p{i}/x")"#)))
-        .collect();
+    let routes: Vec<(String, String)> =
+        (0..40).map(|i| (format!("r{i}"), format!(r#"Host("h") && Path("/p{i}/x")"#))).collect();
     let specs: Vec<(&str, i32, &str)> = routes.iter().map(|(id, src)| (&**id, 0, &**src)).collect();
     let r = router(&specs);
     for i in 0..40 {
@@ -156,11 +142,7 @@ fn many_literal_children_use_the_map() {
 #[test]
 fn rule_1_priority_beats_specificity() {
     let r = router(&[
-        (
-            "specific",
-            0,
-            r#"Host("a.com") && Path("/x") && Method("GET")"#,
-        ),
+        ("specific", 0, r#"Host("a.com") && Path("/x") && Method("GET")"#),
         ("catch-all", 1, r#"PathRegexp("/.*")"#),
     ]);
     assert_eq!(find(&r, "a.com", "/x"), Some("catch-all"));
@@ -175,11 +157,7 @@ fn rule_1_priority_beats_specificity() {
 #[test]
 fn rule_2_host_specificity() {
     let routes = [
-        (
-            "exact",
-            0,
-            r#"Host("api.example.com") && PathRegexp("/.*")"#,
-        ),
+        ("exact", 0, r#"Host("api.example.com") && PathRegexp("/.*")"#),
         ("pattern", 0, r#"Host("<x>.example.com") && Path("/x")"#),
         ("short-pattern", 0, r#"Host("<x>.<y>.com") && Path("/x")"#),
         ("regexp", 0, r#"HostRegexp(".*") && Path("/x")"#),
@@ -211,10 +189,7 @@ fn rule_3_path_specificity() {
         assert_eq!(find(&r, "h", "/a/b/1"), Some(routes[skip].0));
     }
     // Same literal characters: a pattern without `<path:>` beats one with it.
-    let r = router(&[
-        ("rest", 0, r#"Path("/a/<path:p>")"#),
-        ("one", 0, r#"Path("/a/<p>")"#),
-    ]);
+    let r = router(&[("rest", 0, r#"Path("/a/<path:p>")"#), ("one", 0, r#"Path("/a/<p>")"#)]);
     assert_eq!(find(&r, "h", "/a/x"), Some("one"));
     assert_eq!(find(&r, "h", "/a/x/y"), Some("rest"));
 }
@@ -223,23 +198,13 @@ fn rule_3_path_specificity() {
 fn rule_4_more_matchers_win() {
     let r = router(&[
         ("plain", 0, r#"Host("a.com") && Path("/x")"#),
-        (
-            "canary",
-            0,
-            r#"Host("a.com") && Path("/x") && Header("X-Canary", "1")"#,
-        ),
+        ("canary", 0, r#"Host("a.com") && Path("/x") && Header("X-Canary", "1")"#),
         ("get", 0, r#"Host("a.com") && Path("/x") && Method("GET")"#),
     ]);
-    assert_eq!(
-        find_with(&r, "GET", "a.com", "/x", &[("x-canary", "1")]),
-        Some("canary")
-    );
+    assert_eq!(find_with(&r, "GET", "a.com", "/x", &[("x-canary", "1")]), Some("canary"));
     assert_eq!(find_with(&r, "GET", "a.com", "/x", &[]), Some("get"));
     assert_eq!(find_with(&r, "POST", "a.com", "/x", &[]), Some("plain"));
-    assert_eq!(
-        find_with(&r, "POST", "a.com", "/x", &[("x-canary", "0")]),
-        Some("plain")
-    );
+    assert_eq!(find_with(&r, "POST", "a.com", "/x", &[("x-canary", "0")]), Some("plain"));
 }
 
 #[test]
@@ -255,57 +220,29 @@ fn vulcand_pitfalls_are_fixed() {
     // A regexp catch-all registered first never shadows a specific path.
     let r = router(&[
         ("catch-all", 0, r#"Host("a.com") && PathRegexp("/.*")"#),
-        (
-            "gtin",
-            0,
-            r#"Host("a.com") && Path("/stores/<s>/gtins/<g>")"#,
-        ),
+        ("gtin", 0, r#"Host("a.com") && Path("/stores/<s>/gtins/<g>")"#),
     ]);
     assert_eq!(find(&r, "a.com", "/stores/1/gtins/2"), Some("gtin"));
     assert_eq!(find(&r, "a.com", "/stores/1"), Some("catch-all"));
     // A header-gated canary wins when its header is sent, and only then.
     let r = router(&[
         ("legacy", 0, r#"Host("a.com") && PathPrefix("/stores")"#),
-        (
-            "canary",
-            0,
-            r#"Host("a.com") && PathPrefix("/stores") && Header("X-Canary", "1")"#,
-        ),
+        ("canary", 0, r#"Host("a.com") && PathPrefix("/stores") && Header("X-Canary", "1")"#),
     ]);
-    assert_eq!(
-        find_with(&r, "GET", "a.com", "/stores/1", &[("X-Canary", "1")]),
-        Some("canary")
-    );
-    assert_eq!(
-        find_with(&r, "GET", "a.com", "/stores/1", &[]),
-        Some("legacy")
-    );
+    assert_eq!(find_with(&r, "GET", "a.com", "/stores/1", &[("X-Canary", "1")]), Some("canary"));
+    assert_eq!(find_with(&r, "GET", "a.com", "/stores/1", &[]), Some("legacy"));
 }
 
 #[test]
 fn falls_back_when_the_best_route_fails_its_method() {
     let r = router(&[
-        (
-            "post",
-            5,
-            r#"Host("a.com") && Path("/x") && Method("POST")"#,
-        ),
-        (
-            "any-host-get",
-            1,
-            r#"Path("/x") && MethodRegexp("GET|HEAD")"#,
-        ),
+        ("post", 5, r#"Host("a.com") && Path("/x") && Method("POST")"#),
+        ("any-host-get", 1, r#"Path("/x") && MethodRegexp("GET|HEAD")"#),
         ("pattern-host", 0, r#"Host("<n>.com") && PathPrefix("/")"#),
     ]);
     assert_eq!(find_with(&r, "POST", "a.com", "/x", &[]), Some("post"));
-    assert_eq!(
-        find_with(&r, "HEAD", "a.com", "/x", &[]),
-        Some("any-host-get")
-    );
-    assert_eq!(
-        find_with(&r, "PUT", "a.com", "/x", &[]),
-        Some("pattern-host")
-    );
+    assert_eq!(find_with(&r, "HEAD", "a.com", "/x", &[]), Some("any-host-get"));
+    assert_eq!(find_with(&r, "PUT", "a.com", "/x", &[]), Some("pattern-host"));
     assert_eq!(find_with(&r, "PUT", "a.b.com", "/x", &[]), None);
 }
 
@@ -320,11 +257,7 @@ fn odd_hosts() {
     assert_eq!(find(&r, &long, "/"), Some("long"));
     assert_eq!(find(&r, &long.to_lowercase(), "/"), Some("long"));
     assert_eq!(find(&r, "[::1]:443", "/"), Some("v6"));
-    assert_eq!(
-        find(&r, "BÜCHER.DE", "/"),
-        None,
-        "only ASCII case is folded"
-    );
+    assert_eq!(find(&r, "BÜCHER.DE", "/"), None, "only ASCII case is folded");
     assert_eq!(find(&r, "BüCHER.DE", "/"), Some("utf8"));
 }
 
@@ -380,34 +313,15 @@ fn agrees_with_the_reference_semantics() {
         r#"PathRegexp(".*b$")"#,
         r#"PathRegexp("/[0-9]+")"#,
     ];
-    const METHODS: &[&str] = &[
-        "",
-        "",
-        "",
-        r#"Method("GET")"#,
-        r#"Method("POST")"#,
-        r#"MethodRegexp("P.*")"#,
-    ];
-    const HEADERS: &[&str] = &[
-        "",
-        "",
-        "",
-        r#"Header("X-A", "1")"#,
-        r#"HeaderRegexp("X-B", "z")"#,
-    ];
-    const REQ_HOSTS: &[&str] = &[
-        "a.com", "A.com:80", "b.com", "c.com", "1.b.com", "x.b.com", "",
-    ];
+    const METHODS: &[&str] = &["", "", "", r#"Method("GET")"#, r#"Method("POST")"#, r#"MethodRegexp("P.*")"#];
+    const HEADERS: &[&str] = &["", "", "", r#"Header("X-A", "1")"#, r#"HeaderRegexp("X-B", "z")"#];
+    const REQ_HOSTS: &[&str] = &["a.com", "A.com:80", "b.com", "c.com", "1.b.com", "x.b.com", ""];
     const REQ_PATHS: &[&str] = &[
-        "/", "/a", "/a/", "/a/b", "/a/1", "/a/12/", "/ab", "/abc", "//a", "/x/b", "/b", "",
-        "/a/b/c", "/1/2/3", "/a?q=1", "/a/1/x/y",
+        "/", "/a", "/a/", "/a/b", "/a/1", "/a/12/", "/ab", "/abc", "//a", "/x/b", "/b", "", "/a/b/c", "/1/2/3",
+        "/a?q=1", "/a/1/x/y",
     ];
     const REQ_METHODS: &[&str] = &["GET", "POST", "PUT"];
-    let req_headers = [
-        headers(&[]),
-        headers(&[("x-a", "1")]),
-        headers(&[("x-b", "xyz"), ("x-a", "2")]),
-    ];
+    let req_headers = [headers(&[]), headers(&[("x-a", "1")]), headers(&[("x-b", "xyz"), ("x-a", "2")])];
 
     let mut rng = Rng(0x2545_F491_4F6C_DD1D);
     let (mut asked, mut found) = (0, 0);
@@ -416,18 +330,8 @@ fn agrees_with_the_reference_semantics() {
     for _ in 0..300 {
         let mut specs = Vec::new();
         for i in 0..(5 + rng.next() % 40) {
-            let parts = [
-                rng.pick(HOSTS),
-                rng.pick(PATHS),
-                rng.pick(METHODS),
-                rng.pick(HEADERS),
-            ];
-            let mut src = parts
-                .iter()
-                .filter(|p| !p.is_empty())
-                .copied()
-                .collect::<Vec<_>>()
-                .join(" && ");
+            let parts = [rng.pick(HOSTS), rng.pick(PATHS), rng.pick(METHODS), rng.pick(HEADERS)];
+            let mut src = parts.iter().filter(|p| !p.is_empty()).copied().collect::<Vec<_>>().join(" && ");
             if src.is_empty() {
                 src = r#"Header("X-C", "never")"#.to_owned();
             }
@@ -456,40 +360,40 @@ fn agrees_with_the_reference_semantics() {
                 .filter(|(_, (_, expr, _))| expr.matches(&req))
                 .max_by_key(|&(index, _)| r.rank_of(index))
                 .map(|(_, (id, _, _))| id);
-            assert_eq!(
-                r.find_route(&req).map(|(id, _)| id),
-                expected,
-                "{req:?} in {r:?}"
-            );
+            assert_eq!(r.find_route(&req).map(|(id, _)| id), expected, "{req:?} in {r:?}");
             asked += 1;
             found += usize::from(expected.is_some());
         }
     }
     // Guard against a generator that makes the comparison vacuous.
-    assert!(
-        found * 3 > asked && found < asked,
-        "{found} of {asked} requests matched"
-    );
+    assert!(found * 3 > asked && found < asked, "{found} of {asked} requests matched");
 }
 
 #[test]
 fn garbage_requests_do_not_panic() {
     let r = router(&[
-        (
-            "a",
-            0,
-            r#"Host("<x>.com") && Path("/<a>/<int:b>/<path:c>")"#,
-        ),
+        ("a", 0, r#"Host("<x>.com") && Path("/<a>/<int:b>/<path:c>")"#),
         ("b", 0, r#"HostRegexp("é+") && PathPrefix("/é")"#),
         ("c", 0, r#"PathRegexp("/.*") && HeaderRegexp("X", "é")"#),
     ]);
     let mut rng = Rng(7);
-    const BITS: &[&str] = &[
-        "/", "é", "日", ":", "[", "]", ".", "?", "A", "1", "", "\u{0}", "//",
-    ];
+    const BITS: &[&str] = &["/", "é", "日", ":", "[", "]", ".", "?", "A", "1", "", "\u{0}", "//"];
     for _ in 0..5_000 {
         let host: String = (0..rng.next() % 8).map(|_| rng.pick(BITS)).collect();
         let path: String = (0..rng.next() % 8).map(|_| rng.pick(BITS)).collect();
         find(&r, &host, &path);
     }
+}
+
+#[test]
+fn long_segments_and_prefix_tails() {
+    let long = "a-segment-longer-than-the-inline-key-buffer";
+    let r = router(&[
+        ("exact", 0, &format!(r#"Path("/{long}/x")"#)),
+        ("prefix", 0, &format!(r#"PathPrefix("/p/{long}")"#)),
+    ]);
+    assert_eq!(find(&r, "h", &format!("/{long}/x")), Some("exact"));
+    assert_eq!(find(&r, "h", &format!("/{long}x/x")), None);
+    assert_eq!(find(&r, "h", &format!("/p/{long}-and-more")), Some("prefix"));
+    assert_eq!(find(&r, "h", &format!("/p/{}", &long[..30])), None);
 }

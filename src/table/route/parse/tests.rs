@@ -55,10 +55,7 @@ fn escapes() {
         "only \\\" and \\\\ are escapes; other backslashes are kept"
     );
     // Raw strings take backslashes and double quotes literally.
-    assert_eq!(
-        ok(r#"PathRegexp(`/a\d+"`)"#),
-        ok(r#"PathRegexp("/a\\d+\"")"#)
-    );
+    assert_eq!(ok(r#"PathRegexp(`/a\d+"`)"#), ok(r#"PathRegexp("/a\\d+\"")"#));
 }
 
 #[test]
@@ -66,32 +63,17 @@ fn canonical_form_is_order_independent() {
     let a = ok(r#"Header("X-B", "2") && Method("GET") && Header("x-a", "1") && Host("A.com")"#);
     let b = ok(r#"Host("a.com") && Header("X-A", "1") && Method("GET") && Header("X-B", "2")"#);
     assert_eq!(a, b);
-    assert_eq!(
-        a.to_string(),
-        r#"Host("a.com") && Method("GET") && Header("x-a", "1") && Header("x-b", "2")"#
-    );
+    assert_eq!(a.to_string(), r#"Host("a.com") && Method("GET") && Header("x-a", "1") && Header("x-b", "2")"#);
     // A repeated identical header matcher adds nothing (and must not count towards rule 4).
-    assert_eq!(
-        ok(r#"Header("X-A", "1") && Header("x-a", "1")"#).matcher_count(),
-        1
-    );
-    assert_eq!(
-        ok(r#"Path("/a/<string:b>")"#).to_string(),
-        r#"Path("/a/<b>")"#
-    );
+    assert_eq!(ok(r#"Header("X-A", "1") && Header("x-a", "1")"#).matcher_count(), 1);
+    assert_eq!(ok(r#"Path("/a/<string:b>")"#).to_string(), r#"Path("/a/<b>")"#);
 }
 
 #[test]
 fn documented_error_messages() {
     assert_eq!(err(r#"Paht("/x")"#), "unknown matcher `Paht` at 0");
-    assert_eq!(
-        err(r#"Path("/a", "/b")"#),
-        "Path expects 1 argument, got 2 at 0"
-    );
-    assert_eq!(
-        err(r#"Header("X-A")"#),
-        "Header expects 2 arguments, got 1 at 0"
-    );
+    assert_eq!(err(r#"Path("/a", "/b")"#), "Path expects 1 argument, got 2 at 0");
+    assert_eq!(err(r#"Header("X-A")"#), "Header expects 2 arguments, got 1 at 0");
     assert_eq!(err("Path()"), "Path expects 1 argument, got 0 at 0");
     assert!(err(r#"PathRegexp("(")"#).starts_with("bad regexp in PathRegexp at 0: "));
     assert_eq!(err(r#"Path("/x"#), "unterminated string at 5");
@@ -100,18 +82,9 @@ fn documented_error_messages() {
     assert_eq!(err(r#"Path("/ab") Method("GET")"#), "expected `&&` at 12");
     assert_eq!(err(""), "empty route");
     assert_eq!(err(" \n\t "), "empty route");
-    assert_eq!(
-        err(r#"Path("<float:x>")"#),
-        "bad Path argument at 5: must start with `/`"
-    );
-    assert_eq!(
-        err(r#"Path("/<float:x>")"#),
-        "unknown segment type `float` in `<float:x>` at 5"
-    );
-    assert_eq!(
-        err(r#"Path("/")||Path("/b")"#),
-        "|| is not supported (Vulcand routes only join matchers with &&) at 9"
-    );
+    assert_eq!(err(r#"Path("<float:x>")"#), "bad Path argument at 5: must start with `/`");
+    assert_eq!(err(r#"Path("/<float:x>")"#), "unknown segment type `float` in `<float:x>` at 5");
+    assert_eq!(err(r#"Path("/")||Path("/b")"#), "|| is not supported (Vulcand routes only join matchers with &&) at 9");
 }
 
 #[test]
@@ -121,10 +94,7 @@ fn unsupported_operators_say_so() {
     assert!(err(r#"Host("a") && (Path("/"))"#).starts_with("grouping with parentheses"));
     assert!(err(r#"Host("a") && !Path("/")"#).contains("at 13"));
     assert_eq!(err(r#"Host("a") & Path("/")"#), "expected `&&` at 10");
-    assert_eq!(
-        err(r#"Host("a") | Path("/")"#),
-        "unexpected character `|` at 10"
-    );
+    assert_eq!(err(r#"Host("a") | Path("/")"#), "unexpected character `|` at 10");
 }
 
 #[test]
@@ -151,18 +121,9 @@ fn syntax_errors() {
     assert_eq!(err("Path(x)"), "expected a quoted argument at 5");
     assert_eq!(err(r#"Path("/x",)"#), "expected a quoted argument at 10");
     assert_eq!(err(r#"Path("/x" "/y")"#), "expected `,` or `)` at 10");
-    assert_eq!(
-        err(r#"Path("/x") &&"#),
-        "expected a matcher such as `Path(\"/\")` at 13"
-    );
-    assert_eq!(
-        err(r#"Path("/x") && && Method("GET")"#),
-        err(r#"Path("/x") && && "#)
-    );
-    assert_eq!(
-        err(r#""/x""#),
-        "expected a matcher such as `Path(\"/\")` at 0"
-    );
+    assert_eq!(err(r#"Path("/x") &&"#), "expected a matcher such as `Path(\"/\")` at 13");
+    assert_eq!(err(r#"Path("/x") && && Method("GET")"#), err(r#"Path("/x") && && "#));
+    assert_eq!(err(r#""/x""#), "expected a matcher such as `Path(\"/\")` at 0");
     assert_eq!(err("é"), "unexpected character `é` at 0");
     assert_eq!(err(r#"Path("/é") é"#), "unexpected character `é` at 12");
     assert_eq!(err("path(`/`)"), "unknown matcher `path` at 0");
@@ -170,25 +131,14 @@ fn syntax_errors() {
 
 #[test]
 fn argument_validation() {
-    assert_eq!(
-        err(r#"Method("GET POST")"#),
-        "bad Method argument at 7: not a valid HTTP method token"
-    );
-    assert_eq!(
-        err(r#"Header("X A", "1")"#),
-        "bad Header argument at 7: not a valid header name"
-    );
-    assert_eq!(
-        err("Header(`X-A`, `a\nb`)"),
-        "bad Header argument at 14: not a valid header value"
-    );
+    assert_eq!(err(r#"Method("GET POST")"#), "bad Method argument at 7: not a valid HTTP method token");
+    assert_eq!(err(r#"Header("X A", "1")"#), "bad Header argument at 7: not a valid header name");
+    assert_eq!(err("Header(`X-A`, `a\nb`)"), "bad Header argument at 14: not a valid header value");
     assert!(err(r#"PathPrefix("api")"#).contains("must start with `/`"));
     assert!(err(r#"PathPrefix("/a/<b>")"#).contains("literal prefix"));
     assert!(err(r#"Host("a.com:8080")"#).contains("must not include a port"));
     assert!(err(r#"HeaderRegexp("X-A", "(")"#).starts_with("bad regexp in HeaderRegexp at 0"));
-    assert!(
-        err(r#"Host("a") && MethodRegexp("[")"#).starts_with("bad regexp in MethodRegexp at 13")
-    );
+    assert!(err(r#"Host("a") && MethodRegexp("[")"#).starts_with("bad regexp in MethodRegexp at 13"));
 }
 
 #[test]
@@ -203,12 +153,7 @@ fn regexps_cannot_escape_their_anchors_or_grow_unbounded() {
 #[test]
 fn error_positions() {
     assert_eq!(ParseError::Empty.position(), None);
-    assert_eq!(
-        parse(r#"Host("a") && Paht("/")"#)
-            .err()
-            .and_then(|e| e.position()),
-        Some(13)
-    );
+    assert_eq!(parse(r#"Host("a") && Paht("/")"#).err().and_then(|e| e.position()), Some(13));
 }
 
 #[test]

@@ -1,0 +1,61 @@
+#!/usr/bin/env python3
+"""Memory per idle keep-alive connection.
+
+Opens N client connections to a running Ficus, sends one request on each (so each is a real, used HTTP/1.1
+keep-alive connection), keeps them all open and idle, and reports the gateway's RSS before and after.
+
+    benches/idle_conns.py --addr 127.0.0.1:19103 --pid <ficus pid> [--count 10000]
+"""
+import argparse
+import asyncio
+import resource
+
+
+def rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise RuntimeError("no VmRSS")
+
+
+async def one(host, port, conns, sem):
+    async with sem:
+        reader, writer = await asyncio.open_connection(host, port)
+        writer.write(f"GET / HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+        await writer.drain()
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = 0
+        for line in head.split(b"\r\n"):
+            if line.lower().startswith(b"content-length:"):
+                length = int(line.split(b":")[1])
+        if length:
+            await reader.readexactly(length)
+        if not head.startswith(b"HTTP/1.1 200"):
+            raise RuntimeError(head[:40])
+        conns.append((reader, writer))
+
+
+async def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--addr", required=True)
+    p.add_argument("--pid", type=int, required=True)
+    p.add_argument("--count", type=int, default=10000)
+    p.add_argument("--hold", type=float, default=2.0)
+    a = p.parse_args()
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, a.count + 1000)), hard))
+    host, port = a.addr.rsplit(":", 1)
+    before = rss_kib(a.pid)
+    conns = []
+    sem = asyncio.Semaphore(200)
+    await asyncio.gather(*(one(host, int(port), conns, sem) for _ in range(a.count)))
+    await asyncio.sleep(a.hold)
+    after = rss_kib(a.pid)
+    per = (after - before) * 1024 / len(conns)
+    print(f"connections={len(conns)} rss_before_kib={before} rss_after_kib={after} per_connection_bytes={per:.0f}")
+    for _, w in conns:
+        w.close()
+
+
+asyncio.run(main())

@@ -1,0 +1,102 @@
+#!/usr/bin/env bash
+# Proxy throughput, in one run: wrk against the same tiny backend directly, through nginx (one worker, as a
+# reverse proxy with upstream keep-alive), and through Ficus (one worker thread). Both proxies are pinned to
+# the same core and run one at a time; the backend and wrk share the other core.
+#
+#   benches/proxy_compare.sh [seconds=10] [connections=50] [rounds=3]
+#
+# Prints every round and the median req/s and p99 per row. With SWAP=1 a second Ficus row runs while the
+# routes directory is rewritten every 10 ms (a table swap per write).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+secs=${1:-10}
+conns=${2:-50}
+rounds=${3:-3}
+scripts/install-deps wrk=wrk nginx=nginx-light
+cargo build --release --quiet --bin ficus
+
+work=$(mktemp -d)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
+trap cleanup EXIT
+
+BACKEND=127.0.0.1:19101 NGINX=127.0.0.1:19102 FICUS=127.0.0.1:19103 ADMIN=127.0.0.1:19104
+
+cat > "$work/backend.conf" <<CONF
+worker_processes 1; daemon off; error_log $work/backend.err; pid $work/backend.pid;
+events { worker_connections 4096; }
+http { access_log off; server { listen $BACKEND; keepalive_requests 1000000; location / { return 200 "ok\n"; } } }
+CONF
+cat > "$work/proxy.conf" <<CONF
+worker_processes 1; daemon off; error_log $work/proxy.err; pid $work/proxy.pid;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  upstream be { server $BACKEND; keepalive 64; keepalive_requests 1000000; }
+  server { listen $NGINX; keepalive_requests 1000000;
+    location / { proxy_pass http://be; proxy_http_version 1.1; proxy_set_header Connection ""; } }
+}
+CONF
+mkdir -p "$work/routes/backends/be/servers" "$work/routes/frontends/all"
+echo '{"Type":"http","Settings":{"KeepAlive":{"MaxIdleConnsPerHost":128}}}' > "$work/routes/backends/be/backend.json"
+echo "{\"URL\":\"http://$BACKEND\"}" > "$work/routes/backends/be/servers/s1.json"
+echo '{"Type":"http","BackendId":"be","Route":"PathPrefix(`/`)"}' > "$work/routes/frontends/all/frontend.json"
+
+taskset -c 0 nginx -c "$work/backend.conf" & pids+=($!)
+sleep 0.5
+
+run_wrk() { # name url
+  taskset -c 0 wrk -t1 -c"$conns" -d"${secs}s" --latency "$2" > "$work/wrk.out"
+  local rps p99
+  rps=$(awk '/Requests\/sec/ {print $2}' "$work/wrk.out")
+  p99=$(awk '$1=="99%" {print $2}' "$work/wrk.out")
+  local errs
+  errs=$(awk '/Non-2xx|Socket errors/ {print}' "$work/wrk.out" | tr '\n' ' ')
+  echo "$1 $rps $p99 $errs" | tee -a "$work/rows"
+}
+
+start_nginx() { taskset -c 1 nginx -c "$work/proxy.conf" & echo $! > "$work/nginx.pid"; sleep 0.5; }
+stop_nginx() { kill "$(cat "$work/nginx.pid")"; wait "$(cat "$work/nginx.pid")" 2>/dev/null || true; }
+start_ficus() {
+  taskset -c 1 target/release/ficus serve --listen $FICUS --admin $ADMIN --routes "$work/routes" \
+    --threads 1 --no-access-log > "$work/ficus.log" 2>&1 & echo $! > "$work/ficus.pid"
+  for _ in $(seq 50); do curl -sf "http://$ADMIN/health/ready" >/dev/null && return; sleep 0.1; done
+  echo "ficus did not start"; cat "$work/ficus.log"; exit 1
+}
+stop_ficus() { kill "$(cat "$work/ficus.pid")"; wait "$(cat "$work/ficus.pid")" 2>/dev/null || true; }
+
+swapper() { # rewrite the frontend every 10 ms until killed
+  local i=0
+  while true; do
+    i=$((i + 1))
+    echo "{\"Type\":\"http\",\"BackendId\":\"be\",\"Route\":\"PathPrefix(\`/\`)\",\"Priority\":$((i % 2))}" \
+      > "$work/routes/frontends/all/frontend.json.tmp"
+    mv "$work/routes/frontends/all/frontend.json.tmp" "$work/routes/frontends/all/frontend.json"
+    sleep 0.01
+  done
+}
+
+echo "row req/s p99 errors"
+for r in $(seq "$rounds"); do
+  run_wrk direct "http://$BACKEND/"
+  start_nginx; run_wrk nginx "http://$NGINX/"; stop_nginx
+  start_ficus; run_wrk ficus "http://$FICUS/"
+  if [ "${SWAP:-0}" = 1 ]; then
+    gen0=$(curl -s "http://$ADMIN/status" | awk -F: '/"generation"/ {gsub(/[ ,]/,"",$2); print $2; exit}')
+    swapper & sw=$!
+    run_wrk ficus-swapping "http://$FICUS/"
+    kill $sw; wait $sw 2>/dev/null || true
+    gen1=$(curl -s "http://$ADMIN/status" | awk -F: '/"generation"/ {gsub(/[ ,]/,"",$2); print $2; exit}')
+    echo "  table swaps during that run: $((gen1 - gen0))"
+  fi
+  stop_ficus
+done
+
+echo
+echo "median over $rounds rounds (wrk -t1 -c$conns -d${secs}s, proxies pinned to one core):"
+for row in direct nginx ficus ficus-swapping; do
+  grep -q "^$row " "$work/rows" || continue
+  rps=$(awk -v r="$row" '$1==r {print $2}' "$work/rows" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
+  p99=$(awk -v r="$row" '$1==r {v=$3; if (v ~ /us$/) {sub(/us/,"",v); v=v/1000} else if (v ~ /ms$/) {sub(/ms/,"",v)} else if (v ~ /s$/) {sub(/s/,"",v); v=v*1000}; print v}' "$work/rows" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
+  printf "  %-15s %10s req/s   p99 %s ms\n" "$row" "$rps" "$p99"
+done
