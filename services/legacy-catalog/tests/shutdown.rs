@@ -1,0 +1,90 @@
+//! SIGTERM: the listener closes, in-flight requests finish, idle keep-alive connections are closed at once,
+//! and an export still running at the end of the grace period is cut (no `#END` trailer).
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{client, get, within, Server};
+use http::StatusCode;
+use http_body_util::BodyExt;
+
+#[tokio::test]
+async fn an_in_flight_request_finishes_then_the_process_exits() -> anyhow::Result<()> {
+    let mut server = Server::start(&["--products", "1000", "--latency-ms", "1500"])?;
+    let url = server.url("/stores/1/gtins/123456789012");
+    let addr = server.addr;
+    within(Duration::from_secs(60), async {
+        let in_flight = tokio::spawn(async move { get(&url).await });
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        server.terminate()?;
+        let reply = in_flight.await??;
+        assert_eq!(reply.status, StatusCode::OK);
+        assert!(reply.body.contains("\"upc\":\"123456789012\""));
+        let status = server.wait_exit(Duration::from_secs(10))?;
+        assert!(status.success(), "{status}");
+        assert!(tokio::net::TcpStream::connect(addr).await.is_err(), "still accepting after exit");
+        assert!(server.logged("drained", Duration::from_secs(2)), "{}", server.stderr());
+        assert!(server.stderr().contains("shutting down"));
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test]
+async fn idle_keep_alive_connections_do_not_hold_up_the_exit() -> anyhow::Result<()> {
+    let mut server = Server::start(&["--products", "1000", "--grace-ms", "20000"])?;
+    within(Duration::from_secs(60), async {
+        let client = client();
+        // The pooled client keeps this connection open after the response.
+        let response = client.get(server.url("/health").parse()?).await?;
+        response.into_body().collect().await?;
+        let started = Instant::now();
+        server.terminate()?;
+        let status = server.wait_exit(Duration::from_secs(10))?;
+        assert!(status.success(), "{status}");
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "exit took {:?}, the idle connection was waited for",
+            started.elapsed()
+        );
+        drop(client);
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test]
+async fn an_export_still_running_at_the_deadline_is_cut() -> anyhow::Result<()> {
+    let mut server = Server::start(&["--products", "5000000", "--grace-ms", "500"])?;
+    within(Duration::from_secs(60), async {
+        let response = client().get(server.url("/export").parse()?).await?;
+        assert_eq!(response.status(), StatusCode::OK);
+        let mut body = response.into_body();
+        let first = body.frame().await.transpose()?;
+        assert!(first.is_some());
+        // Stop reading: the server is held by backpressure mid-export when the signal arrives.
+        server.terminate()?;
+        let status = server.wait_exit(Duration::from_secs(10))?;
+        assert!(status.success(), "{status}");
+
+        let mut text = Vec::new();
+        let ended_with_error = loop {
+            match body.frame().await {
+                Some(Ok(frame)) => {
+                    if let Ok(data) = frame.into_data() {
+                        text.extend_from_slice(&data);
+                    }
+                }
+                Some(Err(_)) => break true,
+                None => break false,
+            }
+        };
+        assert!(ended_with_error, "a cut export must not look complete");
+        let text = String::from_utf8_lossy(&text);
+        assert!(!text.contains("#END rows="), "a cut export has no trailer");
+        assert!(server.logged("export cut short", Duration::from_secs(2)));
+        Ok(())
+    })
+    .await
+}
