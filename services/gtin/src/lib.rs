@@ -8,18 +8,24 @@
 //! - [`snapshot`]: the immutable snapshot file format; open (constant time), lookup, verify.
 //! - [`builder`]: writes a new snapshot from a stream of products without holding them all in memory.
 //! - [`store`]: which snapshot is served now and which one a rollback returns to (one `ArcSwap`).
+//! - [`legacy`]: reads the legacy export format and translates rows into the service's model (the ACL).
+//! - [`sync`]: streams the export, builds, verifies and publishes a snapshot, notifies the service.
 //! - [`api`]: HTTP routes and JSON shapes; handlers are plain async functions of a request.
 //! - [`server`]: the serving process: accept loop (HTTP/1.1 and h2c), graceful shutdown.
 //! - [`telemetry`]: metric names, the Prometheus recorder, logging.
 //! - [`synth`]: synthetic products and export text for benchmarks and tests.
+//! - [`bench`]: `bench-build`, the end-to-end build/open/lookup measurement.
 
 pub mod api;
+pub mod bench;
 pub mod builder;
 pub mod clock;
 pub mod gtin;
+pub mod legacy;
 pub mod record;
 pub mod server;
 pub mod snapshot;
 pub mod store;
+pub mod sync;
 pub mod synth;
 pub mod telemetry;

@@ -4,14 +4,15 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use anyhow::Context;
+use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 
 use gtin::server::{self, ServeOptions};
 use gtin::snapshot::Snapshot;
-use gtin::{clock, telemetry};
+use gtin::sync::{self, SyncOptions};
+use gtin::{bench, clock, synth, telemetry};
 
 #[derive(Parser)]
 #[command(name = "gtin-service", version, about = "GTIN lookup service over an immutable memory-mapped snapshot")]
@@ -34,8 +35,48 @@ enum Command {
         #[arg(long, default_value_t = 10_000)]
         max_connections: usize,
     },
+    /// Pull the legacy export, build and verify a snapshot, publish it and tell the service to reload.
+    Sync {
+        /// `http://host:port/export`, `file:///path` or a path.
+        #[arg(long)]
+        from: String,
+        #[arg(long, env = "GTIN_DATA")]
+        data: PathBuf,
+        /// Base URL of the running service (POSTs <URL>/admin/reload after publishing).
+        #[arg(long)]
+        notify: Option<String>,
+        /// Keep syncing at this interval (e.g. 30s, 10m, 24h) until SIGTERM/SIGINT.
+        #[arg(long, value_parser = duration)]
+        every: Option<Duration>,
+    },
     /// Check a snapshot file completely (checksum, key order, every record).
     Verify { file: PathBuf },
+    /// Build a snapshot of N synthetic products and print build time, open time, lookup latency and RSS.
+    BenchBuild {
+        #[arg(long, default_value_t = 1_000_000)]
+        products: u64,
+        /// Where to build; a fresh temporary directory (deleted afterwards) when left out.
+        #[arg(long)]
+        data: Option<PathBuf>,
+        #[arg(long, default_value_t = 1_000_000)]
+        lookups: usize,
+        /// Also run the full verify (reads every byte) and time it.
+        #[arg(long)]
+        verify: bool,
+    },
+    /// Write a synthetic legacy export (the format of services/legacy-catalog/EXPORT.md).
+    GenExport {
+        #[arg(long, default_value_t = 1_000_000)]
+        products: u64,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Add one dirty or duplicate row for every K products (0: none).
+        #[arg(long, default_value_t = 1000)]
+        dirty_every: u64,
+        /// Output file, `-` for stdout.
+        #[arg(long, default_value = "-")]
+        out: PathBuf,
+    },
 }
 
 fn duration(s: &str) -> Result<Duration, String> {
@@ -55,22 +96,120 @@ fn main() -> anyhow::Result<()> {
                 anyhow::Ok(())
             })
         }
-        Command::Verify { file } => {
-            let started = std::time::Instant::now();
-            let snapshot = Snapshot::open(&file)?;
-            let opened = started.elapsed();
-            snapshot.verify()?;
-            let h = snapshot.header();
-            println!(
-                "{}: ok, {} products, built {}, source {:?}, opened in {:?}, verified in {:?}",
-                file.display(),
-                snapshot.len(),
-                clock::UtcTime::from_unix(h.built_at).rfc3339(),
-                h.source,
-                opened,
-                started.elapsed()
-            );
-            Ok(())
+        Command::Sync { from, data, notify, every } => {
+            let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
+            let options = SyncOptions { from, data, notify, progress: true };
+            runtime.block_on(run_sync(options, every))
+        }
+        Command::Verify { file } => verify(file),
+        Command::BenchBuild { products, data, lookups, verify } => bench_build(products, data, lookups, verify),
+        Command::GenExport { products, seed, dirty_every, out } => gen_export(products, seed, dirty_every, out),
+    }
+}
+
+async fn run_sync(options: SyncOptions, every: Option<Duration>) -> anyhow::Result<()> {
+    let Some(every) = every else {
+        let (_, result) = sync::sync_once(&options).await;
+        result?;
+        return Ok(());
+    };
+    let shutdown = server::shutdown_signal();
+    tokio::pin!(shutdown);
+    loop {
+        let (_, result) = sync::sync_once(&options).await;
+        match result {
+            Ok(path) => tracing::info!(snapshot = %path.display(), "sync published a snapshot"),
+            Err(e) => tracing::error!(error = %e, "sync failed; the service keeps its current snapshot"),
+        }
+        tracing::info!(next_in = ?every, "waiting for the next sync");
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = &mut shutdown => return Ok(()),
         }
     }
+}
+
+fn verify(file: PathBuf) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let snapshot = Snapshot::open(&file)?;
+    let opened = started.elapsed();
+    snapshot.verify()?;
+    let h = snapshot.header();
+    println!(
+        "{}: ok, {} products, built {}, source {:?}, opened in {:?}, verified in {:?}",
+        file.display(),
+        snapshot.len(),
+        clock::UtcTime::from_unix(h.built_at).rfc3339(),
+        h.source,
+        opened,
+        started.elapsed()
+    );
+    Ok(())
+}
+
+fn bench_build(products: u64, data: Option<PathBuf>, lookups: usize, verify: bool) -> anyhow::Result<()> {
+    let temp = match &data {
+        Some(_) => None,
+        None => Some(tempfile_dir()?),
+    };
+    let dir = data.or_else(|| temp.clone()).context("no data directory")?;
+    let result = bench::run(&dir, products, lookups, verify);
+    if let Some(temp) = temp {
+        let _ = std::fs::remove_dir_all(temp);
+    }
+    let r = result?;
+    println!("products            {}", r.products);
+    println!(
+        "generate + add      {:.2?}  ({:.0} products/s)",
+        r.generate_and_add,
+        rate(r.products, r.generate_and_add)
+    );
+    println!("finish + publish    {:.2?}  (sort, dedup, write, checksum, fsync)", r.finish);
+    println!("build total         {:.2?}", r.generate_and_add + r.finish);
+    println!("snapshot file       {:.1} MiB", r.file_bytes as f64 / 1_048_576.0);
+    if let Some(kib) = r.peak_rss_build_kib {
+        println!("peak RSS (build)    {} MiB", kib / 1024);
+    }
+    println!("open                {:.2?}", r.open);
+    if let Some(v) = r.verify {
+        println!("verify (full)       {v:.2?}");
+    }
+    println!("lookups             {} (90% hits, random keys, one Instant per lookup)", r.lookups);
+    println!("lookup p50          {:?}", r.p50);
+    println!("lookup p99          {:?}", r.p99);
+    println!("lookup p99.9        {:?}", r.p999);
+    println!("mean, interpolation {:?}  (position only, no timer per call)", r.mean_interpolation);
+    println!("mean, binary        {:?}", r.mean_binary);
+    println!("memory after        {}", r.status_after);
+    Ok(())
+}
+
+fn rate(n: u64, d: Duration) -> f64 {
+    n as f64 / d.as_secs_f64().max(1e-9)
+}
+
+fn tempfile_dir() -> anyhow::Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!("gtin-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    Ok(dir)
+}
+
+fn gen_export(products: u64, seed: u64, dirty_every: u64, out: PathBuf) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let counts = if out.as_os_str() == "-" {
+        let stdout = std::io::stdout();
+        let mut w = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
+        synth::write_export(&mut w, seed, products, dirty_every)?
+    } else {
+        if out.exists() {
+            bail!("{} exists; not overwriting", out.display());
+        }
+        let file = std::fs::File::create(&out).with_context(|| format!("creating {}", out.display()))?;
+        let mut w = std::io::BufWriter::with_capacity(1 << 20, file);
+        let counts = synth::write_export(&mut w, seed, products, dirty_every)?;
+        std::io::Write::flush(&mut w)?;
+        counts
+    };
+    eprintln!("gen-export: {counts:?} in {:.2?}", started.elapsed());
+    Ok(())
 }

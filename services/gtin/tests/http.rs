@@ -36,20 +36,13 @@ fn catalogue() -> Vec<Product<'static>> {
     ]
 }
 
-/// Runs an async test body with a deadline, so a hung service fails the test instead of the suite.
-fn run(test: impl std::future::Future<Output = anyhow::Result<()>>) {
-    let rt = tokio::runtime::Runtime::new().expect("runtime");
-    rt.block_on(async { tokio::time::timeout(Duration::from_secs(60), test).await.expect("test timed out") })
-        .expect("test failed");
-}
-
 #[test]
 fn gtin_table_through_http() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     publish(&data, &catalogue()).unwrap();
     let service = Service::start(&data, dir.path()).unwrap();
-    run(async {
+    common::run(Duration::from_secs(60), async {
         let c = common::client();
         let (status, body) = get(&c, &service.url("/v1/gtins/036000291452")).await?;
         assert_eq!(status, 200, "{body}");
@@ -161,7 +154,7 @@ fn not_ready_until_a_snapshot_then_reload_and_rollback() {
     let data = dir.path().join("data");
     std::fs::create_dir_all(&data).unwrap();
     let mut service = Service::start(&data, dir.path()).unwrap();
-    run(async {
+    common::run(Duration::from_secs(60), async {
         let c = common::client();
         assert_eq!(get(&c, &service.url("/health/live")).await?.0, 200);
         let (status, body) = get(&c, &service.url("/health/ready")).await?;

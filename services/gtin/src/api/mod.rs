@@ -13,7 +13,7 @@ use bytes::Bytes;
 use http::header;
 use http::{Method, Request, Response, StatusCode};
 use http_body::Body;
-use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use http_body_util::{BodyExt, Full};
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde::Deserialize;
 
@@ -37,6 +37,9 @@ use json::{
 pub const MAX_BATCH: usize = 1000;
 /// The largest batch body read; room for `MAX_BATCH` codes with generous separators.
 pub const MAX_BODY: usize = 256 * 1024;
+/// An oversized body up to this size is read and discarded before the 413, so that an HTTP/1.1 client that is
+/// still sending gets the answer instead of a reset connection; beyond it the connection is closed.
+const MAX_DRAIN: usize = 4 * 1024 * 1024;
 /// Inputs are echoed back in answers, cut to this many bytes.
 pub(super) const MAX_ECHO: usize = 100;
 /// The legacy catalog prices everything in US dollars.
@@ -262,12 +265,12 @@ where
         error(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", message, None, None)
     };
     let declared = parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-    if declared.is_some_and(|len| len > MAX_BODY as u64) {
+    if declared.is_some_and(|len| len > MAX_DRAIN as u64) {
         return too_large();
     }
-    let bytes = match Limited::new(body, MAX_BODY).collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(e) if e.is::<LengthLimitError>() => return too_large(),
+    let bytes = match read_capped(body, MAX_BODY).await {
+        Ok(Some(bytes)) => bytes,
+        Ok(None) => return too_large(),
         Err(e) => {
             let message = format!("could not read the request body: {e}");
             return error(StatusCode::BAD_REQUEST, "invalid_body", message, None, None);
@@ -305,6 +308,29 @@ where
         })
         .collect();
     json(StatusCode::OK, &BatchResponse { results })
+}
+
+/// Reads at most `cap` bytes of `body`: `Ok(None)` if it is longer (then at most `MAX_DRAIN` bytes are read).
+async fn read_capped<B>(body: B, cap: usize) -> Result<Option<Bytes>, String>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let mut body = std::pin::pin!(body);
+    let mut kept = Vec::new();
+    let mut total = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| e.into().to_string())?;
+        if let Ok(data) = frame.into_data() {
+            total += data.len();
+            if total <= cap {
+                kept.extend_from_slice(&data);
+            } else if total > MAX_DRAIN {
+                return Ok(None);
+            }
+        }
+    }
+    Ok((total <= cap).then(|| Bytes::from(kept)))
 }
 
 fn error_body<'a>(outcome: Outcome<'_>, input: &'a str) -> (u16, ErrorJson<'a>) {

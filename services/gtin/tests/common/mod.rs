@@ -140,3 +140,111 @@ pub fn publish(dir: &Path, products: &[Product<'_>]) -> anyhow::Result<PathBuf> 
     built.open()?.verify()?;
     Ok(built.publish()?)
 }
+
+/// Runs `gtin-service <args>` to completion within `within`; its stderr is returned for assertions and
+/// debugging. The child is killed if it overruns.
+pub fn run_cli(args: &[&str], within: Duration) -> anyhow::Result<(std::process::ExitStatus, String)> {
+    let log = tempfile::NamedTempFile::new()?;
+    let mut child = Command::new(BIN)
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(log.reopen()?)
+        .spawn()
+        .context("spawning gtin-service")?;
+    let deadline = std::time::Instant::now() + within;
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!("gtin-service {args:?} did not finish within {within:?}: {}", std::fs::read_to_string(log.path())?);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Ok((status, std::fs::read_to_string(log.path())?))
+}
+
+/// A tiny export server for sync tests: `GET /export` answers whatever text is current, streamed in small
+/// chunks (chunked transfer encoding) so the reader sees lines split across frames.
+pub struct ExportServer {
+    pub addr: SocketAddr,
+    pub text: std::sync::Arc<std::sync::Mutex<String>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl ExportServer {
+    pub async fn start(text: String) -> anyhow::Result<ExportServer> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let shared = std::sync::Arc::new(std::sync::Mutex::new(text));
+        let text = std::sync::Arc::clone(&shared);
+        let task = tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let text = std::sync::Arc::clone(&text);
+                let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    let body = text.lock().map(|t| t.clone()).unwrap_or_default();
+                    async move {
+                        let mut response = hyper::Response::new(Chunks::new(&body, 997));
+                        if req.uri().path() != "/export" {
+                            *response.status_mut() = hyper::StatusCode::NOT_FOUND;
+                            *response.body_mut() = Chunks::new("", 1);
+                        }
+                        Ok::<_, std::convert::Infallible>(response)
+                    }
+                });
+                tokio::spawn(async move {
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Ok(ExportServer { addr, text: shared, task })
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}/export", self.addr)
+    }
+
+    pub fn set(&self, text: String) {
+        if let Ok(mut t) = self.text.lock() {
+            *t = text;
+        }
+    }
+}
+
+impl Drop for ExportServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A body that yields its text in fixed-size frames and has no length, so hyper sends it chunked.
+pub struct Chunks(std::collections::VecDeque<Bytes>);
+
+impl Chunks {
+    pub fn new(text: &str, size: usize) -> Chunks {
+        Chunks(text.as_bytes().chunks(size).map(Bytes::copy_from_slice).collect())
+    }
+}
+
+impl http_body::Body for Chunks {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        std::task::Poll::Ready(self.0.pop_front().map(|b| Ok(http_body::Frame::data(b))))
+    }
+}
+
+/// Runs an async test body on a fresh runtime with a deadline, so a hang fails the test instead of the suite.
+pub fn run(within: Duration, test: impl std::future::Future<Output = anyhow::Result<()>>) {
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async { tokio::time::timeout(within, test).await.expect("test timed out") }).expect("test failed");
+}

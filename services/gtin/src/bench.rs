@@ -1,0 +1,149 @@
+//! `gtin-service bench-build`: the measurement behind the numbers in the README. It generates N synthetic
+//! products, builds and publishes a snapshot through the same builder the sync job uses, opens it, and times
+//! single lookups. Not on the serving path.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use crate::builder::{BuildError, SnapshotBuilder};
+use crate::gtin::Gtin;
+use crate::snapshot::{Snapshot, SnapshotError};
+use crate::synth::{gtin_of, Rng, SynthProduct};
+
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    #[error(transparent)]
+    Build(#[from] BuildError),
+    #[error(transparent)]
+    Snapshot(#[from] SnapshotError),
+    #[error("product {0} missing from the benchmark snapshot")]
+    Missing(Gtin),
+}
+
+#[derive(Debug, Clone)]
+pub struct BenchReport {
+    pub products: u64,
+    pub generate_and_add: Duration,
+    pub finish: Duration,
+    pub file_bytes: u64,
+    pub peak_rss_build_kib: Option<u64>,
+    pub open: Duration,
+    pub verify: Option<Duration>,
+    pub lookups: usize,
+    pub p50: Duration,
+    pub p99: Duration,
+    pub p999: Duration,
+    pub mean_interpolation: Duration,
+    pub mean_binary: Duration,
+    pub status_after: String,
+}
+
+/// Builds a snapshot of `products` synthetic products in `dir` and measures it.
+pub fn run(dir: &Path, products: u64, lookups: usize, verify: bool) -> Result<BenchReport, BenchError> {
+    let seed = 1;
+    let started = Instant::now();
+    let mut builder = SnapshotBuilder::new(dir, &format!("bench-build synthetic products={products}"))?;
+    builder.reserve(products as usize);
+    let mut p = SynthProduct::default();
+    for i in 0..products {
+        p.fill(seed, i);
+        builder.add(&p.product())?;
+        if i > 0 && i % 2_000_000 == 0 {
+            let rate = i as f64 / started.elapsed().as_secs_f64();
+            eprintln!("bench-build: {i} products added, {rate:.0}/s");
+        }
+    }
+    let generate_and_add = started.elapsed();
+    let started = Instant::now();
+    let built = builder.finish()?;
+    let path = built.publish()?;
+    let finish = started.elapsed();
+    let peak_rss_build_kib = proc_status_kib("VmHWM");
+
+    let started = Instant::now();
+    let snapshot = Snapshot::open(&path)?;
+    let open = started.elapsed();
+    let file_bytes = snapshot.mapped_len() as u64;
+    let verify = if verify {
+        let started = Instant::now();
+        snapshot.verify()?;
+        Some(started.elapsed())
+    } else {
+        None
+    };
+
+    // Random products, chosen before the clock starts; a tenth of them absent, as real traffic has misses.
+    let mut rng = Rng::new(42);
+    let keys: Vec<Gtin> = (0..lookups)
+        .map(|n| {
+            if n % 10 == 9 {
+                gtin_of(seed, products + rng.below(products.max(1)))
+            } else {
+                gtin_of(seed, rng.below(products.max(1)))
+            }
+        })
+        .collect();
+    for &g in keys.iter().take(1000).step_by(10) {
+        if products > 0 && snapshot.get(g)?.is_none() {
+            return Err(BenchError::Missing(g));
+        }
+    }
+    let mut timings = Vec::with_capacity(keys.len());
+    let mut found = 0usize;
+    for &g in &keys {
+        let t = Instant::now();
+        let hit = snapshot.get(g)?.is_some();
+        timings.push(t.elapsed());
+        found += usize::from(hit);
+    }
+    timings.sort_unstable();
+    let at = |q: f64| timings.get(((timings.len() as f64 - 1.0) * q) as usize).copied().unwrap_or_default();
+    let (p50, p99, p999) = (at(0.5), at(0.99), at(0.999));
+    let mean = |f: &dyn Fn(u64) -> Option<usize>| {
+        let t = Instant::now();
+        let mut hits = 0usize;
+        for g in &keys {
+            hits += usize::from(f(g.key()).is_some());
+        }
+        std::hint::black_box(hits);
+        t.elapsed() / keys.len().max(1) as u32
+    };
+    let mean_interpolation = mean(&|k| snapshot.position(k));
+    let mean_binary = mean(&|k| snapshot.position_binary(k));
+    std::hint::black_box(found);
+    Ok(BenchReport {
+        products,
+        generate_and_add,
+        finish,
+        file_bytes,
+        peak_rss_build_kib,
+        open,
+        verify,
+        lookups: keys.len(),
+        p50,
+        p99,
+        p999,
+        mean_interpolation,
+        mean_binary,
+        status_after: memory_line(),
+    })
+}
+
+/// A field of /proc/self/status in KiB (Linux only).
+pub fn proc_status_kib(field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with(field) && l[field.len()..].starts_with(':'))?;
+    line[field.len() + 1..].trim().trim_end_matches("kB").trim().parse().ok()
+}
+
+/// Resident memory split into anonymous (heap) and file-backed (the mapped snapshot) pages.
+pub fn memory_line() -> String {
+    let field = |f| proc_status_kib(f).map_or("?".to_string(), |k| format!("{} MiB", k / 1024));
+    format!(
+        "VmRSS {}, RssAnon {}, RssFile {}, VmHWM {}",
+        field("VmRSS"),
+        field("RssAnon"),
+        field("RssFile"),
+        field("VmHWM")
+    )
+}
