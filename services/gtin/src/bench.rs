@@ -33,7 +33,7 @@ pub struct BenchReport {
     pub p50: Duration,
     pub p99: Duration,
     pub p999: Duration,
-    pub mean_interpolation: Duration,
+    pub mean_fenced: Duration,
     pub mean_binary: Duration,
     pub status_after: String,
 }
@@ -108,7 +108,7 @@ pub fn run(dir: &Path, products: u64, lookups: usize, verify: bool) -> Result<Be
         std::hint::black_box(hits);
         t.elapsed() / keys.len().max(1) as u32
     };
-    let mean_interpolation = mean(&|k| snapshot.position(k));
+    let mean_fenced = mean(&|k| snapshot.position(k));
     let mean_binary = mean(&|k| snapshot.position_binary(k));
     std::hint::black_box(found);
     Ok(BenchReport {
@@ -123,7 +123,7 @@ pub fn run(dir: &Path, products: u64, lookups: usize, verify: bool) -> Result<Be
         p50,
         p99,
         p999,
-        mean_interpolation,
+        mean_fenced,
         mean_binary,
         status_after: memory_line(),
     })

@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use crate::clock::{unix_now, UtcTime};
 use crate::gtin::Gtin;
 use crate::record::{self, Product, RecordError};
-use crate::snapshot::{checksum, Header, Snapshot, SnapshotError, MAX_SOURCE_LEN};
+use crate::snapshot::{checksum, Header, Snapshot, SnapshotError, FENCE_STRIDE, MAX_SOURCE_LEN};
 
 /// How many duplicate keys are kept as examples for the sync report.
 const DUPLICATE_EXAMPLES: usize = 5;
@@ -163,6 +163,11 @@ impl SnapshotBuilder {
             OpenOptions::new().read(true).write(true).create_new(true).open(&out_path).map_err(io_err(&out_path))?;
         let mut out = BufWriter::with_capacity(1 << 20, file);
         out.write_all(&header.to_bytes()).map_err(io_err(&out_path))?;
+        for &(key, _) in entries.iter().step_by(FENCE_STRIDE as usize) {
+            out.write_all(&key.to_le_bytes()).map_err(io_err(&out_path))?;
+        }
+        let padding = header.keys_offset() - header.fences_offset() - 8 * header.fence_count();
+        out.write_all(&vec![0u8; padding as usize]).map_err(io_err(&out_path))?;
         for &(key, _) in &entries {
             out.write_all(&key.to_le_bytes()).map_err(io_err(&out_path))?;
         }
@@ -242,7 +247,7 @@ fn content_checksum(file: &File, header: &Header, path: &Path) -> Result<u64, Bu
     // while this read-only mapping is alive.
     let map = unsafe { memmap2::Mmap::map(file) }.map_err(io_err(path))?;
     let _ = map.advise(memmap2::Advice::Sequential);
-    let start = header.keys_offset() as usize;
+    let start = header.header_len() as usize;
     let content = map.get(start..).ok_or_else(|| BuildError::Io {
         path: path.to_path_buf(),
         source: io::Error::other("snapshot shorter than its header"),

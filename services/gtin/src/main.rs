@@ -178,7 +178,7 @@ fn bench_build(products: u64, data: Option<PathBuf>, lookups: usize, verify: boo
     println!("lookup p50          {:?}", r.p50);
     println!("lookup p99          {:?}", r.p99);
     println!("lookup p99.9        {:?}", r.p999);
-    println!("mean, interpolation {:?}  (position only, no timer per call)", r.mean_interpolation);
+    println!("mean, fenced       {:?}  (position only, no timer per call)", r.mean_fenced);
     println!("mean, binary        {:?}", r.mean_binary);
     println!("memory after        {}", r.status_after);
     Ok(())

@@ -3,11 +3,17 @@
 //!
 //! ```text
 //! offset 0          header: magic "GTINSNAP", version, header length, count, section offsets and lengths,
-//!                   file length, content checksum, header checksum, build time, source description
-//! keys_offset       count × u64 LE   canonical 14-digit GTINs as integers, strictly increasing
+//!                   file length, content checksum, header checksum, build time, fence stride, source
+//! header_len        ⌈count/64⌉ × u64 LE  fences: every 64th key, a small index that stays in cache
+//! keys_offset       count × u64 LE   canonical 14-digit GTINs as integers, strictly increasing (64-byte aligned)
 //! offsets_offset    count × u64 LE   where each key's record starts, relative to records_offset
 //! records_offset    records blob     see crate::record (in build order, not key order)
 //! ```
+//!
+//! A lookup binary-searches the fences (2.2 MB for 18 million products, hot in cache under load), then the one
+//! 512-byte block of 64 keys they point to, then reads one offset and one record: three cache misses at most
+//! where a plain binary search over 144 MB of keys takes a dozen. Interpolation search was tried first and
+//! measured slower: GTIN keys cluster by prefix, so the global key range predicts positions badly.
 //!
 //! `open` is constant time: it maps the file and checks the header (its own checksum, section sizes against the
 //! file length) and nothing else. `verify` reads every byte: the content checksum, key order, and every record
@@ -28,6 +34,13 @@ pub const VERSION: u32 = 1;
 /// Bytes of the header before the source description.
 const FIXED_HEADER: usize = 96;
 const HEADER_CHECKSUM_AT: usize = 72;
+/// One fence per this many keys: a block of keys is 512 bytes, eight cache lines on one page.
+pub const FENCE_STRIDE: u64 = 64;
+/// Sections start on cache-line boundaries so that key blocks do not straddle lines needlessly.
+const ALIGN: u64 = 64;
+/// Far beyond any catalogue; bounds the header arithmetic so it cannot overflow.
+const MAX_COUNT: u64 = 1 << 40;
+const MAX_RECORDS_LEN: u64 = 1 << 50;
 /// The longest source description kept in a header.
 pub const MAX_SOURCE_LEN: usize = 4096;
 
@@ -47,6 +60,8 @@ pub enum SnapshotError {
     Checksum { path: PathBuf, expected: u64, actual: u64 },
     #[error("{}: key #{index} ({key}) is not greater than the key before it", .path.display())]
     Order { path: PathBuf, index: u64, key: u64 },
+    #[error("{}: fence #{index} does not match the key it indexes", .path.display())]
+    Fence { path: PathBuf, index: u64 },
     #[error("{}: record #{index}: {source}", .path.display())]
     Record { path: PathBuf, index: u64, source: RecordError },
     #[error("{}: record #{index} holds key {found}, the index says {expected}", .path.display())]
@@ -67,10 +82,16 @@ pub struct Header {
 
 impl Header {
     pub fn header_len(&self) -> u64 {
-        (FIXED_HEADER + self.source.len()).next_multiple_of(8) as u64
+        ((FIXED_HEADER + self.source.len()) as u64).next_multiple_of(ALIGN)
+    }
+    pub fn fence_count(&self) -> u64 {
+        self.count.div_ceil(FENCE_STRIDE)
+    }
+    pub fn fences_offset(&self) -> u64 {
+        self.header_len()
     }
     pub fn keys_offset(&self) -> u64 {
-        self.header_len()
+        (self.fences_offset() + 8 * self.fence_count()).next_multiple_of(ALIGN)
     }
     pub fn offsets_offset(&self) -> u64 {
         self.keys_offset() + 8 * self.count
@@ -102,7 +123,7 @@ impl Header {
             out.extend_from_slice(&v.to_le_bytes());
         }
         out.extend_from_slice(&(self.source.len() as u32).to_le_bytes());
-        out.extend_from_slice(&0u32.to_le_bytes());
+        out.extend_from_slice(&(FENCE_STRIDE as u32).to_le_bytes());
         out.extend_from_slice(self.source.as_bytes());
         out.resize(self.header_len() as usize, 0);
         let sum = checksum(&out);
@@ -152,12 +173,14 @@ impl Header {
             built_at: u64_at(80),
             source: source.to_string(),
         };
-        // Sections must tile the file exactly; checked arithmetic because the numbers come from disk.
-        let count_bytes = header.count.checked_mul(16).ok_or_else(|| bad("count"))?;
-        let expected_len = (header_len as u64)
-            .checked_add(count_bytes)
-            .and_then(|l| l.checked_add(header.records_len))
-            .ok_or_else(|| bad("section sizes"))?;
+        if u32_at(92) as u64 != FENCE_STRIDE {
+            return Err(bad("fence stride"));
+        }
+        // Bounded first, so that the section arithmetic below cannot overflow; then sections must tile the file.
+        if header.count > MAX_COUNT || header.records_len > MAX_RECORDS_LEN {
+            return Err(bad("section sizes"));
+        }
+        let expected_len = header.file_len();
         if header.header_len() != header_len as u64
             || u64_at(24) != header.keys_offset()
             || u64_at(32) != header.offsets_offset()
@@ -179,6 +202,7 @@ pub struct Snapshot {
     map: Mmap,
     path: PathBuf,
     header: Header,
+    fences: Range<usize>,
     keys: Range<usize>,
     offsets: Range<usize>,
     records: Range<usize>,
@@ -206,10 +230,12 @@ impl Snapshot {
             usize::try_from(v)
                 .map_err(|_| SnapshotError::Header { path: path.to_path_buf(), why: "too large for this platform" })
         };
+        let fences_start = usize_of(header.fences_offset())?;
+        let fences = fences_start..fences_start + usize_of(header.fence_count() * 8)?;
         let keys = usize_of(header.keys_offset())?..usize_of(header.offsets_offset())?;
         let offsets = keys.end..usize_of(header.records_offset())?;
         let records = offsets.end..usize_of(header.file_len())?;
-        Ok(Snapshot { map, path: path.to_path_buf(), header, keys, offsets, records })
+        Ok(Snapshot { map, path: path.to_path_buf(), header, fences, keys, offsets, records })
     }
 
     pub fn path(&self) -> &Path {
@@ -235,41 +261,44 @@ impl Snapshot {
 
     /// Looks a product up by GTIN. Lock-free and allocation-free unless the record is corrupt.
     pub fn get(&self, gtin: Gtin) -> Result<Option<Product<'_>>, SnapshotError> {
-        match self.position(gtin.key()) {
+        match self.search(gtin.key(), true) {
             Some(index) => self.product_at(index).map(Some),
             None => Ok(None),
         }
     }
 
-    /// Where `key` sits in the sorted keys: interpolation search while the range is wide (GTIN keys are close
-    /// to uniform within a range, so a few probes land next to the answer), then binary search.
+    /// Where `key` sits in the sorted keys: the last fence not above it names a block of at most 64 keys,
+    /// which is then binary-searched.
     pub fn position(&self, key: u64) -> Option<usize> {
+        self.search(key, false)
+    }
+
+    /// `position`, optionally also starting the loads of the block's offsets (for a lookup that goes on to
+    /// read the record): the key block and the offset block then arrive in parallel, one miss instead of two.
+    fn search(&self, key: u64, prefetch_offsets: bool) -> Option<usize> {
+        let fences = &self.map[self.fences.clone()];
+        let m = fences.len() / 8;
+        if m == 0 || key < read_u64(fences, 0) {
+            return None;
+        }
+        // Branch-free: the loop always runs log2(m) times and the compiler turns the step into a conditional
+        // move, so the CPU never mispredicts on random keys.
+        let (mut base, mut len) = (0usize, m);
+        while len > 1 {
+            let half = len / 2;
+            if read_u64(fences, base + half) <= key {
+                base += half;
+            }
+            len -= half;
+        }
         let keys = &self.map[self.keys.clone()];
-        let n = keys.len() / 8;
-        if n == 0 {
-            return None;
+        let start = base * FENCE_STRIDE as usize;
+        let end = (start + FENCE_STRIDE as usize).min(keys.len() / 8);
+        prefetch(&keys[start * 8..end * 8]);
+        if prefetch_offsets {
+            prefetch(&self.map[self.offsets.clone()][start * 8..end * 8]);
         }
-        let (mut lo, mut hi) = (0usize, n - 1);
-        let (mut k_lo, mut k_hi) = (read_u64(keys, lo), read_u64(keys, hi));
-        if key < k_lo || key > k_hi {
-            return None;
-        }
-        // Bounded so that a skewed key distribution degrades to binary search, not to a linear walk.
-        for _ in 0..4 {
-            if hi - lo <= 16 || k_hi <= k_lo {
-                break;
-            }
-            let fraction = (key - k_lo) as f64 / (k_hi - k_lo) as f64;
-            let guess = lo + (fraction * (hi - lo) as f64) as usize;
-            let probe = guess.clamp(lo + 1, hi - 1);
-            let k = read_u64(keys, probe);
-            match k.cmp(&key) {
-                std::cmp::Ordering::Equal => return Some(probe),
-                std::cmp::Ordering::Less => (lo, k_lo) = (probe, k),
-                std::cmp::Ordering::Greater => (hi, k_hi) = (probe, k),
-            }
-        }
-        binary_search(keys, key, lo, hi + 1)
+        binary_search(keys, key, start, end)
     }
 
     /// Plain binary search over all keys, kept for the benchmark that compares the two.
@@ -298,7 +327,8 @@ impl Snapshot {
 
     /// Reads the whole file: content checksum, strictly increasing keys, every record decoding to its own key.
     pub fn verify(&self) -> Result<(), SnapshotError> {
-        let start = self.keys.start;
+        // Everything after the header, padding included.
+        let start = self.fences.start;
         let actual = checksum(&self.map[start..]);
         if actual != self.header.content_checksum {
             return Err(SnapshotError::Checksum {
@@ -314,6 +344,10 @@ impl Snapshot {
                 return Err(SnapshotError::Order { path: self.path.clone(), index: index as u64, key });
             }
             previous = Some(key);
+            let fence = index / FENCE_STRIDE as usize;
+            if index % FENCE_STRIDE as usize == 0 && read_u64(&self.map[self.fences.clone()], fence) != key {
+                return Err(SnapshotError::Fence { path: self.path.clone(), index: fence as u64 });
+            }
             let found = self.product_at(index)?.gtin.key();
             if found != key {
                 return Err(SnapshotError::Mismatch {
@@ -336,6 +370,20 @@ fn read_u64(bytes: &[u8], index: usize) -> u64 {
     let mut b = [0u8; 8];
     b.copy_from_slice(&bytes[at..at + 8]);
     u64::from_le_bytes(b)
+}
+
+/// Asks the CPU to start loading `bytes` into cache without waiting for them: the eight lines of a key block
+/// then cost one memory round trip instead of the three a binary search would take one after the other.
+#[inline(always)]
+fn prefetch(bytes: &[u8]) {
+    #[cfg(target_arch = "x86_64")]
+    for line in bytes.chunks(64) {
+        // SAFETY: a prefetch is a hint: it never faults, never writes, and produces no value. The pointer comes
+        // from a live slice. SSE, which provides the instruction, is part of the x86_64 baseline.
+        unsafe { std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(line.as_ptr().cast()) };
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = bytes;
 }
 
 /// Binary search for `key` in positions `lo..hi` of the sorted keys.
@@ -413,7 +461,9 @@ mod tests {
         };
         let bytes = h.to_bytes();
         assert_eq!(bytes.len() as u64, h.header_len());
-        assert_eq!(h.header_len() % 8, 0);
+        assert_eq!(h.header_len() % 64, 0);
+        assert_eq!(h.keys_offset() % 64, 0);
+        assert_eq!(h.fence_count(), 1);
         let p = Path::new("x.gtin");
         assert_eq!(Header::parse(&bytes, h.file_len(), p).unwrap(), h);
         assert!(matches!(Header::parse(&bytes, h.file_len() + 1, p), Err(SnapshotError::Length { .. })));
