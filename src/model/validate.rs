@@ -59,7 +59,7 @@ impl Default for UpstreamSettings {
             read_timeout: Duration::from_secs(60),
             tls_handshake_timeout: Duration::from_secs(10),
             keep_alive_period: Duration::from_secs(30),
-            max_idle_per_host: 32,
+            max_idle_per_host: 256,
         }
     }
 }

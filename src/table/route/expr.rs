@@ -12,7 +12,7 @@ use super::pattern::Pattern;
 use super::Request;
 
 /// A parsed, validated route: at most one host, path and method matcher plus any number of
-/// header matchers, all of which must match. Build one with [`parse`](super::parse).
+/// header matchers, all of which must match. Build one with [`parse`](super::parse()).
 ///
 /// `Display` prints a canonical form (host, path, method, then headers sorted, double-quoted
 /// arguments), so two routes that mean the same thing print the same and compare equal.

@@ -1,10 +1,12 @@
 //! [`Router`]: the compiled, immutable route index. Part of table/route: the reload step builds one
 //! per table generation from every frontend's parsed route, and the proxy asks it for the winning
 //! route once per request. It exists so that a request costs a host lookup and a short trie walk
-//! instead of a scan of every route, and so that lookups neither lock nor allocate.
+//! instead of a scan of every route, and so that a lookup allocates nothing (regexps, when one
+//! is consulted, use the regex crate's per-thread caches).
 //!
-//! Shape: routes are bucketed by exact host (hash map), by host pattern or regexp (a short list,
-//! each entry one distinct host matcher), or into the no-host bucket. A bucket holds a trie of path
+//! Shape: routes are bucketed by exact host (hash map), by host pattern or regexp (short lists,
+//! one entry per distinct host matcher, the regexps behind one combined automaton that rules
+//! them all out in a single pass), or into the no-host bucket. A bucket holds a trie of path
 //! segments for `Path` and `PathPrefix` routes, plus rank-sorted lists for `PathRegexp` routes and
 //! routes without a path matcher. Every list is sorted by rank and every trie node knows the best
 //! rank beneath it, so the search stops as soon as nothing left can beat what it found.
@@ -18,18 +20,21 @@ use regex::{RegexSet, RegexSetBuilder};
 
 use super::expr::{host_without_port, path_without_query, HostMatch, PathMatch, RouteExpr};
 use super::pattern::is_digits;
-use super::trie::{FastMap, NodeBuilder, NodeId, Slot, Span, Trie, NONE};
+use super::trie::{cut, FastMap, Key, NodeBuilder, NodeId, Slot, Span, Trie, NONE};
 use super::{rank, Request, RouteSpec};
 
 /// The compiled route table: immutable once built, shared by reference between requests.
 pub struct Router<T> {
     routes: Box<[Route<T>]>,
-    exact_hosts: FastMap<Box<str>, Bucket>,
-    /// Host patterns and regexps, best bucket first so the search can stop early.
-    other_hosts: Box<[(HostMatch, Bucket)]>,
-    /// All `HostRegexp`s in one automaton: one pass tells whether any of them can match, so a
+    /// Keyed inline (most hosts fit 46 bytes), so a hit's key comparison costs no extra miss.
+    exact_hosts: FastMap<Key<46>, Bucket>,
+    /// One bucket per distinct host pattern, best first so the search can stop early.
+    host_patterns: Box<[(HostMatch, Bucket)]>,
+    /// One bucket per distinct `HostRegexp`, best first.
+    host_regexps: Box<[(HostMatch, Bucket)]>,
+    /// All host regexps in one automaton: one pass tells whether any of them can match, so a
     /// request for an unknown host does not try every regexp in turn.
-    host_regexps: Option<RegexSet>,
+    regexp_gate: Option<RegexSet>,
     any_host: Bucket,
     trie: Trie,
 }
@@ -101,16 +106,21 @@ impl<T> Router<T> {
         }
 
         let mut trie = Trie::default();
-        let exact_hosts = exact_hosts.into_iter().map(|(host, bucket)| (host, bucket.freeze(&mut trie))).collect();
-        let mut other_hosts: Vec<(HostMatch, Bucket)> =
-            other_hosts.into_iter().map(|(host, bucket)| (host, bucket.freeze(&mut trie))).collect();
-        other_hosts.sort_unstable_by_key(|(_, bucket)| Reverse(bucket.max_rank));
+        let exact_hosts =
+            exact_hosts.into_iter().map(|(host, bucket)| (Key::new(&host), bucket.freeze(&mut trie))).collect();
+        let (mut host_regexps, mut host_patterns): (Vec<_>, Vec<_>) = other_hosts
+            .into_iter()
+            .map(|(host, bucket)| (host, bucket.freeze(&mut trie)))
+            .partition(|(host, _)| matches!(host, HostMatch::Regexp(_)));
+        host_patterns.sort_unstable_by_key(|(_, bucket)| Reverse(bucket.max_rank));
+        host_regexps.sort_unstable_by_key(|(_, bucket)| Reverse(bucket.max_rank));
         let any_host = any_host.freeze(&mut trie);
         Router {
             routes: compiled.into_boxed_slice(),
             exact_hosts,
-            host_regexps: regexp_gate(&other_hosts),
-            other_hosts: other_hosts.into_boxed_slice(),
+            host_patterns: host_patterns.into_boxed_slice(),
+            regexp_gate: regexp_gate(&host_regexps),
+            host_regexps: host_regexps.into_boxed_slice(),
             any_host,
             trie,
         }
@@ -147,26 +157,18 @@ impl<T> Router<T> {
                 routes: &self.routes,
                 trie: &self.trie,
                 req,
-                path: path_without_query(req.path),
+                path: req.path,
                 best: Slot { rank: 0, route: 0, plain: true },
             };
-            if let Some(bucket) = self.exact_hosts.get(host) {
+            if let Some(bucket) = self.exact_hosts.get(host.as_bytes()) {
                 search.bucket(bucket);
             }
-            // Asked at most once, and only if a regexp bucket could still win.
-            let mut any_regexp_matches = None;
-            for (matcher, bucket) in self.other_hosts.iter() {
-                if bucket.max_rank <= search.best.rank {
-                    break;
-                }
-                if let HostMatch::Regexp(_) = matcher {
-                    if !*any_regexp_matches.get_or_insert_with(|| self.any_host_regexp(host)) {
-                        continue;
-                    }
-                }
-                if matcher.matches(host) {
-                    search.bucket(bucket);
-                }
+            search.host_list(&self.host_patterns, host);
+            // Even the combined automaton costs more than the rest of a lookup, so it runs only
+            // when a regexp bucket could still beat what was found.
+            let regexp_could_win = self.host_regexps.first().is_some_and(|(_, b)| b.max_rank > search.best.rank);
+            if regexp_could_win && self.any_host_regexp(host) {
+                search.host_list(&self.host_regexps, host);
             }
             search.bucket(&self.any_host);
             (search.best.rank > 0).then_some(search.best.route as usize)
@@ -175,7 +177,7 @@ impl<T> Router<T> {
 
     /// Whether any `HostRegexp` could match `host` (true if the combined automaton is missing).
     fn any_host_regexp(&self, host: &str) -> bool {
-        match &self.host_regexps {
+        match &self.regexp_gate {
             Some(set) => set.is_match(host),
             None => true,
         }
@@ -198,7 +200,8 @@ impl<T> fmt::Debug for Router<T> {
         f.debug_struct("Router")
             .field("routes", &self.routes.len())
             .field("exact_hosts", &self.exact_hosts.len())
-            .field("other_hosts", &self.other_hosts.len())
+            .field("host_patterns", &self.host_patterns.len())
+            .field("host_regexps", &self.host_regexps.len())
             .finish_non_exhaustive()
     }
 }
@@ -221,8 +224,8 @@ fn host_key(host: &HostMatch) -> String {
 
 /// One automaton for every host regexp. `None` (no regexps, or too big together) means every
 /// regexp bucket is tried on its own, which is correct, only slower.
-fn regexp_gate(other_hosts: &[(HostMatch, Bucket)]) -> Option<RegexSet> {
-    let sources: Vec<String> = other_hosts
+fn regexp_gate(host_regexps: &[(HostMatch, Bucket)]) -> Option<RegexSet> {
+    let sources: Vec<String> = host_regexps
         .iter()
         .filter_map(|(host, _)| match host {
             HostMatch::Regexp(rx) => Some(format!("^(?:{})$", rx.src)),
@@ -263,6 +266,18 @@ struct Search<'a, T> {
 }
 
 impl<T> Search<'_, T> {
+    /// Searches the buckets whose host matcher matches, in a best-first list of them.
+    fn host_list(&mut self, buckets: &[(HostMatch, Bucket)], host: &str) {
+        for (matcher, bucket) in buckets {
+            if bucket.max_rank <= self.best.rank {
+                break;
+            }
+            if matcher.matches(host) {
+                self.bucket(bucket);
+            }
+        }
+    }
+
     fn bucket(&mut self, bucket: &Bucket) {
         if bucket.max_rank <= self.best.rank {
             return;
@@ -271,7 +286,8 @@ impl<T> Search<'_, T> {
             self.node(bucket.root, rest);
         }
         let (trie, path) = (self.trie, self.path);
-        self.offer(trie.slots(bucket.regexp_paths), |expr| expr.matches_path_regexp(path));
+        // The trie walk stops at a `?` by itself; regexps need the query cut off first.
+        self.offer(trie.slots(bucket.regexp_paths), |expr| expr.matches_path_regexp(path_without_query(path)));
         self.offer(trie.slots(bucket.no_path), |_| true);
     }
 
@@ -294,17 +310,18 @@ impl<T> Search<'_, T> {
             }
         }
         self.offer(trie.slots(node.catch_all), |_| true);
-
-        let (segment, next) = match rest.split_once('/') {
-            Some((segment, next)) => (segment, Some(next)),
-            None => (rest, None),
-        };
-        self.child(trie.literal_child(node, segment), next);
-        if node.int != NONE && is_digits(segment) {
-            self.child(node.int, next);
+        if node.max_rank <= self.best.rank {
+            // What this node held was the best of its subtree: no need to read the children.
+            return;
         }
-        if node.param != NONE && !segment.is_empty() {
-            self.child(node.param, next);
+
+        let cut = cut(rest);
+        self.child(trie.literal_child(node, &cut), cut.next);
+        if node.int != NONE && is_digits(cut.segment) {
+            self.child(node.int, cut.next);
+        }
+        if node.param != NONE && !cut.segment.is_empty() {
+            self.child(node.param, cut.next);
         }
     }
 

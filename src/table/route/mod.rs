@@ -1,5 +1,5 @@
 //! The route language (`Host("a.com") && PathPrefix("/v1")`) and the index that matches requests
-//! against it. It sits in `table/`: the reload step calls [`parse`] on every frontend's `Route`
+//! against it. It sits in `table/`: the reload step calls [`parse()`] on every frontend's `Route`
 //! string and [`Router::build`] once per table generation; the proxy calls [`Router::find`] once per
 //! request against the table it loaded. The module is pure (no I/O, no clock, no globals) so a table
 //! can be built and checked off the hot path, swapped in whole, and tested without sockets.
@@ -48,15 +48,37 @@
 //! For `GET http://shop.example.com/stores/7/gtins/123`, with all priorities 0:
 //!
 //! ```text
-//! Host("shop.example.com") && Path("/stores/<s>/gtins/<g>")   wins: exact host, pattern path
-//! Host("<sub>.example.com") && Path("/stores/7/gtins/123")    loses on rule 2 despite its exact path
-//! Path("/stores/7/gtins/123")                                  loses on rule 2 (no host)
-//! Host("shop.example.com") && PathPrefix("/stores/")          loses on rule 3
-//! Host("shop.example.com") && PathRegexp("/.*")                loses on rule 3: a catch-all never beats a Path
+//! Host("shop.example.com") && Path("/stores/<s>/gtins/<g>")  wins: exact host, pattern path
+//! Host("<sub>.example.com") && Path("/stores/7/gtins/123")   loses on rule 2 despite its exact path
+//! Path("/stores/7/gtins/123")                                loses on rule 2 (no host)
+//! Host("shop.example.com") && PathPrefix("/stores/")         loses on rule 3
+//! Host("shop.example.com") && PathRegexp("/.*")              loses on rule 3: a catch-all never beats a Path
 //! ```
 //!
 //! and `Header("X-Canary", "1") && Path("/x")` beats `Path("/x")` when the header is sent (rule 4).
 //! Two routes given with the same id are the caller's bug; [`Router::build`] keeps the first.
+//!
+//! # Example
+//!
+//! ```
+//! use std::sync::Arc;
+//! use ficus::table::route::{parse, Request, RouteSpec, Router};
+//!
+//! let spec = |id: &str, route: &str| RouteSpec {
+//!     id: Arc::from(id),
+//!     priority: 0,
+//!     expr: parse(route).expect("valid route"),
+//!     value: id.to_owned(),
+//! };
+//! let router = Router::build(vec![
+//!     spec("legacy", r#"Host("shop.example.com") && PathPrefix("/")"#),
+//!     spec("gtin", r#"Host("shop.example.com") && Path("/stores/<store>/gtins/<gtin>")"#),
+//! ]);
+//! let headers = http::HeaderMap::new();
+//! let req = |path| Request { method: &http::Method::GET, host: "Shop.Example.com:443", path, headers: &headers };
+//! assert_eq!(router.find_route(&req("/stores/7/gtins/0123")).map(|(id, _)| id), Some("gtin"));
+//! assert_eq!(router.find_route(&req("/stores/7")).map(|(id, _)| id), Some("legacy"));
+//! ```
 //!
 //! # Index
 //!
@@ -65,6 +87,10 @@
 //! `PathPrefix` routes live in a trie of path segments and the rest in rank-sorted lists. Each
 //! route's rank is packed into one integer at build time, and a search skips every subtree whose
 //! best rank cannot beat what it already found.
+//!
+//! Files: `parse` (route string to [`RouteExpr`]), `pattern` (`<name>` segment patterns), `expr`
+//! ([`RouteExpr`] and the per-matcher checks), `rank` (precedence as one `u128`), `trie` (the
+//! path trie's flat arenas), `index` ([`Router`]: buckets and the search).
 
 mod expr;
 mod index;

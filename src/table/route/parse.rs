@@ -302,6 +302,9 @@ fn prefix(arg: Arg) -> Result<String, ParseError> {
     if !arg.value.starts_with('/') {
         return Err(bad("must start with `/`"));
     }
+    if arg.value.contains('?') {
+        return Err(bad(pattern::QUERY_REASON));
+    }
     if arg.value.contains(['<', '>']) {
         return Err(bad("takes a literal prefix; use Path with `<path:rest>` for patterns"));
     }

@@ -12,6 +12,9 @@ use super::ParseError;
 /// segment, so an unbounded depth from a config value could exhaust the stack.
 pub(super) const MAX_SEGMENTS: usize = 255;
 
+/// Why `?` is refused in `Path` and `PathPrefix`: such a route could never match.
+pub(super) const QUERY_REASON: &str = "must not contain `?` (paths are matched without the query string)";
+
 /// One `/`-separated path segment or `.`-separated host label of a pattern.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum Segment {
@@ -162,6 +165,9 @@ pub(super) fn parse_path(src: &str, pos: usize) -> Result<Parsed, ParseError> {
     let Some(body) = src.strip_prefix('/') else {
         return Err(ParseError::BadArgument { matcher: "Path", reason: "must start with `/`", pos });
     };
+    if src.contains('?') {
+        return Err(ParseError::BadArgument { matcher: "Path", reason: QUERY_REASON, pos });
+    }
     let segments = parse_segments(body, Kind::Path, pos)?;
     if segments.iter().all(|s| matches!(s, Segment::Literal(_))) {
         return Ok(Parsed::Literal(src.to_owned()));

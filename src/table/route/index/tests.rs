@@ -318,7 +318,7 @@ fn agrees_with_the_reference_semantics() {
     const REQ_HOSTS: &[&str] = &["a.com", "A.com:80", "b.com", "c.com", "1.b.com", "x.b.com", ""];
     const REQ_PATHS: &[&str] = &[
         "/", "/a", "/a/", "/a/b", "/a/1", "/a/12/", "/ab", "/abc", "//a", "/x/b", "/b", "", "/a/b/c", "/1/2/3",
-        "/a?q=1", "/a/1/x/y",
+        "/a?q=1", "/a/1/x/y", "/a/?x", "/?q", "/a/b?x/y", "/ab?", "?",
     ];
     const REQ_METHODS: &[&str] = &["GET", "POST", "PUT"];
     let req_headers = [headers(&[]), headers(&[("x-a", "1")]), headers(&[("x-b", "xyz"), ("x-a", "2")])];

@@ -136,6 +136,8 @@ fn argument_validation() {
     assert_eq!(err("Header(`X-A`, `a\nb`)"), "bad Header argument at 14: not a valid header value");
     assert!(err(r#"PathPrefix("api")"#).contains("must start with `/`"));
     assert!(err(r#"PathPrefix("/a/<b>")"#).contains("literal prefix"));
+    assert!(err(r#"PathPrefix("/a?b")"#).contains("must not contain `?`"));
+    assert!(err(r#"Path("/a?b")"#).contains("must not contain `?`"));
     assert!(err(r#"Host("a.com:8080")"#).contains("must not include a port"));
     assert!(err(r#"HeaderRegexp("X-A", "(")"#).starts_with("bad regexp in HeaderRegexp at 0"));
     assert!(err(r#"Host("a") && MethodRegexp("[")"#).starts_with("bad regexp in MethodRegexp at 13"));
