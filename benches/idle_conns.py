@@ -19,9 +19,12 @@ def rss_kib(pid):
     raise RuntimeError("no VmRSS")
 
 
-async def one(host, port, conns, sem):
+async def one(host, port, conns, sem, send=True):
     async with sem:
         reader, writer = await asyncio.open_connection(host, port)
+        if not send:
+            conns.append((reader, writer))
+            return
         writer.write(f"GET / HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
         await writer.drain()
         head = await reader.readuntil(b"\r\n\r\n")
@@ -42,6 +45,7 @@ async def main():
     p.add_argument("--pid", type=int, required=True)
     p.add_argument("--count", type=int, default=10000)
     p.add_argument("--hold", type=float, default=2.0)
+    p.add_argument("--no-request", action="store_true", help="connect only (the cost of an accepted socket)")
     a = p.parse_args()
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, a.count + 1000)), hard))
@@ -49,7 +53,7 @@ async def main():
     before = rss_kib(a.pid)
     conns = []
     sem = asyncio.Semaphore(200)
-    await asyncio.gather(*(one(host, int(port), conns, sem) for _ in range(a.count)))
+    await asyncio.gather(*(one(host, int(port), conns, sem, not a.no_request) for _ in range(a.count)))
     await asyncio.sleep(a.hold)
     after = rss_kib(a.pid)
     per = (after - before) * 1024 / len(conns)
