@@ -222,8 +222,6 @@ impl Snapshot {
         // A process that ignored that contract could make reads see torn data, never a memory-unsafe access:
         // every read below is bounds-checked against the mapping's length.
         let map = unsafe { Mmap::map(&file) }.map_err(io_err)?;
-        // Lookups jump around the file; read-ahead would only evict useful pages.
-        let _ = map.advise(Advice::Random);
         // The length the header is checked against is the mapping's own, so no read can fall outside it.
         let header = Header::parse(&map, map.len() as u64, path)?;
         let usize_of = |v: u64| {
@@ -235,6 +233,9 @@ impl Snapshot {
         let keys = usize_of(header.keys_offset())?..usize_of(header.offsets_offset())?;
         let offsets = keys.end..usize_of(header.records_offset())?;
         let records = offsets.end..usize_of(header.file_len())?;
+        // Records are read one at a time from anywhere in the blob: read-ahead would only evict useful pages.
+        // The index sections keep the default, so that faulting them in maps neighbouring pages too.
+        let _ = map.advise_range(Advice::Random, records.start, records.len());
         Ok(Snapshot { map, path: path.to_path_buf(), header, fences, keys, offsets, records })
     }
 
@@ -252,6 +253,21 @@ impl Snapshot {
 
     pub fn is_empty(&self) -> bool {
         self.keys.is_empty()
+    }
+
+    /// Touches every page of the index sections (fences, keys, offsets: 16 bytes per product) so that lookups
+    /// after a swap do not pay a page fault each. Meant for a background thread; returns the pages touched.
+    pub fn warm_index(&self) -> usize {
+        let index = self.fences.start..self.records.start;
+        let _ = self.map.advise_range(Advice::WillNeed, index.start, index.len());
+        let mut sum = 0u8;
+        let mut pages = 0;
+        for at in index.step_by(4096) {
+            sum = sum.wrapping_add(self.map[at]);
+            pages += 1;
+        }
+        std::hint::black_box(sum);
+        pages
     }
 
     /// Bytes mapped: what the page cache may hold for this snapshot.

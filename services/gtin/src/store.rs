@@ -88,8 +88,10 @@ impl Store {
         let products = newest.len();
         let loaded =
             Loaded { current: Arc::new(newest), previous: old.as_ref().map(|o| Arc::clone(&o.current)), generation };
+        let current = Arc::clone(&loaded.current);
         self.state.store(Some(Arc::new(loaded)));
         tracing::info!(snapshot = %path.display(), products, generation, "snapshot swapped in");
+        warm_in_background(current);
         self.prune();
         Ok(ReloadOutcome::Swapped { path, products, generation })
     }
@@ -141,6 +143,20 @@ impl Store {
                 }
             }
         }
+    }
+}
+
+/// Faults the new snapshot's index pages in on a separate thread, so the first requests after a swap do not
+/// each pay for page faults. Serving never waits for it.
+fn warm_in_background(snapshot: Arc<Snapshot>) {
+    let spawned = std::thread::Builder::new().name("gtin-warm".into()).spawn(move || {
+        let started = std::time::Instant::now();
+        let pages = snapshot.warm_index();
+        let took = started.elapsed();
+        tracing::info!(snapshot = %snapshot.path().display(), pages, ?took, "index pages warmed");
+    });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "could not start the warm-up thread; pages will fault in on demand");
     }
 }
 
