@@ -277,3 +277,33 @@ async fn body_limit_is_413() {
     let (code, body) = request(&c, big).await;
     assert_eq!(code, 413, "{}", String::from_utf8_lossy(&body));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_http_is_refused_and_the_gateway_keeps_serving() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (_r, _b, ficus) = simple().await;
+    let garbage: &[&[u8]] = &[
+        b"GARBAGE\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: a\r\nContent-Length: x\r\n\r\n",
+        b"GET /\x00 HTTP/1.1\r\n\r\n",
+        b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03",
+        &[0xff; 70_000],
+    ];
+    for g in garbage {
+        let mut s = tokio::net::TcpStream::connect(ficus.addr).await.unwrap();
+        let _ = s.write_all(g).await;
+        let mut out = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await.expect("answered or closed");
+        let text = String::from_utf8_lossy(&out);
+        assert!(out.is_empty() || text.starts_with("HTTP/1.1 4"), "{:?}: {text}", String::from_utf8_lossy(&g[..g.len().min(80)]));
+    }
+    // Two framings at once (the request-smuggling shape): the chunked framing wins and the stale
+    // Content-Length never reaches the upstream, or the request is refused.
+    let mut s = tokio::net::TcpStream::connect(ficus.addr).await.unwrap();
+    s.write_all(b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n").await.unwrap();
+    let mut out = vec![0u8; 65536];
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut out)).await.unwrap().unwrap();
+    let text = String::from_utf8_lossy(&out[..n]);
+    assert!(text.starts_with("HTTP/1.1 400") || (text.starts_with("HTTP/1.1 200") && !text.contains(r#""content-length":"1""#)), "{text}");
+    assert_eq!(get(&http1_client(), &ficus.url("/still-ok")).await.0, 200);
+}

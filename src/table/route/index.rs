@@ -4,7 +4,7 @@
 //! instead of a scan of every route, and so that a lookup allocates nothing (regexps, when one
 //! is consulted, use the regex crate's per-thread caches).
 //!
-//! Shape: routes are bucketed by exact host (hash map), by host pattern or regexp (short lists,
+//! Shape: routes are bucketed by exact host (a hash table), by host pattern or regexp (short lists,
 //! one entry per distinct host matcher, the regexps behind one combined automaton that rules
 //! them all out in a single pass), or into the no-host bucket. A bucket holds a trie of path
 //! segments for `Path` and `PathPrefix` routes, plus rank-sorted lists for `PathRegexp` routes and
@@ -19,44 +19,52 @@ use std::sync::Arc;
 use regex::{RegexSet, RegexSetBuilder};
 
 use super::expr::{host_without_port, path_without_query, HostMatch, PathMatch, RouteExpr};
+use super::hosts::HostTable;
 use super::pattern::is_digits;
-use super::trie::{cut, FastMap, Key, NodeBuilder, NodeId, Slot, Span, Trie, NONE};
+use super::trie::{cut, FastMap, NodeBuilder, NodeId, Slot, Span, Trie, NONE};
 use super::{rank, Request, RouteSpec};
 
 /// The compiled route table: immutable once built, shared by reference between requests.
 pub struct Router<T> {
-    routes: Box<[Route<T>]>,
-    /// Keyed inline (most hosts fit 46 bytes), so a hit's key comparison costs no extra miss.
-    exact_hosts: FastMap<Key<46>, Bucket>,
+    /// What a match returns, by route index: kept apart from the matchers so the winner's line
+    /// holds little else.
+    found: Box<[(Arc<str>, T)]>,
+    /// Every route's matchers, by route index: read for method and header checks, path regexps
+    /// and [`iter`](Self::iter).
+    exprs: Box<[RouteExpr]>,
+    /// Rank by route index, for tests that check the index against a brute-force maximum.
+    #[cfg(test)]
+    ranks: Box<[u128]>,
+    exact_hosts: HostTable<Bucket>,
     /// One bucket per distinct host pattern, best first so the search can stop early.
-    host_patterns: Box<[(HostMatch, Bucket)]>,
+    host_patterns: Box<[(HostMatch, Ranked)]>,
     /// One bucket per distinct `HostRegexp`, best first.
-    host_regexps: Box<[(HostMatch, Bucket)]>,
+    host_regexps: Box<[(HostMatch, Ranked)]>,
     /// All host regexps in one automaton: one pass tells whether any of them can match, so a
     /// request for an unknown host does not try every regexp in turn.
     regexp_gate: Option<RegexSet>,
-    any_host: Bucket,
+    any_host: Ranked,
     trie: Trie,
 }
 
-struct Route<T> {
-    id: Arc<str>,
-    /// Kept for tests, which compare the index against a brute-force maximum.
-    #[cfg(test)]
-    rank: u128,
-    expr: RouteExpr,
-    value: T,
-}
-
 /// The routes of one host matcher (or of no host matcher).
-#[derive(Debug)]
+#[derive(Debug, Clone, Copy)]
 struct Bucket {
-    /// Best rank of any route in the bucket; 0 when empty.
-    max_rank: u128,
     /// Root of the `Path` / `PathPrefix` trie, `NONE` if there are none.
     root: NodeId,
     regexp_paths: Span,
     no_path: Span,
+}
+
+// An exact-host entry (hash, inline host, bucket) is one cache line.
+const _: () = assert!(std::mem::size_of::<super::hosts::Entry<Bucket>>() == 64);
+
+/// A bucket with the best rank of its routes, for buckets searched after something may already
+/// have been found. (Exact-host buckets are searched first, so they need no bound.)
+#[derive(Debug)]
+struct Ranked {
+    max_rank: u128,
+    bucket: Bucket,
 }
 
 impl<T> Router<T> {
@@ -79,7 +87,10 @@ impl<T> Router<T> {
         let mut other_index: FastMap<String, usize> = FastMap::default();
         let mut other_hosts: Vec<(HostMatch, BucketBuilder)> = Vec::new();
         let mut any_host = BucketBuilder::default();
-        let mut compiled = Vec::with_capacity(routes.len());
+        let mut found = Vec::with_capacity(routes.len());
+        let mut exprs = Vec::with_capacity(routes.len());
+        #[cfg(test)]
+        let mut ranks = Vec::with_capacity(routes.len());
         for (index, (spec, order)) in routes.into_iter().zip(id_order).enumerate() {
             let rank = rank::rank(spec.priority, &spec.expr, order);
             let plain = spec.expr.method.is_none() && spec.expr.headers.is_empty();
@@ -96,27 +107,28 @@ impl<T> Router<T> {
                 None => &mut any_host,
             };
             bucket.insert(spec.expr.path.as_ref(), slot);
-            compiled.push(Route {
-                id: spec.id,
-                #[cfg(test)]
-                rank,
-                expr: spec.expr,
-                value: spec.value,
-            });
+            found.push((spec.id, spec.value));
+            exprs.push(spec.expr);
+            #[cfg(test)]
+            ranks.push(rank);
         }
 
         let mut trie = Trie::default();
-        let exact_hosts =
-            exact_hosts.into_iter().map(|(host, bucket)| (Key::new(&host), bucket.freeze(&mut trie))).collect();
+        let exact_hosts = HostTable::new(
+            exact_hosts.into_iter().map(|(host, bucket)| (host, bucket.freeze(&mut trie).bucket)).collect(),
+        );
         let (mut host_regexps, mut host_patterns): (Vec<_>, Vec<_>) = other_hosts
             .into_iter()
             .map(|(host, bucket)| (host, bucket.freeze(&mut trie)))
             .partition(|(host, _)| matches!(host, HostMatch::Regexp(_)));
-        host_patterns.sort_unstable_by_key(|(_, bucket)| Reverse(bucket.max_rank));
-        host_regexps.sort_unstable_by_key(|(_, bucket)| Reverse(bucket.max_rank));
+        host_patterns.sort_unstable_by_key(|(_, ranked)| Reverse(ranked.max_rank));
+        host_regexps.sort_unstable_by_key(|(_, ranked)| Reverse(ranked.max_rank));
         let any_host = any_host.freeze(&mut trie);
         Router {
-            routes: compiled.into_boxed_slice(),
+            found: found.into_boxed_slice(),
+            exprs: exprs.into_boxed_slice(),
+            #[cfg(test)]
+            ranks: ranks.into_boxed_slice(),
             exact_hosts,
             host_patterns: host_patterns.into_boxed_slice(),
             regexp_gate: regexp_gate(&host_regexps),
@@ -133,44 +145,44 @@ impl<T> Router<T> {
 
     /// The id and value of the winning route for `req`, if any route matches.
     pub fn find_route(&self, req: &Request<'_>) -> Option<(&str, &T)> {
-        let route = self.routes.get(self.find_index(req)?)?;
-        Some((&route.id, &route.value))
+        let (id, value) = self.found.get(self.find_index(req)?)?;
+        Some((id, value))
     }
 
     /// Number of routes kept (after dropping duplicate ids).
     pub fn len(&self) -> usize {
-        self.routes.len()
+        self.found.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.routes.is_empty()
+        self.found.is_empty()
     }
 
     /// Every kept route as `(id, expr, value)`, in the order given to [`build`](Self::build).
     pub fn iter(&self) -> impl Iterator<Item = (&str, &RouteExpr, &T)> {
-        self.routes.iter().map(|r| (&*r.id, &r.expr, &r.value))
+        self.found.iter().zip(self.exprs.iter()).map(|((id, value), expr)| (&**id, expr, value))
     }
 
     fn find_index(&self, req: &Request<'_>) -> Option<usize> {
         with_lowercase(host_without_port(req.host), |host| {
             let mut search = Search {
-                routes: &self.routes,
+                exprs: &self.exprs,
                 trie: &self.trie,
                 req,
                 path: req.path,
                 best: Slot { rank: 0, route: 0, plain: true },
             };
-            if let Some(bucket) = self.exact_hosts.get(host.as_bytes()) {
+            if let Some(bucket) = self.exact_hosts.get(host) {
                 search.bucket(bucket);
             }
             search.host_list(&self.host_patterns, host);
             // Even the combined automaton costs more than the rest of a lookup, so it runs only
             // when a regexp bucket could still beat what was found.
-            let regexp_could_win = self.host_regexps.first().is_some_and(|(_, b)| b.max_rank > search.best.rank);
+            let regexp_could_win = self.host_regexps.first().is_some_and(|(_, r)| r.max_rank > search.best.rank);
             if regexp_could_win && self.any_host_regexp(host) {
                 search.host_list(&self.host_regexps, host);
             }
-            search.bucket(&self.any_host);
+            search.ranked(&self.any_host);
             (search.best.rank > 0).then_some(search.best.route as usize)
         })
     }
@@ -185,7 +197,7 @@ impl<T> Router<T> {
 
     #[cfg(test)]
     fn rank_of(&self, index: usize) -> u128 {
-        self.routes[index].rank
+        self.ranks[index]
     }
 }
 
@@ -198,7 +210,7 @@ impl<T> Default for Router<T> {
 impl<T> fmt::Debug for Router<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Router")
-            .field("routes", &self.routes.len())
+            .field("routes", &self.found.len())
             .field("exact_hosts", &self.exact_hosts.len())
             .field("host_patterns", &self.host_patterns.len())
             .field("host_regexps", &self.host_regexps.len())
@@ -224,7 +236,7 @@ fn host_key(host: &HostMatch) -> String {
 
 /// One automaton for every host regexp. `None` (no regexps, or too big together) means every
 /// regexp bucket is tried on its own, which is correct, only slower.
-fn regexp_gate(host_regexps: &[(HostMatch, Bucket)]) -> Option<RegexSet> {
+fn regexp_gate(host_regexps: &[(HostMatch, Ranked)]) -> Option<RegexSet> {
     let sources: Vec<String> = host_regexps
         .iter()
         .filter_map(|(host, _)| match host {
@@ -257,31 +269,34 @@ fn with_lowercase<R>(s: &str, f: impl FnOnce(&str) -> R) -> R {
 }
 
 /// One lookup in progress: the request and the best route found so far (rank 0: none yet).
-struct Search<'a, T> {
-    routes: &'a [Route<T>],
+struct Search<'a> {
+    exprs: &'a [RouteExpr],
     trie: &'a Trie,
     req: &'a Request<'a>,
     path: &'a str,
     best: Slot,
 }
 
-impl<T> Search<'_, T> {
+impl Search<'_> {
     /// Searches the buckets whose host matcher matches, in a best-first list of them.
-    fn host_list(&mut self, buckets: &[(HostMatch, Bucket)], host: &str) {
-        for (matcher, bucket) in buckets {
-            if bucket.max_rank <= self.best.rank {
+    fn host_list(&mut self, buckets: &[(HostMatch, Ranked)], host: &str) {
+        for (matcher, ranked) in buckets {
+            if ranked.max_rank <= self.best.rank {
                 break;
             }
             if matcher.matches(host) {
-                self.bucket(bucket);
+                self.bucket(&ranked.bucket);
             }
         }
     }
 
-    fn bucket(&mut self, bucket: &Bucket) {
-        if bucket.max_rank <= self.best.rank {
-            return;
+    fn ranked(&mut self, ranked: &Ranked) {
+        if ranked.max_rank > self.best.rank {
+            self.bucket(&ranked.bucket);
         }
+    }
+
+    fn bucket(&mut self, bucket: &Bucket) {
         if let Some(rest) = self.path.strip_prefix('/') {
             self.node(bucket.root, rest);
         }
@@ -346,10 +361,10 @@ impl<T> Search<'_, T> {
             if slot.rank <= self.best.rank {
                 return;
             }
-            let Some(route) = self.routes.get(slot.route as usize) else {
+            let Some(expr) = self.exprs.get(slot.route as usize) else {
                 continue;
             };
-            if path_ok(&route.expr) && self.accept(slot) {
+            if path_ok(expr) && self.accept(slot) {
                 return;
             }
         }
@@ -358,10 +373,7 @@ impl<T> Search<'_, T> {
     /// Checks what the index did not (method, headers) and records the route if it matches.
     fn accept(&mut self, slot: Slot) -> bool {
         let matched = slot.plain
-            || self
-                .routes
-                .get(slot.route as usize)
-                .is_some_and(|route| route.expr.matches_method_and_headers(self.req));
+            || self.exprs.get(slot.route as usize).is_some_and(|expr| expr.matches_method_and_headers(self.req));
         if matched {
             self.best = slot;
         }
@@ -385,7 +397,7 @@ impl BucketBuilder {
         }
     }
 
-    fn freeze(self, trie: &mut Trie) -> Bucket {
+    fn freeze(self, trie: &mut Trie) -> Ranked {
         let root = trie.add(self.trie);
         let regexp_paths = trie.add_slots(self.regexp_paths);
         let no_path = trie.add_slots(self.no_path);
@@ -394,9 +406,8 @@ impl BucketBuilder {
             .filter_map(|span| trie.slots(*span).first())
             .map(|slot| slot.rank)
             .chain(trie.node(root).map(|node| node.max_rank))
-            .max()
-            .unwrap_or(0);
-        Bucket { max_rank, root, regexp_paths, no_path }
+            .fold(0, u128::max);
+        Ranked { max_rank, bucket: Bucket { root, regexp_paths, no_path } }
     }
 }
 

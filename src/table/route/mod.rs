@@ -89,10 +89,12 @@
 //! best rank cannot beat what it already found.
 //!
 //! Files: `parse` (route string to [`RouteExpr`]), `pattern` (`<name>` segment patterns), `expr`
-//! ([`RouteExpr`] and the per-matcher checks), `rank` (precedence as one `u128`), `trie` (the
-//! path trie's flat arenas), `index` ([`Router`]: buckets and the search).
+//! ([`RouteExpr`] and the per-matcher checks), `rank` (precedence as one `u128`), `hosts` (the
+//! exact-host table), `trie` (the path trie's flat arenas), `index` ([`Router`]: buckets and the
+//! search).
 
 mod expr;
+mod hosts;
 mod index;
 mod parse;
 mod pattern;

@@ -4,17 +4,16 @@
 //! depth-first (one host's subtree sits together), children and route lists are index ranges
 //! into shared arrays, and short keys live inline instead of behind a pointer.
 
-use std::borrow::Borrow;
 use std::cmp::Reverse;
 use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hash, Hasher};
+use std::hash::{BuildHasherDefault, Hasher};
 
 use super::expr::PathMatch;
 use super::pattern::Segment;
 
 /// A hash map with a fast, unkeyed hasher. Only for maps whose keys come from configuration: a
 /// request can choose what it looks up but not what is stored, so it cannot build long probe
-/// chains, and SipHash would cost more than the rest of a lookup.
+/// chains, and SipHash would cost as much as the rest of a lookup.
 pub(super) type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<FastHasher>>;
 
 /// Multiply-rotate hashing over 8-byte words, with a final avalanche because the table indexes by
@@ -140,28 +139,6 @@ impl<const N: usize> Key<N> {
             Key::Inline { len, bytes } => bytes.get(..usize::from(*len)).unwrap_or(&[]),
             Key::Heap(s) => s.as_bytes(),
         }
-    }
-}
-
-// Hash, equality and `Borrow<[u8]>` all go through the bytes, as `HashMap` lookups by `&[u8]`
-// require them to agree.
-impl<const N: usize> Hash for Key<N> {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        self.as_bytes().hash(state);
-    }
-}
-
-impl<const N: usize> PartialEq for Key<N> {
-    fn eq(&self, other: &Self) -> bool {
-        self.as_bytes() == other.as_bytes()
-    }
-}
-
-impl<const N: usize> Eq for Key<N> {}
-
-impl<const N: usize> Borrow<[u8]> for Key<N> {
-    fn borrow(&self) -> &[u8] {
-        self.as_bytes()
     }
 }
 
