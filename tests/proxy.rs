@@ -23,7 +23,8 @@ async fn simple() -> (Routes, TestBackend, Ficus) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http1_and_h2c() {
     let (_r, _b, ficus) = simple().await;
-    let (parts, body) = request_full(&http1_client(), http::Request::get(ficus.url("/hello?x=1")).body(Full::default()).unwrap()).await;
+    let (parts, body) =
+        request_full(&http1_client(), http::Request::get(ficus.url("/hello?x=1")).body(Full::default()).unwrap()).await;
     assert_eq!(parts.status, 200);
     assert_eq!(parts.version, http::Version::HTTP_11);
     let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
@@ -32,7 +33,8 @@ async fn http1_and_h2c() {
     // Upstreams always get HTTP/1.1.
     assert_eq!(v["version"], "HTTP/1.1");
 
-    let (parts, body) = request_full(&h2c_client(), http::Request::get(ficus.url("/h2")).body(Full::default()).unwrap()).await;
+    let (parts, body) =
+        request_full(&h2c_client(), http::Request::get(ficus.url("/h2")).body(Full::default()).unwrap()).await;
     assert_eq!(parts.status, 200);
     assert_eq!(parts.version, http::Version::HTTP_2);
     let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
@@ -91,7 +93,8 @@ async fn tls_alpn_h2_and_sni() {
 async fn websocket_echo() {
     let (_r, _b, ficus) = simple().await;
     let tcp = tokio::net::TcpStream::connect(ficus.addr).await.unwrap();
-    let (mut ws, resp) = tokio_tungstenite::client_async(format!("ws://{}/ws", ficus.addr), tcp).await.expect("upgrade through ficus");
+    let (mut ws, resp) =
+        tokio_tungstenite::client_async(format!("ws://{}/ws", ficus.addr), tcp).await.expect("upgrade through ficus");
     assert_eq!(resp.status(), 101);
     for i in 0..20 {
         let msg = format!("message {i}");
@@ -293,17 +296,28 @@ async fn malformed_http_is_refused_and_the_gateway_keeps_serving() {
         let mut s = tokio::net::TcpStream::connect(ficus.addr).await.unwrap();
         let _ = s.write_all(g).await;
         let mut out = Vec::new();
-        let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await.expect("answered or closed");
+        let _ =
+            tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await.expect("answered or closed");
         let text = String::from_utf8_lossy(&out);
-        assert!(out.is_empty() || text.starts_with("HTTP/1.1 4"), "{:?}: {text}", String::from_utf8_lossy(&g[..g.len().min(80)]));
+        assert!(
+            out.is_empty() || text.starts_with("HTTP/1.1 4"),
+            "{:?}: {text}",
+            String::from_utf8_lossy(&g[..g.len().min(80)])
+        );
     }
     // Two framings at once (the request-smuggling shape): the chunked framing wins and the stale
     // Content-Length never reaches the upstream, or the request is refused.
     let mut s = tokio::net::TcpStream::connect(ficus.addr).await.unwrap();
-    s.write_all(b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n").await.unwrap();
+    s.write_all(b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n")
+        .await
+        .unwrap();
     let mut out = vec![0u8; 65536];
     let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut out)).await.unwrap().unwrap();
     let text = String::from_utf8_lossy(&out[..n]);
-    assert!(text.starts_with("HTTP/1.1 400") || (text.starts_with("HTTP/1.1 200") && !text.contains(r#""content-length":"1""#)), "{text}");
+    assert!(
+        text.starts_with("HTTP/1.1 400")
+            || (text.starts_with("HTTP/1.1 200") && !text.contains(r#""content-length":"1""#)),
+        "{text}"
+    );
     assert_eq!(get(&http1_client(), &ficus.url("/still-ok")).await.0, 200);
 }

@@ -68,7 +68,13 @@ async fn editing_routes_under_load_fails_no_request() {
     }
     let failures = std::mem::take(&mut *failures.lock().unwrap());
     let ok = ok.load(Ordering::Relaxed);
-    assert!(failures.is_empty(), "{} failed of {}: {:?}", failures.len(), ok + failures.len(), &failures[..failures.len().min(5)]);
+    assert!(
+        failures.is_empty(),
+        "{} failed of {}: {:?}",
+        failures.len(),
+        ok + failures.len(),
+        &failures[..failures.len().min(5)]
+    );
     assert!(ok > 200, "only {ok} requests ran");
     assert!(blue.hits() > 0 && green.hits() > 0);
     let status = ficus.status().await;
@@ -86,19 +92,37 @@ async fn bad_input_is_refused_by_key_and_good_routes_keep_serving() {
     assert_eq!(get(&c, &ficus.url("/gtin")).await.0, 200);
 
     let cases: &[(&str, &str, &str)] = &[
-        ("frontends/gtin/frontend", r#"{"Type":"http","BackendId":"good","Route":"Paht(`/gtin`)"}"#,
-            "frontends/gtin/frontend: Route: unknown matcher `Paht` at 0"),
-        ("frontends/gtin/frontend", r#"{"Type":"http","BackendId":"good","Route":"Path(`/gtin`)""#,
-            "frontends/gtin/frontend: "),
-        ("frontends/gtin/frontend", r#"{"Type":"http","BackendId":"good","Route":"Path(`/gtin`)","Prio":1}"#,
-            "unknown field `Prio`"),
-        ("frontends/gtin/frontend", r#"{"Type":"http","BackendId":"missing","Route":"Path(`/gtin`)"}"#,
-            "frontends/gtin/frontend: BackendId: backend `missing` is not defined; the previous value keeps serving"),
+        (
+            "frontends/gtin/frontend",
+            r#"{"Type":"http","BackendId":"good","Route":"Paht(`/gtin`)"}"#,
+            "frontends/gtin/frontend: Route: unknown matcher `Paht` at 0",
+        ),
+        (
+            "frontends/gtin/frontend",
+            r#"{"Type":"http","BackendId":"good","Route":"Path(`/gtin`)""#,
+            "frontends/gtin/frontend: ",
+        ),
+        (
+            "frontends/gtin/frontend",
+            r#"{"Type":"http","BackendId":"good","Route":"Path(`/gtin`)","Prio":1}"#,
+            "unknown field `Prio`",
+        ),
+        (
+            "frontends/gtin/frontend",
+            r#"{"Type":"http","BackendId":"missing","Route":"Path(`/gtin`)"}"#,
+            "frontends/gtin/frontend: BackendId: backend `missing` is not defined; the previous value keeps serving",
+        ),
         ("backends/good/servers/s1", r#"{"URL":"http//nope"}"#, "backends/good/servers/s1: URL: "),
-        ("backends/good/backend", r#"{"Type":"http","Settings":{"Timeouts":{"Read":"soon"}}}"#,
-            "backends/good/backend: Settings.Timeouts.Read: bad duration `soon`"),
-        ("frontends/gtin/middlewares/rl", r#"{"Type":"ratelimit","Middleware":{"Requests":1}}"#,
-            "middleware type `ratelimit` is not supported yet"),
+        (
+            "backends/good/backend",
+            r#"{"Type":"http","Settings":{"Timeouts":{"Read":"soon"}}}"#,
+            "backends/good/backend: Settings.Timeouts.Read: bad duration `soon`",
+        ),
+        (
+            "frontends/gtin/middlewares/rl",
+            r#"{"Type":"ratelimit","Middleware":{"Requests":1}}"#,
+            "middleware type `ratelimit` is not supported yet",
+        ),
         ("frontends/gtin/middlewares/x", r#"{"Type":"teleport"}"#, "unknown middleware type `teleport`"),
         ("backends/good/servers", r#"{"URL":"http://127.0.0.1:1"}"#, "backends/good/servers: not a Ficus key"),
     ];
@@ -180,13 +204,20 @@ fn check_lists_every_error_and_exits_non_zero() {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_ficus")).arg("check").arg(routes.path()).output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{text}");
-    assert!(text.contains("frontends/typo/frontend.json: frontends/typo/frontend: Route: unknown matcher `Paht` at 0"), "{text}");
+    assert!(
+        text.contains("frontends/typo/frontend.json: frontends/typo/frontend: Route: unknown matcher `Paht` at 0"),
+        "{text}"
+    );
     assert!(text.contains("frontends/orphan/frontend: BackendId: backend `nope` is not defined"), "{text}");
     routes.delete("frontends/typo/frontend");
     routes.delete("frontends/orphan/frontend");
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_ficus")).arg("check").arg(routes.path()).output().unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stdout));
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ficus")).arg("check").arg("/nonexistent/routes").output().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ficus"))
+        .arg("check")
+        .arg("/nonexistent/routes")
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/routes"));
 }

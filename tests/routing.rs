@@ -20,7 +20,14 @@ async fn setup(frontends: &[(&str, &str, i32)]) -> (Routes, Vec<TestBackend>) {
     (routes, backends)
 }
 
-async fn winner(client: &HttpClient, ficus: &Ficus, method: &str, host: &str, path: &str, headers: &[(&str, &str)]) -> String {
+async fn winner(
+    client: &HttpClient,
+    ficus: &Ficus,
+    method: &str,
+    host: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> String {
     let mut req = http::Request::builder().method(method).uri(ficus.url(path)).header("host", host);
     for (k, v) in headers {
         req = req.header(*k, *v);
@@ -135,7 +142,9 @@ async fn dot_segments_cannot_escape_a_prefix_route() {
     let (routes, _b) = setup(&[("public", "PathPrefix(`/public/`)", 0)]).await;
     let ficus = Ficus::start(routes.path()).await;
     // Raw requests: clients would normalise these paths themselves before sending.
-    for (path, want) in [("/public/../admin", 404), ("/public/%2e%2E/admin", 404), ("/..", 400), ("/public/./a/../b", 200)] {
+    for (path, want) in
+        [("/public/../admin", 404), ("/public/%2e%2E/admin", 404), ("/..", 400), ("/public/./a/../b", 200)]
+    {
         let mut s = tokio::net::TcpStream::connect(ficus.addr).await.unwrap();
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes()).await.unwrap();
