@@ -58,7 +58,9 @@ async fn every_matcher_routes() {
     .await;
     let ficus = Ficus::start(routes.path()).await;
     let c = http1_client();
-    let cases: &[(&str, &str, &str, &[(&str, &str)], &str)] = &[
+    /// method, host, path, headers, the frontend that must win
+    type Case<'a> = (&'a str, &'a str, &'a str, &'a [(&'a str, &'a str)], &'a str);
+    let cases: &[Case] = &[
         ("GET", "api.example.com", "/anything", &[], "host"),
         ("GET", "API.Example.COM:8080", "/anything", &[], "host"),
         ("GET", "eu.shop.example.com", "/x", &[], "hostpat"),
