@@ -9,7 +9,8 @@ use crate::lifecycle::Shutdown;
 use crate::listen::{self, ListenerConfig};
 use crate::model::{parse_duration, Protocol, ValidatedConfig};
 use crate::proxy::Proxy;
-use crate::source::{file, SourceEvent, SourceStatus};
+use crate::source::etcd::EtcdSettings;
+use crate::source::{etcd, file, SourceEvent, SourceStatus};
 use crate::table::reload::{Reloader, StatusBoard};
 use crate::table::{RoutingTable, SharedTable};
 use crate::telemetry::LogFormat;
@@ -33,6 +34,9 @@ pub struct Settings {
     pub admin: AdminSettings,
     #[serde(default)]
     pub routes: RoutesSettings,
+    /// When set, config comes from etcd and `routes` is not read.
+    #[serde(default)]
+    pub etcd: Option<EtcdSettings>,
     #[serde(default)]
     pub log: LogSettings,
     #[serde(default = "default_drain", deserialize_with = "de_duration")]
@@ -119,6 +123,7 @@ impl Default for Settings {
             listeners: Vec::new(),
             admin: AdminSettings::default(),
             routes: RoutesSettings::default(),
+            etcd: None,
             log: LogSettings::default(),
             drain_timeout: default_drain(),
         }
@@ -177,24 +182,48 @@ pub async fn run(settings: Settings, shutdown: Shutdown) -> Result<(), AppError>
     let status = Arc::new(StatusBoard::default());
 
     // The first table is built before any listener opens, so no request ever sees an empty table.
-    let dir = settings.routes.dir.clone();
-    file::scan(&dir)?;
-    let source_status = SourceStatus {
-        kind: "file",
-        location: dir.display().to_string(),
-        state: "starting",
-        ..Default::default()
+    let (events_tx, mut events_rx) = mpsc::channel::<SourceEvent>(1024);
+    let (source_status, files, source_task) = match settings.etcd.clone() {
+        Some(etcd_settings) => {
+            let status = SourceStatus {
+                kind: "etcd",
+                location: format!("{} {}", etcd_settings.endpoints_label(), etcd_settings.normalized_prefix()),
+                state: "starting",
+                ..Default::default()
+            };
+            let task = tokio::spawn(etcd::watch(etcd_settings, events_tx));
+            (status, None, task)
+        }
+        None => {
+            let dir = settings.routes.dir.clone();
+            file::scan(&dir)?;
+            let status = SourceStatus {
+                kind: "file",
+                location: dir.display().to_string(),
+                state: "starting",
+                ..Default::default()
+            };
+            let watch_dir = dir.clone();
+            let task = tokio::spawn(async move {
+                if let Err(e) = file::watch(watch_dir, events_tx).await {
+                    tracing::error!(error = %e, "route directory watch stopped; the last table keeps serving");
+                }
+            });
+            (status, Some(dir), task)
+        }
     };
     let (mut reloader, config_rx) =
-        Reloader::new(table.clone(), registry.clone(), status.clone(), source_status, Some(dir.clone()));
-    let (events_tx, mut events_rx) = mpsc::channel::<SourceEvent>(64);
-    let source_task = tokio::spawn(async move {
-        if let Err(e) = file::watch(dir, events_tx).await {
-            tracing::error!(error = %e, "route directory watch stopped; the last table keeps serving");
-        }
-    });
+        Reloader::new(table.clone(), registry.clone(), status.clone(), source_status, files);
     loop {
-        match events_rx.recv().await {
+        // Until the first listing arrives (etcd may be down at start) nothing is served, but a shutdown is obeyed.
+        let next = tokio::select! {
+            ev = events_rx.recv() => ev,
+            _ = shutdown.wait() => {
+                source_task.abort();
+                return Ok(());
+            }
+        };
+        match next {
             Some(ev @ SourceEvent::Snapshot { .. }) => {
                 reloader.apply(ev);
                 reloader.rebuild();
@@ -220,9 +249,17 @@ pub async fn run(settings: Settings, shutdown: Shutdown) -> Result<(), AppError>
         };
         let listener = listen::bind(&cfg)?;
         let acceptor = (cfg.protocol == Protocol::Https).then(|| tls.clone());
-        tasks.push(tokio::spawn(listen::serve(listener, cfg, proxy.clone(), acceptor, shutdown.clone(), settings.drain_timeout)));
+        tasks.push(tokio::spawn(listen::serve(
+            listener,
+            cfg,
+            proxy.clone(),
+            acceptor,
+            shutdown.clone(),
+            settings.drain_timeout,
+        )));
     }
-    let keyed = tokio::spawn(keyed_listeners(config_rx, proxy.clone(), tls.clone(), shutdown.clone(), settings.drain_timeout));
+    let keyed =
+        tokio::spawn(keyed_listeners(config_rx, proxy.clone(), tls.clone(), shutdown.clone(), settings.drain_timeout));
 
     if let Some(addr) = settings.admin.address {
         let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| AppError::Admin { addr, source })?;
@@ -266,12 +303,24 @@ async fn keyed_listeners(
             if running.contains_key(&id) {
                 continue;
             }
-            let cfg = ListenerConfig { name: id.clone(), addr: spec.address, protocol: spec.protocol, trust_forward_header: false };
+            let cfg = ListenerConfig {
+                name: id.clone(),
+                addr: spec.address,
+                protocol: spec.protocol,
+                trust_forward_header: false,
+            };
             match listen::bind(&cfg) {
                 Ok(listener) => {
                     let stop = Shutdown::new();
                     let acceptor = (spec.protocol == Protocol::Https).then(|| tls.clone());
-                    let task = tokio::spawn(listen::serve(listener, cfg, proxy.clone(), acceptor, stop.clone(), drain_timeout));
+                    let task = tokio::spawn(listen::serve(
+                        listener,
+                        cfg,
+                        proxy.clone(),
+                        acceptor,
+                        stop.clone(),
+                        drain_timeout,
+                    ));
                     running.insert(id, (spec, stop, task));
                 }
                 Err(e) => tracing::error!(target: "config", key = %format!("listeners/{id}"), "{e}"),

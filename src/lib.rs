@@ -11,6 +11,7 @@
 //!   choice) and [`upstream`] (pools and per-server state that survive table swaps).
 //! - [`listen`] and [`lifecycle`]: accept, TLS, HTTP/1.1 and HTTP/2, shutdown and drain.
 //! - [`admin`] and [`telemetry`]: `/metrics`, `/status`, `/config`; metric names; logging.
+//! - [`ops`]: operator commands that write etcd (`apply`, `export`, `canary`, `drain`), beside the flow.
 //! - [`app`] wires them together and owns start and stop order; `main.rs` parses the command line.
 
 pub mod admin;
@@ -20,6 +21,7 @@ pub mod check;
 pub mod lifecycle;
 pub mod listen;
 pub mod model;
+pub mod ops;
 pub mod proxy;
 pub mod source;
 pub mod table;

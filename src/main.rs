@@ -1,9 +1,11 @@
-//! The `ficus` command line: `serve`, `check`.
+//! The `ficus` command line: `serve`, `check`, and the etcd operator commands `apply`, `export`, `canary`,
+//! `drain`.
 
 use clap::{Parser, Subcommand};
 use ficus::app::{ListenerSettings, Settings};
 use ficus::lifecycle::{self, Shutdown};
 use ficus::model::{parse_duration, Protocol};
+use ficus::source::etcd::EtcdSettings;
 use ficus::telemetry::{self, LogFormat};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -26,6 +28,116 @@ enum Command {
         /// The routes directory.
         dir: PathBuf,
     },
+    /// Validate a routes directory, show its diff against etcd, and write it in one guarded transaction.
+    Apply {
+        /// The routes directory.
+        dir: PathBuf,
+        #[command(flatten)]
+        etcd: EtcdArgs,
+        /// Show the diff, write nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Also delete keys under the prefix that no file defines (keys with a lease are kept).
+        #[arg(long)]
+        prune: bool,
+        /// Write even if someone changed the keys since they were read.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Write etcd's tree under the prefix as route files.
+    Export {
+        /// Where to write (created if missing).
+        dir: PathBuf,
+        #[command(flatten)]
+        etcd: EtcdArgs,
+    },
+    /// Split a frontend's traffic: `ficus canary gtin legacy=95 gtin=5` (percents sum to 100).
+    Canary {
+        frontend: String,
+        #[arg(required = true, value_name = "BACKEND=PERCENT")]
+        split: Vec<String>,
+        #[command(flatten)]
+        etcd: EtcdArgs,
+    },
+    /// Mark a server draining (no new requests, in-flight ones finish): `ficus drain gtin/gtin-1`.
+    Drain {
+        #[arg(value_name = "BACKEND/SERVER")]
+        target: String,
+        /// Put the server back into rotation.
+        #[arg(long)]
+        undo: bool,
+        #[command(flatten)]
+        etcd: EtcdArgs,
+    },
+}
+
+/// Where etcd is. The password comes from `FICUS_ETCD_PASSWORD`, never from a flag anyone can see in `ps`.
+#[derive(clap::Args, Clone, Default)]
+struct EtcdArgs {
+    /// etcd endpoint(s), `http://host:2379` or `https://...`; repeatable or comma-separated.
+    #[arg(long = "etcd", value_name = "URL", value_delimiter = ',')]
+    endpoints: Vec<String>,
+    /// Key prefix (default /vulcand).
+    #[arg(long = "etcd-prefix", value_name = "PREFIX")]
+    prefix: Option<String>,
+    /// etcd user (password from FICUS_ETCD_PASSWORD).
+    #[arg(long = "etcd-user", value_name = "NAME")]
+    user: Option<String>,
+    /// CA certificate (PEM) for etcd's TLS.
+    #[arg(long = "etcd-ca", value_name = "FILE")]
+    ca: Option<PathBuf>,
+    /// Client certificate (PEM) for etcd's TLS.
+    #[arg(long = "etcd-cert", value_name = "FILE")]
+    cert: Option<PathBuf>,
+    /// Client key (PEM) for etcd's TLS.
+    #[arg(long = "etcd-key", value_name = "FILE")]
+    key: Option<PathBuf>,
+    /// Bound on each etcd request (Go-style duration).
+    #[arg(long = "etcd-timeout", value_parser = parse_go_duration, value_name = "DURATION")]
+    timeout: Option<Duration>,
+    /// How quiet a watch may be before Ficus pings etcd to check it is alive (Go-style duration).
+    #[arg(long = "etcd-keepalive", value_parser = parse_go_duration, value_name = "DURATION")]
+    keepalive: Option<Duration>,
+}
+
+impl EtcdArgs {
+    /// Flags over the config file's `[etcd]`; `None` when neither names an endpoint.
+    fn settings(&self, base: Option<EtcdSettings>) -> Option<EtcdSettings> {
+        let mut s = match base {
+            Some(b) => b,
+            None if self.endpoints.is_empty() => return None,
+            None => EtcdSettings::new(Vec::new()),
+        };
+        if !self.endpoints.is_empty() {
+            s.endpoints = self.endpoints.clone();
+        }
+        if let Some(p) = &self.prefix {
+            s.prefix = p.clone();
+        }
+        if let Some(u) = &self.user {
+            s.username = Some(u.clone());
+        }
+        if self.ca.is_some() {
+            s.ca = self.ca.clone();
+        }
+        if self.cert.is_some() {
+            s.cert = self.cert.clone();
+        }
+        if self.key.is_some() {
+            s.key = self.key.clone();
+        }
+        if let Some(t) = self.timeout {
+            s.request_timeout = t;
+        }
+        if let Some(k) = self.keepalive {
+            s.keepalive = k;
+        }
+        Some(s)
+    }
+
+    fn required(&self) -> Result<EtcdSettings, String> {
+        self.settings(None).ok_or_else(|| "give --etcd URL".to_string())
+    }
 }
 
 #[derive(clap::Args)]
@@ -45,6 +157,8 @@ struct ServeArgs {
     /// Routes directory (the embedded file store).
     #[arg(long, value_name = "DIR")]
     routes: Option<PathBuf>,
+    #[command(flatten)]
+    etcd: EtcdArgs,
     /// Log format.
     #[arg(long, value_enum)]
     log_format: Option<LogFormat>,
@@ -71,7 +185,88 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Check { dir } => check(&dir),
         Command::Serve(args) => serve(args),
+        Command::Apply { dir, etcd, dry_run, prune, force } => {
+            let opts = ficus::ops::ApplyOptions { dry_run, prune, force };
+            operate(&etcd, |s| async move { apply(&dir, &s, &opts).await })
+        }
+        Command::Export { dir, etcd } => operate(&etcd, |s| async move {
+            let (n, warnings) = ficus::ops::export(&s, &dir).await.map_err(|e| e.to_string())?;
+            for w in warnings {
+                println!("warning: {w}");
+            }
+            println!("wrote {n} keys to {}", dir.display());
+            Ok(())
+        }),
+        Command::Canary { frontend, split, etcd } => operate(&etcd, |s| async move {
+            let split = ficus::ops::parse_split(&split).map_err(|e| e.to_string())?;
+            let value = ficus::ops::canary(&s, &frontend, &split).await.map_err(|e| e.to_string())?;
+            println!("{}: {value}", s.absolute_key(&format!("frontends/{frontend}/frontend")));
+            Ok(())
+        }),
+        Command::Drain { target, undo, etcd } => operate(&etcd, |s| async move {
+            let value = ficus::ops::drain(&s, &target, undo).await.map_err(|e| e.to_string())?;
+            println!("{}: {value}", s.absolute_key(&format!("backends/{}", target.replacen('/', "/servers/", 1))));
+            Ok(())
+        }),
     }
+}
+
+/// Runs one etcd operator command on a small runtime; errors print and exit 1 (2 for bad usage).
+fn operate<F, Fut>(etcd: &EtcdArgs, f: F) -> ExitCode
+where
+    F: FnOnce(EtcdSettings) -> Fut,
+    Fut: std::future::Future<Output = Result<(), String>>,
+{
+    let settings = match etcd.required() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(f(settings)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn apply(dir: &std::path::Path, s: &EtcdSettings, opts: &ficus::ops::ApplyOptions) -> Result<(), String> {
+    let report = ficus::ops::apply(dir, s, opts).await.map_err(|e| e.to_string())?;
+    for w in &report.warnings {
+        println!("warning: {w}");
+    }
+    let d = &report.diff;
+    for k in &d.added {
+        println!("+ {}", s.absolute_key(k));
+    }
+    for k in &d.changed {
+        println!("~ {}", s.absolute_key(k));
+    }
+    for k in &d.removed {
+        let what = if opts.prune { "" } else { " (kept; --prune deletes it)" };
+        println!("- {}{what}", s.absolute_key(k));
+    }
+    for k in &d.leased {
+        println!("= {} (leased, not in files: kept)", s.absolute_key(k));
+    }
+    let removed = if opts.prune { d.removed.len() } else { 0 };
+    let verb = match (opts.dry_run, report.written_at) {
+        (true, _) => "dry run: would write".to_string(),
+        (false, Some(rev)) => format!("written at revision {rev}:"),
+        (false, None) => "nothing to write:".to_string(),
+    };
+    println!("{verb} {} added, {} changed, {removed} removed", d.added.len(), d.changed.len());
+    Ok(())
 }
 
 fn check(dir: &std::path::Path) -> ExitCode {
@@ -115,11 +310,21 @@ fn settings(args: ServeArgs) -> Result<Settings, String> {
     }
     for (i, addr) in args.listen.iter().enumerate() {
         let name = if i == 0 { "http".to_string() } else { format!("http{i}") };
-        s.listeners.push(ListenerSettings { name, address: *addr, protocol: Protocol::Http, trust_forward_header: args.trust_forward_header });
+        s.listeners.push(ListenerSettings {
+            name,
+            address: *addr,
+            protocol: Protocol::Http,
+            trust_forward_header: args.trust_forward_header,
+        });
     }
     for (i, addr) in args.tls_listen.iter().enumerate() {
         let name = if i == 0 { "https".to_string() } else { format!("https{i}") };
-        s.listeners.push(ListenerSettings { name, address: *addr, protocol: Protocol::Https, trust_forward_header: args.trust_forward_header });
+        s.listeners.push(ListenerSettings {
+            name,
+            address: *addr,
+            protocol: Protocol::Https,
+            trust_forward_header: args.trust_forward_header,
+        });
     }
     match args.admin.as_deref() {
         Some("off") => s.admin.address = None,
@@ -128,6 +333,9 @@ fn settings(args: ServeArgs) -> Result<Settings, String> {
     }
     if let Some(r) = args.routes {
         s.routes.dir = r;
+    }
+    if let Some(etcd) = args.etcd.settings(s.etcd.take()) {
+        s.etcd = Some(etcd);
     }
     if let Some(f) = args.log_format {
         s.log.format = f;

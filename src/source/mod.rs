@@ -1,8 +1,10 @@
 //! Config sources: where `(key, value)` pairs come from. Every source speaks the same small protocol: a full
 //! listing first, then changes, each batch applied as one table swap.
 //!
-//! The routes directory ([`file`]) is the embedded default; etcd follows the same contract.
+//! The routes directory ([`file`]) is the embedded default; [`etcd`] is the production source and follows the
+//! same contract (both pass the one contract suite in `tests/source_contract.rs`).
 
+pub mod etcd;
 pub mod file;
 
 use crate::model::Change;
@@ -15,6 +17,9 @@ pub enum SourceEvent {
     Snapshot { revision: u64, entries: Vec<(String, Vec<u8>)> },
     /// Changes of one revision (one etcd transaction, one directory rescan), applied together.
     Changes { revision: u64, changes: Vec<Change> },
+    /// The source follows changes (again) and has seen everything up to `revision`: after a reconnect that
+    /// resumed without a new listing, or a progress notification. Nothing to rebuild.
+    Watching { revision: u64 },
     /// A problem reading the source itself (not a bad value): shown in `/status`, the last table keeps serving.
     Problem { message: String },
 }
@@ -24,8 +29,21 @@ pub enum SourceEvent {
 pub struct SourceStatus {
     pub kind: &'static str,
     pub location: String,
+    /// `starting`, `watching` or `error` (retrying, the last table serving).
     pub state: &'static str,
+    /// The last revision applied (etcd) or rescan count (files).
     pub revision: u64,
+    /// The most recent source problem, kept after recovery so a flapping etcd is visible.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_error_at_unix: Option<u64>,
+    /// How many source problems were seen since start.
+    pub errors_total: u64,
+    /// Problems since the source last delivered a full listing (the newest last, at most [`MAX_PROBLEMS`]).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub problems: Vec<String>,
 }
+
+/// Bounds `problems`, so an etcd that stays down for a week does not grow `/status` without end.
+pub const MAX_PROBLEMS: usize = 20;

@@ -7,7 +7,7 @@
 
 use super::{publish, SharedTable};
 use crate::model::{ConfigError, ConfigState, Rejection, ValidatedConfig};
-use crate::source::{SourceEvent, SourceStatus};
+use crate::source::{SourceEvent, SourceStatus, MAX_PROBLEMS};
 use crate::telemetry;
 use crate::upstream::{DrainingServer, Registry};
 use serde::Serialize;
@@ -109,13 +109,30 @@ impl Reloader {
                     }
                 }
                 self.report_rejections(&errors);
-                self.status.update(|s| s.source.revision = revision);
+                self.status.update(|s| {
+                    s.source.revision = revision;
+                    s.source.state = "watching";
+                });
                 changed || !errors.is_empty()
+            }
+            SourceEvent::Watching { revision } => {
+                self.status.update(|s| {
+                    s.source.state = "watching";
+                    s.source.revision = s.source.revision.max(revision);
+                });
+                false
             }
             SourceEvent::Problem { message } => {
                 tracing::error!(target: "config", "{message}");
+                let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
                 self.status.update(|s| {
                     s.source.state = "error";
+                    s.source.errors_total += 1;
+                    s.source.last_error = Some(message.clone());
+                    s.source.last_error_at_unix = Some(now);
+                    if s.source.problems.len() >= MAX_PROBLEMS {
+                        s.source.problems.remove(0);
+                    }
                     s.source.problems.push(message);
                 });
                 false

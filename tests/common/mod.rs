@@ -6,6 +6,8 @@
 #![allow(dead_code)]
 
 pub mod backend;
+pub mod etcd;
+pub mod load;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -63,7 +65,10 @@ impl Routes {
     }
 
     pub fn backend(&self, id: &str, servers: &[(&str, SocketAddr)]) {
-        self.put(&format!("backends/{id}/backend"), r#"{"Type":"http","Settings":{"Timeouts":{"Read":"2s","Dial":"500ms"}}}"#);
+        self.put(
+            &format!("backends/{id}/backend"),
+            r#"{"Type":"http","Settings":{"Timeouts":{"Read":"2s","Dial":"500ms"}}}"#,
+        );
         for (sid, addr) in servers {
             self.put(&format!("backends/{id}/servers/{sid}"), &format!(r#"{{"URL":"http://{addr}"}}"#));
         }
@@ -94,6 +99,13 @@ pub struct FicusOptions {
 impl Ficus {
     pub async fn start(routes: &Path) -> Ficus {
         Self::start_with(routes, FicusOptions::default()).await
+    }
+
+    /// A gateway that follows etcd at `endpoint` under `prefix`, with fault detection tuned for tests.
+    pub async fn start_etcd(endpoint: &str, prefix: &str) -> Ficus {
+        let extra = ["--etcd", endpoint, "--etcd-prefix", prefix, "--etcd-timeout", "1s", "--etcd-keepalive", "500ms"];
+        let opts = FicusOptions { extra: extra.iter().map(|s| s.to_string()).collect(), ..Default::default() };
+        Self::start_with(Path::new("/nonexistent-routes"), opts).await
     }
 
     pub async fn start_with(routes: &Path, opts: FicusOptions) -> Ficus {
@@ -136,7 +148,8 @@ impl Ficus {
                 panic!("ficus exited early with {status}; log:\n{}", self.log_text());
             }
             let uri = format!("http://{}/health/ready", self.admin);
-            if let Ok(Ok(r)) = tokio::time::timeout(Duration::from_secs(1), client.get(uri.parse().expect("uri"))).await {
+            if let Ok(Ok(r)) = tokio::time::timeout(Duration::from_secs(1), client.get(uri.parse().expect("uri"))).await
+            {
                 if r.status() == 200 && std::net::TcpStream::connect(self.addr).is_ok() {
                     return;
                 }
