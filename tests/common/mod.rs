@@ -124,13 +124,14 @@ impl Ficus {
             .arg(admin.to_string())
             .arg("--routes")
             .arg(routes)
-            .arg("--drain-timeout")
-            .arg("5s")
             .args(&opts.extra)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(out.try_clone().expect("dup"))
             .stderr(out);
+        if !opts.extra.iter().any(|a| a == "--drain-timeout") {
+            cmd.arg("--drain-timeout").arg("5s");
+        }
         if let Some(t) = tls_addr {
             cmd.arg("--tls-listen").arg(t.to_string());
         }

@@ -1,0 +1,73 @@
+//! SIGTERM: stop accepting, finish what is in flight, close keep-alive connections politely, exit.
+
+mod common;
+
+use common::backend::TestBackend;
+use common::*;
+use http_body_util::Full;
+use std::time::{Duration, Instant};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_finishes_in_flight_requests_then_exits() {
+    let routes = Routes::new();
+    let b = TestBackend::start("slow").await;
+    routes.backend("slow", &[("s1", b.addr)]);
+    routes.frontend("slow", "slow", "PathPrefix(`/`)");
+    let mut ficus = Ficus::start(routes.path()).await;
+    let url = ficus.url("/slow/1500");
+    let h1 = http1_client();
+    let h2 = h2c_client();
+    // An idle keep-alive connection, to be closed politely.
+    assert_eq!(get(&h1, &ficus.url("/warm")).await.0, 200);
+    let in_flight: Vec<_> = [h1.clone(), h2.clone(), h1.clone()]
+        .into_iter()
+        .map(|c| {
+            let url = url.clone();
+            tokio::spawn(async move { request(&c, http::Request::get(url).body(Full::default()).unwrap()).await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let signalled = Instant::now();
+    ficus.signal("TERM");
+    for r in in_flight {
+        let (code, body) = r.await.unwrap();
+        assert_eq!(code, 200, "{}", String::from_utf8_lossy(&body));
+    }
+    // The listener closed: new connections are refused.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(std::net::TcpStream::connect(ficus.addr).is_err(), "still accepting after SIGTERM");
+    let status = ficus.wait_exit(Duration::from_secs(10)).expect("exits once idle");
+    assert!(status.success(), "{status}: {}", ficus.log_text());
+    assert!(signalled.elapsed() < Duration::from_secs(4), "exit took {:?}", signalled.elapsed());
+    let log = ficus.log_text();
+    assert!(log.contains("SIGTERM: draining") && log.contains("drained; exiting"), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drain_deadline_bounds_a_stuck_request() {
+    let routes = Routes::new();
+    let b = TestBackend::start("stuck").await;
+    routes.put("backends/stuck/backend", r#"{"Type":"http","Settings":{"Timeouts":{"Read":"60s"}}}"#);
+    routes.put("backends/stuck/servers/s1", &format!(r#"{{"URL":"http://{}"}}"#, b.addr));
+    routes.frontend("stuck", "stuck", "PathPrefix(`/`)");
+    let mut ficus = Ficus::start_with(
+        routes.path(),
+        FicusOptions { extra: vec!["--drain-timeout".into(), "1s".into()], ..Default::default() },
+    )
+    .await;
+    let url = ficus.url("/slow/30000");
+    let c = http1_client();
+    let stuck = tokio::spawn(async move {
+        let req = http::Request::get(url).body(Full::default()).unwrap();
+        tokio::time::timeout(Duration::from_secs(20), c.request(req)).await
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let signalled = Instant::now();
+    ficus.signal("TERM");
+    let status = ficus.wait_exit(Duration::from_secs(10)).expect("exits at the drain deadline");
+    let took = signalled.elapsed();
+    assert!(took >= Duration::from_millis(900) && took < Duration::from_secs(5), "exit after {took:?}");
+    assert!(status.success(), "{status}");
+    assert!(ficus.log_text().contains("drain deadline reached"), "{}", ficus.log_text());
+    let _ = stuck.await;
+}
