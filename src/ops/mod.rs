@@ -7,7 +7,7 @@
 
 mod plan;
 
-pub use plan::{apply, export, ApplyOptions, ApplyReport, Diff};
+pub use plan::{apply, export, plan, write, ApplyOptions, ApplyReport, Diff, Plan};
 
 use crate::model::{decode, ConfigError, Key};
 use crate::source::etcd::{connect, rpc, EtcdError, EtcdSettings};

@@ -80,8 +80,16 @@ async fn list_with_revisions(
         .collect())
 }
 
-/// Validates `dir`, diffs it against etcd and (unless dry-run) writes the difference in one transaction.
-pub async fn apply(dir: &Path, settings: &EtcdSettings, opts: &ApplyOptions) -> Result<ApplyReport, OpsError> {
+/// The diff of a routes directory against etcd, with the mod revisions it was computed from.
+pub struct Plan {
+    pub diff: Diff,
+    pub warnings: Vec<String>,
+    files: BTreeMap<String, Vec<u8>>,
+    stored: BTreeMap<String, Entry>,
+}
+
+/// Validates `dir` (refusing it if any value would be refused) and diffs it against etcd.
+pub async fn plan(dir: &Path, settings: &EtcdSettings) -> Result<Plan, OpsError> {
     let check = check_dir(dir)?;
     if !check.errors.is_empty() {
         for e in &check.errors {
@@ -92,9 +100,7 @@ pub async fn apply(dir: &Path, settings: &EtcdSettings, opts: &ApplyOptions) -> 
     let files: BTreeMap<String, Vec<u8>> = file::scan(dir)?.entries.into_iter().collect();
     let mut client = connect(settings).await?;
     let stored = list_with_revisions(settings, &mut client).await?;
-
-    let mut report = ApplyReport { warnings: check.warnings, ..Default::default() };
-    let diff = &mut report.diff;
+    let mut diff = Diff::default();
     for (key, value) in &files {
         match stored.get(key) {
             None => diff.added.push(key.clone()),
@@ -111,24 +117,29 @@ pub async fn apply(dir: &Path, settings: &EtcdSettings, opts: &ApplyOptions) -> 
             }
         }
     }
-    if opts.dry_run || report.diff.is_empty(opts.prune) {
-        return Ok(report);
-    }
+    Ok(Plan { diff, warnings: check.warnings, files, stored })
+}
 
+/// Writes a plan in one transaction guarded by the mod revisions it was computed from (unless `force`).
+/// Returns the revision of the write, or `None` when there was nothing to write.
+pub async fn write(settings: &EtcdSettings, plan: &Plan, opts: &ApplyOptions) -> Result<Option<i64>, OpsError> {
+    if plan.diff.is_empty(opts.prune) {
+        return Ok(None);
+    }
     let mut guards = Vec::new();
     let mut ops = Vec::new();
-    for key in report.diff.added.iter().chain(&report.diff.changed) {
+    for key in plan.diff.added.iter().chain(&plan.diff.changed) {
         let abs = settings.absolute_key(key);
-        guards.push(match stored.get(key) {
+        guards.push(match plan.stored.get(key) {
             Some(e) => Compare::mod_revision(abs.clone(), CompareOp::Equal, e.mod_revision),
             None => Compare::create_revision(abs.clone(), CompareOp::Equal, 0),
         });
-        ops.push(TxnOp::put(abs, files[key].clone(), None));
+        ops.push(TxnOp::put(abs, plan.files[key].clone(), None));
     }
     if opts.prune {
-        for key in &report.diff.removed {
+        for key in &plan.diff.removed {
             let abs = settings.absolute_key(key);
-            if let Some(e) = stored.get(key) {
+            if let Some(e) = plan.stored.get(key) {
                 guards.push(Compare::mod_revision(abs.clone(), CompareOp::Equal, e.mod_revision));
             }
             ops.push(TxnOp::delete(abs, None));
@@ -138,27 +149,28 @@ pub async fn apply(dir: &Path, settings: &EtcdSettings, opts: &ApplyOptions) -> 
     if !opts.force {
         txn = txn.when(guards);
     }
+    let mut client = connect(settings).await?;
     let resp = rpc(settings, "apply transaction", client.txn(txn.and_then(ops))).await?;
-    if !resp.succeeded() {
-        // Name one key that moved, so the operator knows what to look at.
-        let now = list_with_revisions(settings, &mut client).await?;
-        let keys = report.diff.added.iter().chain(&report.diff.changed).chain(&report.diff.removed);
-        for key in keys {
-            let before = stored.get(key).map(|e| e.mod_revision).unwrap_or(0);
-            let after = now.get(key).map(|e| e.mod_revision).unwrap_or(0);
-            if before != after {
-                return Err(OpsError::Conflict {
-                    key: key.clone(),
-                    expected: before,
-                    found: after,
-                    hint: " (or pass --force)",
-                });
-            }
-        }
-        return Err(OpsError::Conflict { key: "(unknown)".into(), expected: 0, found: 0, hint: " (or pass --force)" });
+    if resp.succeeded() {
+        return Ok(resp.header().map(|h| h.revision()));
     }
-    report.written_at = resp.header().map(|h| h.revision());
-    Ok(report)
+    // Name a key that moved, so the operator knows what to look at.
+    let now = list_with_revisions(settings, &mut client).await?;
+    let d = &plan.diff;
+    let moved = d.added.iter().chain(&d.changed).chain(&d.removed).find_map(|key| {
+        let before = plan.stored.get(key).map(|e| e.mod_revision).unwrap_or(0);
+        let after = now.get(key).map(|e| e.mod_revision).unwrap_or(0);
+        (before != after).then(|| (key.clone(), before, after))
+    });
+    let (key, expected, found) = moved.unwrap_or_else(|| ("(unknown)".into(), 0, 0));
+    Err(OpsError::Conflict { key, expected, found, hint: " (or pass --force)" })
+}
+
+/// `plan`, then (unless dry-run) `write`.
+pub async fn apply(dir: &Path, settings: &EtcdSettings, opts: &ApplyOptions) -> Result<ApplyReport, OpsError> {
+    let plan = plan(dir, settings).await?;
+    let written_at = if opts.dry_run { None } else { write(settings, &plan, opts).await? };
+    Ok(ApplyReport { diff: plan.diff, written_at, warnings: plan.warnings })
 }
 
 /// Writes every Ficus key under the prefix as a route file in `dir` (created if needed), exactly as stored.
