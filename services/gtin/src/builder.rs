@@ -94,6 +94,7 @@ impl SnapshotBuilder {
             return Err(BuildError::SourceTooLong(source.len()));
         }
         fs::create_dir_all(dir).map_err(io_err(dir))?;
+        remove_orphans(dir);
         let blob_file = TempFile::new(dir, "records");
         // Read back later, for deduplication and the final copy.
         let file = OpenOptions::new()
@@ -291,6 +292,25 @@ impl BuiltSnapshot {
                 }
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => seq += 1,
                 Err(e) => return Err(BuildError::Io { path: target, source: e }),
+            }
+        }
+    }
+}
+
+/// Deletes temporaries left by builders that died without cleaning up (a killed sync), recognised by a
+/// process id in their name that no longer runs. Best effort: a failure only leaves the file behind.
+fn remove_orphans(dir: &Path) {
+    let Ok(entries) = fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name.to_str().and_then(|n| n.strip_prefix(".tmp-")).and_then(|n| n.split('-').next()) else {
+            continue;
+        };
+        let alive = Path::new("/proc").join(pid).exists();
+        if !alive && pid.bytes().all(|b| b.is_ascii_digit()) {
+            match fs::remove_file(entry.path()) {
+                Ok(()) => tracing::info!(file = %entry.path().display(), "removed a temporary left by a dead builder"),
+                Err(e) => tracing::warn!(file = %entry.path().display(), error = %e, "could not remove an orphan"),
             }
         }
     }

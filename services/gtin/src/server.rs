@@ -149,21 +149,29 @@ pub async fn run(
     }
 }
 
-/// Resolves on SIGTERM or SIGINT.
-pub async fn shutdown_signal() {
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
+/// Resolves on SIGTERM or SIGINT. The handlers are installed when this is called, not when it is first
+/// polled, so a signal that arrives while the process is still starting up is not lost (or fatal). Must be
+/// called inside the runtime.
+pub fn shutdown_signal() -> impl Future<Output = ()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let terminate = signal(SignalKind::terminate());
+    let interrupt = signal(SignalKind::interrupt());
+    async move {
+        let wait = |stream: io::Result<tokio::signal::unix::Signal>, name: &'static str| async move {
+            match stream {
+                Ok(mut stream) => {
+                    stream.recv().await;
+                    tracing::info!("{name} received");
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot listen for {name}");
+                    std::future::pending::<()>().await;
+                }
             }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
+        };
+        tokio::select! {
+            _ = wait(terminate, "SIGTERM") => {}
+            _ = wait(interrupt, "SIGINT") => {}
         }
-    };
-    tokio::select! {
-        _ = terminate => tracing::info!("SIGTERM received"),
-        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
     }
 }

@@ -191,3 +191,16 @@ fn publishing_never_overwrites_and_sorts_by_age() {
     drop(built);
     assert_eq!(snapshot_files(dir.path()).len(), 2, "{:?}", snapshot_files(dir.path()));
 }
+
+#[test]
+fn temporaries_of_dead_builders_are_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    // No process has pid 4294967; a live pid (ours) must be left alone.
+    let orphan = dir.path().join(".tmp-4294967-0.records");
+    let ours = dir.path().join(format!(".tmp-{}-999.records", std::process::id()));
+    fs::write(&orphan, b"x").unwrap();
+    fs::write(&ours, b"x").unwrap();
+    build(dir.path(), 1, 10);
+    assert!(!orphan.exists());
+    assert!(ours.exists());
+}

@@ -249,3 +249,38 @@ fn snapshots_swap_under_load_without_errors() {
         Ok(())
     });
 }
+
+#[test]
+fn sync_every_keeps_publishing_until_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let file = dir.path().join("export.txt");
+    std::fs::write(&file, versioned_export(50, 1)).unwrap();
+    let mut child = std::process::Command::new(common::BIN)
+        .args(["sync", "--every", "1s", "--from", file.to_str().unwrap(), "--data", data.to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while snapshots(&data).len() < 2 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let published = snapshots(&data).len();
+    let term = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(term.success());
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break Some(status);
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(published >= 2, "only {published} snapshots published in 30s");
+    assert!(status.is_some_and(|s| s.success()), "sync --every did not exit cleanly on SIGTERM: {status:?}");
+}
