@@ -81,6 +81,16 @@ fn lookup(c: &mut Criterion) {
             snapshot.position_binary(hits[i].key())
         })
     });
+    // The same lookups over a small hot set: what popular products cost once their pages are cached and
+    // their translations are in the TLB (64 products) or no longer fit it (4096 products, ~12k pages).
+    for hot in [64usize, 4096] {
+        group.bench_function(format!("get_hot_{hot}"), |b| {
+            b.iter(|| {
+                i = (i + 1) & (hot - 1);
+                snapshot.get(hits[i]).expect("readable").map(|p| p.price_cents)
+            })
+        });
+    }
     group.bench_function("parse_and_get", |b| {
         let texts: Vec<String> = hits.iter().take(4096).map(|g| g.canonical().short_form().to_string()).collect();
         b.iter(|| {

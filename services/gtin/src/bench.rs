@@ -129,6 +129,34 @@ pub fn run(dir: &Path, products: u64, lookups: usize, verify: bool) -> Result<Be
     })
 }
 
+/// `bench-lookup`: lookup latency on an existing snapshot file (one built by `sync`, say).
+pub fn lookup_existing(path: &Path, lookups: usize) -> Result<ExistingReport, BenchError> {
+    let started = Instant::now();
+    let snapshot = Snapshot::open(path)?;
+    let open = started.elapsed();
+    let n = snapshot.len() as u64;
+    let mut rng = Rng::new(99);
+    let keys: Vec<Gtin> = (0..if n == 0 { 0 } else { lookups })
+        .filter_map(|_| snapshot.key_at(rng.below(n) as usize).and_then(Gtin::from_key))
+        .collect();
+    let uniform = percentiles(&snapshot, &keys)?;
+    let hot: Vec<Gtin> = keys.iter().take(4096).cycle().take(keys.len()).copied().collect();
+    let hot_4096 = percentiles(&snapshot, &hot)?;
+    let hot: Vec<Gtin> = keys.iter().take(64).cycle().take(keys.len()).copied().collect();
+    let hot_64 = percentiles(&snapshot, &hot)?;
+    Ok(ExistingReport { products: n, open, uniform, hot_4096, hot_64, memory: memory_line() })
+}
+
+#[derive(Debug, Clone)]
+pub struct ExistingReport {
+    pub products: u64,
+    pub open: Duration,
+    pub uniform: Percentiles,
+    pub hot_4096: Percentiles,
+    pub hot_64: Percentiles,
+    pub memory: String,
+}
+
 #[derive(Debug, Clone, Copy)]
 pub struct Percentiles {
     pub p50: Duration,
@@ -158,12 +186,15 @@ pub fn proc_status_kib(field: &str) -> Option<u64> {
 
 /// Resident memory split into anonymous (heap) and file-backed (the mapped snapshot) pages.
 pub fn memory_line() -> String {
+    let smaps = std::fs::read_to_string("/proc/self/smaps_rollup").unwrap_or_default();
+    let pmd = smaps.lines().find(|l| l.starts_with("FilePmdMapped:")).map(|l| l[14..].trim().to_string());
     let field = |f| proc_status_kib(f).map_or("?".to_string(), |k| format!("{} MiB", k / 1024));
     format!(
-        "VmRSS {}, RssAnon {}, RssFile {}, VmHWM {}",
+        "VmRSS {}, RssAnon {}, RssFile {}, VmHWM {}, file pages mapped as 2 MB huge pages {}",
         field("VmRSS"),
         field("RssAnon"),
         field("RssFile"),
-        field("VmHWM")
+        field("VmHWM"),
+        pmd.unwrap_or_else(|| "?".to_string())
     )
 }

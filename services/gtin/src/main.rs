@@ -64,6 +64,12 @@ enum Command {
         #[arg(long)]
         verify: bool,
     },
+    /// Time lookups on an existing snapshot file: random keys, and hot sets of 4096 and 64 products.
+    BenchLookup {
+        file: PathBuf,
+        #[arg(long, default_value_t = 1_000_000)]
+        lookups: usize,
+    },
     /// Write a synthetic legacy export (the format of services/legacy-catalog/EXPORT.md).
     GenExport {
         #[arg(long, default_value_t = 1_000_000)]
@@ -103,6 +109,18 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Verify { file } => verify(file),
         Command::BenchBuild { products, data, lookups, verify } => bench_build(products, data, lookups, verify),
+        Command::BenchLookup { file, lookups } => {
+            let r = bench::lookup_existing(&file, lookups)?;
+            println!("products            {}", r.products);
+            println!("open                {:.2?}", r.open);
+            for (name, p) in
+                [("uniform keys", r.uniform), ("hot 4096 products", r.hot_4096), ("hot 64 products", r.hot_64)]
+            {
+                println!("{name:<20}p50 {:?}  p99 {:?}  p99.9 {:?}", p.p50, p.p99, p.p999);
+            }
+            println!("memory after        {}", r.memory);
+            Ok(())
+        }
         Command::GenExport { products, seed, dirty_every, out } => gen_export(products, seed, dirty_every, out),
     }
 }
