@@ -41,6 +41,9 @@ pub struct Settings {
     pub log: LogSettings,
     #[serde(default = "default_drain", deserialize_with = "de_duration")]
     pub drain_timeout: Duration,
+    /// Pid file, control socket and hot upgrade.
+    #[serde(default)]
+    pub process: crate::lifecycle::upgrade::ProcessSettings,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -126,6 +129,7 @@ impl Default for Settings {
             etcd: None,
             log: LogSettings::default(),
             drain_timeout: default_drain(),
+            process: Default::default(),
         }
     }
 }
@@ -146,6 +150,8 @@ pub enum AppError {
     Tls(#[from] rustls::Error),
     #[error("no listener configured: give --listen or [[listeners]] in the config file")]
     NoListener,
+    #[error(transparent)]
+    Process(#[from] crate::lifecycle::upgrade::UpgradeError),
 }
 
 impl Settings {
@@ -262,11 +268,12 @@ pub async fn run(settings: Settings, shutdown: Shutdown) -> Result<(), AppError>
         tokio::spawn(keyed_listeners(config_rx, proxy.clone(), tls.clone(), shutdown.clone(), settings.drain_timeout));
 
     if let Some(addr) = settings.admin.address {
-        let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| AppError::Admin { addr, source })?;
+        let listener = listen::bind_admin(addr).map_err(|source| AppError::Admin { addr, source })?;
         let admin = Arc::new(Admin { metrics, status, registry, table: table.clone() });
         tokio::spawn(admin::serve(listener, admin, shutdown.clone()));
     }
     tracing::info!(generation = table.load().generation, "ficus ready");
+    crate::lifecycle::upgrade::ready(&settings.process, shutdown.clone()).await?;
 
     shutdown.wait().await;
     for t in tasks {

@@ -1,5 +1,5 @@
 //! The `ficus` command line: `serve`, `check`, and the etcd operator commands `apply`, `export`, `canary`,
-//! `drain`.
+//! `drain`, and `upgrade` (hot binary upgrade through the control socket).
 
 use clap::{Parser, Subcommand};
 use ficus::app::{ListenerSettings, Settings};
@@ -23,6 +23,16 @@ struct Cli {
 enum Command {
     /// Run the gateway. Flags override the config file.
     Serve(ServeArgs),
+    /// Hot-upgrade the serving gateway: it starts the binary again with the same sockets, waits until the
+    /// new process is ready, then drains. Exits 1 (with the reason) if the upgrade failed.
+    Upgrade {
+        /// The control socket given to `serve --control`.
+        #[arg(long, value_name = "PATH")]
+        control: PathBuf,
+        /// How long to wait for the outcome (Go-style duration).
+        #[arg(long, value_parser = parse_go_duration, default_value = "60s")]
+        wait: Duration,
+    },
     /// Validate a routes directory and list every problem; exits 1 if any value would be refused.
     Check {
         /// The routes directory.
@@ -174,6 +184,15 @@ struct ServeArgs {
     /// Worker threads (default: one per CPU core), like nginx's worker_processes.
     #[arg(long)]
     threads: Option<usize>,
+    /// Keep this file naming the pid of the process that serves (across hot upgrades).
+    #[arg(long, value_name = "PATH")]
+    pid_file: Option<PathBuf>,
+    /// Unix control socket for `ficus upgrade`.
+    #[arg(long, value_name = "PATH")]
+    control: Option<PathBuf>,
+    /// How long a hot upgrade waits for the new process to be ready (Go-style duration, default 30s).
+    #[arg(long, value_parser = parse_go_duration)]
+    upgrade_timeout: Option<Duration>,
 }
 
 fn parse_go_duration(s: &str) -> Result<Duration, String> {
@@ -184,6 +203,16 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Check { dir } => check(&dir),
+        Command::Upgrade { control, wait } => match lifecycle::upgrade::request_upgrade(&control, wait) {
+            Ok(msg) => {
+                println!("upgraded: {msg}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: upgrade failed: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Serve(args) => serve(args),
         Command::Apply { dir, etcd, dry_run, prune, force } => {
             let opts = ficus::ops::ApplyOptions { dry_run, prune, force };
@@ -346,6 +375,15 @@ fn settings(args: ServeArgs) -> Result<Settings, String> {
     if let Some(d) = args.drain_timeout {
         s.drain_timeout = d;
     }
+    if args.pid_file.is_some() {
+        s.process.pid_file = args.pid_file;
+    }
+    if args.control.is_some() {
+        s.process.control = args.control;
+    }
+    if let Some(t) = args.upgrade_timeout {
+        s.process.upgrade_timeout = t;
+    }
     Ok(s)
 }
 
@@ -365,10 +403,13 @@ fn raise_fd_limit() {
 }
 
 fn serve(args: ServeArgs) -> ExitCode {
+    // First: remember how this process was started and adopt inherited sockets (hot upgrade, systemd).
+    lifecycle::upgrade::init();
     let threads = args.threads;
     let settings = match settings(args) {
         Ok(s) => s,
         Err(e) => {
+            lifecycle::upgrade::report_failure(&e);
             eprintln!("error: {e}");
             return ExitCode::from(2);
         }
@@ -394,6 +435,7 @@ fn serve(args: ServeArgs) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
+            lifecycle::upgrade::report_failure(&e.to_string());
             tracing::error!("{e}");
             eprintln!("error: {e}");
             ExitCode::FAILURE

@@ -1,7 +1,12 @@
 //! Shutdown, passed everywhere: one signal every task listens for, and a drain deadline.
 //!
 //! The first SIGTERM/SIGINT starts a graceful drain (stop accepting, let in-flight requests finish, close
-//! keep-alive connections politely); a second one exits at once.
+//! keep-alive connections politely); a second one exits at once. `upgrade` hands the listening sockets to a
+//! new process (SIGUSR2, `ficus upgrade`), `systemd` speaks sd_notify, `tracker` counts what a drain waits for.
+
+pub mod systemd;
+pub mod tracker;
+pub mod upgrade;
 
 use std::time::Duration;
 use tokio::sync::watch;
@@ -49,7 +54,10 @@ pub async fn watch_signals(shutdown: Shutdown, drain_timeout: Duration) {
         _ = term.recv() => tracing::info!("SIGTERM: draining"),
         _ = int.recv() => tracing::info!("SIGINT: draining"),
     }
-    tracing::info!(deadline_s = drain_timeout.as_secs_f64(), "stopped accepting; waiting for in-flight requests (send the signal again to exit now)");
+    tracing::info!(
+        deadline_s = drain_timeout.as_secs_f64(),
+        "stopped accepting; waiting for in-flight requests (send the signal again to exit now)"
+    );
     shutdown.trigger();
     tokio::select! {
         _ = term.recv() => {},

@@ -3,12 +3,17 @@
 //!
 //! Each connection gets a tracing span with both addresses. At shutdown the listener stops accepting, every
 //! connection is told to finish (HTTP/1.1: close after the current response; HTTP/2: GOAWAY), and the drain
-//! waits for them up to the deadline.
+//! waits for them up to the deadline. HTTP/1.1 connections are told on their next response and closed only
+//! once quiet (`drain`), so a drain never races a client's next request. Listening sockets may be inherited
+//! from the process a hot upgrade replaces, and are kept on a list to hand to the next one (`inherit`).
 
+mod drain;
+pub mod inherit;
 mod tls;
 
 pub use tls::{server_config, SniResolver};
 
+use crate::lifecycle::tracker::Tracker;
 use crate::lifecycle::Shutdown;
 use crate::model::Protocol;
 use crate::proxy::{ConnInfo, Proxy};
@@ -18,6 +23,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::os::fd::AsFd;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -44,16 +50,38 @@ pub struct ListenerConfig {
     pub trust_forward_header: bool,
 }
 
-/// Binds with a large accept backlog and SO_REUSEADDR, so a restart does not wait out TIME_WAIT.
+/// Takes the inherited socket for this listener (hot upgrade, socket activation) or binds a new one with a
+/// large accept backlog and SO_REUSEADDR, so a restart does not wait out TIME_WAIT.
 pub fn bind(cfg: &ListenerConfig) -> Result<TcpListener, BindError> {
     let err = |source| BindError { name: cfg.name.clone(), addr: cfg.addr, source };
+    let std_listener = match inherit::take_tcp(&cfg.name, cfg.addr) {
+        Some(inherited) => {
+            tracing::info!(listener = %cfg.name, addr = %cfg.addr, "using the inherited socket");
+            inherited.set_nonblocking(true).map_err(err)?;
+            inherited
+        }
+        None => bind_new(cfg).map_err(err)?,
+    };
+    // On the handover list from now until `serve` stops, so an upgrade at any moment passes it on.
+    inherit::register(&cfg.name, std_listener.as_fd()).map_err(err)?;
+    TcpListener::from_std(std_listener).map_err(err)
+}
+
+fn bind_new(cfg: &ListenerConfig) -> std::io::Result<std::net::TcpListener> {
     let domain = socket2::Domain::for_address(cfg.addr);
-    let socket = socket2::Socket::new(domain, socket2::Type::STREAM, Some(socket2::Protocol::TCP)).map_err(err)?;
-    socket.set_reuse_address(true).map_err(err)?;
-    socket.set_nonblocking(true).map_err(err)?;
-    socket.bind(&cfg.addr.into()).map_err(err)?;
-    socket.listen(4096).map_err(err)?;
-    TcpListener::from_std(socket.into()).map_err(err)
+    let socket = socket2::Socket::new(domain, socket2::Type::STREAM, Some(socket2::Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&cfg.addr.into())?;
+    socket.listen(4096)?;
+    Ok(socket.into())
+}
+
+/// The admin listener: inherited or bound, and handed on at an upgrade for as long as the process lives.
+pub fn bind_admin(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let cfg = ListenerConfig { name: inherit::ADMIN.into(), addr, protocol: Protocol::Http, trust_forward_header: false };
+    // Listed for the life of the process (`bind` registered it and nothing unregisters it).
+    bind(&cfg).map_err(|e| e.source)
 }
 
 /// Serves one listener until shutdown, then drains its connections (bounded by `drain_timeout`).
@@ -67,7 +95,8 @@ pub async fn serve(
 ) {
     let name: Arc<str> = cfg.name.as_str().into();
     let local = listener.local_addr().ok();
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let connections = Tracker::new();
+    let draining = drain::Draining(shutdown.clone());
     let open = metrics::gauge!(telemetry::OPEN_CONNECTIONS, "listener" => cfg.name.clone());
     let accepted = metrics::counter!(telemetry::CONNECTIONS_TOTAL, "listener" => cfg.name.clone());
     let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -91,23 +120,36 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         accepted.increment(1);
+        let token = connections.enter();
+        let state = drain::ConnState::new();
         let conn = Arc::new(ConnInfo::new(peer, name.clone(), tls.is_some(), cfg.trust_forward_header));
         let proxy = proxy.clone();
-        let service = service_fn(move |req| {
+        let (service_state, draining) = (state.clone(), draining.clone());
+        let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
             let proxy = proxy.clone();
             let conn = conn.clone();
-            async move { Ok::<_, Infallible>(proxy.handle(&conn, req).await) }
+            let draining = draining.clone();
+            let version = req.version();
+            service_state.saw_version(version);
+            async move {
+                let mut resp = proxy.handle(&conn, req).await;
+                draining.mark(version, &mut resp);
+                Ok::<_, Infallible>(resp)
+            }
         });
         let span = tracing::debug_span!("conn", listener = %name, peer = %peer, local = ?local);
         let open = open.clone();
         let builder = builder.clone();
+        let drain_signal = shutdown.clone();
+        let io = drain::ActivityIo::new(stream, state.clone());
         match &tls {
             None => {
-                let watched = graceful.watch(builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned());
                 tokio::spawn(
                     async move {
+                        let _token = token;
                         open.increment(1.0);
-                        if let Err(e) = watched.await {
+                        let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+                        if let Err(e) = drain::drive(conn, state, drain_signal).await {
                             tracing::debug!(error = %e, "connection ended with an error");
                         }
                         open.decrement(1.0);
@@ -116,14 +158,12 @@ pub async fn serve(
                 );
             }
             Some(acceptor) => {
-                // The handshake happens before the connection is known to the graceful tracker; a shutdown
-                // during a handshake simply drops it, which the client sees as a failed connect, not a
-                // failed request.
+                // The handshake is bounded and counted as a connection, so a drain waits for it too.
                 let acceptor = acceptor.clone();
-                let graceful_watcher = graceful.watcher();
                 tokio::spawn(
                     async move {
-                        let tls_stream = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                        let _token = token;
+                        let tls_stream = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(io)).await {
                             Ok(Ok(s)) => s,
                             Ok(Err(e)) => {
                                 tracing::debug!(error = %e, "TLS handshake failed");
@@ -135,8 +175,8 @@ pub async fn serve(
                             }
                         };
                         open.increment(1.0);
-                        let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls_stream), service).into_owned();
-                        if let Err(e) = graceful_watcher.watch(conn).await {
+                        let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls_stream), service);
+                        if let Err(e) = drain::drive(conn, state, drain_signal).await {
                             tracing::debug!(error = %e, "connection ended with an error");
                         }
                         open.decrement(1.0);
@@ -146,9 +186,17 @@ pub async fn serve(
             }
         }
     }
+    inherit::unregister(listener.as_fd());
     drop(listener);
-    tracing::info!(listener = %name, "stopped accepting; draining connections");
-    if tokio::time::timeout(drain_timeout, graceful.shutdown()).await.is_err() {
-        tracing::warn!(listener = %name, deadline_s = drain_timeout.as_secs_f64(), "drain deadline reached; closing remaining connections");
+    tracing::info!(listener = %name, connections = connections.count(), "stopped accepting; draining connections");
+    // Connections first, then tunnels (WebSocket and other upgrades, which hyper no longer tracks), all
+    // within one deadline.
+    let drained = async {
+        connections.wait_idle().await;
+        proxy.tunnels.wait_idle().await;
+    };
+    if tokio::time::timeout(drain_timeout, drained).await.is_err() {
+        tracing::warn!(listener = %name, deadline_s = drain_timeout.as_secs_f64(), connections = connections.count(),
+            tunnels = proxy.tunnels.count(), "drain deadline reached; closing remaining connections");
     }
 }

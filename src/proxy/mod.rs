@@ -19,6 +19,7 @@ pub mod path;
 pub use body::{Completion, ProxyBody, RequestBody, RequestBodyError};
 pub use error::{ProxyError, UpstreamFailure};
 
+use crate::lifecycle::tracker::Tracker;
 use crate::table::route::Request as RouteRequest;
 use crate::table::{Frontend, SharedTable};
 use crate::telemetry;
@@ -53,12 +54,14 @@ impl ConnInfo {
 /// Shared by every connection of every listener.
 pub struct Proxy {
     pub table: SharedTable,
+    /// Open tunnels (WebSocket and other upgrades): a drain waits for them, within its deadline.
+    pub tunnels: Tracker,
     ids: RequestIds,
 }
 
 impl Proxy {
     pub fn new(table: SharedTable) -> Self {
-        Proxy { table, ids: RequestIds::new() }
+        Proxy { table, tunnels: Tracker::new(), ids: RequestIds::new() }
     }
 
     pub async fn handle(&self, conn: &ConnInfo, mut req: Request<Incoming>) -> Response<ProxyBody> {
@@ -200,9 +203,10 @@ impl Proxy {
             if let Some(client_upgrade) = client_upgrade {
                 let upstream_upgrade = hyper::upgrade::on(&mut resp);
                 let frontend_id = frontend.id.clone();
+                let tunnel = self.tunnels.enter();
                 tokio::spawn(async move {
                     // The in-flight guard lives as long as the tunnel, so a drain waits for it too.
-                    let _guard = guard;
+                    let (_guard, _tunnel) = (guard, tunnel);
                     match tokio::try_join!(client_upgrade, upstream_upgrade) {
                         Ok((client, upstream)) => {
                             let mut client = TokioIo::new(client);

@@ -8,6 +8,7 @@
 pub mod backend;
 pub mod etcd;
 pub mod load;
+pub mod mixed;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -94,6 +95,8 @@ pub struct Ficus {
 pub struct FicusOptions {
     pub tls: bool,
     pub extra: Vec<String>,
+    /// Extra environment variables for the process.
+    pub env: Vec<(String, String)>,
 }
 
 impl Ficus {
@@ -126,6 +129,7 @@ impl Ficus {
             .arg(routes)
             .args(&opts.extra)
             .env("RUST_LOG", "info")
+            .envs(opts.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .stdout(out.try_clone().expect("dup"))
             .stderr(out);

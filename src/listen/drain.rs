@@ -1,0 +1,157 @@
+//! The polite drain of one client connection, in the listen layer: used at shutdown and when a hot upgrade
+//! hands the listeners to a new process.
+//!
+//! HTTP/2 gets GOAWAY at once (the protocol tells the client which streams were taken, so nothing is lost).
+//! HTTP/1.1 has no such signal: closing a keep-alive connection just as the client sends on it fails that
+//! request. So an HTTP/1.1 connection is not closed at the start of a drain; its next response carries
+//! `Connection: close` (see [`Draining::mark`]), and only a connection that has seen no I/O for
+//! [`IDLE_GRACE`] is closed. A busy client therefore always learns to reconnect from an answer, never from
+//! a reset.
+
+use crate::lifecycle::Shutdown;
+use hyper_util::server::graceful::GracefulConnection;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// How long an HTTP/1.1 connection must be quiet before a drain closes it.
+pub const IDLE_GRACE: Duration = Duration::from_millis(500);
+const POLL: Duration = Duration::from_millis(50);
+
+/// What the drain knows about one connection.
+#[derive(Default)]
+pub struct ConnState {
+    /// Milliseconds since [`epoch`] at the last byte read or written.
+    last_io_ms: AtomicU64,
+    /// The connection speaks HTTP/2 (seen on its first request).
+    h2: AtomicBool,
+}
+
+fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+fn now_ms() -> u64 {
+    epoch().elapsed().as_millis() as u64
+}
+
+impl ConnState {
+    pub fn new() -> Arc<Self> {
+        let s = Arc::new(ConnState::default());
+        s.touch();
+        s
+    }
+
+    fn touch(&self) {
+        self.last_io_ms.store(now_ms(), Ordering::Relaxed);
+    }
+
+    fn idle_for(&self) -> Duration {
+        Duration::from_millis(now_ms().saturating_sub(self.last_io_ms.load(Ordering::Relaxed)))
+    }
+
+    pub fn saw_version(&self, v: http::Version) {
+        if v == http::Version::HTTP_2 {
+            self.h2.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
+/// The drain state of one listener, shared by its connections' services.
+#[derive(Clone)]
+pub struct Draining(pub Shutdown);
+
+impl Draining {
+    /// During a drain, an HTTP/1.x response (not a protocol switch) tells the client to close the connection.
+    pub fn mark<B>(&self, version: http::Version, resp: &mut http::Response<B>) {
+        if self.0.is_triggered()
+            && version < http::Version::HTTP_2
+            && resp.status() != http::StatusCode::SWITCHING_PROTOCOLS
+        {
+            resp.headers_mut().insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
+        }
+    }
+}
+
+/// Runs a connection to its end; once `drain` fires, shuts it down politely as described above.
+pub async fn drive<C>(conn: C, state: Arc<ConnState>, drain: Shutdown) -> Result<(), C::Error>
+where
+    C: GracefulConnection,
+{
+    let mut conn = std::pin::pin!(conn);
+    tokio::select! {
+        res = conn.as_mut() => return res,
+        _ = drain.wait() => {}
+    }
+    loop {
+        if state.h2.load(Ordering::Relaxed) || state.idle_for() >= IDLE_GRACE {
+            conn.as_mut().graceful_shutdown();
+            return conn.await;
+        }
+        tokio::select! {
+            res = conn.as_mut() => return res,
+            _ = tokio::time::sleep(POLL) => {}
+        }
+    }
+}
+
+/// A stream that records when bytes last moved, for [`drive`].
+pub struct ActivityIo<T> {
+    inner: T,
+    state: Arc<ConnState>,
+}
+
+impl<T> ActivityIo<T> {
+    pub fn new(inner: T, state: Arc<ConnState>) -> Self {
+        ActivityIo { inner, state }
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for ActivityIo<T> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let res = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if matches!(res, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            self.state.touch();
+        }
+        res
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for ActivityIo<T> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<std::io::Result<usize>> {
+        let res = Pin::new(&mut self.inner).poll_write(cx, data);
+        if matches!(res, Poll::Ready(Ok(n)) if n > 0) {
+            self.state.touch();
+        }
+        res
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let res = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if matches!(res, Poll::Ready(Ok(n)) if n > 0) {
+            self.state.touch();
+        }
+        res
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
