@@ -171,3 +171,176 @@ fn upgrade_at(control: &Path) -> (bool, String) {
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     (out.status.success(), text)
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_upgrade_keeps_the_old_process_serving_and_says_why() {
+    let routes = Routes::new();
+    let b = TestBackend::start("app").await;
+    app_routes(&routes, &b).await;
+    let run = Run::new();
+    let config = run.dir.path().join("ficus.toml");
+    std::fs::write(&config, "drain_timeout = \"5s\"\n").unwrap();
+    let cfg = config.display().to_string();
+    let ficus = Ficus::start_with(routes.path(), run.args(&["--config", &cfg, "--upgrade-timeout", "2s"])).await;
+    let load = common::load::Load::start(ficus.url("/x"), 4);
+
+    // The new process cannot start: its config file is broken now.
+    std::fs::write(&config, "drain_timeout = \"5s\"\nbogus = 1\n").unwrap();
+    let ctl = run.control();
+    let (ok, text) = tokio::task::spawn_blocking(move || upgrade_at(&ctl)).await.unwrap();
+    assert!(!ok, "{text}");
+    assert!(text.contains("unknown field `bogus`"), "{text}");
+    assert_eq!(run.pid(), Some(ficus.pid()));
+
+    // The new process never becomes ready (its etcd does not answer): killed at the deadline.
+    std::fs::write(&config, "[etcd]\nendpoints = [\"http://127.0.0.1:1\"]\n").unwrap();
+    let started = Instant::now();
+    let ctl = run.control();
+    let (ok, text) = tokio::task::spawn_blocking(move || upgrade_at(&ctl)).await.unwrap();
+    assert!(!ok, "{text}");
+    assert!(text.contains("not ready within 2s"), "{text}");
+    assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
+    assert_eq!(run.pid(), Some(ficus.pid()));
+    assert_eq!(run.processes(), vec![ficus.pid()]);
+    assert!(ficus.log_text().contains("hot upgrade failed; this process keeps serving"));
+
+    // Fixed config: the next upgrade works.
+    std::fs::write(&config, "drain_timeout = \"5s\"\n").unwrap();
+    let ctl = run.control();
+    let (ok, text) = tokio::task::spawn_blocking(move || upgrade_at(&ctl)).await.unwrap();
+    assert!(ok, "{text}");
+    load.finish(50).await;
+    assert_eq!(run.wait_single(Duration::from_secs(10)), run.pid().unwrap());
+}
+
+/// A datagram socket standing in for systemd's `$NOTIFY_SOCKET`.
+struct Notify {
+    sock: std::os::unix::net::UnixDatagram,
+    path: PathBuf,
+}
+
+impl Notify {
+    fn new(run: &Run) -> Notify {
+        let path = run.dir.path().join("notify.sock");
+        let sock = std::os::unix::net::UnixDatagram::bind(&path).expect("bind notify socket");
+        sock.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+        Notify { sock, path }
+    }
+    /// Collects messages until one contains `want` (10 s bound); returns everything received.
+    fn wait_for(&self, want: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut all = String::new();
+        let mut buf = [0u8; 4096];
+        while Instant::now() < deadline {
+            if let Ok(n) = self.sock.recv(&mut buf) {
+                all.push_str(&String::from_utf8_lossy(&buf[..n]));
+                all.push('|');
+                if all.contains(want) {
+                    return all;
+                }
+            }
+        }
+        panic!("no {want:?} on the notify socket; got {all:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigusr2_upgrade_tells_systemd_and_sigterm_then_finishes_in_flight() {
+    let routes = Routes::new();
+    let b = TestBackend::start("app").await;
+    app_routes(&routes, &b).await;
+    let run = Run::new();
+    let notify = Notify::new(&run);
+    let mut opts = run.args(&[]);
+    opts.env.push(("NOTIFY_SOCKET".into(), notify.path.display().to_string()));
+    let mut ficus = Ficus::start_with(routes.path(), opts).await;
+    let old = ficus.pid();
+    notify.wait_for(&format!("READY=1\nMAINPID={old}"));
+
+    // A slow request in flight on the old process while it is replaced.
+    let c = http1_client();
+    let slow = {
+        let (c, u) = (c.clone(), ficus.url("/slow/1500"));
+        tokio::spawn(async move { get(&c, &u).await })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    ficus.signal("USR2");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while run.pid() == Some(old) {
+        assert!(Instant::now() < deadline, "pid file not updated; log:\n{}", ficus.log_text());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let new = run.pid().unwrap();
+    let got = notify.wait_for(&format!("MAINPID={new}\nREADY=1"));
+    assert!(!got.contains("STOPPING=1"), "an upgrade is not a stop: {got}");
+    assert_eq!(slow.await.unwrap().0, 200);
+    assert!(ficus.wait_exit(Duration::from_secs(5)).is_some_and(|s| s.success()), "old process did not exit");
+
+    // SIGTERM on the new process: in-flight requests finish, systemd hears STOPPING=1.
+    let slow = {
+        let (c, u) = (c.clone(), ficus.url("/slow/1000"));
+        tokio::spawn(async move { get(&c, &u).await })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    signal(new, libc::SIGTERM);
+    notify.wait_for("STOPPING=1");
+    assert_eq!(slow.await.unwrap().0, 200);
+    assert!(wait_gone(new, Duration::from_secs(10)), "new process did not exit after SIGTERM");
+    assert_eq!(run.pid(), None, "pid file left behind");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn socket_activation_serves_on_the_passed_socket() {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    let routes = Routes::new();
+    let b = TestBackend::start("app").await;
+    app_routes(&routes, &b).await;
+    let run = Run::new();
+    // The test holds the listening socket, as systemd would: a fresh bind by Ficus would fail.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let fd = listener.as_raw_fd();
+    let admin = format!("127.0.0.1:{}", free_port());
+    let log = run.dir.path().join("ficus.log");
+    let out = std::fs::File::create(&log).unwrap();
+    let mut cmd = Command::new("sh");
+    // LISTEN_PID must be the pid of the process that reads it: set it in the shell that execs Ficus.
+    cmd.arg("-c")
+        .arg(r#"LISTEN_PID=$$ LISTEN_FDS=1 LISTEN_FDNAMES=http exec "$@""#)
+        .arg("sh")
+        .arg(env!("CARGO_BIN_EXE_ficus"))
+        .args(["serve", "--listen", &addr.to_string(), "--admin", &admin, "--routes"])
+        .arg(routes.path())
+        .arg("--control")
+        .arg(run.control())
+        .env("RUST_LOG", "info")
+        .stdout(out.try_clone().unwrap())
+        .stderr(out);
+    // SAFETY: dup2 in the forked child puts the listening socket at fd 3, as systemd does.
+    unsafe {
+        cmd.pre_exec(move || if libc::dup2(fd, 3) < 0 { Err(std::io::Error::last_os_error()) } else { Ok(()) });
+    }
+    let mut child = cmd.spawn().unwrap();
+    let c = http1_client();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(Ok(r)) =
+            tokio::time::timeout(Duration::from_secs(1), c.get(format!("http://{addr}/x").parse().unwrap())).await
+        {
+            assert_eq!(r.status(), 200);
+            break;
+        }
+        assert!(Instant::now() < deadline, "{}", std::fs::read_to_string(&log).unwrap_or_default());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(text.contains("using the inherited socket"), "{text}");
+    // The activated socket is handed on at an upgrade too.
+    let ctl = run.control();
+    let (ok, msg) = tokio::task::spawn_blocking(move || upgrade_at(&ctl)).await.unwrap();
+    assert!(ok, "{msg}");
+    assert_eq!(get(&c, &format!("http://{addr}/y")).await.0, 200);
+    let _ = child.kill();
+    let _ = child.wait();
+}
