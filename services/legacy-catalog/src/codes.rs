@@ -10,6 +10,10 @@ use crate::gs1::{Code, Kind};
 /// Every generated code is a `lead` followed by this many free digits, then the check digit.
 const TAIL_DIGITS: u32 = 10;
 const TAIL: u64 = 10u64.pow(TAIL_DIGITS);
+/// UPC-A bodies below this (lead 0, then three more zeros) spell an EAN-8 in GTIN-14 form
+/// (`000012345675` is `12345675` padded), some of them restricted-circulation EAN-8s; no real catalog hands
+/// them out as UPC-A product codes, so the UPC-A index space starts above them.
+const EAN8_SHADOW: u64 = 10u64.pow(7);
 
 /// UPC-A number systems a generated code may start with: 2 (variable weight), 4 (in-store) and 5 (coupons)
 /// are never product codes.
@@ -85,7 +89,8 @@ impl CodeSpace {
     }
 
     fn new(kind: Kind, leads: &'static [u64], entropy: u64, reserved: &[Code]) -> CodeSpace {
-        let perm = Affine::new(leads.len() as u64 * TAIL, entropy);
+        let size = leads.len() as u64 * TAIL - shadow(kind, leads);
+        let perm = Affine::new(size, entropy);
         let mut space = CodeSpace { kind, leads, perm, excluded: Vec::new() };
         space.excluded = reserved.iter().filter_map(|c| space.index_of(*c)).collect();
         space
@@ -119,6 +124,7 @@ impl CodeSpace {
     }
 
     fn code_at(&self, index: u64) -> Code {
+        let index = index + shadow(self.kind, self.leads);
         let lead = self.leads[(index / TAIL) as usize];
         Code::from_body(self.kind, lead * TAIL + index % TAIL)
     }
@@ -129,7 +135,16 @@ impl CodeSpace {
         }
         let body = code.body();
         let lead = self.leads.iter().position(|&l| l == body / TAIL)?;
-        Some(lead as u64 * TAIL + body % TAIL)
+        (lead as u64 * TAIL + body % TAIL).checked_sub(shadow(self.kind, self.leads))
+    }
+}
+
+/// How much of the start of the index space is never used.
+fn shadow(kind: Kind, leads: &[u64]) -> u64 {
+    if kind == Kind::Upc && leads.first() == Some(&0) {
+        EAN8_SHADOW
+    } else {
+        0
     }
 }
 
@@ -225,6 +240,7 @@ mod tests {
             let text = code.to_string();
             assert_eq!(text.len(), 12);
             assert!(!matches!(text.as_bytes()[0], b'2' | b'4' | b'5'), "{text}");
+            assert!(!text.starts_with("0000"), "{text} is an EAN-8 in disguise");
             assert_eq!(space.rank(code), Some(j));
             assert_eq!(ean.rank(code), None);
 
@@ -234,6 +250,18 @@ mod tests {
             assert!(!matches!(text.as_bytes()[0], b'0' | b'2'), "{text}");
             assert!(!text.starts_with("98") && !text.starts_with("99"), "{text}");
             assert_eq!(ean.rank(code), Some(j));
+        }
+    }
+
+    #[test]
+    fn upc_codes_that_spell_an_ean8_are_never_generated_nor_found() {
+        let space = CodeSpace::upc(12345, &demo_codes());
+        let shadowed = Code::from_body(Kind::Upc, 270_063);
+        assert!(shadowed.to_string().starts_with("0000"));
+        assert_eq!(space.rank(shadowed), None);
+        // Scan a wide sample of ranks: none lands in the shadow.
+        for j in (0..MAX_RANK).step_by(99_991) {
+            assert!(!space.code(j).to_string().starts_with("0000"));
         }
     }
 }
