@@ -1,0 +1,128 @@
+//! The story, end to end, with the real binaries: the legacy catalog 404s a 13-digit GTIN; the GTIN route
+//! moves to the new service (5% -> 50% -> 100%) by editing one key; then the same request is a 200 in the
+//! legacy JSON shape, and everything else still goes to the legacy catalog.
+
+mod common;
+
+use common::*;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A sibling binary of the workspace (built by `cargo build --workspace --bins`, which scripts/test runs).
+fn sibling(name: &str) -> PathBuf {
+    let ficus = PathBuf::from(env!("CARGO_BIN_EXE_ficus"));
+    let path = ficus.with_file_name(name);
+    assert!(path.exists(), "{} is not built: run `cargo build --workspace --bins` first", path.display());
+    path
+}
+
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+async fn wait_ok(url: &str) {
+    let c = http1_client();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(Ok(r)) = tokio::time::timeout(Duration::from_secs(1), c.get(url.parse().unwrap())).await {
+            if r.status() == 200 {
+                return;
+            }
+        }
+        assert!(Instant::now() < deadline, "{url} not up in 20 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gtin_route_moves_from_legacy_to_the_gtin_service() {
+    let legacy_port = free_port();
+    let gtin_port = free_port();
+    let data = tempfile::tempdir().unwrap();
+    let _legacy = Proc(
+        Command::new(sibling("legacy-catalog"))
+            .args(["--listen", &format!("127.0.0.1:{legacy_port}"), "--products", "2000", "--seed", "1"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let _gtin = Proc(
+        Command::new(sibling("gtin-service"))
+            .args(["serve", "--listen", &format!("127.0.0.1:{gtin_port}"), "--data"])
+            .arg(data.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_ok(&format!("http://127.0.0.1:{legacy_port}/health")).await;
+    wait_ok(&format!("http://127.0.0.1:{gtin_port}/health/live")).await;
+    let sync = Command::new(sibling("gtin-service"))
+        .args(["sync", "--from", &format!("http://127.0.0.1:{legacy_port}/export"), "--data"])
+        .arg(data.path())
+        .args(["--notify", &format!("http://127.0.0.1:{gtin_port}")])
+        .output()
+        .unwrap();
+    assert!(sync.status.success(), "sync failed: {}", String::from_utf8_lossy(&sync.stderr));
+    wait_ok(&format!("http://127.0.0.1:{gtin_port}/health/ready")).await;
+
+    // The plan from routes/, with the servers pointed at this test's ports.
+    let routes = Routes::new();
+    let plan = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("routes");
+    for key in
+        ["backends/legacy/backend", "backends/gtin/backend", "frontends/legacy/frontend", "frontends/gtin/frontend"]
+    {
+        routes.put(key, &std::fs::read_to_string(plan.join(format!("{key}.json"))).unwrap());
+    }
+    routes.put("backends/legacy/servers/legacy-1", &format!(r#"{{"URL":"http://127.0.0.1:{legacy_port}"}}"#));
+    routes.put("backends/gtin/servers/gtin-1", &format!(r#"{{"URL":"http://127.0.0.1:{gtin_port}"}}"#));
+    let ficus = Ficus::start(routes.path()).await;
+    let c = http1_client();
+
+    // Before: the legacy app only knows 12 digits.
+    let (code, body) = get(&c, &ficus.url("/stores/1/gtins/123456789012")).await;
+    assert_eq!(code, 200, "{}", String::from_utf8_lossy(&body));
+    let legacy_answer: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(get(&c, &ficus.url("/stores/1/gtins/0123456789012")).await.0, 404);
+
+    let split = |legacy: u32, gtin: u32| {
+        serde_json::json!({"Type":"http","Route":"Method(`GET`) && Path(`/stores/<store>/gtins/<gtin>`)",
+            "Backends":[{"Id":"legacy","Weight":legacy},{"Id":"gtin","Weight":gtin}]})
+        .to_string()
+    };
+    // 5% and 50%: exactly that share of 100 requests reaches the GTIN service (it answers the 13-digit form).
+    for pct in [5u32, 50] {
+        let gen = ficus.generation().await;
+        routes.put("frontends/gtin/frontend", &split(100 - pct, pct));
+        ficus.wait_generation_above(gen).await;
+        let mut ok = 0;
+        for _ in 0..100 {
+            let (code, _) = get(&c, &ficus.url("/stores/1/gtins/0123456789012")).await;
+            assert!(code == 200 || code == 404, "{code}");
+            ok += usize::from(code == 200);
+        }
+        assert_eq!(ok, pct as usize, "at {pct}%");
+    }
+
+    // 100%: every form of the code is the same product, in the legacy JSON shape.
+    let gen = ficus.generation().await;
+    routes.put("frontends/gtin/frontend", &split(0, 100));
+    ficus.wait_generation_above(gen).await;
+    for form in ["123456789012", "0123456789012", "00123456789012"] {
+        let (code, body) = get(&c, &ficus.url(&format!("/stores/1/gtins/{form}"))).await;
+        assert_eq!(code, 200, "{form}: {}", String::from_utf8_lossy(&body));
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v, legacy_answer, "{form}: the GTIN service answers exactly as the legacy app did");
+    }
+    // Everything else still goes to the legacy catalog.
+    let (code, body) = get(&c, &ficus.url("/catalog")).await;
+    assert_eq!(code, 200);
+    assert!(String::from_utf8_lossy(&body).contains("<html") || String::from_utf8_lossy(&body).contains("<!DOCTYPE"));
+}
