@@ -4,8 +4,9 @@
 //! value (if any) stays in force. This is the one place that rule is implemented, so etcd and the routes
 //! directory behave the same.
 
-use super::{decode, ConfigError, FrontendSpec, Key, Spec};
-use std::collections::BTreeMap;
+use super::{decode, ConfigError, FrontendSpec, Key, Spec, ValidatedFrontend};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 /// One change from a source, in source order.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,12 +34,14 @@ pub struct Rejection {
 
 #[derive(Debug, Default)]
 pub struct ConfigState {
-    specs: BTreeMap<Key, Spec>,
+    pub(super) specs: BTreeMap<Key, Spec>,
     /// Raw bytes per key, so a re-list or a directory rescan skips values that did not change.
     raw: BTreeMap<String, Vec<u8>>,
     rejected: BTreeMap<String, Rejection>,
     /// Frontends as they last passed the cross-key checks, served while a newer value names a missing backend.
     pub(super) good_frontends: BTreeMap<String, FrontendSpec>,
+    /// Each frontend in `specs`, checked and with its route parsed, by id: done once per value, not per reload.
+    pub(super) parsed_frontends: HashMap<String, Arc<ValidatedFrontend>>,
 }
 
 impl ConfigState {
@@ -56,6 +59,7 @@ impl ConfigState {
                 if let Ok(parsed) = Key::parse(&key) {
                     if let Key::Frontend { frontend } = &parsed {
                         self.good_frontends.remove(frontend);
+                        self.parsed_frontends.remove(frontend);
                     }
                     let was_spec = self.specs.remove(&parsed).is_some();
                     return Ok(was_spec || was_raw || was_rejected);
@@ -76,6 +80,13 @@ impl ConfigState {
                 };
                 match decode(&parsed, &value) {
                     Ok(spec) => {
+                        if let (Key::Frontend { frontend }, Spec::Frontend(f)) = (&parsed, &spec) {
+                            // decode just checked this value, so this only fails on a bug; then validate parses it.
+                            match super::validate::frontend(&parsed, frontend, f) {
+                                Ok(vf) => self.parsed_frontends.insert(frontend.clone(), Arc::new(vf)),
+                                Err(_) => self.parsed_frontends.remove(frontend),
+                            };
+                        }
                         self.rejected.remove(&key);
                         self.raw.insert(key, value);
                         self.specs.insert(parsed, spec);

@@ -25,7 +25,9 @@ const MIDDLEWARE_TYPES: &[&str] = &["ratelimit", "connlimit", "rewrite", "cbreak
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct ValidatedConfig {
     pub backends: BTreeMap<String, ValidatedBackend>,
-    pub frontends: BTreeMap<String, ValidatedFrontend>,
+    /// Shared with the model's per-key cache: an unchanged frontend is the same `Arc` in every generation, which
+    /// is how `table::compile` knows it can reuse what it compiled before.
+    pub frontends: BTreeMap<String, Arc<ValidatedFrontend>>,
     pub hosts: BTreeMap<String, ValidatedHost>,
     pub listeners: BTreeMap<String, ValidatedListener>,
 }
@@ -208,7 +210,7 @@ fn server(key: &Key, id: &str, s: &ServerSpec) -> Result<ValidatedServer, Config
     Ok(ValidatedServer { id: id.to_string(), url: s.url.clone(), scheme, authority, weight, draining: s.draining })
 }
 
-fn frontend(key: &Key, id: &str, f: &FrontendSpec) -> Result<ValidatedFrontend, ConfigError> {
+pub(super) fn frontend(key: &Key, id: &str, f: &FrontendSpec) -> Result<ValidatedFrontend, ConfigError> {
     check_type(key, &f.kind)?;
     let expr = route::parse(&f.route).map_err(|e| ConfigError::new(key, Some("Route"), e))?;
     let backends = match (&f.backend_id, &f.backends) {
@@ -298,7 +300,8 @@ impl ConfigState {
         let mut middlewares: BTreeMap<&str, Vec<ValidatedMiddleware>> = BTreeMap::new();
         let mut frontends: Vec<(&Key, &str, &FrontendSpec)> = Vec::new();
 
-        for (key, spec) in self.specs() {
+        let specs = std::mem::take(&mut self.specs);
+        for (key, spec) in &specs {
             // check_one passed for everything held in specs, so these conversions only fail on a bug; report
             // instead of panicking all the same.
             let result = match (key, spec) {
@@ -350,21 +353,31 @@ impl ConfigState {
             }
         }
 
-        let mut good = BTreeMap::new();
         for (key, id, spec) in frontends {
-            let current = frontend(key, id, spec);
+            // Parsed once when the value arrived (`ConfigState::apply`); parsing 10,000 routes per change is what
+            // made a reload cost tens of milliseconds.
+            let current = match self.parsed_frontends.get(id) {
+                Some(f) => Ok(f.clone()),
+                None => frontend(key, id, spec).map(Arc::new),
+            };
             let missing = |f: &ValidatedFrontend| -> Option<String> {
                 f.backends.iter().map(|(b, _)| b).find(|b| !v.config.backends.contains_key(*b)).cloned()
             };
             let chosen = match current {
                 Ok(f) => match missing(&f) {
-                    None => Some((f, spec.clone())),
+                    None => {
+                        if self.good_frontends.get(id) != Some(spec) {
+                            self.good_frontends.insert(id.to_string(), spec.clone());
+                        }
+                        Some(f)
+                    }
                     Some(b) => {
                         let fallback = self
                             .good_frontends
                             .get(id)
-                            .and_then(|g| frontend(key, id, g).ok().map(|vf| (vf, g.clone())))
-                            .filter(|(vf, _)| missing(vf).is_none());
+                            .and_then(|g| frontend(key, id, g).ok())
+                            .filter(|vf| missing(vf).is_none())
+                            .map(Arc::new);
                         let what = if fallback.is_some() { "; the previous value keeps serving" } else { "; the frontend is left out" };
                         v.errors.push(ConfigError::new(key, Some("BackendId"), format!("backend `{b}` is not defined{what}")));
                         fallback
@@ -375,7 +388,7 @@ impl ConfigState {
                     None
                 }
             };
-            if let Some((mut f, spec)) = chosen {
+            if let Some(mut f) = chosen {
                 if !f.settings.failover_predicate.is_empty() {
                     v.unsupported.push(ConfigError::new(key, Some("Settings.FailoverPredicate"), "retries are not supported yet; ignored"));
                 }
@@ -384,9 +397,8 @@ impl ConfigState {
                         let mkey = Key::Middleware { frontend: id.to_string(), middleware: m.id.clone() };
                         v.unsupported.push(ConfigError::new(mkey, Some("Type"), format!("middleware type `{}` is not supported yet; the frontend serves without it", m.kind)));
                     }
-                    f.middlewares = list;
+                    Arc::make_mut(&mut f).middlewares = list;
                 }
-                good.insert(id.to_string(), spec);
                 v.config.frontends.insert(id.to_string(), f);
             }
         }
@@ -396,7 +408,10 @@ impl ConfigState {
                 v.errors.push(ConfigError::new(key, None, format!("frontend `{frontend}` is not defined (frontends/{frontend}/frontend)")));
             }
         }
-        self.good_frontends = good;
+        // Frontends that are gone (or never passed) have no last good value to fall back to.
+        let live = &v.config.frontends;
+        self.good_frontends.retain(|id, _| live.contains_key(id));
+        self.specs = specs;
         v
     }
 }

@@ -8,7 +8,7 @@ pub mod reload;
 pub mod route;
 
 use crate::balance::Weighted;
-use crate::model::{UpstreamSettings, ValidatedConfig};
+use crate::model::{UpstreamSettings, ValidatedBackend, ValidatedConfig, ValidatedFrontend};
 use crate::telemetry::FrontendMetrics;
 use crate::upstream::{Registry, RegistrySession, Server};
 use arc_swap::ArcSwap;
@@ -27,6 +27,18 @@ pub struct RoutingTable {
     pub certs: Arc<CertStore>,
     /// What the table was built from, for `/config`.
     pub config: Arc<ValidatedConfig>,
+    /// What each frontend and backend was compiled from, so the next generation reuses what did not change.
+    reuse: Reuse,
+}
+
+#[derive(Default)]
+struct Reuse {
+    frontends: HashMap<Arc<str>, (Arc<ValidatedFrontend>, Arc<Frontend>)>,
+    backends: HashMap<Arc<str>, (ValidatedBackend, Arc<Backend>)>,
+}
+
+fn same_backend(a: &ValidatedBackend, b: &ValidatedBackend) -> bool {
+    a.id == b.id && a.settings == b.settings && a.servers == b.servers
 }
 
 pub struct Frontend {
@@ -79,30 +91,59 @@ impl RoutingTable {
             router: Router::build(Vec::new()),
             certs: Arc::default(),
             config: Arc::default(),
+            reuse: Reuse::default(),
         }
     }
 }
 
-/// Builds a table. The caller publishes it and then calls `session.finish()`.
-pub fn compile(config: Arc<ValidatedConfig>, generation: u64, session: &mut RegistrySession<'_>) -> RoutingTable {
+/// Builds a table. The caller publishes it and then calls `session.finish()`. Frontends and backends that are
+/// the same as in `prev` are reused as they are (their validated value is the same `Arc`, their backends the
+/// same objects), so a change costs what it touches plus the route index, not a recompile of every frontend.
+pub fn compile(
+    config: Arc<ValidatedConfig>,
+    generation: u64,
+    session: &mut RegistrySession<'_>,
+    prev: Option<&RoutingTable>,
+) -> RoutingTable {
+    let mut reuse = Reuse::default();
     let mut backends: HashMap<&str, Arc<Backend>> = HashMap::with_capacity(config.backends.len());
     for (id, b) in &config.backends {
-        let servers = b
-            .servers
-            .iter()
-            .filter(|s| !s.draining)
-            .map(|s| (session.server(id, s, b.settings), s.weight))
-            .collect();
-        let backend = Backend {
+        let live = b.servers.iter().filter(|s| !s.draining);
+        if let Some((old_spec, old)) = prev.and_then(|p| p.reuse.backends.get(id.as_str())) {
+            if same_backend(old_spec, b) {
+                // Still registered with this session, or `finish` would start draining them.
+                for s in live {
+                    session.server(id, s, b.settings);
+                }
+                session.counter(&format!("b:{id}"));
+                backends.insert(id.as_str(), old.clone());
+                reuse.backends.insert(old.id.clone(), (b.clone(), old.clone()));
+                continue;
+            }
+        }
+        let servers = live.map(|s| (session.server(id, s, b.settings), s.weight)).collect();
+        let backend = Arc::new(Backend {
             id: id.as_str().into(),
             servers: Weighted::new(servers, session.counter(&format!("b:{id}"))),
             settings: b.settings,
-        };
-        backends.insert(id.as_str(), Arc::new(backend));
+        });
+        reuse.backends.insert(backend.id.clone(), (b.clone(), backend.clone()));
+        backends.insert(id.as_str(), backend);
     }
 
     let mut routes = Vec::with_capacity(config.frontends.len());
     for (id, f) in &config.frontends {
+        if let Some((old_spec, old)) = prev.and_then(|p| p.reuse.frontends.get(id.as_str())) {
+            let items = old.split.items();
+            let same_backends = items.len() == f.backends.len()
+                && items.iter().all(|b| backends.get(&*b.id).is_some_and(|nb| Arc::ptr_eq(nb, b)));
+            if Arc::ptr_eq(old_spec, f) && same_backends {
+                session.counter(&format!("f:{id}"));
+                reuse.frontends.insert(old.id.clone(), (f.clone(), old.clone()));
+                routes.push(RouteSpec { id: old.id.clone(), priority: f.priority, expr: f.expr.clone(), value: old.clone() });
+                continue;
+            }
+        }
         // Validation guarantees every named backend exists; filter anyway rather than trust it blindly.
         let split: Vec<(Arc<Backend>, u32)> =
             f.backends.iter().filter_map(|(b, w)| backends.get(b.as_str()).map(|b| (b.clone(), *w))).collect();
@@ -110,7 +151,7 @@ pub fn compile(config: Arc<ValidatedConfig>, generation: u64, session: &mut Regi
         let hostname = (!f.settings.hostname.is_empty())
             .then(|| HeaderValue::from_str(&f.settings.hostname).ok())
             .flatten();
-        let frontend = Frontend {
+        let frontend = Arc::new(Frontend {
             id: id.as_str().into(),
             metrics: FrontendMetrics::new(id, &server_counts),
             split: Weighted::new(split, session.counter(&format!("f:{id}"))),
@@ -118,8 +159,9 @@ pub fn compile(config: Arc<ValidatedConfig>, generation: u64, session: &mut Regi
             trust_forward_header: f.settings.trust_forward_header,
             hostname,
             max_body_bytes: (f.settings.limits.max_body_bytes > 0).then_some(f.settings.limits.max_body_bytes),
-        };
-        routes.push(RouteSpec { id: id.as_str().into(), priority: f.priority, expr: f.expr.clone(), value: Arc::new(frontend) });
+        });
+        reuse.frontends.insert(frontend.id.clone(), (f.clone(), frontend.clone()));
+        routes.push(RouteSpec { id: frontend.id.clone(), priority: f.priority, expr: f.expr.clone(), value: frontend });
     }
 
     let mut certs = CertStore::default();
@@ -134,13 +176,15 @@ pub fn compile(config: Arc<ValidatedConfig>, generation: u64, session: &mut Regi
         certs.default = certs.by_name.values().next().cloned();
     }
 
-    RoutingTable { generation, router: Router::build(routes), certs: Arc::new(certs), config }
+    RoutingTable { generation, router: Router::build(routes), certs: Arc::new(certs), config, reuse }
 }
 
 /// Compiles, publishes and retires unused servers in one step.
 pub fn publish(shared: &SharedTable, registry: &Registry, config: Arc<ValidatedConfig>, generation: u64) {
     let mut session = registry.session();
-    let table = compile(config, generation, &mut session);
+    let prev = shared.load_full();
+    let table = compile(config, generation, &mut session, Some(&prev));
+    drop(prev);
     shared.store(Arc::new(table));
     session.finish();
 }
