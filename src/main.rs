@@ -416,8 +416,13 @@ fn serve(args: ServeArgs) -> ExitCode {
     };
     let _log_guard = telemetry::init_logging(settings.log.format, settings.log.access_log);
     raise_fd_limit();
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if let Some(n) = threads.filter(|n| *n > 0) {
+    // One thread is nginx's `worker_processes 1`: a single-threaded scheduler then skips the work-stealing
+    // machinery (atomics, cross-thread wakeups) that only pays off with several workers.
+    let mut builder = match threads {
+        Some(1) => tokio::runtime::Builder::new_current_thread(),
+        _ => tokio::runtime::Builder::new_multi_thread(),
+    };
+    if let Some(n) = threads.filter(|n| *n > 1) {
         builder.worker_threads(n);
     }
     let runtime = match builder.enable_all().build() {
