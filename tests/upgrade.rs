@@ -344,3 +344,47 @@ async fn socket_activation_serves_on_the_passed_socket() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn draining_server_with_slow_requests_is_shown_until_idle() {
+    let routes = Routes::new();
+    let (one, two) = (TestBackend::start("one").await, TestBackend::start("two").await);
+    routes.backend("gtin", &[("one", one.addr), ("two", two.addr)]);
+    routes.frontend("gtin", "gtin", "PathPrefix(`/`)");
+    let ficus = std::sync::Arc::new(Ficus::start(routes.path()).await);
+    let load = common::load::Load::start(ficus.url("/x"), 4);
+    let c = http1_client();
+    // 1.5 s requests in flight on both servers (the harness sets a 2 s Read timeout).
+    let slow: Vec<_> = (0..4)
+        .map(|_| {
+            let (c, u) = (c.clone(), ficus.url("/slow/1500"));
+            tokio::spawn(async move { get(&c, &u).await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let gen = ficus.generation().await;
+    routes.put("backends/gtin/servers/two", &format!(r#"{{"URL":"http://{}","Draining":true}}"#, two.addr));
+    let status = ficus.wait_generation_above(gen).await;
+    let draining = status["draining"].as_array().cloned().unwrap_or_default();
+    assert!(draining.iter().any(|d| d["server"] == "two" && d["inflight"].as_u64().unwrap_or(0) >= 1), "{status}");
+    let metrics = String::from_utf8_lossy(&get(&c, &format!("http://{}/metrics", ficus.admin)).await.1).into_owned();
+    assert!(metrics.contains("ficus_draining_servers 1"), "{metrics}");
+    assert!(metrics.contains(r#"ficus_draining_inflight{backend="gtin",server="two"}"#), "{metrics}");
+    let before = two.hits();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(two.hits(), before, "a draining server got new requests");
+    for s in slow {
+        assert_eq!(s.await.unwrap().0, 200);
+    }
+    // Idle now: gone from /status, so a deploy script may stop it.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let s = ficus.status().await;
+        if s["draining"].as_array().map(Vec::len) == Some(0) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{s}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    load.finish(50).await;
+}

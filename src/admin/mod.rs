@@ -27,15 +27,36 @@ pub struct Admin {
 }
 
 impl Admin {
+    /// Draining servers change without a reload (requests finish), so their gauges are set when scraped.
+    fn draining_gauges(&self) {
+        // Servers reported at the last scrape and gone now are set to 0, not left at a stale count.
+        static SHOWN: std::sync::Mutex<Vec<(String, String)>> = std::sync::Mutex::new(Vec::new());
+        let draining = self.registry.draining();
+        metrics::gauge!(crate::telemetry::DRAINING_SERVERS).set(draining.len() as f64);
+        let mut shown = SHOWN.lock().unwrap_or_else(|p| p.into_inner());
+        for (backend, server) in shown.drain(..) {
+            if !draining.iter().any(|d| d.backend == backend && d.server == server) {
+                metrics::gauge!(crate::telemetry::DRAINING_INFLIGHT, "backend" => backend, "server" => server).set(0.0);
+            }
+        }
+        for d in &draining {
+            metrics::gauge!(crate::telemetry::DRAINING_INFLIGHT, "backend" => d.backend.clone(), "server" => d.server.clone())
+                .set(d.inflight as f64);
+            shown.push((d.backend.clone(), d.server.clone()));
+        }
+    }
+
     fn answer(&self, req: &Request<Incoming>) -> Response<Full<Bytes>> {
         if req.method() != Method::GET && req.method() != Method::HEAD {
             return text(StatusCode::METHOD_NOT_ALLOWED, "only GET\n");
         }
         match req.uri().path() {
             "/metrics" => {
+                self.draining_gauges();
                 self.metrics.run_upkeep();
                 let mut r = text(StatusCode::OK, self.metrics.render());
-                r.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("text/plain; version=0.0.4"));
+                r.headers_mut()
+                    .insert(header::CONTENT_TYPE, header::HeaderValue::from_static("text/plain; version=0.0.4"));
                 r
             }
             "/status" => json(&self.status.snapshot(&self.registry)),

@@ -20,6 +20,7 @@ pub const CONFIG_ERRORS: &str = "ficus_config_errors";
 pub const CONFIG_FRONTENDS: &str = "ficus_config_frontends";
 pub const CONFIG_SERVERS: &str = "ficus_config_servers";
 pub const DRAINING_SERVERS: &str = "ficus_draining_servers";
+pub const DRAINING_INFLIGHT: &str = "ficus_draining_inflight";
 
 /// Latency buckets in seconds: fine below 10 ms where a proxy's own overhead lives, coarse above.
 pub const LATENCY_BUCKETS: &[f64] =
@@ -140,6 +141,7 @@ fn describe() {
     describe_gauge!(CONFIG_FRONTENDS, "Frontends in the routing table");
     describe_gauge!(CONFIG_SERVERS, "Servers in the routing table (draining excluded)");
     describe_gauge!(DRAINING_SERVERS, "Servers that left the config and still have requests in flight");
+    describe_gauge!(DRAINING_INFLIGHT, "Requests in flight on a draining server, by backend and server");
 }
 
 /// Log output format.
