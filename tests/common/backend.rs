@@ -150,7 +150,9 @@ async fn answer(name: String, mut req: Request<Incoming>) -> Result<Response<Bod
             let headers: serde_json::Map<String, serde_json::Value> = req
                 .headers()
                 .iter()
-                .map(|(k, v)| (k.to_string(), serde_json::Value::from(String::from_utf8_lossy(v.as_bytes()).into_owned())))
+                .map(|(k, v)| {
+                    (k.to_string(), serde_json::Value::from(String::from_utf8_lossy(v.as_bytes()).into_owned()))
+                })
                 .collect();
             let body = serde_json::json!({
                 "backend": name,
