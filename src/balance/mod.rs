@@ -153,7 +153,10 @@ mod tests {
     fn large_sums_are_bounded() {
         let w = Weighted::new(vec![("a", 9_999), ("b", 9_998), ("c", 1)], Arc::default());
         assert!(w.sequence.len() as u64 <= MAX_SEQUENCE);
-        let w = Weighted::new(vec![("a", 10_000), ("b", 9_999), ("c", 9_997), ("d", 9_991), ("e", 9_973), ("f", 9_967), ("g", 9_949)], Arc::default());
+        let w = Weighted::new(
+            vec![("a", 10_000), ("b", 9_999), ("c", 9_997), ("d", 9_991), ("e", 9_973), ("f", 9_967), ("g", 9_949)],
+            Arc::default(),
+        );
         assert!(w.sequence.len() as u64 <= MAX_SEQUENCE + 7);
     }
 

@@ -79,7 +79,8 @@ fn bind_new(cfg: &ListenerConfig) -> std::io::Result<std::net::TcpListener> {
 
 /// The admin listener: inherited or bound, and handed on at an upgrade for as long as the process lives.
 pub fn bind_admin(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    let cfg = ListenerConfig { name: inherit::ADMIN.into(), addr, protocol: Protocol::Http, trust_forward_header: false };
+    let cfg =
+        ListenerConfig { name: inherit::ADMIN.into(), addr, protocol: Protocol::Http, trust_forward_header: false };
     // Listed for the life of the process (`bind` registered it and nothing unregisters it).
     bind(&cfg).map_err(|e| e.source)
 }

@@ -6,8 +6,8 @@
 //! decoded but not implemented yet are reported as `unsupported`, never silently ignored.
 
 use super::{
-    BackendSpec, ConfigError, ConfigState, FrontendSettings, FrontendSpec, HostSpec, Key, ListenerSpec,
-    MiddlewareSpec, ServerSpec, Spec,
+    BackendSpec, ConfigError, ConfigState, FrontendSettings, FrontendSpec, HostSpec, Key, ListenerSpec, MiddlewareSpec,
+    ServerSpec, Spec,
 };
 use crate::table::route::{self, RouteExpr};
 use http::uri::{Authority, Scheme};
@@ -161,7 +161,11 @@ pub(super) fn check_one(key: &Key, spec: &Spec) -> Result<(), ConfigError> {
     if let Some(declared) = declared_id {
         if declared != key_id {
             let field = if matches!(spec, Spec::Host(_)) { "Name" } else { "Id" };
-            return Err(ConfigError::new(key, Some(field), format!("`{declared}` differs from the key's id `{key_id}`")));
+            return Err(ConfigError::new(
+                key,
+                Some(field),
+                format!("`{declared}` differs from the key's id `{key_id}`"),
+            ));
         }
     }
     match spec {
@@ -172,7 +176,11 @@ pub(super) fn check_one(key: &Key, spec: &Spec) -> Result<(), ConfigError> {
             if MIDDLEWARE_TYPES.contains(&m.kind.as_str()) {
                 Ok(())
             } else {
-                Err(ConfigError::new(key, Some("Type"), format!("unknown middleware type `{}` (known: {})", m.kind, MIDDLEWARE_TYPES.join(", "))))
+                Err(ConfigError::new(
+                    key,
+                    Some("Type"),
+                    format!("unknown middleware type `{}` (known: {})", m.kind, MIDDLEWARE_TYPES.join(", ")),
+                ))
             }
         }
         Spec::Host(h) => host(key, key_id, h).map(|_| ()),
@@ -227,11 +235,19 @@ pub(super) fn frontend(key: &Key, id: &str, f: &FrontendSpec) -> Result<Validate
             let mut out: Vec<(String, u32)> = Vec::with_capacity(list.len());
             for (i, wb) in list.iter().enumerate() {
                 if out.iter().any(|(id, _)| *id == wb.id) {
-                    return Err(ConfigError::new(key, Some(&format!("Backends[{i}].Id")), format!("`{}` listed twice", wb.id)));
+                    return Err(ConfigError::new(
+                        key,
+                        Some(&format!("Backends[{i}].Id")),
+                        format!("`{}` listed twice", wb.id),
+                    ));
                 }
                 if wb.weight > MAX_WEIGHT {
                     let field = format!("Backends[{i}].Weight");
-                    return Err(ConfigError::new(key, Some(&field), format!("{} is above the maximum {MAX_WEIGHT}", wb.weight)));
+                    return Err(ConfigError::new(
+                        key,
+                        Some(&field),
+                        format!("{} is above the maximum {MAX_WEIGHT}", wb.weight),
+                    ));
                 }
                 out.push((wb.id.clone(), wb.weight));
             }
@@ -267,9 +283,9 @@ fn host(key: &Key, id: &str, h: &HostSpec) -> Result<ValidatedHost, ConfigError>
     let signing = rustls::crypto::ring::sign::any_supported_type(&private)
         .map_err(|e| ConfigError::new(key, Some("Settings.KeyPair.Key"), format!("unusable private key: {e}")))?;
     let certified = rustls::sign::CertifiedKey::new(certs, signing);
-    certified
-        .keys_match()
-        .map_err(|e| ConfigError::new(key, Some("Settings.KeyPair"), format!("certificate and key do not match: {e}")))?;
+    certified.keys_match().map_err(|e| {
+        ConfigError::new(key, Some("Settings.KeyPair"), format!("certificate and key do not match: {e}"))
+    })?;
     Ok(ValidatedHost { name: id.to_ascii_lowercase(), default: h.settings.default, certified_key: Arc::new(certified) })
 }
 
@@ -278,17 +294,23 @@ fn listener(key: &Key, id: &str, l: &ListenerSpec) -> Result<ValidatedListener, 
         "http" => Protocol::Http,
         "https" => Protocol::Https,
         other => {
-            return Err(ConfigError::new(key, Some("Protocol"), format!("unsupported protocol `{other}` (http or https)")))
+            return Err(ConfigError::new(
+                key,
+                Some("Protocol"),
+                format!("unsupported protocol `{other}` (http or https)"),
+            ))
         }
     };
     if l.address.network != "tcp" {
-        return Err(ConfigError::new(key, Some("Address.Network"), format!("unsupported network `{}` (only tcp)", l.address.network)));
+        return Err(ConfigError::new(
+            key,
+            Some("Address.Network"),
+            format!("unsupported network `{}` (only tcp)", l.address.network),
+        ));
     }
-    let address = l
-        .address
-        .address
-        .parse()
-        .map_err(|e| ConfigError::new(key, Some("Address.Address"), format!("`{}`: {e} (expected ip:port)", l.address.address)))?;
+    let address = l.address.address.parse().map_err(|e| {
+        ConfigError::new(key, Some("Address.Address"), format!("`{}`: {e} (expected ip:port)", l.address.address))
+    })?;
     Ok(ValidatedListener { id: id.to_string(), protocol, address })
 }
 
@@ -307,10 +329,17 @@ impl ConfigState {
             let result = match (key, spec) {
                 (Key::Backend { backend }, Spec::Backend(b)) => {
                     if b.settings.tls.is_some() {
-                        v.unsupported.push(ConfigError::new(key, Some("Settings.TLS"), "upstream TLS is not supported yet; ignored"));
+                        v.unsupported.push(ConfigError::new(
+                            key,
+                            Some("Settings.TLS"),
+                            "upstream TLS is not supported yet; ignored",
+                        ));
                     }
                     let settings = upstream_settings(b);
-                    v.config.backends.insert(backend.clone(), ValidatedBackend { id: backend.clone(), settings, servers: Vec::new() });
+                    v.config.backends.insert(
+                        backend.clone(),
+                        ValidatedBackend { id: backend.clone(), settings, servers: Vec::new() },
+                    );
                     Ok(())
                 }
                 (Key::Server { backend, server: id }, Spec::Server(s)) => {
@@ -347,7 +376,11 @@ impl ConfigState {
                 None => {
                     for s in list {
                         let key = Key::Server { backend: backend.to_string(), server: s.id };
-                        v.errors.push(ConfigError::new(key, None, format!("backend `{backend}` is not defined (backends/{backend}/backend)")));
+                        v.errors.push(ConfigError::new(
+                            key,
+                            None,
+                            format!("backend `{backend}` is not defined (backends/{backend}/backend)"),
+                        ));
                     }
                 }
             }
@@ -378,8 +411,16 @@ impl ConfigState {
                             .and_then(|g| frontend(key, id, g).ok())
                             .filter(|vf| missing(vf).is_none())
                             .map(Arc::new);
-                        let what = if fallback.is_some() { "; the previous value keeps serving" } else { "; the frontend is left out" };
-                        v.errors.push(ConfigError::new(key, Some("BackendId"), format!("backend `{b}` is not defined{what}")));
+                        let what = if fallback.is_some() {
+                            "; the previous value keeps serving"
+                        } else {
+                            "; the frontend is left out"
+                        };
+                        v.errors.push(ConfigError::new(
+                            key,
+                            Some("BackendId"),
+                            format!("backend `{b}` is not defined{what}"),
+                        ));
                         fallback
                     }
                 },
@@ -390,12 +431,23 @@ impl ConfigState {
             };
             if let Some(mut f) = chosen {
                 if !f.settings.failover_predicate.is_empty() {
-                    v.unsupported.push(ConfigError::new(key, Some("Settings.FailoverPredicate"), "retries are not supported yet; ignored"));
+                    v.unsupported.push(ConfigError::new(
+                        key,
+                        Some("Settings.FailoverPredicate"),
+                        "retries are not supported yet; ignored",
+                    ));
                 }
                 if let Some(list) = middlewares.remove(id) {
                     for m in &list {
                         let mkey = Key::Middleware { frontend: id.to_string(), middleware: m.id.clone() };
-                        v.unsupported.push(ConfigError::new(mkey, Some("Type"), format!("middleware type `{}` is not supported yet; the frontend serves without it", m.kind)));
+                        v.unsupported.push(ConfigError::new(
+                            mkey,
+                            Some("Type"),
+                            format!(
+                                "middleware type `{}` is not supported yet; the frontend serves without it",
+                                m.kind
+                            ),
+                        ));
                     }
                     Arc::make_mut(&mut f).middlewares = list;
                 }
@@ -405,7 +457,11 @@ impl ConfigState {
         for (frontend, list) in middlewares {
             for m in list {
                 let key = Key::Middleware { frontend: frontend.to_string(), middleware: m.id };
-                v.errors.push(ConfigError::new(key, None, format!("frontend `{frontend}` is not defined (frontends/{frontend}/frontend)")));
+                v.errors.push(ConfigError::new(
+                    key,
+                    None,
+                    format!("frontend `{frontend}` is not defined (frontends/{frontend}/frontend)"),
+                ));
             }
         }
         // Frontends that are gone (or never passed) have no last good value to fall back to.
@@ -494,7 +550,11 @@ mod tests {
             ("backends/b/servers/s", r#"{"URL":"http://x:1","Weight":20000}"#, "Weight"),
             ("backends/b/servers/s", r#"{"Id":"t","URL":"http://x:1"}"#, "Id"),
             ("frontends/f/frontend", r#"{"Type":"http","Route":"Path(`/`)"}"#, "BackendId"),
-            ("frontends/f/frontend", r#"{"Type":"http","Backends":[{"Id":"a","Weight":0}],"Route":"Path(`/`)"}"#, "Backends"),
+            (
+                "frontends/f/frontend",
+                r#"{"Type":"http","Backends":[{"Id":"a","Weight":0}],"Route":"Path(`/`)"}"#,
+                "Backends",
+            ),
             ("frontends/f/frontend", r#"{"Type":"tcp","BackendId":"a","Route":"Path(`/`)"}"#, "Type"),
             ("frontends/f/middlewares/m", r#"{"Type":"magic"}"#, "Type"),
             ("listeners/l", r#"{"Protocol":"http","Address":{"Network":"tcp","Address":"nope"}}"#, "Address.Address"),

@@ -12,7 +12,10 @@ use std::task::{Context, Poll};
 pub enum ProxyBody {
     /// The upstream body, with what must live exactly as long as it: the server's in-flight count and the
     /// access-log record, written when the body is done (or dropped by a client that went away).
-    Upstream { body: Incoming, done: Option<Box<Completion>> },
+    Upstream {
+        body: Incoming,
+        done: Option<Box<Completion>>,
+    },
     Full(Option<Bytes>),
 }
 

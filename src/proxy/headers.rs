@@ -56,14 +56,19 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 /// True when the request asks to switch protocols (WebSocket and friends).
 pub fn is_upgrade(headers: &HeaderMap) -> bool {
     headers.contains_key(header::UPGRADE)
-        && headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .any(|v| v.to_str().map(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade"))).unwrap_or(false))
+        && headers.get_all(header::CONNECTION).iter().any(|v| {
+            v.to_str().map(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade"))).unwrap_or(false)
+        })
 }
 
 /// Sets X-Forwarded-For/Proto/Host. `client_ip` was formatted once per connection.
-pub fn set_forwarded(headers: &mut HeaderMap, trust: bool, client_ip: &HeaderValue, proto: &HeaderValue, host: Option<&HeaderValue>) {
+pub fn set_forwarded(
+    headers: &mut HeaderMap,
+    trust: bool,
+    client_ip: &HeaderValue,
+    proto: &HeaderValue,
+    host: Option<&HeaderValue>,
+) {
     let xff = match (trust, headers.get(&X_FORWARDED_FOR)) {
         (true, Some(prior)) if !prior.is_empty() => {
             let mut v = Vec::with_capacity(prior.len() + 2 + client_ip.len());

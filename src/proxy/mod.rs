@@ -69,9 +69,11 @@ impl Proxy {
         let table = self.table.load_full();
 
         // Phase 1: match. h2 carries the host in the URI, h1 in the Host header.
-        let host_value = req.headers().get(header::HOST).cloned().or_else(|| {
-            req.uri().authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-        });
+        let host_value = req
+            .headers()
+            .get(header::HOST)
+            .cloned()
+            .or_else(|| req.uri().authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()));
         let host = host_value.as_ref().and_then(|h| h.to_str().ok()).unwrap_or("");
         let request_id = match req.headers().get(&X_REQUEST_ID) {
             Some(id) if !id.is_empty() && id.len() <= 200 => id.clone(),
@@ -90,7 +92,8 @@ impl Proxy {
             log_error(&req, conn, None, &err, &request_id, start);
             return err.response(None, &request_id);
         };
-        let found = table.router.find(&RouteRequest { method: req.method(), host, path: &path, headers: req.headers() });
+        let found =
+            table.router.find(&RouteRequest { method: req.method(), host, path: &path, headers: req.headers() });
         let normalized_path = match path {
             std::borrow::Cow::Owned(p) => Some(p),
             std::borrow::Cow::Borrowed(_) => None,
@@ -161,7 +164,15 @@ impl Proxy {
             Ok(u) => u,
             Err(_) => {
                 let err = ProxyError::BadRequest("request target cannot be forwarded");
-                return self.fail(&frontend, Some((bi, &backend.id)), &Request::from_parts(parts, ()), conn, err, &request_id, start);
+                return self.fail(
+                    &frontend,
+                    Some((bi, &backend.id)),
+                    &Request::from_parts(parts, ()),
+                    conn,
+                    err,
+                    &request_id,
+                    start,
+                );
             }
         };
         // Upstreams speak HTTP/1.1 whatever the client spoke.
@@ -277,7 +288,14 @@ fn access_log_enabled() -> bool {
     tracing::enabled!(target: "access", tracing::Level::INFO)
 }
 
-fn log_error<B>(req: &Request<B>, conn: &ConnInfo, frontend: Option<&str>, err: &ProxyError, id: &HeaderValue, start: Instant) {
+fn log_error<B>(
+    req: &Request<B>,
+    conn: &ConnInfo,
+    frontend: Option<&str>,
+    err: &ProxyError,
+    id: &HeaderValue,
+    start: Instant,
+) {
     tracing::info!(target: "access", frontend = frontend.unwrap_or("-"), method = %req.method(), path = %req.uri().path(),
         status = err.status().as_u16(), peer = %conn.peer, duration_ms = start.elapsed().as_secs_f64() * 1e3,
         request_id = ?id, error = %err, "request");

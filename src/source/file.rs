@@ -109,7 +109,8 @@ pub async fn watch(dir: PathBuf, events: mpsc::Sender<SourceEvent>) -> Result<()
                 let mut entries: BTreeMap<String, Vec<u8>> = scan.entries.into_iter().collect();
                 let mut problems = Vec::new();
                 for (key, path, err) in scan.unreadable {
-                    problems.push(format!("{}: {key}: cannot read: {err}; its last good content stays", path.display()));
+                    problems
+                        .push(format!("{}: {key}: cannot read: {err}; its last good content stays", path.display()));
                     if let Some(prev) = last_good.get(&key) {
                         entries.insert(key, prev.clone());
                     }

@@ -140,7 +140,12 @@ pub fn compile(
             if Arc::ptr_eq(old_spec, f) && same_backends {
                 session.counter(&format!("f:{id}"));
                 reuse.frontends.insert(old.id.clone(), (f.clone(), old.clone()));
-                routes.push(RouteSpec { id: old.id.clone(), priority: f.priority, expr: f.expr.clone(), value: old.clone() });
+                routes.push(RouteSpec {
+                    id: old.id.clone(),
+                    priority: f.priority,
+                    expr: f.expr.clone(),
+                    value: old.clone(),
+                });
                 continue;
             }
         }
@@ -148,9 +153,8 @@ pub fn compile(
         let split: Vec<(Arc<Backend>, u32)> =
             f.backends.iter().filter_map(|(b, w)| backends.get(b.as_str()).map(|b| (b.clone(), *w))).collect();
         let server_counts: Vec<usize> = split.iter().map(|(b, _)| b.servers.items().len()).collect();
-        let hostname = (!f.settings.hostname.is_empty())
-            .then(|| HeaderValue::from_str(&f.settings.hostname).ok())
-            .flatten();
+        let hostname =
+            (!f.settings.hostname.is_empty()).then(|| HeaderValue::from_str(&f.settings.hostname).ok()).flatten();
         let frontend = Arc::new(Frontend {
             id: id.as_str().into(),
             metrics: FrontendMetrics::new(id, &server_counts),

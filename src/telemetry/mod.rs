@@ -65,7 +65,13 @@ impl FrontendMetrics {
     }
 
     /// Counts a request answered for this frontend. `server` is `None` when no server was picked (503).
-    pub fn record(&self, backend: Option<(usize, &str)>, server: Option<(usize, &str)>, status: u16, elapsed: Duration) {
+    pub fn record(
+        &self,
+        backend: Option<(usize, &str)>,
+        server: Option<(usize, &str)>,
+        status: u16,
+        elapsed: Duration,
+    ) {
         let slot = backend.and_then(|(bi, _)| {
             let base = *self.offsets.get(bi)?;
             let next = self.offsets.get(bi + 1).copied().unwrap_or(self.slots.len());
@@ -160,7 +166,8 @@ pub fn init_logging(format: LogFormat, access_log: bool) -> tracing_appender::no
     let default = if access_log { "info" } else { "info,access=off" };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer).with_target(true).with_ansi(ansi);
+    let builder =
+        tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer).with_target(true).with_ansi(ansi);
     let result = match format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),

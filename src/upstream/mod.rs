@@ -47,7 +47,8 @@ impl Server {
             .set_host(false)
             .build(connector);
         // Authority is valid ASCII by construction (it came from a parsed URI).
-        let host_header = HeaderValue::from_str(spec.authority.as_str()).unwrap_or(HeaderValue::from_static("localhost"));
+        let host_header =
+            HeaderValue::from_str(spec.authority.as_str()).unwrap_or(HeaderValue::from_static("localhost"));
         Server {
             backend: backend.into(),
             id: spec.id.as_str().into(),
