@@ -221,3 +221,47 @@ fn check_lists_every_error_and_exits_non_zero() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/routes"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drain_deadline_cuts_what_still_runs_on_a_removed_server() {
+    let routes = Routes::new();
+    let one = TestBackend::start("one").await;
+    let two = TestBackend::start("two").await;
+    routes.put("backends/app/backend", r#"{"Type":"http","Settings":{"Timeouts":{"Read":"30s"},"DrainTimeout":"1s"}}"#);
+    routes.put("backends/app/servers/two", &format!(r#"{{"URL":"http://{}"}}"#, two.addr));
+    routes.frontend("app", "app", "PathPrefix(`/`)");
+    let ficus = Arc::new(Ficus::start(routes.path()).await);
+    let c = http1_client();
+    let slow = {
+        let (c, f) = (c.clone(), ficus.clone());
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let (code, body) = get(&c, &f.url("/slow/8000")).await;
+            (code, body, started.elapsed())
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let gen = ficus.generation().await;
+    routes.put("backends/app/servers/one", &format!(r#"{{"URL":"http://{}"}}"#, one.addr));
+    routes.delete("backends/app/servers/two");
+    ficus.wait_generation_above(gen).await;
+    let status = ficus.status().await;
+    assert!(status["draining"].as_array().is_some_and(|d| d.iter().any(|s| s["server"] == "two")), "{status}");
+    assert_eq!(served_by(&get(&c, &ficus.url("/x")).await.1), "one");
+
+    let (code, body, took) = slow.await.unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!((code, v["error"].as_str()), (502, Some("upstream_drain_deadline")), "{v}");
+    assert!(took < Duration::from_secs(5), "cut after {took:?}, not at the 1 s deadline");
+    // Cut, the server is gone from the draining list.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let status = ficus.status().await;
+        if status["draining"].as_array().is_some_and(Vec::is_empty) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{status}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(ficus.log_text().contains("drain deadline reached"), "{}", ficus.log_text());
+}

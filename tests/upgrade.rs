@@ -131,12 +131,14 @@ async fn ten_hot_upgrades_under_mixed_load_fail_no_request() {
         assert!(wait_gone(previous, Duration::from_secs(12)), "old process {previous} still running");
         durations.push(started.elapsed());
         previous = now;
-        // Route changes between upgrades: the new process follows the routes directory.
-        routes.put(
-            "frontends/extra/frontend",
-            &format!(r#"{{"Type":"http","BackendId":"app","Route":"Path(`/extra{i}`)"}}"#),
-        );
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        // Five route changes between upgrades, 50 in all: the new process follows the routes directory.
+        for k in 0..5 {
+            routes.put(
+                "frontends/extra/frontend",
+                &format!(r#"{{"Type":"http","BackendId":"app","Route":"Path(`/extra{i}-{k}`)"}}"#),
+            );
+            tokio::time::sleep(Duration::from_millis(60)).await;
+        }
     }
     let counts = load.stop().await;
     let failures = counts.failures.lock().unwrap().clone();
@@ -153,7 +155,7 @@ async fn ten_hot_upgrades_under_mixed_load_fail_no_request() {
     let last = run.wait_single(Duration::from_secs(15));
     assert_eq!(Some(last), run.pid());
     // The survivor serves the last route change.
-    let (code, _) = get(&http1_client(), &first.url("/extra9")).await;
+    let (code, _) = get(&http1_client(), &first.url("/extra9-4")).await;
     assert_eq!(code, 200);
     signal(last, libc::SIGTERM);
     assert!(wait_gone(last, Duration::from_secs(10)), "last process did not stop on SIGTERM");
@@ -350,14 +352,16 @@ async fn draining_server_with_slow_requests_is_shown_until_idle() {
     let routes = Routes::new();
     let (one, two) = (TestBackend::start("one").await, TestBackend::start("two").await);
     routes.backend("gtin", &[("one", one.addr), ("two", two.addr)]);
+    // Room for the 2 s requests: the harness's backends answer 504 after a 2 s Read timeout.
+    routes.put("backends/gtin/backend", r#"{"Type":"http","Settings":{"Timeouts":{"Read":"10s","Dial":"500ms"}}}"#);
     routes.frontend("gtin", "gtin", "PathPrefix(`/`)");
     let ficus = std::sync::Arc::new(Ficus::start(routes.path()).await);
     let load = common::load::Load::start(ficus.url("/x"), 4);
     let c = http1_client();
-    // 1.5 s requests in flight on both servers (the harness sets a 2 s Read timeout).
+    // 2 s requests in flight on both servers.
     let slow: Vec<_> = (0..4)
         .map(|_| {
-            let (c, u) = (c.clone(), ficus.url("/slow/1500"));
+            let (c, u) = (c.clone(), ficus.url("/slow/2000"));
             tokio::spawn(async move { get(&c, &u).await })
         })
         .collect();

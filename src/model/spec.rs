@@ -26,6 +26,10 @@ pub struct BackendSettings {
     pub timeouts: Timeouts,
     #[serde(default)]
     pub keep_alive: KeepAlive,
+    /// Ficus: how long a server that left the backend (removed, expired or `Draining`) may keep its in-flight
+    /// requests; then they are cut and its connections closed. Default 30s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drain_timeout: Option<GoDuration>,
     /// Vulcand's upstream TLS block. Accepted so existing trees decode; validation refuses it until upstream
     /// TLS lands rather than ignoring it.
     #[serde(default, rename = "TLS", skip_serializing_if = "Option::is_none")]

@@ -51,6 +51,8 @@ pub struct UpstreamSettings {
     #[serde(serialize_with = "ser_duration")]
     pub keep_alive_period: Duration,
     pub max_idle_per_host: u32,
+    #[serde(serialize_with = "ser_duration")]
+    pub drain_timeout: Duration,
 }
 
 impl Default for UpstreamSettings {
@@ -62,6 +64,7 @@ impl Default for UpstreamSettings {
             tls_handshake_timeout: Duration::from_secs(10),
             keep_alive_period: Duration::from_secs(30),
             max_idle_per_host: 256,
+            drain_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -484,6 +487,7 @@ fn upstream_settings(b: &BackendSpec) -> UpstreamSettings {
         tls_handshake_timeout: or(t.tls_handshake, d.tls_handshake_timeout),
         keep_alive_period: or(k.period, d.keep_alive_period),
         max_idle_per_host: k.max_idle_conns_per_host.unwrap_or(d.max_idle_per_host),
+        drain_timeout: or(b.settings.drain_timeout, d.drain_timeout),
     }
 }
 

@@ -24,6 +24,20 @@ pub struct Completion {
     pub bytes: u64,
     pub guard: Option<crate::upstream::InflightGuard>,
     pub log: Option<super::AccessRecord>,
+    /// Made only when the body first has to wait, so a response that streams straight through never
+    /// allocates it: wakes the body when the server's drain deadline cuts it off.
+    pub abort_wait: Option<Pin<Box<dyn std::future::Future<Output = ()> + Send>>>,
+}
+
+impl Completion {
+    fn poll_aborted(&mut self, cx: &mut Context<'_>) -> bool {
+        let Some(guard) = self.guard.as_ref() else { return false };
+        let wait = self.abort_wait.get_or_insert_with(|| {
+            let server = guard.server().clone();
+            Box::pin(async move { server.aborted().await })
+        });
+        wait.as_mut().poll(cx).is_ready()
+    }
 }
 
 impl Drop for Completion {
@@ -44,14 +58,30 @@ impl ProxyBody {
     }
 }
 
+/// The body failed or was cut: the server then aborts the response (HTTP/1.1 closes the connection without
+/// a final chunk, HTTP/2 resets the stream), so a cut body is never mistaken for a complete one.
+pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
+
+#[derive(Debug, thiserror::Error)]
+#[error("the upstream server's drain deadline passed")]
+pub struct DrainDeadline;
+
 impl Body for ProxyBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BodyError;
 
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         match self.get_mut() {
             ProxyBody::Upstream { body, done } => {
-                let polled = Pin::new(body).poll_frame(cx);
+                if done.as_ref().and_then(|d| d.guard.as_ref()).is_some_and(|g| g.server().is_aborted()) {
+                    done.take();
+                    return Poll::Ready(Some(Err(Box::new(DrainDeadline))));
+                }
+                let polled = Pin::new(body).poll_frame(cx).map_err(BodyError::from);
+                if polled.is_pending() && done.as_mut().is_some_and(|d| d.poll_aborted(cx)) {
+                    done.take();
+                    return Poll::Ready(Some(Err(Box::new(DrainDeadline))));
+                }
                 if let (Poll::Ready(Some(Ok(frame))), Some(done)) = (&polled, done.as_mut()) {
                     if let Some(d) = frame.data_ref() {
                         done.bytes += d.len() as u64;

@@ -18,6 +18,8 @@ pub enum UpstreamFailure {
     Reset(String),
     /// The client's body failed (it went away, or sent more than the limit).
     ClientBody(String),
+    /// The server left its backend and its drain deadline passed with this request still waiting.
+    DrainDeadline(Duration),
 }
 
 impl UpstreamFailure {
@@ -58,6 +60,7 @@ impl UpstreamFailure {
             UpstreamFailure::Timeout(_) => "timeout",
             UpstreamFailure::Reset(_) => "reset",
             UpstreamFailure::ClientBody(_) => "client_body",
+            UpstreamFailure::DrainDeadline(_) => "drain_deadline",
         }
     }
 }
@@ -85,6 +88,9 @@ fn describe(f: &UpstreamFailure) -> String {
         UpstreamFailure::Timeout(d) => format!("no response within {}", crate::model::format_duration(*d)),
         UpstreamFailure::Reset(e) => format!("connection failed: {e}"),
         UpstreamFailure::ClientBody(e) => format!("client body failed: {e}"),
+        UpstreamFailure::DrainDeadline(d) => {
+            format!("cut after the drain deadline of {}", crate::model::format_duration(*d))
+        }
     }
 }
 
@@ -96,7 +102,9 @@ impl ProxyError {
             ProxyError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ProxyError::Upstream { failure, .. } => match failure {
-                UpstreamFailure::Connect(_) | UpstreamFailure::Reset(_) => StatusCode::BAD_GATEWAY,
+                UpstreamFailure::Connect(_) | UpstreamFailure::Reset(_) | UpstreamFailure::DrainDeadline(_) => {
+                    StatusCode::BAD_GATEWAY
+                }
                 UpstreamFailure::DialTimeout | UpstreamFailure::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
                 UpstreamFailure::ClientBody(e) if e.contains("larger than") => StatusCode::PAYLOAD_TOO_LARGE,
                 UpstreamFailure::ClientBody(_) => StatusCode::BAD_REQUEST,
@@ -117,6 +125,7 @@ impl ProxyError {
                 UpstreamFailure::Timeout(_) => "upstream_timeout",
                 UpstreamFailure::Reset(_) => "upstream_reset",
                 UpstreamFailure::ClientBody(_) => "client_body",
+                UpstreamFailure::DrainDeadline(_) => "upstream_drain_deadline",
             },
         }
     }

@@ -181,7 +181,22 @@ impl Proxy {
 
         // Phase 4: send, bounded by the backend's Read timeout (time to the response head).
         let guard = server.begin();
-        let sent = tokio::time::timeout(backend.settings.read_timeout, server.client.request(upstream_req)).await;
+        let sent = tokio::select! {
+            sent = tokio::time::timeout(backend.settings.read_timeout, server.client.request(upstream_req)) => sent,
+            _ = server.aborted() => {
+                telemetry::upstream_error(&backend.id, &server.id, "drain_deadline");
+                let err = ProxyError::Upstream {
+                    failure: UpstreamFailure::DrainDeadline(backend.settings.drain_timeout),
+                    server: server.id.clone(),
+                    backend: backend.id.clone(),
+                };
+                let status = err.status().as_u16();
+                frontend.metrics.record(Some((bi, &backend.id)), Some((si, &server.id)), status, start.elapsed());
+                tracing::warn!(target: "access", frontend = %frontend.id, backend = %backend.id, server = %server.id,
+                    method = %method, status, request_id = ?request_id, "cut by the server's drain deadline");
+                return err.response(Some(&frontend.id), &request_id);
+            }
+        };
         let mut resp = match sent {
             Ok(Ok(resp)) => resp,
             Ok(Err(e)) => {
@@ -217,13 +232,18 @@ impl Proxy {
                 let tunnel = self.tunnels.enter();
                 tokio::spawn(async move {
                     // The in-flight guard lives as long as the tunnel, so a drain waits for it too.
-                    let (_guard, _tunnel) = (guard, tunnel);
+                    let (guard, _tunnel) = (guard, tunnel);
                     match tokio::try_join!(client_upgrade, upstream_upgrade) {
                         Ok((client, upstream)) => {
                             let mut client = TokioIo::new(client);
                             let mut upstream = TokioIo::new(upstream);
-                            if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
-                                tracing::debug!(frontend = %frontend_id, error = %e, "upgraded connection ended");
+                            tokio::select! {
+                                res = tokio::io::copy_bidirectional(&mut client, &mut upstream) => if let Err(e) = res {
+                                    tracing::debug!(frontend = %frontend_id, error = %e, "upgraded connection ended");
+                                },
+                                _ = guard.server().aborted() => {
+                                    tracing::info!(frontend = %frontend_id, "upgraded connection cut by the drain deadline");
+                                }
                             }
                         }
                         Err(e) => tracing::warn!(frontend = %frontend_id, error = %e, "upgrade failed"),
@@ -253,7 +273,7 @@ impl Proxy {
             start,
         });
         let (parts, body) = resp.into_parts();
-        let done = Box::new(Completion { bytes: 0, guard: Some(guard), log });
+        let done = Box::new(Completion { bytes: 0, guard: Some(guard), log, abort_wait: None });
         Response::from_parts(parts, ProxyBody::Upstream { body, done: Some(done) })
     }
 

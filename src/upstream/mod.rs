@@ -31,6 +31,9 @@ pub struct Server {
     pub client: UpstreamClient,
     inflight: AtomicUsize,
     served: AtomicU64,
+    /// Set when the server's drain deadline passed: whatever still runs on it is cut.
+    aborted: std::sync::atomic::AtomicBool,
+    abort_notify: tokio::sync::Notify,
 }
 
 impl Server {
@@ -60,6 +63,8 @@ impl Server {
             client,
             inflight: AtomicUsize::new(0),
             served: AtomicU64::new(0),
+            aborted: std::sync::atomic::AtomicBool::new(false),
+            abort_notify: tokio::sync::Notify::new(),
         }
     }
 
@@ -69,6 +74,27 @@ impl Server {
 
     pub fn served(&self) -> u64 {
         self.served.load(Ordering::Relaxed)
+    }
+
+    pub fn is_aborted(&self) -> bool {
+        self.aborted.load(Ordering::Relaxed)
+    }
+
+    /// Resolves once the drain deadline cut this server off.
+    pub async fn aborted(&self) {
+        let notified = self.abort_notify.notified();
+        tokio::pin!(notified);
+        // Register before checking the flag, so an abort between the two is not missed.
+        notified.as_mut().enable();
+        if self.is_aborted() {
+            return;
+        }
+        notified.await;
+    }
+
+    fn abort(&self) {
+        self.aborted.store(true, Ordering::Relaxed);
+        self.abort_notify.notify_waiters();
     }
 
     /// Counts the request as in flight until the guard drops (response body finished or failed).
@@ -85,7 +111,32 @@ impl std::fmt::Debug for Server {
     }
 }
 
+/// Bounds a leaving server's drain: after its backend's `DrainTimeout`, requests still running on it are cut
+/// (their clients see the connection fail rather than wait forever) and its pool is released.
+fn arm_drain_deadline(server: &Arc<Server>) {
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+    let weak = Arc::downgrade(server);
+    let deadline = server.settings.drain_timeout;
+    runtime.spawn(async move {
+        tokio::time::sleep(deadline).await;
+        if let Some(server) = weak.upgrade() {
+            let inflight = server.inflight();
+            if inflight > 0 {
+                tracing::warn!(backend = %server.backend, server = %server.id, inflight,
+                    deadline = %crate::model::format_duration(deadline), "drain deadline reached; cutting what still runs");
+            }
+            server.abort();
+        }
+    });
+}
+
 pub struct InflightGuard(Arc<Server>);
+
+impl InflightGuard {
+    pub fn server(&self) -> &Arc<Server> {
+        &self.0
+    }
+}
 
 impl Drop for InflightGuard {
     fn drop(&mut self) {
@@ -193,6 +244,7 @@ impl RegistrySession<'_> {
         for (key, server) in old {
             if !inner.servers.contains_key(&key) {
                 inner.draining.push(Arc::downgrade(&server));
+                arm_drain_deadline(&server);
             }
         }
         inner.draining.retain(|w| w.strong_count() > 0);
