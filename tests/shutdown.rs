@@ -71,3 +71,33 @@ async fn drain_deadline_bounds_a_stuck_request() {
     assert!(ficus.log_text().contains("drain deadline reached"), "{}", ficus.log_text());
     let _ = stuck.await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_signal_exits_at_once() {
+    let routes = Routes::new();
+    let b = TestBackend::start("stuck").await;
+    routes.put("backends/stuck/backend", r#"{"Type":"http","Settings":{"Timeouts":{"Read":"60s"}}}"#);
+    routes.put("backends/stuck/servers/s1", &format!(r#"{{"URL":"http://{}"}}"#, b.addr));
+    routes.frontend("stuck", "stuck", "PathPrefix(`/`)");
+    let mut ficus = Ficus::start_with(
+        routes.path(),
+        FicusOptions { extra: vec!["--drain-timeout".into(), "30s".into()], ..Default::default() },
+    )
+    .await;
+    let url = ficus.url("/slow/30000");
+    let c = http1_client();
+    let stuck = tokio::spawn(async move {
+        let req = http::Request::get(url).body(Full::default()).unwrap();
+        tokio::time::timeout(Duration::from_secs(20), c.request(req)).await
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    ficus.signal("TERM");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(ficus.wait_exit(Duration::from_millis(10)).is_none(), "the first signal drains, it does not exit");
+    let second = Instant::now();
+    ficus.signal("TERM");
+    let status = ficus.wait_exit(Duration::from_secs(5)).expect("the second signal exits at once");
+    assert!(second.elapsed() < Duration::from_secs(2), "took {:?}", second.elapsed());
+    assert!(!status.success(), "an interrupted drain is not a clean exit: {status}");
+    let _ = stuck.await;
+}
