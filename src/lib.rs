@@ -9,9 +9,11 @@
 //!   the reload loop that builds and publishes it.
 //! - [`proxy`]: the phases of a request (match, pick, forward, respond, log), with [`balance`] (exact weighted
 //!   choice) and [`upstream`] (pools and per-server state that survive table swaps).
-//! - [`listen`] and [`lifecycle`]: accept, TLS, HTTP/1.1 and HTTP/2, shutdown and drain.
+//! - [`listen`] and [`lifecycle`]: accept, TLS, HTTP/1.1 and HTTP/2, shutdown and drain, hot upgrade (listening
+//!   sockets passed to the new binary), systemd socket activation and notification.
 //! - [`admin`] and [`telemetry`]: `/metrics`, `/status`, `/config`; metric names; logging.
-//! - [`ops`]: operator commands that write etcd (`apply`, `export`, `canary`, `drain`), beside the flow.
+//! - [`ops`]: operator commands that write etcd (`apply`, `export`, `canary`, `drain`), beside the flow;
+//!   [`check`] validates a routes directory the way the gateway would load it.
 //! - [`app`] wires them together and owns start and stop order; `main.rs` parses the command line.
 
 pub mod admin;
