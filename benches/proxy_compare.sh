@@ -5,8 +5,10 @@
 #
 #   benches/proxy_compare.sh [seconds=10] [connections=50] [rounds=3]
 #
-# Prints every round and the median req/s and p99 per row. With SWAP=1 a second Ficus row runs while the
-# routes directory is rewritten every 10 ms (a table swap per write).
+# Prints every round and the median req/s and p99 per row. With SWAP=1 two more Ficus rows run on etcd:
+# `ficus-etcd-quiet`, while a writer puts a key outside Ficus' prefix every 10 ms (the writer's own cost,
+# no table swap), and `ficus-etcd-swapping`, while the same writer rewrites the frontend every 10 ms (a
+# table swap per write). The pair isolates what the swaps cost from what the writer costs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-10}
@@ -21,6 +23,7 @@ cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 
 trap cleanup EXIT
 
 BACKEND=127.0.0.1:19101 NGINX=127.0.0.1:19102 FICUS=127.0.0.1:19103 ADMIN=127.0.0.1:19104
+ETCD=http://127.0.0.1:19105
 
 cat > "$work/backend.conf" <<CONF
 worker_processes 1; daemon off; error_log $work/backend.err; pid $work/backend.pid;
@@ -65,36 +68,54 @@ start_ficus() {
 }
 stop_ficus() { kill "$(cat "$work/ficus.pid")"; wait "$(cat "$work/ficus.pid")" 2>/dev/null || true; }
 
-swapper() { # rewrite the frontend every 10 ms until killed
+start_etcd() {
+  taskset -c 0 etcd --name bench --data-dir "$work/etcd" --listen-client-urls $ETCD --advertise-client-urls $ETCD \
+    --listen-peer-urls http://127.0.0.1:19106 --initial-advertise-peer-urls http://127.0.0.1:19106 \
+    --initial-cluster bench=http://127.0.0.1:19106 > "$work/etcd.log" 2>&1 & echo $! > "$work/etcd.pid"
+  for _ in $(seq 50); do curl -sf "$ETCD/health" >/dev/null && break; sleep 0.1; done
+  target/release/ficus apply "$work/routes" --etcd $ETCD > /dev/null
+}
+start_ficus_etcd() {
+  taskset -c 1 target/release/ficus serve --listen $FICUS --admin $ADMIN --etcd $ETCD \
+    --threads 1 --no-access-log > "$work/ficus.log" 2>&1 & echo $! > "$work/ficus.pid"
+  for _ in $(seq 50); do curl -sf "http://$ADMIN/health/ready" >/dev/null && return; sleep 0.1; done
+  echo "ficus did not start"; cat "$work/ficus.log"; exit 1
+}
+writer() { # key: put every 10 ms until killed; values alternate so every put is a change
   local i=0
   while true; do
     i=$((i + 1))
-    echo "{\"Type\":\"http\",\"BackendId\":\"be\",\"Route\":\"PathPrefix(\`/\`)\",\"Priority\":$((i % 2))}" \
-      > "$work/routes/frontends/all/frontend.json.tmp"
-    mv "$work/routes/frontends/all/frontend.json.tmp" "$work/routes/frontends/all/frontend.json"
+    ETCDCTL_API=3 taskset -c 0 etcdctl --endpoints=$ETCD put "$1" \
+      "{\"Type\":\"http\",\"BackendId\":\"be\",\"Route\":\"PathPrefix(\`/\`)\",\"Priority\":$((i % 2))}" > /dev/null
     sleep 0.01
   done
 }
+generation() { curl -s "http://$ADMIN/status" | awk -F: '/"generation"/ {gsub(/[ ,]/,"",$2); print $2; exit}'; }
 
 echo "row req/s p99 errors"
 for r in $(seq "$rounds"); do
   run_wrk direct "http://$BACKEND/"
   start_nginx; run_wrk nginx "http://$NGINX/"; stop_nginx
-  start_ficus; run_wrk ficus "http://$FICUS/"
+  start_ficus; run_wrk ficus "http://$FICUS/"; stop_ficus
   if [ "${SWAP:-0}" = 1 ]; then
-    gen0=$(curl -s "http://$ADMIN/status" | awk -F: '/"generation"/ {gsub(/[ ,]/,"",$2); print $2; exit}')
-    swapper & sw=$!
-    run_wrk ficus-swapping "http://$FICUS/"
-    kill $sw; wait $sw 2>/dev/null || true
-    gen1=$(curl -s "http://$ADMIN/status" | awk -F: '/"generation"/ {gsub(/[ ,]/,"",$2); print $2; exit}')
-    echo "  table swaps during that run: $((gen1 - gen0))"
+    start_etcd; start_ficus_etcd
+    writer /elsewhere/frontends/all/frontend & w=$!
+    run_wrk ficus-etcd-quiet "http://$FICUS/"
+    kill $w; wait $w 2>/dev/null || true
+    gen0=$(generation)
+    writer /vulcand/frontends/all/frontend & w=$!
+    run_wrk ficus-etcd-swapping "http://$FICUS/"
+    kill $w; wait $w 2>/dev/null || true
+    echo "  table swaps during that run: $(( $(generation) - gen0 ))"
+    stop_ficus
+    kill "$(cat "$work/etcd.pid")"; wait "$(cat "$work/etcd.pid")" 2>/dev/null || true
+    rm -rf "$work/etcd"
   fi
-  stop_ficus
 done
 
 echo
 echo "median over $rounds rounds (wrk -t1 -c$conns -d${secs}s, proxies pinned to one core):"
-for row in direct nginx ficus ficus-swapping; do
+for row in direct nginx ficus ficus-etcd-quiet ficus-etcd-swapping; do
   grep -q "^$row " "$work/rows" || continue
   rps=$(awk -v r="$row" '$1==r {print $2}' "$work/rows" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
   p99=$(awk -v r="$row" '$1==r {v=$3; if (v ~ /us$/) {sub(/us/,"",v); v=v/1000} else if (v ~ /ms$/) {sub(/ms/,"",v)} else if (v ~ /s$/) {sub(/s/,"",v); v=v*1000}; print v}' "$work/rows" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
