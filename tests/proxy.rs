@@ -279,6 +279,16 @@ async fn body_limit_is_413() {
     let big = http::Request::post(ficus.url("/upload")).body(Full::new(Bytes::from(vec![0u8; 1001]))).unwrap();
     let (code, body) = request(&c, big).await;
     assert_eq!(code, 413, "{}", String::from_utf8_lossy(&body));
+    // Without a Content-Length the limit is enforced while the body streams.
+    let chunks = (0..3).map(|_| Ok::<_, Infallible>(Frame::data(Bytes::from(vec![0u8; 600]))));
+    let client: hyper_util::client::legacy::Client<_, StreamBody<_>> =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
+    let req =
+        http::Request::post(ficus.url("/upload")).body(StreamBody::new(futures_util::stream::iter(chunks))).unwrap();
+    let resp = tokio::time::timeout(Duration::from_secs(10), client.request(req)).await.unwrap().unwrap();
+    let status = resp.status();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(status, 413, "{}", String::from_utf8_lossy(&body));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

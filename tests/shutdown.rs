@@ -45,23 +45,7 @@ async fn sigterm_finishes_in_flight_requests_then_exits() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drain_deadline_bounds_a_stuck_request() {
-    let routes = Routes::new();
-    let b = TestBackend::start("stuck").await;
-    routes.put("backends/stuck/backend", r#"{"Type":"http","Settings":{"Timeouts":{"Read":"60s"}}}"#);
-    routes.put("backends/stuck/servers/s1", &format!(r#"{{"URL":"http://{}"}}"#, b.addr));
-    routes.frontend("stuck", "stuck", "PathPrefix(`/`)");
-    let mut ficus = Ficus::start_with(
-        routes.path(),
-        FicusOptions { extra: vec!["--drain-timeout".into(), "1s".into()], ..Default::default() },
-    )
-    .await;
-    let url = ficus.url("/slow/30000");
-    let c = http1_client();
-    let stuck = tokio::spawn(async move {
-        let req = http::Request::get(url).body(Full::default()).unwrap();
-        tokio::time::timeout(Duration::from_secs(20), c.request(req)).await
-    });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (_routes, _b, mut ficus, stuck) = stuck_request("1s").await;
     let signalled = Instant::now();
     ficus.signal("TERM");
     let status = ficus.wait_exit(Duration::from_secs(10)).expect("exits at the drain deadline");
@@ -74,23 +58,7 @@ async fn drain_deadline_bounds_a_stuck_request() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_signal_exits_at_once() {
-    let routes = Routes::new();
-    let b = TestBackend::start("stuck").await;
-    routes.put("backends/stuck/backend", r#"{"Type":"http","Settings":{"Timeouts":{"Read":"60s"}}}"#);
-    routes.put("backends/stuck/servers/s1", &format!(r#"{{"URL":"http://{}"}}"#, b.addr));
-    routes.frontend("stuck", "stuck", "PathPrefix(`/`)");
-    let mut ficus = Ficus::start_with(
-        routes.path(),
-        FicusOptions { extra: vec!["--drain-timeout".into(), "30s".into()], ..Default::default() },
-    )
-    .await;
-    let url = ficus.url("/slow/30000");
-    let c = http1_client();
-    let stuck = tokio::spawn(async move {
-        let req = http::Request::get(url).body(Full::default()).unwrap();
-        tokio::time::timeout(Duration::from_secs(20), c.request(req)).await
-    });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (_routes, _b, mut ficus, stuck) = stuck_request("30s").await;
     ficus.signal("TERM");
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(ficus.wait_exit(Duration::from_millis(10)).is_none(), "the first signal drains, it does not exit");
@@ -100,4 +68,33 @@ async fn a_second_signal_exits_at_once() {
     assert!(second.elapsed() < Duration::from_secs(2), "took {:?}", second.elapsed());
     assert!(!status.success(), "an interrupted drain is not a clean exit: {status}");
     let _ = stuck.await;
+}
+
+type Stuck = tokio::task::JoinHandle<
+    Result<
+        Result<http::Response<hyper::body::Incoming>, hyper_util::client::legacy::Error>,
+        tokio::time::error::Elapsed,
+    >,
+>;
+
+/// A gateway with `--drain-timeout drain` and one request in flight that the backend holds for 30 s.
+async fn stuck_request(drain: &str) -> (Routes, TestBackend, Ficus, Stuck) {
+    let routes = Routes::new();
+    let b = TestBackend::start("stuck").await;
+    routes.put("backends/stuck/backend", r#"{"Type":"http","Settings":{"Timeouts":{"Read":"60s"}}}"#);
+    routes.put("backends/stuck/servers/s1", &format!(r#"{{"URL":"http://{}"}}"#, b.addr));
+    routes.frontend("stuck", "stuck", "PathPrefix(`/`)");
+    let ficus = Ficus::start_with(
+        routes.path(),
+        FicusOptions { extra: vec!["--drain-timeout".into(), drain.into()], ..Default::default() },
+    )
+    .await;
+    let url = ficus.url("/slow/30000");
+    let c = http1_client();
+    let stuck = tokio::spawn(async move {
+        let req = http::Request::get(url).body(Full::default()).unwrap();
+        tokio::time::timeout(Duration::from_secs(20), c.request(req)).await
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    (routes, b, ficus, stuck)
 }

@@ -17,7 +17,7 @@ pub enum UpstreamFailure {
     /// The connection broke mid-exchange.
     Reset(String),
     /// The client's body failed (it went away, or sent more than the limit).
-    ClientBody(String),
+    ClientBody { message: String, too_large: bool },
     /// The server left its backend and its drain deadline passed with this request still waiting.
     DrainDeadline(Duration),
 }
@@ -28,12 +28,16 @@ impl UpstreamFailure {
         let mut chain = String::new();
         let mut timed_out = false;
         let mut body_error = false;
+        let mut too_large = false;
         let mut src: Option<&(dyn std::error::Error + 'static)> = e.source();
         while let Some(s) = src {
             if let Some(io) = s.downcast_ref::<std::io::Error>() {
                 timed_out |= io.kind() == std::io::ErrorKind::TimedOut;
             }
-            body_error |= s.downcast_ref::<super::RequestBodyError>().is_some();
+            if let Some(b) = s.downcast_ref::<super::RequestBodyError>() {
+                body_error = true;
+                too_large |= matches!(b, super::RequestBodyError::TooLarge { .. });
+            }
             if !chain.is_empty() {
                 chain.push_str(": ");
             }
@@ -47,7 +51,7 @@ impl UpstreamFailure {
                 UpstreamFailure::Connect(chain)
             }
         } else if body_error {
-            UpstreamFailure::ClientBody(chain)
+            UpstreamFailure::ClientBody { message: chain, too_large }
         } else {
             UpstreamFailure::Reset(chain)
         }
@@ -59,7 +63,7 @@ impl UpstreamFailure {
             UpstreamFailure::DialTimeout => "dial_timeout",
             UpstreamFailure::Timeout(_) => "timeout",
             UpstreamFailure::Reset(_) => "reset",
-            UpstreamFailure::ClientBody(_) => "client_body",
+            UpstreamFailure::ClientBody { .. } => "client_body",
             UpstreamFailure::DrainDeadline(_) => "drain_deadline",
         }
     }
@@ -87,7 +91,7 @@ fn describe(f: &UpstreamFailure) -> String {
         UpstreamFailure::DialTimeout => "connect timed out".to_string(),
         UpstreamFailure::Timeout(d) => format!("no response within {}", crate::model::format_duration(*d)),
         UpstreamFailure::Reset(e) => format!("connection failed: {e}"),
-        UpstreamFailure::ClientBody(e) => format!("client body failed: {e}"),
+        UpstreamFailure::ClientBody { message, .. } => format!("client body failed: {message}"),
         UpstreamFailure::DrainDeadline(d) => {
             format!("cut after the drain deadline of {}", crate::model::format_duration(*d))
         }
@@ -106,8 +110,8 @@ impl ProxyError {
                     StatusCode::BAD_GATEWAY
                 }
                 UpstreamFailure::DialTimeout | UpstreamFailure::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
-                UpstreamFailure::ClientBody(e) if e.contains("larger than") => StatusCode::PAYLOAD_TOO_LARGE,
-                UpstreamFailure::ClientBody(_) => StatusCode::BAD_REQUEST,
+                UpstreamFailure::ClientBody { too_large: true, .. } => StatusCode::PAYLOAD_TOO_LARGE,
+                UpstreamFailure::ClientBody { .. } => StatusCode::BAD_REQUEST,
             },
         }
     }
@@ -124,7 +128,7 @@ impl ProxyError {
                 UpstreamFailure::DialTimeout => "upstream_connect_timeout",
                 UpstreamFailure::Timeout(_) => "upstream_timeout",
                 UpstreamFailure::Reset(_) => "upstream_reset",
-                UpstreamFailure::ClientBody(_) => "client_body",
+                UpstreamFailure::ClientBody { .. } => "client_body",
                 UpstreamFailure::DrainDeadline(_) => "upstream_drain_deadline",
             },
         }
