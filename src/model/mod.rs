@@ -17,8 +17,8 @@ pub use key::{Key, KeyError};
 pub use spec::*;
 pub use state::{Change, ConfigState, Rejection};
 pub use validate::{
-    Protocol, UpstreamSettings, ValidatedBackend, ValidatedConfig, ValidatedFrontend, ValidatedHost, ValidatedListener,
-    ValidatedMiddleware, ValidatedServer, Validation,
+    Delta, Protocol, UpstreamSettings, ValidatedBackend, ValidatedConfig, ValidatedFrontend, ValidatedHost,
+    ValidatedListener, ValidatedMiddleware, ValidatedServer, Validation,
 };
 
 use serde::de::DeserializeOwned;

@@ -4,8 +4,9 @@
 //! value (if any) stays in force. This is the one place that rule is implemented, so etcd and the routes
 //! directory behave the same.
 
-use super::{decode, ConfigError, FrontendSpec, Key, Spec, ValidatedFrontend};
-use std::collections::{BTreeMap, HashMap};
+use super::validate::{Dirty, Entity, Problems};
+use super::{decode, ConfigError, FrontendSpec, Key, Spec, ValidatedConfig, ValidatedFrontend};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 /// One change from a source, in source order.
@@ -42,6 +43,14 @@ pub struct ConfigState {
     pub(super) good_frontends: BTreeMap<String, FrontendSpec>,
     /// Each frontend in `specs`, checked and with its route parsed, by id: done once per value, not per reload.
     pub(super) parsed_frontends: HashMap<String, Arc<ValidatedFrontend>>,
+    /// What the next cross-key pass must revisit.
+    pub(super) dirty: Dirty,
+    /// The outcome of the cross-key passes so far, updated entity by entity.
+    pub(super) validated: ValidatedConfig,
+    pub(super) problems: BTreeMap<Entity, Problems>,
+    /// Backend id to the frontends whose values name it; and the reverse.
+    pub(super) backend_users: HashMap<String, HashSet<String>>,
+    pub(super) frontend_uses: HashMap<String, Vec<String>>,
 }
 
 impl ConfigState {
@@ -62,6 +71,9 @@ impl ConfigState {
                         self.parsed_frontends.remove(frontend);
                     }
                     let was_spec = self.specs.remove(&parsed).is_some();
+                    if was_spec {
+                        self.dirty.mark(&parsed);
+                    }
                     return Ok(was_spec || was_raw || was_rejected);
                 }
                 Ok(was_raw || was_rejected)
@@ -89,6 +101,7 @@ impl ConfigState {
                         }
                         self.rejected.remove(&key);
                         self.raw.insert(key, value);
+                        self.dirty.mark(&parsed);
                         self.specs.insert(parsed, spec);
                         Ok(true)
                     }
@@ -142,6 +155,19 @@ impl ConfigState {
 
     pub fn rejected_count(&self) -> usize {
         self.rejected.len()
+    }
+
+    /// Makes the next pass revisit everything, as a pass over a fresh state would: the reference the
+    /// incremental pass is checked against.
+    #[cfg(test)]
+    pub(super) fn mark_all_dirty(&mut self) {
+        let keys: Vec<Key> = self.specs.keys().cloned().collect();
+        for key in &keys {
+            self.dirty.mark(key);
+        }
+        self.dirty.backends.extend(self.validated.backends.keys().cloned());
+        self.dirty.frontends.extend(self.validated.frontends.keys().cloned());
+        self.dirty.frontends.extend(self.good_frontends.keys().cloned());
     }
 }
 

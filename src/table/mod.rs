@@ -1,21 +1,29 @@
 //! The routing table: compiled from a validated config, immutable, published with one `ArcSwap::store`.
 //!
-//! Everything a request needs that can be worked out ahead of time is worked out in [`compile`]: the route
+//! Everything a request needs that can be worked out ahead of time is worked out by the [`Compiler`]: the route
 //! index, the balancing sequences, header values, metric slots. Per request the proxy does one
 //! `load_full()` and keeps that `Arc` until the response is done, so a swap never changes a request midway.
+//!
+//! A change costs what it touches. The compiler keeps what it compiled between generations and revisits only the
+//! frontends and backends a validation pass reports as changed. Routes live in two layers: a base index over
+//! every frontend, rebuilt rarely, and a small overlay index of the routes added or changed since, which is
+//! cheap to rebuild on every change. Base routes that were replaced or removed are masked out of the search.
+//! When the overlay grows, or the config has been quiet for a moment, the base is rebuilt and the overlay
+//! emptied, with no change in what any request matches.
 
 pub mod reload;
 pub mod route;
 
 use crate::balance::Weighted;
-use crate::model::{UpstreamSettings, ValidatedBackend, ValidatedConfig, ValidatedFrontend};
+use crate::model::{Delta, UpstreamSettings, ValidatedBackend, ValidatedConfig, ValidatedFrontend};
 use crate::telemetry::FrontendMetrics;
-use crate::upstream::{Registry, RegistrySession, Server};
+use crate::upstream::{Registry, Server};
 use arc_swap::ArcSwap;
 use http::HeaderValue;
-use route::{RouteSpec, Router};
+use route::{Request, RouteSet, RouteSpec, Router};
 use rustls::sign::CertifiedKey;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 
 /// The one shared, swappable pointer readers go through.
@@ -23,22 +31,112 @@ pub type SharedTable = Arc<ArcSwap<RoutingTable>>;
 
 pub struct RoutingTable {
     pub generation: u64,
-    pub router: Router<Arc<Frontend>>,
+    pub router: TableRouter,
     pub certs: Arc<CertStore>,
     /// What the table was built from, for `/config`.
     pub config: Arc<ValidatedConfig>,
-    /// What each frontend and backend was compiled from, so the next generation reuses what did not change.
-    reuse: Reuse,
 }
 
-#[derive(Default)]
-struct Reuse {
-    frontends: HashMap<Arc<str>, (Arc<ValidatedFrontend>, Arc<Frontend>)>,
-    backends: HashMap<Arc<str>, (ValidatedBackend, Arc<Backend>)>,
+/// Past this many overlay routes plus masked base routes, the next change rebuilds the base instead: the
+/// overlay's build cost and its share of every lookup stay small.
+const COMPACT_AT: usize = 256;
+
+/// The route layers of one table and the compiled frontends their routes point at (by slot).
+pub struct TableRouter {
+    base: Arc<Router<u32>>,
+    /// Base routes that a newer value replaced or removed.
+    masked: Arc<RouteSet>,
+    overlay: Arc<Router<u32>>,
+    frontends: Slots<Arc<Frontend>>,
+    len: usize,
 }
 
-fn same_backend(a: &ValidatedBackend, b: &ValidatedBackend) -> bool {
-    a.id == b.id && a.settings == b.settings && a.servers == b.servers
+impl TableRouter {
+    fn empty() -> Self {
+        TableRouter {
+            base: Arc::default(),
+            masked: Arc::default(),
+            overlay: Arc::default(),
+            frontends: Slots::default(),
+            len: 0,
+        }
+    }
+
+    /// The frontend whose route wins for `req`, by the precedence rules of [`route`].
+    pub fn find(&self, req: &Request<'_>) -> Option<&Arc<Frontend>> {
+        let masked = (!self.masked.is_empty()).then_some(&*self.masked);
+        let base = self.base.find_ranked(req, masked);
+        let (router, index) = if self.overlay.is_empty() {
+            (&*self.base, base?.1)
+        } else {
+            match (base, self.overlay.find_ranked(req, None)) {
+                (Some(b), Some(o)) => {
+                    // Equal precedence: the smaller id wins, as inside one index.
+                    let base_wins = b.0 > o.0
+                        || (b.0 == o.0 && self.base.entry(b.1).map(|e| e.0) < self.overlay.entry(o.1).map(|e| e.0));
+                    if base_wins {
+                        (&*self.base, b.1)
+                    } else {
+                        (&*self.overlay, o.1)
+                    }
+                }
+                (Some(b), None) => (&*self.base, b.1),
+                (None, Some(o)) => (&*self.overlay, o.1),
+                (None, None) => return None,
+            }
+        };
+        let (_, slot) = router.entry(index)?;
+        self.frontends.get(*slot)
+    }
+
+    /// Frontends in the table.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Routes in the overlay and masked base routes: what the next compaction folds into the base.
+    pub fn pending(&self) -> usize {
+        self.overlay.len() + self.masked.len()
+    }
+}
+
+const CHUNK: usize = 256;
+
+/// A vector shared between generations in chunks: a copy shares every chunk, and a write copies only the
+/// chunk it lands in. Lookups cost two indexings.
+struct Slots<T> {
+    chunks: Vec<Arc<Vec<Option<T>>>>,
+}
+
+impl<T> Default for Slots<T> {
+    fn default() -> Self {
+        Slots { chunks: Vec::new() }
+    }
+}
+
+impl<T: Clone> Clone for Slots<T> {
+    fn clone(&self) -> Self {
+        Slots { chunks: self.chunks.clone() }
+    }
+}
+
+impl<T: Clone> Slots<T> {
+    fn get(&self, slot: u32) -> Option<&T> {
+        let slot = slot as usize;
+        self.chunks.get(slot / CHUNK)?.get(slot % CHUNK)?.as_ref()
+    }
+
+    fn set(&mut self, slot: u32, value: Option<T>) {
+        let (chunk, at) = (slot as usize / CHUNK, slot as usize % CHUNK);
+        while self.chunks.len() <= chunk {
+            self.chunks.push(Arc::new(vec![None; CHUNK]));
+        }
+        Arc::make_mut(&mut self.chunks[chunk])[at] = value;
+    }
 }
 
 pub struct Frontend {
@@ -86,88 +184,276 @@ impl CertStore {
 
 impl RoutingTable {
     pub fn empty() -> Self {
-        RoutingTable {
-            generation: 0,
-            router: Router::build(Vec::new()),
-            certs: Arc::default(),
-            config: Arc::default(),
-            reuse: Reuse::default(),
-        }
+        RoutingTable { generation: 0, router: TableRouter::empty(), certs: Arc::default(), config: Arc::default() }
     }
 }
 
-/// Builds a table. The caller publishes it and then calls `session.finish()`. Frontends and backends that are
-/// the same as in `prev` are reused as they are (their validated value is the same `Arc`, their backends the
-/// same objects), so a change costs what it touches plus the route index, not a recompile of every frontend.
-pub fn compile(
-    config: Arc<ValidatedConfig>,
-    generation: u64,
-    session: &mut RegistrySession<'_>,
-    prev: Option<&RoutingTable>,
-) -> RoutingTable {
-    let mut reuse = Reuse::default();
-    let mut backends: HashMap<&str, Arc<Backend>> = HashMap::with_capacity(config.backends.len());
-    for (id, b) in &config.backends {
-        let live = b.servers.iter().filter(|s| !s.draining);
-        if let Some((old_spec, old)) = prev.and_then(|p| p.reuse.backends.get(id.as_str())) {
-            if same_backend(old_spec, b) {
-                // Still registered with this session, or `finish` would start draining them.
-                for s in live {
-                    session.server(id, s, b.settings);
-                }
-                session.counter(&format!("b:{id}"));
-                backends.insert(id.as_str(), old.clone());
-                reuse.backends.insert(old.id.clone(), (b.clone(), old.clone()));
-                continue;
-            }
+struct BackendEntry {
+    spec: ValidatedBackend,
+    compiled: Arc<Backend>,
+}
+
+struct FrontendEntry {
+    id: Arc<str>,
+    counter: Arc<AtomicUsize>,
+    spec: Arc<ValidatedFrontend>,
+    compiled: Arc<Frontend>,
+    slot: u32,
+    /// Index of this frontend's current route in the base index; `None` while the route is in the overlay.
+    base: Option<u32>,
+}
+
+/// Compiles tables generation after generation, keeping what it compiled: the compiled frontends and backends,
+/// the base route index, the overlay, and which frontends use which backend. Owned by the reload loop.
+pub struct Compiler {
+    backends: HashMap<String, BackendEntry>,
+    frontends: HashMap<String, FrontendEntry>,
+    /// Backend id to the frontends compiled against it: a changed backend recompiles exactly those.
+    users: HashMap<String, HashSet<String>>,
+    /// Balancer positions by `f:<frontend>` / `b:<backend>`: a recompiled value keeps its place in the sequence.
+    counters: HashMap<String, Arc<AtomicUsize>>,
+    slots: Slots<Arc<Frontend>>,
+    free_slots: Vec<u32>,
+    next_slot: u32,
+    base: Arc<Router<u32>>,
+    masked: Arc<RouteSet>,
+    overlay: BTreeMap<String, RouteSpec<u32>>,
+    overlay_router: Arc<Router<u32>>,
+    certs: Arc<CertStore>,
+}
+
+impl Default for Compiler {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn same_backend(a: &ValidatedBackend, b: &ValidatedBackend) -> bool {
+    a.id == b.id && a.settings == b.settings && a.servers == b.servers
+}
+
+impl Compiler {
+    pub fn new() -> Self {
+        Compiler {
+            backends: HashMap::new(),
+            frontends: HashMap::new(),
+            users: HashMap::new(),
+            counters: HashMap::new(),
+            slots: Slots::default(),
+            free_slots: Vec::new(),
+            next_slot: 0,
+            base: Arc::default(),
+            masked: Arc::default(),
+            overlay: BTreeMap::new(),
+            overlay_router: Arc::default(),
+            certs: Arc::default(),
         }
-        let servers = live.map(|s| (session.server(id, s, b.settings), s.weight)).collect();
-        let backend = Arc::new(Backend {
-            id: id.as_str().into(),
-            servers: Weighted::new(servers, session.counter(&format!("b:{id}"))),
-            settings: b.settings,
-        });
-        reuse.backends.insert(backend.id.clone(), (b.clone(), backend.clone()));
-        backends.insert(id.as_str(), backend);
     }
 
-    let mut routes = Vec::with_capacity(config.frontends.len());
-    for (id, f) in &config.frontends {
-        if let Some((old_spec, old)) = prev.and_then(|p| p.reuse.frontends.get(id.as_str())) {
-            let items = old.split.items();
-            let same_backends = items.len() == f.backends.len()
-                && items.iter().all(|b| backends.get(&*b.id).is_some_and(|nb| Arc::ptr_eq(nb, b)));
-            if Arc::ptr_eq(old_spec, f) && same_backends {
-                session.counter(&format!("f:{id}"));
-                reuse.frontends.insert(old.id.clone(), (f.clone(), old.clone()));
-                routes.push(RouteSpec {
-                    id: old.id.clone(),
-                    priority: f.priority,
-                    expr: f.expr.clone(),
-                    value: old.clone(),
+    /// Builds the next table from `config`, revisiting only what `delta` names (and the frontends using a
+    /// changed backend). Returns the table and the servers it no longer uses: publish the table, then hand
+    /// those to [`Registry::retire`] so they drain.
+    pub fn compile(
+        &mut self,
+        config: Arc<ValidatedConfig>,
+        delta: &Delta,
+        generation: u64,
+        registry: &Registry,
+    ) -> (RoutingTable, Vec<Arc<Server>>) {
+        let mut retired = Vec::new();
+        let mut touched: Vec<&str> = delta.frontends.iter().map(String::as_str).collect();
+        for id in &delta.backends {
+            let new = config.backends.get(id);
+            match (self.backends.get(id), new) {
+                (Some(old), Some(new)) if same_backend(&old.spec, new) => continue,
+                (None, None) => continue,
+                _ => {}
+            }
+            let old = self.backends.remove(id);
+            if let Some(b) = new {
+                let counter = self.counter(format!("b:{id}"));
+                let servers =
+                    b.servers.iter().filter(|s| !s.draining).map(|s| (registry.server(id, s, b.settings), s.weight));
+                let compiled = Arc::new(Backend {
+                    id: id.as_str().into(),
+                    servers: Weighted::new(servers.collect(), counter),
+                    settings: b.settings,
                 });
-                continue;
+                self.backends.insert(id.clone(), BackendEntry { spec: b.clone(), compiled });
+            } else {
+                self.counters.remove(&format!("b:{id}"));
+            }
+            if let Some(old) = old {
+                let kept = self.backends.get(id).map(|e| e.compiled.servers.items()).unwrap_or_default();
+                for s in old.compiled.servers.items() {
+                    if !kept.iter().any(|k| Arc::ptr_eq(k, s)) {
+                        retired.push(s.clone());
+                    }
+                }
+            }
+            if let Some(users) = self.users.get(id) {
+                touched.extend(users.iter().filter_map(|u| config.frontends.get_key_value(u)).map(|(k, _)| k.as_str()));
+                // A user that left the config is in `delta.frontends` already.
+            }
+        }
+        touched.sort_unstable();
+        touched.dedup();
+
+        let mut routes_changed = false;
+        for id in touched {
+            routes_changed |= self.frontend(id, config.frontends.get(id));
+        }
+        if routes_changed {
+            if self.overlay.len() + self.masked.len() > COMPACT_AT {
+                self.rebuild_base();
+            } else {
+                self.overlay_router = Arc::new(Router::build(self.overlay.values().cloned().collect()));
+            }
+        }
+        if delta.hosts {
+            self.certs = Arc::new(cert_store(&config));
+        }
+        let table = RoutingTable { generation, router: self.router(), certs: self.certs.clone(), config };
+        (table, retired)
+    }
+
+    /// Recompiles one frontend (or drops it). Returns true when its route changed.
+    fn frontend(&mut self, id: &str, new: Option<&Arc<ValidatedFrontend>>) -> bool {
+        let Some(f) = new else {
+            let Some(old) = self.frontends.remove(id) else { return false };
+            self.unuse(id, &old.spec);
+            self.counters.remove(&format!("f:{id}"));
+            self.slots.set(old.slot, None);
+            self.free_slots.push(old.slot);
+            if let Some(at) = old.base {
+                Arc::make_mut(&mut self.masked).insert(at as usize);
+            }
+            self.overlay.remove(id);
+            return true;
+        };
+        let backends = &self.backends;
+        if let Some(old) = self.frontends.get(id) {
+            let items = old.compiled.split.items();
+            let same_backends = items.len() == f.backends.len()
+                && items.iter().all(|b| backends.get(&*b.id).is_some_and(|nb| Arc::ptr_eq(&nb.compiled, b)));
+            if Arc::ptr_eq(&old.spec, f) && same_backends {
+                return false;
             }
         }
         // Validation guarantees every named backend exists; filter anyway rather than trust it blindly.
         let split: Vec<(Arc<Backend>, u32)> =
-            f.backends.iter().filter_map(|(b, w)| backends.get(b.as_str()).map(|b| (b.clone(), *w))).collect();
+            f.backends.iter().filter_map(|(b, w)| backends.get(b.as_str()).map(|e| (e.compiled.clone(), *w))).collect();
         let server_counts: Vec<usize> = split.iter().map(|(b, _)| b.servers.items().len()).collect();
         let hostname =
             (!f.settings.hostname.is_empty()).then(|| HeaderValue::from_str(&f.settings.hostname).ok()).flatten();
-        let frontend = Arc::new(Frontend {
-            id: id.as_str().into(),
+        let old = self.frontends.remove(id);
+        let id_arc: Arc<str> = old.as_ref().map(|o| o.id.clone()).unwrap_or_else(|| id.into());
+        let counter = match &old {
+            Some(o) => o.counter.clone(),
+            None => self.counter(format!("f:{id}")),
+        };
+        let compiled = Arc::new(Frontend {
+            id: id_arc.clone(),
             metrics: FrontendMetrics::new(id, &server_counts),
-            split: Weighted::new(split, session.counter(&format!("f:{id}"))),
+            split: Weighted::new(split, counter.clone()),
             pass_host_header: f.settings.pass_host_header,
             trust_forward_header: f.settings.trust_forward_header,
             hostname,
             max_body_bytes: (f.settings.limits.max_body_bytes > 0).then_some(f.settings.limits.max_body_bytes),
         });
-        reuse.frontends.insert(frontend.id.clone(), (f.clone(), frontend.clone()));
-        routes.push(RouteSpec { id: frontend.id.clone(), priority: f.priority, expr: f.expr.clone(), value: frontend });
+        let slot = old.as_ref().map(|o| o.slot).unwrap_or_else(|| self.alloc_slot());
+        self.slots.set(slot, Some(compiled.clone()));
+        let same_route = old.as_ref().is_some_and(|o| o.spec.route == f.route && o.spec.priority == f.priority);
+        let mut base = old.as_ref().and_then(|o| o.base);
+        if !same_route {
+            if let Some(at) = base.take() {
+                Arc::make_mut(&mut self.masked).insert(at as usize);
+            }
+            let spec = RouteSpec { id: id_arc.clone(), priority: f.priority, expr: f.expr.clone(), value: slot };
+            self.overlay.insert(id.to_string(), spec);
+        }
+        let same_names = old.as_ref().is_some_and(|o| o.spec.backends == f.backends);
+        if !same_names {
+            if let Some(old) = &old {
+                self.unuse(id, &old.spec);
+            }
+            for (b, _) in &f.backends {
+                self.users.entry(b.clone()).or_default().insert(id.to_string());
+            }
+        }
+        let entry = FrontendEntry { id: id_arc, counter, spec: f.clone(), compiled, slot, base };
+        self.frontends.insert(id.to_string(), entry);
+        !same_route
     }
 
+    fn unuse(&mut self, id: &str, spec: &ValidatedFrontend) {
+        for (b, _) in &spec.backends {
+            if let Some(users) = self.users.get_mut(b) {
+                users.remove(id);
+                if users.is_empty() {
+                    self.users.remove(b);
+                }
+            }
+        }
+    }
+
+    fn counter(&mut self, name: String) -> Arc<AtomicUsize> {
+        self.counters.entry(name).or_default().clone()
+    }
+
+    fn alloc_slot(&mut self) -> u32 {
+        self.free_slots.pop().unwrap_or_else(|| {
+            self.next_slot += 1;
+            self.next_slot - 1
+        })
+    }
+
+    /// Folds the overlay into a new base index.
+    fn rebuild_base(&mut self) {
+        let mut entries: Vec<&mut FrontendEntry> = self.frontends.values_mut().collect();
+        let routes = entries
+            .iter()
+            .map(|e| RouteSpec {
+                id: e.id.clone(),
+                priority: e.spec.priority,
+                expr: e.spec.expr.clone(),
+                value: e.slot,
+            })
+            .collect();
+        self.base = Arc::new(Router::build(routes));
+        // Ids are unique, so the index keeps every route at its position.
+        for (at, e) in entries.iter_mut().enumerate() {
+            e.base = Some(at as u32);
+        }
+        self.masked = Arc::default();
+        self.overlay.clear();
+        self.overlay_router = Arc::default();
+    }
+
+    /// Whether a compaction would change the route layers.
+    pub fn has_pending(&self) -> bool {
+        !self.overlay.is_empty() || !self.masked.is_empty()
+    }
+
+    /// Rebuilds the base index with every current route and empties the overlay. Matching is unchanged; the
+    /// returned router is for a table identical to the last one compiled but for its layers.
+    pub fn compact(&mut self) -> TableRouter {
+        self.rebuild_base();
+        self.router()
+    }
+
+    fn router(&self) -> TableRouter {
+        TableRouter {
+            base: self.base.clone(),
+            masked: self.masked.clone(),
+            overlay: self.overlay_router.clone(),
+            frontends: self.slots.clone(),
+            len: self.frontends.len(),
+        }
+    }
+}
+
+fn cert_store(config: &ValidatedConfig) -> CertStore {
     let mut certs = CertStore::default();
     for (name, h) in &config.hosts {
         certs.by_name.insert(name.clone(), h.certified_key.clone());
@@ -179,16 +465,8 @@ pub fn compile(
         // With a single certificate, serving it to clients without SNI is what everyone expects.
         certs.default = certs.by_name.values().next().cloned();
     }
-
-    RoutingTable { generation, router: Router::build(routes), certs: Arc::new(certs), config, reuse }
+    certs
 }
 
-/// Compiles, publishes and retires unused servers in one step.
-pub fn publish(shared: &SharedTable, registry: &Registry, config: Arc<ValidatedConfig>, generation: u64) {
-    let mut session = registry.session();
-    let prev = shared.load_full();
-    let table = compile(config, generation, &mut session, Some(&prev));
-    drop(prev);
-    shared.store(Arc::new(table));
-    session.finish();
-}
+#[cfg(test)]
+mod tests;

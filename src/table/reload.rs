@@ -5,7 +5,7 @@
 //! single `ArcSwap::store`; anything refused is reported (log, `/status`, metrics) and the values that were
 //! good keep serving.
 
-use super::{publish, SharedTable};
+use super::{Compiler, RoutingTable, SharedTable};
 use crate::model::{ConfigError, ConfigState, Rejection, ValidatedConfig};
 use crate::source::{SourceEvent, SourceStatus, MAX_PROBLEMS};
 use crate::telemetry;
@@ -15,6 +15,10 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::sync::{mpsc, watch};
+
+/// Quiet time after which the route overlay is folded into the base index. Long enough that a run of writes
+/// (a deploy script, a canary ramp) is not interrupted by a rebuild of the whole index.
+const COMPACT_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// What `/status` shows. Written by the reload loop only; read by the admin listener.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -62,6 +66,7 @@ impl StatusBoard {
 
 pub struct Reloader {
     state: ConfigState,
+    compiler: Compiler,
     table: SharedTable,
     registry: Arc<Registry>,
     status: Arc<StatusBoard>,
@@ -83,7 +88,19 @@ impl Reloader {
         status.update(|s| s.source = source);
         let (config_tx, config_rx) = watch::channel(Arc::new(ValidatedConfig::default()));
         let generation = table.load().generation;
-        (Reloader { state: ConfigState::new(), table, registry, status, generation, files, config_tx }, config_rx)
+        (
+            Reloader {
+                state: ConfigState::new(),
+                compiler: Compiler::new(),
+                table,
+                registry,
+                status,
+                generation,
+                files,
+                config_tx,
+            },
+            config_rx,
+        )
     }
 
     /// Applies one event to the state (no build). Returns true when something changed.
@@ -166,7 +183,11 @@ impl Reloader {
         }
         self.generation += 1;
         let config = Arc::new(validation.config);
-        publish(&self.table, &self.registry, config.clone(), self.generation);
+        let (table, retired) =
+            self.compiler.compile(config.clone(), &validation.delta, self.generation, &self.registry);
+        self.table.store(Arc::new(table));
+        // Only now can no new request pick them.
+        self.registry.retire(retired);
         let counts = Counts {
             frontends: config.frontends.len(),
             backends: config.backends.len(),
@@ -200,9 +221,35 @@ impl Reloader {
         self.generation
     }
 
-    /// Runs until the source closes. Coalesces whatever queued up during a build into the next build.
+    /// Folds the route overlay into the base index and publishes the result under the same generation: what
+    /// requests match does not change, only how fast the lookup is.
+    pub fn compact(&mut self) {
+        let router = self.compiler.compact();
+        let current = self.table.load_full();
+        self.table.store(Arc::new(RoutingTable {
+            generation: current.generation,
+            router,
+            certs: current.certs.clone(),
+            config: current.config.clone(),
+        }));
+    }
+
+    /// Runs until the source closes. Coalesces whatever queued up during a build into the next build, and
+    /// compacts the route layers once the config has been quiet for a moment.
     pub async fn run(mut self, mut events: mpsc::Receiver<SourceEvent>) {
-        while let Some(first) = events.recv().await {
+        loop {
+            let next = if self.compiler.has_pending() {
+                match tokio::time::timeout(COMPACT_AFTER, events.recv()).await {
+                    Ok(next) => next,
+                    Err(_) => {
+                        self.compact();
+                        continue;
+                    }
+                }
+            } else {
+                events.recv().await
+            };
+            let Some(first) = next else { break };
             let mut changed = self.apply(first);
             while let Ok(more) = events.try_recv() {
                 changed |= self.apply(more);

@@ -161,7 +161,7 @@ pub struct DrainingServer {
     pub inflight: usize,
 }
 
-/// Servers and balancer counters that outlive a table. Locked only while a table is compiled, never per request.
+/// Servers that outlive a table. Locked only while a table is compiled, never per request.
 #[derive(Default)]
 pub struct Registry {
     inner: Mutex<RegistryInner>,
@@ -171,7 +171,6 @@ pub struct Registry {
 struct RegistryInner {
     servers: HashMap<ServerKey, Arc<Server>>,
     draining: Vec<Weak<Server>>,
-    counters: HashMap<String, Arc<AtomicUsize>>,
 }
 
 impl Registry {
@@ -179,10 +178,32 @@ impl Registry {
         Self::default()
     }
 
-    /// Starts a compile: returns a builder that hands out servers and counters, and on `finish` forgets what
-    /// the new table no longer uses.
-    pub fn session(&self) -> RegistrySession<'_> {
-        RegistrySession { registry: self, used: HashMap::new(), used_counters: HashMap::new() }
+    /// The server for this backend, spec and settings: the one already known (same pool, same counters) when
+    /// nothing that shapes it changed, a new one otherwise.
+    pub fn server(&self, backend: &str, spec: &ValidatedServer, settings: UpstreamSettings) -> Arc<Server> {
+        let key = ServerKey { backend: backend.to_string(), id: spec.id.clone(), url: spec.url.clone(), settings };
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        inner.servers.entry(key).or_insert_with(|| Arc::new(Server::new(backend, spec, settings))).clone()
+    }
+
+    /// Forgets servers no table uses any more and starts their drain. Call after the table that no longer
+    /// names them was published, so no new request can pick them.
+    pub fn retire(&self, servers: impl IntoIterator<Item = Arc<Server>>) {
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        for server in servers {
+            let key = ServerKey {
+                backend: server.backend.to_string(),
+                id: server.id.to_string(),
+                url: server.url.clone(),
+                settings: server.settings,
+            };
+            if inner.servers.get(&key).is_some_and(|s| Arc::ptr_eq(s, &server)) {
+                inner.servers.remove(&key);
+                inner.draining.push(Arc::downgrade(&server));
+                arm_drain_deadline(&server);
+            }
+        }
+        inner.draining.retain(|w| w.strong_count() > 0);
     }
 
     pub fn draining(&self) -> Vec<DrainingServer> {
@@ -199,55 +220,5 @@ impl Registry {
                 inflight: s.inflight(),
             })
             .collect()
-    }
-}
-
-pub struct RegistrySession<'a> {
-    registry: &'a Registry,
-    used: HashMap<ServerKey, Arc<Server>>,
-    used_counters: HashMap<String, Arc<AtomicUsize>>,
-}
-
-impl RegistrySession<'_> {
-    pub fn server(&mut self, backend: &str, spec: &ValidatedServer, settings: UpstreamSettings) -> Arc<Server> {
-        let key = ServerKey { backend: backend.to_string(), id: spec.id.clone(), url: spec.url.clone(), settings };
-        if let Some(s) = self.used.get(&key) {
-            return s.clone();
-        }
-        let existing = {
-            let inner = self.registry.inner.lock().unwrap_or_else(|p| p.into_inner());
-            inner.servers.get(&key).cloned()
-        };
-        let server = existing.unwrap_or_else(|| Arc::new(Server::new(backend, spec, settings)));
-        self.used.insert(key, server.clone());
-        server
-    }
-
-    /// A balancer position that persists across tables for the same name (`f:<frontend>`, `b:<backend>`).
-    pub fn counter(&mut self, name: &str) -> Arc<AtomicUsize> {
-        if let Some(c) = self.used_counters.get(name) {
-            return c.clone();
-        }
-        let c = {
-            let inner = self.registry.inner.lock().unwrap_or_else(|p| p.into_inner());
-            inner.counters.get(name).cloned()
-        }
-        .unwrap_or_default();
-        self.used_counters.insert(name.to_string(), c.clone());
-        c
-    }
-
-    /// Call after the new table was published: servers it does not use start draining.
-    pub fn finish(self) {
-        let mut inner = self.registry.inner.lock().unwrap_or_else(|p| p.into_inner());
-        let old = std::mem::replace(&mut inner.servers, self.used);
-        for (key, server) in old {
-            if !inner.servers.contains_key(&key) {
-                inner.draining.push(Arc::downgrade(&server));
-                arm_drain_deadline(&server);
-            }
-        }
-        inner.draining.retain(|w| w.strong_count() > 0);
-        inner.counters = self.used_counters;
     }
 }

@@ -164,12 +164,21 @@ impl<T> Router<T> {
     }
 
     fn find_index(&self, req: &Request<'_>) -> Option<usize> {
+        self.find_ranked(req, None).map(|(_, index)| index)
+    }
+
+    /// The winning route's precedence key and index, skipping the routes in `excluded`: a route
+    /// that a newer layer replaced or removed must not win, and must not hide the next best one.
+    /// The key leaves out the id tie-break, which only orders routes of one index; callers that
+    /// merge indices compare [`id`](Self::id)s on equal keys.
+    pub fn find_ranked(&self, req: &Request<'_>, excluded: Option<&RouteSet>) -> Option<(u128, usize)> {
         with_lowercase(host_without_port(req.host), |host| {
             let mut search = Search {
                 exprs: &self.exprs,
                 trie: &self.trie,
                 req,
                 path: req.path,
+                excluded,
                 best: Slot { rank: 0, route: 0, plain: true },
             };
             if let Some(bucket) = self.exact_hosts.get(host) {
@@ -183,8 +192,13 @@ impl<T> Router<T> {
                 search.host_list(&self.host_regexps, host);
             }
             search.ranked(&self.any_host);
-            (search.best.rank > 0).then_some(search.best.route as usize)
+            (search.best.rank > 0).then_some((search.best.rank >> rank::ID_BITS, search.best.route as usize))
         })
+    }
+
+    /// The id and value of the route at `index` (as returned by [`find_ranked`](Self::find_ranked)).
+    pub fn entry(&self, index: usize) -> Option<(&str, &T)> {
+        self.found.get(index).map(|(id, value)| (&**id, value))
     }
 
     /// Whether any `HostRegexp` could match `host` (true if the combined automaton is missing).
@@ -274,6 +288,7 @@ struct Search<'a> {
     trie: &'a Trie,
     req: &'a Request<'a>,
     path: &'a str,
+    excluded: Option<&'a RouteSet>,
     best: Slot,
 }
 
@@ -372,12 +387,47 @@ impl Search<'_> {
 
     /// Checks what the index did not (method, headers) and records the route if it matches.
     fn accept(&mut self, slot: Slot) -> bool {
+        if self.excluded.is_some_and(|set| set.contains(slot.route as usize)) {
+            return false;
+        }
         let matched = slot.plain
             || self.exprs.get(slot.route as usize).is_some_and(|expr| expr.matches_method_and_headers(self.req));
         if matched {
             self.best = slot;
         }
         matched
+    }
+}
+
+/// A set of route indices of one [`Router`], as a bitmap: membership costs a shift and a mask.
+#[derive(Debug, Clone, Default)]
+pub struct RouteSet {
+    words: Vec<u64>,
+    len: usize,
+}
+
+impl RouteSet {
+    pub fn insert(&mut self, index: usize) {
+        let (word, bit) = (index / 64, index % 64);
+        if self.words.len() <= word {
+            self.words.resize(word + 1, 0);
+        }
+        if self.words[word] & (1 << bit) == 0 {
+            self.words[word] |= 1 << bit;
+            self.len += 1;
+        }
+    }
+
+    pub fn contains(&self, index: usize) -> bool {
+        self.words.get(index / 64).is_some_and(|w| w & (1 << (index % 64)) != 0)
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
     }
 }
 

@@ -104,7 +104,7 @@ mod trie;
 use std::sync::Arc;
 
 pub use expr::RouteExpr;
-pub use index::Router;
+pub use index::{RouteSet, Router};
 pub use parse::{parse, ParseError};
 
 /// One route as the reload step hands it to [`Router::build`].

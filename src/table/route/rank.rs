@@ -22,6 +22,9 @@ use super::expr::{HostMatch, PathMatch, RouteExpr};
 /// Lengths saturate at their field width; beyond that (hosts over 64 KiB, paths over 16 MiB)
 /// the next key decides. `id_order` is the route's position among all ids sorted ascending. The
 /// id field is never zero, so every rank is at least 1 and 0 can stand for "nothing found".
+/// Width of the id tie-break field, the lowest bits of a rank.
+pub(super) const ID_BITS: u32 = 32;
+
 pub(super) fn rank(priority: i32, expr: &RouteExpr, id_order: usize) -> u128 {
     let (host_class, host_literals) = match &expr.host {
         Some(HostMatch::Exact(_)) => (3, 0),
@@ -46,7 +49,7 @@ pub(super) fn rank(priority: i32, expr: &RouteExpr, id_order: usize) -> u128 {
         .push(24, path_len as u64)
         .push(1, u64::from(no_rest))
         .push(16, expr.matcher_count() as u64)
-        .push(32, id_field)
+        .push(ID_BITS, id_field)
         .0
 }
 
