@@ -40,14 +40,17 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-async fn upstream() -> SocketAddr {
+/// An upstream answering `body` to everything, so a request shows which server it reached.
+async fn upstream(body: &'static str) -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind upstream");
     let addr = listener.local_addr().expect("addr");
     tokio::spawn(async move {
         while let Ok((s, _)) = listener.accept().await {
             tokio::spawn(async move {
-                let svc = hyper::service::service_fn(|_req| async {
-                    Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(Bytes::from_static(b"ok"))))
+                let svc = hyper::service::service_fn(move |_req| async move {
+                    Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(Bytes::from_static(
+                        body.as_bytes(),
+                    ))))
                 });
                 let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(s), svc).await;
             });
@@ -92,7 +95,8 @@ async fn main() {
     }
     let mut etcd = etcd.expect("etcd up within 10 s");
 
-    let up = upstream().await;
+    let up = upstream("ok").await;
+    let up2 = upstream("two").await;
     etcd.put(format!("{P}/backends/b/backend"), r#"{"Type":"http"}"#, None).await.expect("put");
     etcd.put(format!("{P}/backends/b/servers/s1"), format!(r#"{{"URL":"http://{up}"}}"#), None).await.expect("put");
     let t = Instant::now();
@@ -123,11 +127,15 @@ async fn main() {
     );
     let pid = ficus.0.id();
     let http: HttpClient<_, Full<Bytes>> = HttpClient::builder(TokioExecutor::new()).build_http();
-    let get = |path: String| {
+    let get_host = |host: &'static str, path: String| {
         let http = http.clone();
         async move {
             let uri: http::Uri = format!("http://127.0.0.1:{listen}{path}").parse().expect("uri");
-            match http.get(uri).await {
+            let mut req = http::Request::get(uri).body(Full::new(Bytes::new())).expect("request");
+            if !host.is_empty() {
+                req.headers_mut().insert(http::header::HOST, http::HeaderValue::from_static(host));
+            }
+            match http.request(req).await {
                 Ok(r) => {
                     let code = r.status().as_u16();
                     let body = r.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
@@ -137,6 +145,7 @@ async fn main() {
             }
         }
     };
+    let get = |path: String| get_host("", path);
     let t = Instant::now();
     while get("/__ready".into()).await.0 != 404 {
         assert!(t.elapsed() < Duration::from_secs(30), "ficus not up");
@@ -183,6 +192,41 @@ async fn main() {
         percentile(&sorted, 0.99),
         sorted[sorted.len() - 1]
     );
+
+    // 1b. server put → first request that reaches the new server: in a backend one frontend uses, and in the
+    // backend all 10,000 frontends use (each of them is recompiled against the new backend).
+    etcd.put(format!("{P}/backends/pb/backend"), r#"{"Type":"http"}"#, None).await.expect("put");
+    etcd.put(format!("{P}/backends/pb/servers/s1"), format!(r#"{{"URL":"http://{up}"}}"#), None).await.expect("put");
+    let pf = r#"{"Type":"http","BackendId":"pb","Route":"Path(`/pb`)"}"#;
+    etcd.put(format!("{P}/frontends/pf/frontend"), pf, None).await.expect("put");
+    for (what, backend, host, path) in
+        [("one frontend uses", "pb", "", "/pb"), ("all 10,000 frontends use", "b", "h0.example.com", "/api/5")]
+    {
+        let mut lat = Vec::new();
+        for n in 0..120 {
+            let (addr, body) = if n % 2 == 0 { (up2, "two") } else { (up, "ok") };
+            let start = Instant::now();
+            let v = format!(r#"{{"URL":"http://{addr}"}}"#);
+            etcd.put(format!("{P}/backends/{backend}/servers/s1"), v, None).await.expect("put");
+            loop {
+                let (code, got) = get_host(host, path.to_string()).await;
+                if code == 200 && got == body.as_bytes() {
+                    break;
+                }
+                assert!(start.elapsed() < Duration::from_secs(10), "server put {n} never routed");
+            }
+            lat.push(start.elapsed());
+        }
+        let mut sorted = lat.split_off(20);
+        sorted.sort();
+        println!(
+            "server put -> first request on the new server, backend {what}, {} samples: p50 {:?}  p90 {:?}  p99 {:?}",
+            sorted.len(),
+            percentile(&sorted, 0.5),
+            percentile(&sorted, 0.9),
+            percentile(&sorted, 0.99),
+        );
+    }
 
     // 2. A burst of 1,000 puts, each awaited (as a deploy script would), then time to fully applied.
     let mut last = 0;

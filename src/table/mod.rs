@@ -209,7 +209,7 @@ pub struct Compiler {
     backends: HashMap<String, BackendEntry>,
     frontends: HashMap<String, FrontendEntry>,
     /// Backend id to the frontends compiled against it: a changed backend recompiles exactly those.
-    users: HashMap<String, HashSet<String>>,
+    users: HashMap<String, HashSet<Arc<str>>>,
     /// Balancer positions by `f:<frontend>` / `b:<backend>`: a recompiled value keeps its place in the sequence.
     counters: HashMap<String, Arc<AtomicUsize>>,
     slots: Slots<Arc<Frontend>>,
@@ -261,7 +261,9 @@ impl Compiler {
         registry: &Registry,
     ) -> (RoutingTable, Vec<Arc<Server>>) {
         let mut retired = Vec::new();
-        let mut touched: Vec<&str> = delta.frontends.iter().map(String::as_str).collect();
+        // Frontends whose backend objects were replaced; their own values did not change (a frontend whose
+        // validated value changed is in `delta.frontends`).
+        let mut rebind: HashSet<Arc<str>> = HashSet::new();
         for id in &delta.backends {
             let new = config.backends.get(id);
             match (self.backends.get(id), new) {
@@ -292,16 +294,17 @@ impl Compiler {
                 }
             }
             if let Some(users) = self.users.get(id) {
-                touched.extend(users.iter().filter_map(|u| config.frontends.get_key_value(u)).map(|(k, _)| k.as_str()));
-                // A user that left the config is in `delta.frontends` already.
+                rebind.extend(users.iter().cloned());
             }
         }
-        touched.sort_unstable();
-        touched.dedup();
 
         let mut routes_changed = false;
-        for id in touched {
+        for id in &delta.frontends {
+            rebind.remove(id.as_str());
             routes_changed |= self.frontend(id, config.frontends.get(id));
+        }
+        for id in rebind {
+            self.rebind(&id);
         }
         if routes_changed {
             if self.overlay.len() + self.masked.len() > COMPACT_AT {
@@ -340,27 +343,13 @@ impl Compiler {
                 return false;
             }
         }
-        // Validation guarantees every named backend exists; filter anyway rather than trust it blindly.
-        let split: Vec<(Arc<Backend>, u32)> =
-            f.backends.iter().filter_map(|(b, w)| backends.get(b.as_str()).map(|e| (e.compiled.clone(), *w))).collect();
-        let server_counts: Vec<usize> = split.iter().map(|(b, _)| b.servers.items().len()).collect();
-        let hostname =
-            (!f.settings.hostname.is_empty()).then(|| HeaderValue::from_str(&f.settings.hostname).ok()).flatten();
         let old = self.frontends.remove(id);
         let id_arc: Arc<str> = old.as_ref().map(|o| o.id.clone()).unwrap_or_else(|| id.into());
         let counter = match &old {
             Some(o) => o.counter.clone(),
             None => self.counter(format!("f:{id}")),
         };
-        let compiled = Arc::new(Frontend {
-            id: id_arc.clone(),
-            metrics: FrontendMetrics::new(id, &server_counts),
-            split: Weighted::new(split, counter.clone()),
-            pass_host_header: f.settings.pass_host_header,
-            trust_forward_header: f.settings.trust_forward_header,
-            hostname,
-            max_body_bytes: (f.settings.limits.max_body_bytes > 0).then_some(f.settings.limits.max_body_bytes),
-        });
+        let compiled = compile_frontend(&id_arc, f, &self.backends, &counter);
         let slot = old.as_ref().map(|o| o.slot).unwrap_or_else(|| self.alloc_slot());
         self.slots.set(slot, Some(compiled.clone()));
         let same_route = old.as_ref().is_some_and(|o| o.spec.route == f.route && o.spec.priority == f.priority);
@@ -378,12 +367,19 @@ impl Compiler {
                 self.unuse(id, &old.spec);
             }
             for (b, _) in &f.backends {
-                self.users.entry(b.clone()).or_default().insert(id.to_string());
+                self.users.entry(b.clone()).or_default().insert(id_arc.clone());
             }
         }
         let entry = FrontendEntry { id: id_arc, counter, spec: f.clone(), compiled, slot, base };
         self.frontends.insert(id.to_string(), entry);
         !same_route
+    }
+
+    /// Recompiles a frontend against its backends' new objects. Its route and slot stay.
+    fn rebind(&mut self, id: &str) {
+        let Some(entry) = self.frontends.get_mut(id) else { return };
+        entry.compiled = compile_frontend(&entry.id, &entry.spec, &self.backends, &entry.counter);
+        self.slots.set(entry.slot, Some(entry.compiled.clone()));
     }
 
     fn unuse(&mut self, id: &str, spec: &ValidatedFrontend) {
@@ -451,6 +447,29 @@ impl Compiler {
             len: self.frontends.len(),
         }
     }
+}
+
+fn compile_frontend(
+    id: &Arc<str>,
+    f: &ValidatedFrontend,
+    backends: &HashMap<String, BackendEntry>,
+    counter: &Arc<AtomicUsize>,
+) -> Arc<Frontend> {
+    // Validation guarantees every named backend exists; filter anyway rather than trust it blindly.
+    let split: Vec<(Arc<Backend>, u32)> =
+        f.backends.iter().filter_map(|(b, w)| backends.get(b.as_str()).map(|e| (e.compiled.clone(), *w))).collect();
+    let server_counts: Vec<usize> = split.iter().map(|(b, _)| b.servers.items().len()).collect();
+    let hostname =
+        (!f.settings.hostname.is_empty()).then(|| HeaderValue::from_str(&f.settings.hostname).ok()).flatten();
+    Arc::new(Frontend {
+        id: id.clone(),
+        metrics: FrontendMetrics::new(id, &server_counts),
+        split: Weighted::new(split, counter.clone()),
+        pass_host_header: f.settings.pass_host_header,
+        trust_forward_header: f.settings.trust_forward_header,
+        hostname,
+        max_body_bytes: (f.settings.limits.max_body_bytes > 0).then_some(f.settings.limits.max_body_bytes),
+    })
 }
 
 fn cert_store(config: &ValidatedConfig) -> CertStore {
