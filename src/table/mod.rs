@@ -220,6 +220,15 @@ pub struct Compiler {
     overlay: BTreeMap<String, RouteSpec<u32>>,
     overlay_router: Arc<Router<u32>>,
     certs: Arc<CertStore>,
+    /// Counts route changes, so a base index built in the background is installed only if still current.
+    epoch: u64,
+}
+
+/// A snapshot of every current route, in the order the base index will hold them.
+pub struct BaseInput {
+    pub epoch: u64,
+    pub ids: Vec<Arc<str>>,
+    pub routes: Vec<RouteSpec<u32>>,
 }
 
 impl Default for Compiler {
@@ -247,6 +256,7 @@ impl Compiler {
             overlay: BTreeMap::new(),
             overlay_router: Arc::default(),
             certs: Arc::default(),
+            epoch: 0,
         }
     }
 
@@ -302,6 +312,9 @@ impl Compiler {
         for id in &delta.frontends {
             rebind.remove(id.as_str());
             routes_changed |= self.frontend(id, config.frontends.get(id));
+        }
+        if routes_changed {
+            self.epoch += 1;
         }
         for id in rebind {
             self.rebind(&id);
@@ -404,26 +417,11 @@ impl Compiler {
         })
     }
 
-    /// Folds the overlay into a new base index.
+    /// Folds the overlay into a new base index, here and now.
     fn rebuild_base(&mut self) {
-        let mut entries: Vec<&mut FrontendEntry> = self.frontends.values_mut().collect();
-        let routes = entries
-            .iter()
-            .map(|e| RouteSpec {
-                id: e.id.clone(),
-                priority: e.spec.priority,
-                expr: e.spec.expr.clone(),
-                value: e.slot,
-            })
-            .collect();
-        self.base = Arc::new(Router::build(routes));
-        // Ids are unique, so the index keeps every route at its position.
-        for (at, e) in entries.iter_mut().enumerate() {
-            e.base = Some(at as u32);
-        }
-        self.masked = Arc::default();
-        self.overlay.clear();
-        self.overlay_router = Arc::default();
+        let input = self.base_input();
+        let router = Router::build(input.routes);
+        self.install_base(router, input.epoch, input.ids);
     }
 
     /// Whether a compaction would change the route layers.
@@ -431,10 +429,50 @@ impl Compiler {
         !self.overlay.is_empty() || !self.masked.is_empty()
     }
 
+    /// What a new base index is built from, so the build can run away from the reload loop.
+    pub fn base_input(&self) -> BaseInput {
+        let mut ids = Vec::with_capacity(self.frontends.len());
+        let mut routes = Vec::with_capacity(self.frontends.len());
+        for e in self.frontends.values() {
+            ids.push(e.id.clone());
+            routes.push(RouteSpec {
+                id: e.id.clone(),
+                priority: e.spec.priority,
+                expr: e.spec.expr.clone(),
+                value: e.slot,
+            });
+        }
+        BaseInput { epoch: self.epoch, ids, routes }
+    }
+
+    /// Installs a base index built from [`base_input`](Self::base_input) and empties the overlay. Returns false
+    /// (and installs nothing) when routes changed since that input was taken.
+    pub fn install_base(&mut self, router: Router<u32>, epoch: u64, ids: Vec<Arc<str>>) -> bool {
+        if epoch != self.epoch {
+            return false;
+        }
+        // Ids are unique, so the index keeps every route at its input position.
+        for (at, id) in ids.iter().enumerate() {
+            if let Some(e) = self.frontends.get_mut(&**id) {
+                e.base = Some(at as u32);
+            }
+        }
+        self.base = Arc::new(router);
+        self.masked = Arc::default();
+        self.overlay.clear();
+        self.overlay_router = Arc::default();
+        true
+    }
+
     /// Rebuilds the base index with every current route and empties the overlay. Matching is unchanged; the
     /// returned router is for a table identical to the last one compiled but for its layers.
     pub fn compact(&mut self) -> TableRouter {
         self.rebuild_base();
+        self.router()
+    }
+
+    /// The route layers as they stand, for a table that differs from the last one only in its layers.
+    pub fn current_router(&self) -> TableRouter {
         self.router()
     }
 

@@ -5,6 +5,7 @@
 //! single `ArcSwap::store`; anything refused is reported (log, `/status`, metrics) and the values that were
 //! good keep serving.
 
+use super::route::Router;
 use super::{Compiler, RoutingTable, SharedTable};
 use crate::model::{ConfigError, ConfigState, Rejection, ValidatedConfig};
 use crate::source::{SourceEvent, SourceStatus, MAX_PROBLEMS};
@@ -225,6 +226,10 @@ impl Reloader {
     /// requests match does not change, only how fast the lookup is.
     pub fn compact(&mut self) {
         let router = self.compiler.compact();
+        self.publish_layers(router);
+    }
+
+    fn publish_layers(&self, router: super::TableRouter) {
         let current = self.table.load_full();
         self.table.store(Arc::new(RoutingTable {
             generation: current.generation,
@@ -242,8 +247,23 @@ impl Reloader {
                 match tokio::time::timeout(COMPACT_AFTER, events.recv()).await {
                     Ok(next) => next,
                     Err(_) => {
-                        self.compact();
-                        continue;
+                        // The base build takes tens of milliseconds at 10,000 routes: off the runtime's threads,
+                        // and given up (to be retried at the next quiet moment) as soon as a change arrives.
+                        let input = self.compiler.base_input();
+                        let (epoch, ids) = (input.epoch, input.ids);
+                        let routes = input.routes;
+                        let mut build = tokio::task::spawn_blocking(move || Router::build(routes));
+                        tokio::select! {
+                            built = &mut build => {
+                                if let Ok(router) = built {
+                                    if self.compiler.install_base(router, epoch, ids) {
+                                        self.publish_layers(self.compiler.current_router());
+                                    }
+                                }
+                                continue;
+                            }
+                            next = events.recv() => next,
+                        }
                     }
                 }
             } else {

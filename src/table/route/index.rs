@@ -1,5 +1,6 @@
-//! [`Router`]: the compiled, immutable route index. Part of table/route: the reload step builds one
-//! per table generation from every frontend's parsed route, and the proxy asks it for the winning
+//! [`Router`]: the compiled, immutable route index. Part of table/route: the table compiler builds
+//! a base index over every frontend's parsed route and a small overlay index of recent changes
+//! (masking replaced base routes with a [`RouteSet`]), and the proxy asks them for the winning
 //! route once per request. It exists so that a request costs a host lookup and a short trie walk
 //! instead of a scan of every route, and so that a lookup allocates nothing (regexps, when one
 //! is consulted, use the regex crate's per-thread caches).

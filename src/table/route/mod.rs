@@ -1,7 +1,7 @@
 //! The route language (`Host("a.com") && PathPrefix("/v1")`) and the index that matches requests
-//! against it. It sits in `table/`: the reload step calls [`parse()`] on every frontend's `Route`
-//! string and [`Router::build`] once per table generation; the proxy calls [`Router::find`] once per
-//! request against the table it loaded. The module is pure (no I/O, no clock, no globals) so a table
+//! against it. It sits in `table/`: the model calls [`parse()`] once per frontend value, the table
+//! compiler calls [`Router::build`] for its base and overlay indices, and the proxy searches them
+//! (with [`Router::find_ranked`]) once per request against the table it loaded. The module is pure (no I/O, no clock, no globals) so a table
 //! can be built and checked off the hot path, swapped in whole, and tested without sockets.
 //!
 //! # Language
