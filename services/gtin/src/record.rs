@@ -90,6 +90,19 @@ pub fn decode_key_and_date(bytes: &[u8]) -> Result<(u64, u32), RecordError> {
     Ok((key, updated))
 }
 
+/// The length of the record at the start of `bytes`, without checking its text: what copying it needs.
+pub fn encoded_len(bytes: &[u8]) -> Result<usize, RecordError> {
+    let mut r = Reader { bytes, pos: 0 };
+    r.take(12, "key and date")?;
+    r.varint("price")?;
+    for field in ["sku", "description", "brand", "department"] {
+        let len = r.varint(field)?;
+        let len = usize::try_from(len).ok().filter(|&l| l <= MAX_FIELD_LEN);
+        r.take(len.ok_or(RecordError::TooLong { field, len: usize::MAX })?, field)?;
+    }
+    Ok(r.pos)
+}
+
 fn put_varint(out: &mut Vec<u8>, mut v: u64) {
     while v >= 0x80 {
         out.push((v as u8) | 0x80);
@@ -164,6 +177,9 @@ mod tests {
         assert_eq!(first, sample());
         assert_eq!(first.price_decimal(), "1.99");
         assert_eq!(decode_key_and_date(&buf).unwrap(), (36_000_291_452, 20_240_131));
+        let first_len = encoded_len(&buf).unwrap();
+        assert_eq!(decode(&buf[first_len..]).unwrap(), big);
+        assert_eq!(first_len + encoded_len(&buf[first_len..]).unwrap(), buf.len());
     }
 
     #[test]
@@ -172,6 +188,7 @@ mod tests {
         encode(&sample(), &mut buf).unwrap();
         for len in 0..buf.len() {
             assert!(decode(&buf[..len]).is_err(), "prefix of {len} bytes decoded");
+            assert!(encoded_len(&buf[..len]).is_err(), "prefix of {len} bytes measured");
         }
         let mut bad = buf.clone();
         bad[0..8].copy_from_slice(&u64::MAX.to_le_bytes());
