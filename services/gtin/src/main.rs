@@ -49,7 +49,7 @@ enum Command {
         #[arg(long, value_parser = duration)]
         every: Option<Duration>,
     },
-    /// Check a snapshot file completely (checksum, key order, every record).
+    /// Check a snapshot file completely (checksum, slot order, every record).
     Verify { file: PathBuf },
     /// Build a snapshot of N synthetic products and print build time, open time, lookup latency and RSS.
     BenchBuild {
