@@ -2,13 +2,14 @@
 //! export; the store later maps the published file.
 //!
 //! It is built for 18 million products without holding them in memory: each product is encoded and appended
-//! to a temporary records file as it arrives, and only a `(key, offset)` pair (16 bytes) is kept per product.
-//! `finish` sorts the pairs, resolves duplicate keys (newest `updated` wins, the later row on a tie, the rule of
-//! the legacy export), writes header, keys, offsets and the records into a temporary snapshot file, checksums
-//! it and fsyncs it. `publish` then links it into place under its final name, which never overwrites a file.
+//! to a temporary records file as it arrives, and only a `(hash, offset)` pair (16 bytes) is kept per product.
+//! `finish` sorts the pairs by key hash, resolves duplicate keys (newest `updated` wins, the later row on a tie,
+//! the rule of the legacy export), then streams the slot table (see [`crate::snapshot`]) into a temporary
+//! snapshot file, copying each record from the records file into its slot, checksums it and fsyncs it.
+//! `publish` then links it into place under its final name, which never overwrites a file.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufWriter, Seek, SeekFrom, Write};
+use std::io::{self, BufWriter, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -16,10 +17,26 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use crate::clock::{unix_now, UtcTime};
 use crate::gtin::Gtin;
 use crate::record::{self, Product, RecordError};
-use crate::snapshot::{checksum, Header, Snapshot, SnapshotError, FENCE_STRIDE, MAX_SOURCE_LEN};
+use crate::snapshot::{
+    self, checksum, home_slot, key_hash, overflow_slot, Header, Snapshot, SnapshotError, EMPTY_KEY, MAX_SLOT_SIZE,
+    MAX_SOURCE_LEN, MIN_SLOT_SIZE, SLOT_GRANULE,
+};
 
 /// How many duplicate keys are kept as examples for the sync report.
 const DUPLICATE_EXAMPLES: usize = 5;
+/// Home slots per product, as a fraction: a load factor of 0.8 keeps a key within a slot or two of its home
+/// on average (about 2 slots, against 0.5 at 0.5 and 4.5 at 0.9), for a table a quarter larger than the data.
+const SLOTS_PER_PRODUCT: (u64, u64) = (5, 4);
+/// The slot size is the smallest that holds this share of the records (in percent); the rest overflow and
+/// cost a lookup a second memory read.
+const INLINE_PERCENT: u64 = 99;
+/// The snapshot is written in pieces of this size at offsets that are multiples of it: a buffered write of a
+/// whole aligned 2 MB piece lets the page cache keep it as one 2 MB folio, which the service can then map with
+/// a single TLB entry (see `Snapshot::open`). Smaller writes leave the file in small folios until it is evicted.
+const WRITE_CHUNK: usize = 2 << 20;
+/// Records are copied in hash order, i.e. from random places in the records file: loads are started this many
+/// entries ahead so that they overlap.
+const COPY_LOOKAHEAD: usize = 16;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
@@ -31,6 +48,8 @@ pub enum BuildError {
     SourceTooLong(usize),
     #[error("records file {}: {source}", .path.display())]
     Reread { path: PathBuf, source: RecordError },
+    #[error("{0}")]
+    TooLarge(&'static str),
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> BuildError + '_ {
@@ -84,6 +103,8 @@ pub struct SnapshotBuilder {
     blob: BufWriter<File>,
     blob_len: u64,
     entries: Vec<(u64, u64)>,
+    /// How many records have each length (the last bucket: longer than the largest slot).
+    lengths: Vec<u64>,
     scratch: Vec<u8>,
 }
 
@@ -110,6 +131,7 @@ impl SnapshotBuilder {
             blob_file,
             blob_len: 0,
             entries: Vec::new(),
+            lengths: vec![0; MAX_SLOT_SIZE as usize + 2],
             scratch: Vec::with_capacity(256),
         })
     }
@@ -133,27 +155,33 @@ impl SnapshotBuilder {
         record::encode(product, &mut self.scratch)
             .map_err(|source| BuildError::Record { gtin: product.gtin, source })?;
         self.blob.write_all(&self.scratch).map_err(io_err(&self.blob_file.path))?;
-        self.entries.push((product.gtin.key(), self.blob_len));
+        self.entries.push((key_hash(product.gtin.key()), self.blob_len));
         self.blob_len += self.scratch.len() as u64;
+        self.lengths[self.scratch.len().min(MAX_SLOT_SIZE as usize + 1)] += 1;
         Ok(())
     }
 
     /// Writes the snapshot to a temporary file in the data directory, fsynced. Nothing is published yet.
     pub fn finish(self) -> Result<BuiltSnapshot, BuildError> {
-        let SnapshotBuilder { dir, source, blob_file, blob, blob_len, mut entries, .. } = self;
+        let SnapshotBuilder { dir, source, blob_file, blob, blob_len, mut entries, lengths, .. } = self;
         let blob_path = blob_file.path.clone();
-        let mut blob =
-            blob.into_inner().map_err(|e| BuildError::Io { path: blob_path.clone(), source: e.into_error() })?;
+        let blob = blob.into_inner().map_err(|e| BuildError::Io { path: blob_path.clone(), source: e.into_error() })?;
 
-        // Equal keys end up next to each other, in row order, because the offsets grow with the row number.
+        // The hash is a bijection of the key, so equal keys end up next to each other, in row order because the
+        // offsets grow with the row number.
         entries.sort_unstable();
         let mut stats = BuildStats::default();
         dedup(&mut entries, &blob, &blob_path, &mut stats)?;
         stats.products = entries.len() as u64;
 
+        let count = entries.len() as u64;
+        let home_range = (count * SLOTS_PER_PRODUCT.0).div_ceil(SLOTS_PER_PRODUCT.1);
         let mut header = Header {
-            count: entries.len() as u64,
-            records_len: blob_len,
+            count,
+            slot_count: 0,
+            home_range,
+            slot_size: choose_slot_size(&lengths),
+            overflow_len: 0,
             content_checksum: 0,
             built_at: unix_now(),
             source,
@@ -162,31 +190,68 @@ impl SnapshotBuilder {
         let out_path = out_file.path.clone();
         let file =
             OpenOptions::new().read(true).write(true).create_new(true).open(&out_path).map_err(io_err(&out_path))?;
-        let mut out = BufWriter::with_capacity(1 << 20, file);
-        out.write_all(&header.to_bytes()).map_err(io_err(&out_path))?;
-        for &(key, _) in entries.iter().step_by(FENCE_STRIDE as usize) {
-            out.write_all(&key.to_le_bytes()).map_err(io_err(&out_path))?;
+        let mut out = ChunkWriter { file, buf: Vec::with_capacity(WRITE_CHUNK), path: &out_path };
+        // A placeholder of the right length: the real header, with the slot count and checksums, is written last.
+        out.put(&header.to_bytes())?;
+
+        let blob_map = map_records(&blob, blob_len, &blob_path)?;
+        let blob_bytes: &[u8] = blob_map.as_deref().unwrap_or(&[]);
+        let reread = |source| BuildError::Reread { path: blob_path.clone(), source };
+        let record_at = |offset: u64| -> Result<&[u8], BuildError> {
+            let record = usize::try_from(offset).ok().and_then(|o| blob_bytes.get(o..));
+            let record = record.ok_or(reread(RecordError::Truncated("offset")))?;
+            let len = record::encoded_len(record).map_err(reread)?;
+            Ok(&record[..len])
+        };
+
+        let size = header.slot_size as usize;
+        let mut slot = vec![0u8; size];
+        let mut empty = vec![0u8; size];
+        empty[..8].copy_from_slice(&EMPTY_KEY.to_le_bytes());
+        let mut overflowed: Vec<(u64, usize)> = Vec::new();
+        let mut overflow_len = 0u64;
+        // Each entry goes to its home slot or, when that is taken, to the slot after the previous entry: entries
+        // come in hash order, so the table is sorted by hash with no gap between a key and its home slot.
+        let mut next = 0u64;
+        for (i, &(hash, offset)) in entries.iter().enumerate() {
+            if let Some(&(_, ahead)) = entries.get(i + COPY_LOOKAHEAD) {
+                if let Some(bytes) = usize::try_from(ahead).ok().and_then(|a| blob_bytes.get(a..)) {
+                    snapshot::prefetch(&bytes[..bytes.len().min(128)]);
+                }
+            }
+            let home = home_slot(hash, home_range);
+            while next < home {
+                out.put(&empty)?;
+                next += 1;
+            }
+            let record = record_at(offset)?;
+            if record.len() <= size {
+                slot[..record.len()].copy_from_slice(record);
+                slot[record.len()..].fill(0);
+            } else {
+                let key = record::decode_key_and_date(record).map_err(reread)?.0;
+                let len = u32::try_from(record.len()).map_err(|_| BuildError::TooLarge("record over 4 GiB"))?;
+                overflow_slot(key, overflow_len, len, &mut slot);
+                overflowed.push((offset, record.len()));
+                overflow_len += record.len() as u64;
+            }
+            out.put(&slot)?;
+            next += 1;
         }
-        let padding = header.keys_offset() - header.fences_offset() - 8 * header.fence_count();
-        out.write_all(&vec![0u8; padding as usize]).map_err(io_err(&out_path))?;
-        for &(key, _) in &entries {
-            out.write_all(&key.to_le_bytes()).map_err(io_err(&out_path))?;
+        while next < home_range {
+            out.put(&empty)?;
+            next += 1;
         }
-        for &(_, offset) in &entries {
-            out.write_all(&offset.to_le_bytes()).map_err(io_err(&out_path))?;
+        header.slot_count = next;
+        for &(offset, _) in &overflowed {
+            out.put(record_at(offset)?)?;
         }
+        header.overflow_len = overflow_len;
         drop(entries);
-        let mut file =
-            out.into_inner().map_err(|e| BuildError::Io { path: out_path.clone(), source: e.into_error() })?;
-        blob.seek(SeekFrom::Start(0)).map_err(io_err(&blob_path))?;
-        // File to file: the standard library turns this into copy_file_range, so the records stay in the kernel.
-        let copied = io::copy(&mut blob, &mut file).map_err(io_err(&out_path))?;
-        if copied != blob_len {
-            let source = io::Error::other(format!("copied {copied} record bytes, expected {blob_len}"));
-            return Err(BuildError::Io { path: out_path, source });
-        }
+        drop(blob_map);
         drop(blob);
         drop(blob_file);
+        let file = out.finish()?;
 
         header.content_checksum = content_checksum(&file, &header, &out_path)?;
         file.write_all_at(&header.to_bytes(), 0).map_err(io_err(&out_path))?;
@@ -195,33 +260,85 @@ impl SnapshotBuilder {
     }
 }
 
-/// Keeps one entry per key: the newest `updated`, the later row (higher offset) on a tie.
+/// The smallest slot size that holds [`INLINE_PERCENT`] of the records whose lengths are counted in `lengths`.
+fn choose_slot_size(lengths: &[u64]) -> u32 {
+    let total: u64 = lengths.iter().sum();
+    let mut fit = 0u64;
+    for (len, &n) in lengths.iter().enumerate().take(MAX_SLOT_SIZE as usize + 1) {
+        fit += n;
+        let len = len as u32;
+        if len >= MIN_SLOT_SIZE && len % SLOT_GRANULE == 0 && fit * 100 >= total * INLINE_PERCENT {
+            return len;
+        }
+    }
+    MAX_SLOT_SIZE
+}
+
+/// Maps the temporary records file for the copy into slots, page tables filled up front: the copy reads it in
+/// hash order, all over the file, and a prefetch of an unmapped page would do nothing.
+fn map_records(blob: &File, len: u64, path: &Path) -> Result<Option<memmap2::Mmap>, BuildError> {
+    if len == 0 {
+        return Ok(None);
+    }
+    // SAFETY: the records file is this builder's own temporary (a leading-dot name no other process opens), and
+    // nothing writes to it while this read-only mapping is alive.
+    let map = unsafe { memmap2::MmapOptions::new().populate().map(blob) }.map_err(io_err(path))?;
+    Ok(Some(map))
+}
+
+/// Writes a file front to back in whole [`WRITE_CHUNK`] pieces at aligned offsets.
+struct ChunkWriter<'a> {
+    file: File,
+    buf: Vec<u8>,
+    path: &'a Path,
+}
+
+impl ChunkWriter<'_> {
+    fn put(&mut self, mut bytes: &[u8]) -> Result<(), BuildError> {
+        while !bytes.is_empty() {
+            let take = bytes.len().min(WRITE_CHUNK - self.buf.len());
+            self.buf.extend_from_slice(&bytes[..take]);
+            bytes = &bytes[take..];
+            if self.buf.len() == WRITE_CHUNK {
+                self.file.write_all(&self.buf).map_err(io_err(self.path))?;
+                self.buf.clear();
+            }
+        }
+        Ok(())
+    }
+
+    fn finish(mut self) -> Result<File, BuildError> {
+        self.file.write_all(&self.buf).map_err(io_err(self.path))?;
+        Ok(self.file)
+    }
+}
+
+/// Keeps one entry per key: the newest `updated`, the later row (higher offset) on a tie. Entries are sorted
+/// `(hash, offset)` pairs.
 fn dedup(
     entries: &mut Vec<(u64, u64)>,
     blob: &File,
     blob_path: &Path,
     stats: &mut BuildStats,
 ) -> Result<(), BuildError> {
-    let updated_at = |offset: u64| -> Result<u32, BuildError> {
+    let key_and_date = |offset: u64| -> Result<(u64, u32), BuildError> {
         let mut buf = [0u8; 12];
         blob.read_exact_at(&mut buf, offset).map_err(io_err(blob_path))?;
-        record::decode_key_and_date(&buf)
-            .map(|(_, updated)| updated)
-            .map_err(|source| BuildError::Reread { path: blob_path.to_path_buf(), source })
+        record::decode_key_and_date(&buf).map_err(|source| BuildError::Reread { path: blob_path.to_path_buf(), source })
     };
     let mut write = 0usize;
     let mut read = 0usize;
     while read < entries.len() {
-        let key = entries[read].0;
+        let hash = entries[read].0;
         let mut end = read + 1;
-        while end < entries.len() && entries[end].0 == key {
+        while end < entries.len() && entries[end].0 == hash {
             end += 1;
         }
         let mut winner = entries[read];
         if end - read > 1 {
-            let mut best = updated_at(winner.1)?;
+            let (key, mut best) = key_and_date(winner.1)?;
             for &candidate in &entries[read + 1..end] {
-                let updated = updated_at(candidate.1)?;
+                let updated = key_and_date(candidate.1)?.1;
                 let (kept, dropped) = if updated >= best { (updated, best) } else { (best, updated) };
                 if updated >= best {
                     winner = candidate;

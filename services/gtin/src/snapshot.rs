@@ -2,22 +2,27 @@
 //! from. Written once by [`crate::builder`], never modified in place, replaced as a whole by [`crate::store`].
 //!
 //! ```text
-//! offset 0          header: magic "GTINSNAP", version, header length, count, section offsets and lengths,
-//!                   file length, content checksum, header checksum, build time, fence stride, source
-//! header_len        ⌈count/64⌉ × u64 LE  fences: every 64th key, a small index that stays in cache
-//! keys_offset       count × u64 LE   canonical 14-digit GTINs as integers, strictly increasing (64-byte aligned)
-//! offsets_offset    count × u64 LE   where each key's record starts, relative to records_offset
-//! records_offset    records blob     see crate::record (in build order, not key order)
+//! offset 0          header: magic "GTINSNAP", version 2, header length, count, slot count, home range,
+//!                   slot size, section offsets and lengths, file length, content checksum, header
+//!                   checksum, build time, source
+//! slots_offset      slot_count × slot_size bytes: a hash table in which every product's whole record sits
+//!                   in its slot (64-byte aligned)
+//! overflow_offset   records too long for a slot, pointed at from their slot
 //! ```
 //!
-//! A lookup binary-searches the fences (2.2 MB for 18 million products, hot in cache under load), then the one
-//! 512-byte block of 64 keys they point to, then reads one offset and one record: three cache misses at most
-//! where a plain binary search over 144 MB of keys takes a dozen. Interpolation search was tried first and
-//! measured slower: GTIN keys cluster by prefix, so the global key range predicts positions badly.
+//! A key's home slot is `hash(key) × home_range / 2^64`. Entries are placed in increasing hash order, each at
+//! its home slot or just after the entry before it (linear probing with the table sorted by hash, which is what
+//! Robin Hood insertion converges to). A lookup therefore reads a short run of consecutive slots from the home
+//! slot on, and stops at the key, at an empty slot, or at a larger hash. The slot that holds the key also holds
+//! its record, so finding the key and reading the product is one burst of adjacent cache lines, started with a
+//! prefetch, instead of the fence, key block, offset and record a sorted key array needs one after the other.
+//! The slot size is chosen per file by the builder so that nearly every record fits (see `builder`); the rest
+//! cost a second read in the overflow section.
 //!
 //! `open` is constant time: it maps the file and checks the header (its own checksum, section sizes against the
-//! file length) and nothing else. `verify` reads every byte: the content checksum, key order, and every record
-//! decoding to the key that points at it. The sync job runs `verify` before it publishes a file.
+//! file length) and nothing else. `verify` reads every byte: the content checksum, the slot order, every record
+//! decoding to the key of its slot, and every key reachable from its home slot. The sync job runs `verify`
+//! before it publishes a file.
 
 use std::fs::File;
 use std::io;
@@ -30,19 +35,28 @@ use crate::gtin::Gtin;
 use crate::record::{self, Product, RecordError};
 
 pub const MAGIC: [u8; 8] = *b"GTINSNAP";
-pub const VERSION: u32 = 1;
+/// 1: sorted keys, fences and an offset array. 2: records inline in hash-ordered slots.
+pub const VERSION: u32 = 2;
 /// Bytes of the header before the source description.
-const FIXED_HEADER: usize = 96;
-const HEADER_CHECKSUM_AT: usize = 72;
-/// One fence per this many keys: a block of keys is 512 bytes, eight cache lines on one page.
-pub const FENCE_STRIDE: u64 = 64;
-/// Sections start on cache-line boundaries so that key blocks do not straddle lines needlessly.
+const FIXED_HEADER: usize = 112;
+const HEADER_CHECKSUM_AT: usize = 80;
+/// Sections start on cache-line boundaries so that a slot of 64 bytes is exactly one line.
 const ALIGN: u64 = 64;
 /// Far beyond any catalogue; bounds the header arithmetic so it cannot overflow.
 const MAX_COUNT: u64 = 1 << 40;
-const MAX_RECORDS_LEN: u64 = 1 << 50;
+const MAX_OVERFLOW_LEN: u64 = 1 << 50;
 /// The longest source description kept in a header.
 pub const MAX_SOURCE_LEN: usize = 4096;
+/// Slot sizes are multiples of this, between the two bounds: the smallest holds an overflow pointer.
+pub const SLOT_GRANULE: u32 = 16;
+pub const MIN_SLOT_SIZE: u32 = 32;
+pub const MAX_SLOT_SIZE: u32 = 1024;
+/// The key of an empty slot: above every 14-digit GTIN, so no lookup ever matches it.
+pub const EMPTY_KEY: u64 = u64::MAX;
+/// In place of a record's date (at most 99991231): the record lives in the overflow section.
+pub const OVERFLOW_MARK: u32 = u32::MAX;
+/// Bytes fetched at once from the home slot on: most keys sit within a slot or two of home.
+const PROBE_PREFETCH: usize = 192;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {
@@ -50,7 +64,7 @@ pub enum SnapshotError {
     Io { path: PathBuf, source: io::Error },
     #[error("{}: not a GTIN snapshot (bad magic)", .path.display())]
     Magic { path: PathBuf },
-    #[error("{}: snapshot format version {found}, this build reads {VERSION}", .path.display())]
+    #[error("{}: snapshot format version {found}, this build reads only version {VERSION}; rebuild it with sync", .path.display())]
     Version { path: PathBuf, found: u32 },
     #[error("{}: corrupt header: {why}", .path.display())]
     Header { path: PathBuf, why: &'static str },
@@ -58,21 +72,27 @@ pub enum SnapshotError {
     Length { path: PathBuf, expected: u64, actual: u64 },
     #[error("{}: content checksum is {actual:016x}, header says {expected:016x}", .path.display())]
     Checksum { path: PathBuf, expected: u64, actual: u64 },
-    #[error("{}: key #{index} ({key}) is not greater than the key before it", .path.display())]
+    #[error("{}: slot #{index} (key {key}) is out of hash order or cannot be reached from its home slot", .path.display())]
     Order { path: PathBuf, index: u64, key: u64 },
-    #[error("{}: fence #{index} does not match the key it indexes", .path.display())]
-    Fence { path: PathBuf, index: u64 },
-    #[error("{}: record #{index}: {source}", .path.display())]
+    #[error("{}: {found} occupied slots, the header says {expected} products", .path.display())]
+    Count { path: PathBuf, expected: u64, found: u64 },
+    #[error("{}: slot #{index}: {source}", .path.display())]
     Record { path: PathBuf, index: u64, source: RecordError },
-    #[error("{}: record #{index} holds key {found}, the index says {expected}", .path.display())]
+    #[error("{}: slot #{index} holds key {found}, its slot says {expected}", .path.display())]
     Mismatch { path: PathBuf, index: u64, expected: u64, found: u64 },
 }
 
 /// What the header of a snapshot says.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Header {
+    /// Products, i.e. occupied slots.
     pub count: u64,
-    pub records_len: u64,
+    /// Slots in the table, at least `home_range`: the last entries may be pushed past the home range.
+    pub slot_count: u64,
+    /// Home slots are spread over `0..home_range`.
+    pub home_range: u64,
+    pub slot_size: u32,
+    pub overflow_len: u64,
     pub content_checksum: u64,
     /// Unix seconds.
     pub built_at: u64,
@@ -84,23 +104,17 @@ impl Header {
     pub fn header_len(&self) -> u64 {
         ((FIXED_HEADER + self.source.len()) as u64).next_multiple_of(ALIGN)
     }
-    pub fn fence_count(&self) -> u64 {
-        self.count.div_ceil(FENCE_STRIDE)
-    }
-    pub fn fences_offset(&self) -> u64 {
+    pub fn slots_offset(&self) -> u64 {
         self.header_len()
     }
-    pub fn keys_offset(&self) -> u64 {
-        (self.fences_offset() + 8 * self.fence_count()).next_multiple_of(ALIGN)
+    pub fn slots_len(&self) -> u64 {
+        self.slot_count * u64::from(self.slot_size)
     }
-    pub fn offsets_offset(&self) -> u64 {
-        self.keys_offset() + 8 * self.count
-    }
-    pub fn records_offset(&self) -> u64 {
-        self.offsets_offset() + 8 * self.count
+    pub fn overflow_offset(&self) -> u64 {
+        self.slots_offset() + self.slots_len()
     }
     pub fn file_len(&self) -> u64 {
-        self.records_offset() + self.records_len
+        self.overflow_offset() + self.overflow_len
     }
 
     /// The header bytes, header checksum included.
@@ -111,10 +125,11 @@ impl Header {
         out.extend_from_slice(&(self.header_len() as u32).to_le_bytes());
         for v in [
             self.count,
-            self.keys_offset(),
-            self.offsets_offset(),
-            self.records_offset(),
-            self.records_len,
+            self.slot_count,
+            self.home_range,
+            self.slots_offset(),
+            self.overflow_offset(),
+            self.overflow_len,
             self.file_len(),
             self.content_checksum,
             0, // the header checksum, filled in below
@@ -122,8 +137,9 @@ impl Header {
         ] {
             out.extend_from_slice(&v.to_le_bytes());
         }
+        out.extend_from_slice(&self.slot_size.to_le_bytes());
         out.extend_from_slice(&(self.source.len() as u32).to_le_bytes());
-        out.extend_from_slice(&(FENCE_STRIDE as u32).to_le_bytes());
+        out.extend_from_slice(&[0u8; 8]);
         out.extend_from_slice(self.source.as_bytes());
         out.resize(self.header_len() as usize, 0);
         let sum = checksum(&out);
@@ -134,28 +150,29 @@ impl Header {
     /// Reads and checks a header against the length of the file it came from.
     pub fn parse(bytes: &[u8], actual_len: u64, path: &Path) -> Result<Header, SnapshotError> {
         let bad = |why| SnapshotError::Header { path: path.to_path_buf(), why };
-        if bytes.len() < FIXED_HEADER {
-            return Err(if bytes.len() >= 8 && bytes[..8] != MAGIC {
-                SnapshotError::Magic { path: path.to_path_buf() }
-            } else {
-                bad("file is shorter than a header")
-            });
-        }
-        if bytes[..8] != MAGIC {
+        if bytes.len() >= 8 && bytes[..8] != MAGIC {
             return Err(SnapshotError::Magic { path: path.to_path_buf() });
         }
+        // The version comes before any other check, so that a file of another format (whose header may be
+        // shorter or laid out differently) is named as such instead of as corrupt.
+        if bytes.len() < 12 {
+            return Err(bad("file is shorter than a header"));
+        }
         let u32_at = |at: usize| u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]);
+        let version = u32_at(8);
+        if version != VERSION {
+            return Err(SnapshotError::Version { path: path.to_path_buf(), found: version });
+        }
+        if bytes.len() < FIXED_HEADER {
+            return Err(bad("file is shorter than a header"));
+        }
         let u64_at = |at: usize| {
             let mut b = [0u8; 8];
             b.copy_from_slice(&bytes[at..at + 8]);
             u64::from_le_bytes(b)
         };
-        let version = u32_at(8);
-        if version != VERSION {
-            return Err(SnapshotError::Version { path: path.to_path_buf(), found: version });
-        }
         let header_len = u32_at(12) as usize;
-        let source_len = u32_at(88) as usize;
+        let source_len = u32_at(100) as usize;
         if header_len > bytes.len() || source_len > MAX_SOURCE_LEN || header_len < FIXED_HEADER + source_len {
             return Err(bad("header length"));
         }
@@ -168,24 +185,36 @@ impl Header {
             .map_err(|_| bad("source description is not UTF-8"))?;
         let header = Header {
             count: u64_at(16),
-            records_len: u64_at(48),
-            content_checksum: u64_at(64),
-            built_at: u64_at(80),
+            slot_count: u64_at(24),
+            home_range: u64_at(32),
+            overflow_len: u64_at(56),
+            content_checksum: u64_at(72),
+            built_at: u64_at(88),
+            slot_size: u32_at(96),
             source: source.to_string(),
         };
-        if u32_at(92) as u64 != FENCE_STRIDE {
-            return Err(bad("fence stride"));
+        let size_ok =
+            (MIN_SLOT_SIZE..=MAX_SLOT_SIZE).contains(&header.slot_size) && header.slot_size % SLOT_GRANULE == 0;
+        if !size_ok {
+            return Err(bad("slot size"));
         }
-        // Bounded first, so that the section arithmetic below cannot overflow; then sections must tile the file.
-        if header.count > MAX_COUNT || header.records_len > MAX_RECORDS_LEN {
+        // Bounded first, so that the section arithmetic below cannot overflow.
+        if header.slot_count > MAX_COUNT || header.overflow_len > MAX_OVERFLOW_LEN {
             return Err(bad("section sizes"));
+        }
+        // A lookup indexes slots from its home slot on, so every home slot must exist, and there must be room for
+        // every product.
+        if header.count > header.slot_count
+            || header.home_range > header.slot_count
+            || (header.home_range == 0) != (header.slot_count == 0)
+        {
+            return Err(bad("slot counts"));
         }
         let expected_len = header.file_len();
         if header.header_len() != header_len as u64
-            || u64_at(24) != header.keys_offset()
-            || u64_at(32) != header.offsets_offset()
-            || u64_at(40) != header.records_offset()
-            || u64_at(56) != expected_len
+            || u64_at(40) != header.slots_offset()
+            || u64_at(48) != header.overflow_offset()
+            || u64_at(64) != expected_len
         {
             return Err(bad("section offsets"));
         }
@@ -196,16 +225,44 @@ impl Header {
     }
 }
 
+/// The 64-bit mix that orders the slots. A bijection (xor-shifts and odd multipliers each are), so two keys
+/// never share a hash and the hash order is a total order on keys. Not adversarial: keys come from our export.
+#[inline]
+pub fn key_hash(key: u64) -> u64 {
+    let mut z = key ^ 0x5851_f42d_4c95_7f2d;
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// The slot a hash would occupy in an empty table: monotone in the hash, so the table is sorted by it.
+#[inline]
+pub fn home_slot(hash: u64, home_range: u64) -> u64 {
+    ((u128::from(hash) * u128::from(home_range)) >> 64) as u64
+}
+
 /// An opened, memory-mapped snapshot. Shared read-only between all requests.
 #[derive(Debug)]
 pub struct Snapshot {
     map: Mmap,
     path: PathBuf,
     header: Header,
-    fences: Range<usize>,
-    keys: Range<usize>,
-    offsets: Range<usize>,
-    records: Range<usize>,
+    slots: Range<usize>,
+    overflow: Range<usize>,
+    slot_size: usize,
+    slot_count: usize,
+}
+
+/// Per-file figures of the slot table, for the benchmark report (a full scan, not for the serving path).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SlotStats {
+    pub slot_size: u32,
+    pub slots: u64,
+    pub products: u64,
+    pub overflowed: u64,
+    /// How far keys sit past their home slot.
+    pub mean_displacement: f64,
+    pub max_displacement: u64,
 }
 
 impl Snapshot {
@@ -214,7 +271,7 @@ impl Snapshot {
         let io_err = |source| SnapshotError::Io { path: path.to_path_buf(), source };
         let file = File::open(path).map_err(io_err)?;
         let len = file.metadata().map_err(io_err)?.len();
-        if len < FIXED_HEADER as u64 {
+        if len < 12 {
             return Err(SnapshotError::Header { path: path.to_path_buf(), why: "file is shorter than a header" });
         }
         // SAFETY: snapshot files are written once to a temporary name, renamed into place and never written
@@ -228,20 +285,21 @@ impl Snapshot {
             usize::try_from(v)
                 .map_err(|_| SnapshotError::Header { path: path.to_path_buf(), why: "too large for this platform" })
         };
-        let fences_start = usize_of(header.fences_offset())?;
-        let fences = fences_start..fences_start + usize_of(header.fence_count() * 8)?;
-        let keys = usize_of(header.keys_offset())?..usize_of(header.offsets_offset())?;
-        let offsets = keys.end..usize_of(header.records_offset())?;
-        let records = offsets.end..usize_of(header.file_len())?;
-        // Records are read one at a time from anywhere in the blob: read-ahead would only evict useful pages.
-        // The index sections keep the default, so that faulting them in maps neighbouring pages too.
-        let _ = map.advise_range(Advice::Random, records.start, records.len());
-        // A lookup touches three or four pages scattered over a gigabyte; with 4 KB pages nearly every one is a
-        // TLB miss, which costs more than the cache miss in a VM. Where the kernel caches the file in large
-        // folios (ext4 since Linux 6.16, XFS) and THP is in `madvise` mode, this lets it map 2 MB at a time.
+        let slots = usize_of(header.slots_offset())?..usize_of(header.overflow_offset())?;
+        let overflow = slots.end..usize_of(header.file_len())?;
+        let slot_size = header.slot_size as usize;
+        let slot_count = usize_of(header.slot_count)?;
+        // Every lookup lands somewhere random in the file: read-ahead around a fault would only evict useful
+        // pages. One call for the whole mapping, so that the kernel keeps it one area that can be mapped in
+        // 2 MB pages throughout.
+        let _ = map.advise(Advice::Random);
+        // With 4 KB pages nearly every lookup is a TLB miss, and under virtualisation the page walk costs as
+        // much as the cache miss itself. The builder writes the file in aligned 2 MB pieces so the page cache
+        // holds it in 2 MB folios (Linux 6.16 and later on ext4; XFS earlier); with THP in `madvise` mode this
+        // lets the kernel map those folios whole (`FilePmdMapped` in smaps). Elsewhere it is a no-op.
         #[cfg(target_os = "linux")]
         let _ = map.advise(Advice::HugePage);
-        Ok(Snapshot { map, path: path.to_path_buf(), header, fences, keys, offsets, records })
+        Ok(Snapshot { map, path: path.to_path_buf(), header, slots, overflow, slot_size, slot_count })
     }
 
     pub fn path(&self) -> &Path {
@@ -252,18 +310,23 @@ impl Snapshot {
         &self.header
     }
 
+    /// Products in the snapshot.
     pub fn len(&self) -> usize {
-        self.keys.len() / 8
+        self.header.count as usize
     }
 
     pub fn is_empty(&self) -> bool {
-        self.keys.is_empty()
+        self.header.count == 0
     }
 
-    /// Touches every page of the index sections (fences, keys, offsets: 16 bytes per product) so that lookups
-    /// after a swap do not pay a page fault each. Meant for a background thread; returns the pages touched.
+    pub fn slot_count(&self) -> usize {
+        self.slot_count
+    }
+
+    /// Touches every page of the slot table so that lookups after a swap do not pay a page fault each. Meant
+    /// for a background thread; returns the pages touched. The overflow section is left to fault on demand.
     pub fn warm_index(&self) -> usize {
-        let index = self.fences.start..self.records.start;
+        let index = self.slots.clone();
         let _ = self.map.advise_range(Advice::WillNeed, index.start, index.len());
         let mut sum = 0u8;
         let mut pages = 0;
@@ -280,76 +343,93 @@ impl Snapshot {
         self.map.len()
     }
 
-    /// Looks a product up by GTIN. Lock-free and allocation-free unless the record is corrupt.
+    /// Looks a product up by GTIN: finds its slot and decodes the record in it. Lock-free and allocation-free
+    /// unless the record is corrupt.
     pub fn get(&self, gtin: Gtin) -> Result<Option<Product<'_>>, SnapshotError> {
-        match self.search(gtin.key(), true) {
-            Some(index) => self.product_at(index).map(Some),
+        match self.find_slot(gtin.key()) {
+            Some(slot) => self.product_in_slot(slot).map(Some),
             None => Ok(None),
         }
     }
 
-    /// Where `key` sits in the sorted keys: the last fence not above it names a block of at most 64 keys,
-    /// which is then binary-searched.
-    pub fn position(&self, key: u64) -> Option<usize> {
-        self.search(key, false)
+    /// Starts loading the slots `gtin` would be found in, without waiting: a caller with several lookups to
+    /// make (a batch) issues these first, so the memory reads of all of them overlap.
+    pub fn prefetch(&self, gtin: Gtin) {
+        if self.slot_count > 0 {
+            let home = home_slot(key_hash(gtin.key()), self.header.home_range) as usize;
+            let slots = &self.map[self.slots.clone()];
+            let start = home * self.slot_size;
+            prefetch(&slots[start..(start + PROBE_PREFETCH).min(slots.len())]);
+        }
     }
 
-    /// `position`, optionally also starting the loads of the block's offsets (for a lookup that goes on to
-    /// read the record): the key block and the offset block then arrive in parallel, one miss instead of two.
-    fn search(&self, key: u64, prefetch_offsets: bool) -> Option<usize> {
-        let fences = &self.map[self.fences.clone()];
-        let m = fences.len() / 8;
-        if m == 0 || key < read_u64(fences, 0) {
+    /// The slot holding `key`, if any. Only the key is compared: `get` is the lookup a request makes.
+    pub fn find_slot(&self, key: u64) -> Option<usize> {
+        // The empty marker is no GTIN; refused here so that it never matches an empty slot below.
+        if self.slot_count == 0 || key == EMPTY_KEY {
             return None;
         }
-        // Branch-free: the loop always runs log2(m) times and the compiler turns the step into a conditional
-        // move, so the CPU never mispredicts on random keys.
-        let (mut base, mut len) = (0usize, m);
-        while len > 1 {
-            let half = len / 2;
-            if read_u64(fences, base + half) <= key {
-                base += half;
+        let hash = key_hash(key);
+        let mut slot = home_slot(hash, self.header.home_range) as usize;
+        let slots = &self.map[self.slots.clone()];
+        let size = self.slot_size;
+        // The run from the home slot is usually a slot or two long: ask for its lines together, so they arrive
+        // in one memory round trip instead of one after the other.
+        let start = slot * size;
+        prefetch(&slots[start..(start + PROBE_PREFETCH).min(slots.len())]);
+        // Bounded by the table: the loop ends at the last slot even if a corrupt file had no empty slot.
+        while slot < self.slot_count {
+            let found = read_u64(slots, slot * size / 8);
+            if found == key {
+                return Some(slot);
             }
-            len -= half;
+            // Slots are in increasing hash order from the home slot on: an empty slot or a larger hash means
+            // the key would have been placed before it.
+            if found == EMPTY_KEY || key_hash(found) > hash {
+                return None;
+            }
+            slot += 1;
         }
-        let keys = &self.map[self.keys.clone()];
-        let start = base * FENCE_STRIDE as usize;
-        let end = (start + FENCE_STRIDE as usize).min(keys.len() / 8);
-        prefetch(&keys[start * 8..end * 8]);
-        if prefetch_offsets {
-            prefetch(&self.map[self.offsets.clone()][start * 8..end * 8]);
+        None
+    }
+
+    /// The key in `slot`, `None` for an empty slot or one past the table.
+    pub fn key_in_slot(&self, slot: usize) -> Option<u64> {
+        if slot >= self.slot_count {
+            return None;
         }
-        binary_search(keys, key, start, end)
+        let key = read_u64(&self.map[self.slots.clone()], slot * self.slot_size / 8);
+        (key != EMPTY_KEY).then_some(key)
     }
 
-    /// Plain binary search over all keys, kept for the benchmark that compares the two.
-    pub fn position_binary(&self, key: u64) -> Option<usize> {
-        let keys = &self.map[self.keys.clone()];
-        binary_search(keys, key, 0, keys.len() / 8)
+    /// Every key, in slot (hash) order.
+    pub fn keys(&self) -> impl Iterator<Item = u64> + '_ {
+        (0..self.slot_count).filter_map(|slot| self.key_in_slot(slot))
     }
 
-    /// The key at sorted position `index`.
-    pub fn key_at(&self, index: usize) -> Option<u64> {
-        (index < self.len()).then(|| read_u64(&self.map[self.keys.clone()], index))
-    }
-
-    /// Decodes the product at sorted position `index`.
-    pub fn product_at(&self, index: usize) -> Result<Product<'_>, SnapshotError> {
-        let record_err = |source| SnapshotError::Record { path: self.path.clone(), index: index as u64, source };
-        if index >= self.len() {
-            return Err(record_err(RecordError::Truncated("index")));
+    /// Decodes the product in `slot`, following the overflow pointer of a long record.
+    pub fn product_in_slot(&self, slot: usize) -> Result<Product<'_>, SnapshotError> {
+        let record_err = |source| SnapshotError::Record { path: self.path.clone(), index: slot as u64, source };
+        if slot >= self.slot_count {
+            return Err(record_err(RecordError::Truncated("slot")));
         }
-        let offset = read_u64(&self.map[self.offsets.clone()], index);
-        let blob = &self.map[self.records.clone()];
-        let start = usize::try_from(offset).ok().filter(|&o| o < blob.len());
-        let start = start.ok_or_else(|| record_err(RecordError::Truncated("offset")))?;
-        record::decode(&blob[start..]).map_err(record_err)
+        let start = self.slots.start + slot * self.slot_size;
+        let bytes = &self.map[start..start + self.slot_size];
+        let record = match overflow_pointer(bytes) {
+            None => bytes,
+            Some((offset, len)) => {
+                let blob = &self.map[self.overflow.clone()];
+                let range = usize::try_from(offset).ok().and_then(|o| Some(o..o.checked_add(len as usize)?));
+                range.and_then(|r| blob.get(r)).ok_or_else(|| record_err(RecordError::Truncated("overflow")))?
+            }
+        };
+        record::decode(record).map_err(record_err)
     }
 
-    /// Reads the whole file: content checksum, strictly increasing keys, every record decoding to its own key.
+    /// Reads the whole file: content checksum, slots in strictly increasing hash order, each key reachable from
+    /// its home slot (no empty slot in between), every record decoding to the key of its slot, and the count.
     pub fn verify(&self) -> Result<(), SnapshotError> {
-        // Everything after the header, padding included.
-        let start = self.fences.start;
+        let start = self.slots.start;
         let actual = checksum(&self.map[start..]);
         if actual != self.header.content_checksum {
             return Err(SnapshotError::Checksum {
@@ -359,32 +439,80 @@ impl Snapshot {
             });
         }
         let mut previous: Option<u64> = None;
-        for index in 0..self.len() {
-            let key = read_u64(&self.map[self.keys.clone()], index);
-            if previous.is_some_and(|p| p >= key) {
-                return Err(SnapshotError::Order { path: self.path.clone(), index: index as u64, key });
+        let mut last_empty: Option<usize> = None;
+        let mut occupied = 0u64;
+        for slot in 0..self.slot_count {
+            let Some(key) = self.key_in_slot(slot) else {
+                last_empty = Some(slot);
+                continue;
+            };
+            occupied += 1;
+            let hash = key_hash(key);
+            let home = home_slot(hash, self.header.home_range) as usize;
+            let reachable = home <= slot && last_empty.map_or(true, |e| e < home);
+            if previous.is_some_and(|p| p >= hash) || !reachable {
+                return Err(SnapshotError::Order { path: self.path.clone(), index: slot as u64, key });
             }
-            previous = Some(key);
-            let fence = index / FENCE_STRIDE as usize;
-            if index % FENCE_STRIDE as usize == 0 && read_u64(&self.map[self.fences.clone()], fence) != key {
-                return Err(SnapshotError::Fence { path: self.path.clone(), index: fence as u64 });
-            }
-            let found = self.product_at(index)?.gtin.key();
+            previous = Some(hash);
+            let found = self.product_in_slot(slot)?.gtin.key();
             if found != key {
                 return Err(SnapshotError::Mismatch {
                     path: self.path.clone(),
-                    index: index as u64,
+                    index: slot as u64,
                     expected: key,
                     found,
                 });
             }
         }
+        if occupied != self.header.count {
+            return Err(SnapshotError::Count { path: self.path.clone(), expected: self.header.count, found: occupied });
+        }
         Ok(())
+    }
+
+    /// Slot size, fill, overflow and displacement figures. Reads every slot.
+    pub fn slot_stats(&self) -> SlotStats {
+        let mut stats =
+            SlotStats { slot_size: self.header.slot_size, slots: self.slot_count as u64, ..SlotStats::default() };
+        let mut total = 0u64;
+        for slot in 0..self.slot_count {
+            let Some(key) = self.key_in_slot(slot) else { continue };
+            let start = self.slots.start + slot * self.slot_size;
+            stats.products += 1;
+            stats.overflowed += u64::from(overflow_pointer(&self.map[start..start + self.slot_size]).is_some());
+            let home = home_slot(key_hash(key), self.header.home_range);
+            let displacement = (slot as u64).saturating_sub(home);
+            total += displacement;
+            stats.max_displacement = stats.max_displacement.max(displacement);
+        }
+        stats.mean_displacement = total as f64 / stats.products.max(1) as f64;
+        stats
     }
 }
 
-/// Reads the `index`th little-endian u64 of `bytes`. Callers index below `bytes.len() / 8`, which the header
-/// check at open made a whole number of keys.
+/// `(offset, len)` in the overflow section when `slot` holds a pointer rather than a record. The caller passes
+/// a whole slot, at least [`MIN_SLOT_SIZE`] bytes.
+#[inline]
+fn overflow_pointer(slot: &[u8]) -> Option<(u64, u32)> {
+    let mark = u32::from_le_bytes([slot[8], slot[9], slot[10], slot[11]]);
+    (mark == OVERFLOW_MARK).then(|| {
+        let mut offset = [0u8; 8];
+        offset.copy_from_slice(&slot[12..20]);
+        (u64::from_le_bytes(offset), u32::from_le_bytes([slot[20], slot[21], slot[22], slot[23]]))
+    })
+}
+
+/// Writes the slot that points a too-long record at `offset` in the overflow section.
+pub fn overflow_slot(key: u64, offset: u64, len: u32, out: &mut [u8]) {
+    out.fill(0);
+    out[..8].copy_from_slice(&key.to_le_bytes());
+    out[8..12].copy_from_slice(&OVERFLOW_MARK.to_le_bytes());
+    out[12..20].copy_from_slice(&offset.to_le_bytes());
+    out[20..24].copy_from_slice(&len.to_le_bytes());
+}
+
+/// Reads the `index`th little-endian u64 of `bytes`. Callers index below `bytes.len() / 8`: slots are whole
+/// multiples of 16 bytes and the header check at open made the table a whole number of slots.
 #[inline]
 fn read_u64(bytes: &[u8], index: usize) -> u64 {
     let at = index * 8;
@@ -393,10 +521,10 @@ fn read_u64(bytes: &[u8], index: usize) -> u64 {
     u64::from_le_bytes(b)
 }
 
-/// Asks the CPU to start loading `bytes` into cache without waiting for them: the eight lines of a key block
-/// then cost one memory round trip instead of the three a binary search would take one after the other.
+/// Asks the CPU to start loading `bytes` into cache without waiting for them: the lines of a probe run then
+/// cost one memory round trip instead of one each.
 #[inline(always)]
-fn prefetch(bytes: &[u8]) {
+pub(crate) fn prefetch(bytes: &[u8]) {
     #[cfg(target_arch = "x86_64")]
     for line in bytes.chunks(64) {
         // SAFETY: a prefetch is a hint: it never faults, never writes, and produces no value. The pointer comes
@@ -405,19 +533,6 @@ fn prefetch(bytes: &[u8]) {
     }
     #[cfg(not(target_arch = "x86_64"))]
     let _ = bytes;
-}
-
-/// Binary search for `key` in positions `lo..hi` of the sorted keys.
-fn binary_search(keys: &[u8], key: u64, mut lo: usize, mut hi: usize) -> Option<usize> {
-    while lo < hi {
-        let mid = lo + (hi - lo) / 2;
-        match read_u64(keys, mid).cmp(&key) {
-            std::cmp::Ordering::Equal => return Some(mid),
-            std::cmp::Ordering::Less => lo = mid + 1,
-            std::cmp::Ordering::Greater => hi = mid,
-        }
-    }
-    None
 }
 
 /// A fast 64-bit checksum for catching torn or corrupted files (not an adversarial hash). Four independent
@@ -475,7 +590,10 @@ mod tests {
     fn header_round_trips_and_rejects_damage() {
         let h = Header {
             count: 3,
-            records_len: 100,
+            slot_count: 5,
+            home_range: 4,
+            slot_size: 64,
+            overflow_len: 100,
             content_checksum: 42,
             built_at: 1_700_000_000,
             source: "test ü".into(),
@@ -483,8 +601,8 @@ mod tests {
         let bytes = h.to_bytes();
         assert_eq!(bytes.len() as u64, h.header_len());
         assert_eq!(h.header_len() % 64, 0);
-        assert_eq!(h.keys_offset() % 64, 0);
-        assert_eq!(h.fence_count(), 1);
+        assert_eq!(h.slots_offset() % 64, 0);
+        assert_eq!(h.overflow_offset(), h.slots_offset() + 5 * 64);
         let p = Path::new("x.gtin");
         assert_eq!(Header::parse(&bytes, h.file_len(), p).unwrap(), h);
         assert!(matches!(Header::parse(&bytes, h.file_len() + 1, p), Err(SnapshotError::Length { .. })));
@@ -495,5 +613,69 @@ mod tests {
         }
         assert!(matches!(Header::parse(b"GTINSNAP", 8, p), Err(SnapshotError::Header { .. })));
         assert!(matches!(Header::parse(b"NOTASNAPSHOT", 12, p), Err(SnapshotError::Magic { .. })));
+    }
+
+    #[test]
+    fn headers_that_would_break_lookups_are_refused() {
+        let good = Header {
+            count: 3,
+            slot_count: 5,
+            home_range: 4,
+            slot_size: 64,
+            overflow_len: 0,
+            content_checksum: 0,
+            built_at: 0,
+            source: String::new(),
+        };
+        let p = Path::new("x.gtin");
+        for bad in [
+            Header { slot_size: 24, ..good.clone() },
+            Header { slot_size: 72, ..good.clone() },
+            Header { slot_size: 2048, ..good.clone() },
+            Header { count: 6, ..good.clone() },
+            Header { home_range: 6, ..good.clone() },
+            Header { home_range: 0, ..good.clone() },
+            Header { count: 0, slot_count: 0, ..good.clone() },
+            Header { slot_count: MAX_COUNT + 1, ..good.clone() },
+        ] {
+            let err = Header::parse(&bad.to_bytes(), bad.file_len(), p).unwrap_err();
+            assert!(matches!(err, SnapshotError::Header { .. }), "{bad:?}: {err}");
+        }
+        let empty = Header { count: 0, slot_count: 0, home_range: 0, ..good };
+        assert_eq!(Header::parse(&empty.to_bytes(), empty.file_len(), p).unwrap(), empty);
+    }
+
+    #[test]
+    fn other_format_versions_are_named_not_called_corrupt() {
+        let p = Path::new("dir/old.gtin");
+        // The opening bytes of a version 1 file: its 96-byte header is shorter than this version's.
+        let mut v1 = Vec::from(MAGIC);
+        v1.extend_from_slice(&1u32.to_le_bytes());
+        v1.extend_from_slice(&96u32.to_le_bytes());
+        v1.resize(96, 0);
+        let err = Header::parse(&v1, 96, p).unwrap_err();
+        assert!(matches!(err, SnapshotError::Version { found: 1, .. }), "{err}");
+        let message = err.to_string();
+        assert!(message.contains("dir/old.gtin") && message.contains("version 1"), "{message}");
+    }
+
+    #[test]
+    fn home_slots_are_monotone_and_in_range() {
+        for range in [1u64, 2, 7, 1000, 22_500_000] {
+            assert_eq!(home_slot(0, range), 0);
+            assert_eq!(home_slot(u64::MAX, range), range - 1);
+            let mut previous = 0;
+            for i in 0..1000u64 {
+                let h = i.wrapping_mul(u64::MAX / 999);
+                let home = home_slot(h, range);
+                assert!(home >= previous && home < range);
+                previous = home;
+            }
+        }
+        // A bijection on the keys it sees: no two keys share a hash.
+        let mut hashes: Vec<u64> = (0..100_000u64).map(|k| key_hash(k * 7_919)).collect();
+        hashes.sort_unstable();
+        hashes.dedup();
+        assert_eq!(hashes.len(), 100_000);
     }
 }

@@ -47,14 +47,15 @@ fn every_built_product_is_found_and_nothing_else() {
         p.fill(3, i);
         let found = snap.get(p.product().gtin).unwrap().unwrap_or_else(|| panic!("product {i} missing"));
         assert_eq!(found, p.product());
-        let key = found.gtin.key();
-        assert_eq!(snap.position(key), snap.position_binary(key));
+        let slot = snap.find_slot(found.gtin.key()).unwrap();
+        assert_eq!(snap.key_in_slot(slot), Some(found.gtin.key()));
     }
     for i in 5_000..6_000 {
         assert_eq!(snap.get(gtin_of(3, i)).unwrap(), None);
     }
-    assert_eq!(snap.position(u64::MAX), None);
-    assert_eq!(snap.position(0), None);
+    assert_eq!(snap.keys().count(), 5_000);
+    assert_eq!(snap.find_slot(u64::MAX), None);
+    assert_eq!(snap.find_slot(0), None);
 }
 
 #[test]
