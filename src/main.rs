@@ -38,7 +38,8 @@ enum Command {
         /// The routes directory.
         dir: PathBuf,
     },
-    /// Validate a routes directory, show its diff against etcd, and write it in one guarded transaction.
+    /// Validate a routes directory, show its diff against etcd, and write it in one guarded transaction (several,
+    /// dependencies first, when it is over etcd's per-transaction limit).
     Apply {
         /// The routes directory.
         dir: PathBuf,
@@ -53,6 +54,9 @@ enum Command {
         /// Write even if someone changed the keys since they were read.
         #[arg(long)]
         force: bool,
+        /// The etcd server's --max-txn-ops: a larger plan is written in several transactions, dependencies first.
+        #[arg(long, default_value_t = ficus::ops::ETCD_MAX_TXN_OPS as u64, value_parser = clap::value_parser!(u64).range(1..))]
+        max_txn_ops: u64,
     },
     /// Write etcd's tree under the prefix as route files.
     Export {
@@ -214,8 +218,8 @@ fn main() -> ExitCode {
             }
         },
         Command::Serve(args) => serve(args),
-        Command::Apply { dir, etcd, dry_run, prune, force } => {
-            let opts = ficus::ops::ApplyOptions { dry_run, prune, force };
+        Command::Apply { dir, etcd, dry_run, prune, force, max_txn_ops } => {
+            let opts = ficus::ops::ApplyOptions { dry_run, prune, force, max_txn_ops: max_txn_ops as usize };
             operate(&etcd, |s| async move { apply(&dir, &s, &opts).await })
         }
         Command::Export { dir, etcd } => operate(&etcd, |s| async move {
@@ -291,6 +295,12 @@ async fn apply(dir: &std::path::Path, s: &EtcdSettings, opts: &ficus::ops::Apply
     let removed = if opts.prune { d.removed.len() } else { 0 };
     let verb = match (opts.dry_run, report.written_at) {
         (true, _) => "dry run: would write".to_string(),
+        (false, Some(rev)) if report.transactions > 1 => {
+            format!(
+                "written in {} transactions (over etcd's per-transaction limit), the last at revision {rev}:",
+                report.transactions
+            )
+        }
         (false, Some(rev)) => format!("written at revision {rev}:"),
         (false, None) => "nothing to write:".to_string(),
     };

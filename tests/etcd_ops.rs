@@ -197,3 +197,41 @@ async fn canary_and_drain_write_plain_keys_that_the_gateway_follows() {
     assert_eq!(code, 0);
     assert!(!out.contains("Draining"), "{out}");
 }
+
+/// etcd takes at most 128 operations per transaction by default. A bigger plan lands in several transactions,
+/// backends before the frontends that name them, and deletions of frontends before their backends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plan_over_the_transaction_limit_lands_in_dependency_order() {
+    let etcd = Etcd::start();
+    let blue = TestBackend::start("blue").await;
+    let routes = Routes::new();
+    for i in 0..150 {
+        routes.frontend(&format!("f{i:03}"), &format!("b{i:03}"), &format!("Path(`/f/{i}`)"));
+        routes.backend(&format!("b{i:03}"), &[("s1", blue.addr)]);
+    }
+    let dir = routes.path().to_str().expect("utf-8 path").to_string();
+    let (code, out, err) = ficus_cmd(&["apply", &dir, "--etcd", &etcd.endpoint()]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("written in 5 transactions"), "{out}");
+    assert!(out.contains("450 added"), "{out}");
+
+    // Every frontend was written after every backend and server: no revision had a frontend without its backend.
+    let settings = EtcdSettings::new(vec![etcd.endpoint()]);
+    let plan = ops::plan(routes.path(), &settings).await.expect("plan");
+    assert!(plan.diff.is_empty(true), "{:?}", plan.diff);
+    let revisions = |prefix: &str| -> Vec<i64> {
+        let out = etcd.ctl(&["get", "--prefix", prefix, "-w", "json"]);
+        let v: serde_json::Value = serde_json::from_str(&out).expect("etcdctl json");
+        v["kvs"].as_array().expect("kvs").iter().map(|kv| kv["mod_revision"].as_i64().expect("rev")).collect()
+    };
+    let backends = revisions(&format!("{P}/backends/"));
+    let frontends = revisions(&format!("{P}/frontends/"));
+    assert_eq!((backends.len(), frontends.len()), (300, 150));
+    assert!(backends.iter().max() < frontends.iter().min(), "backends {backends:?} frontends {frontends:?}");
+
+    // A small plan still takes one transaction; the limit is the operator's to set.
+    routes.frontend("f000", "b000", "Path(`/moved`)");
+    let (code, out, err) = ficus_cmd(&["apply", &dir, "--etcd", &etcd.endpoint(), "--max-txn-ops", "1"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("written at revision"), "{out}");
+}

@@ -7,7 +7,7 @@
 
 mod plan;
 
-pub use plan::{apply, export, plan, write, ApplyOptions, ApplyReport, Diff, Plan};
+pub use plan::{apply, export, plan, write, ApplyOptions, ApplyReport, Diff, Plan, ETCD_MAX_TXN_OPS};
 
 use crate::model::{decode, ConfigError, Key};
 use crate::source::etcd::{connect, rpc, EtcdError, EtcdSettings};
@@ -24,8 +24,8 @@ pub enum OpsError {
     Missing { key: String },
     #[error("{key}: stored value is not a JSON object: {why}")]
     NotJson { key: String, why: String },
-    #[error("{key}: changed by someone else while we worked (mod revision {expected} → {found}); nothing was written, run it again{hint}")]
-    Conflict { key: String, expected: i64, found: i64, hint: &'static str },
+    #[error("{key}: changed by someone else while we worked (mod revision {expected} → {found}); {outcome}")]
+    Conflict { key: String, expected: i64, found: i64, outcome: String },
     #[error("{0}")]
     Usage(String),
     #[error(transparent)]
@@ -79,7 +79,8 @@ async fn guarded_put(
         return Ok(());
     }
     let found = read(settings, client, rel).await?.map(|s| s.mod_revision).unwrap_or(0);
-    Err(OpsError::Conflict { key: rel.to_string(), expected: stored.mod_revision, found, hint: "" })
+    let outcome = "nothing was written, run it again".to_string();
+    Err(OpsError::Conflict { key: rel.to_string(), expected: stored.mod_revision, found, outcome })
 }
 
 fn object(rel: &str, stored: &Stored) -> Result<serde_json::Map<String, Value>, OpsError> {
