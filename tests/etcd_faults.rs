@@ -28,35 +28,6 @@ fn frontend(etcd: &Etcd, id: &str) {
     );
 }
 
-/// Waits until every path answers 200 (and every `gone` path 404), up to `limit`.
-async fn wait_paths(ficus: &Ficus, ok: &[&str], gone: &[&str], limit: Duration) {
-    let c = http1_client();
-    let deadline = Instant::now() + limit;
-    loop {
-        let mut missing = Vec::new();
-        for p in ok {
-            if get(&c, &ficus.url(p)).await.0 != 200 {
-                missing.push(format!("{p} not routed"));
-            }
-        }
-        for p in gone {
-            if get(&c, &ficus.url(p)).await.0 != 404 {
-                missing.push(format!("{p} still routed"));
-            }
-        }
-        if missing.is_empty() {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{missing:?} after {limit:?}; status {}\nlog:\n{}",
-            ficus.status().await,
-            ficus.log_text()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// Waits until `/status` shows the source in `state`.
 async fn wait_state(ficus: &Ficus, state: &str, limit: Duration) -> serde_json::Value {
     let deadline = Instant::now() + limit;

@@ -13,6 +13,59 @@ use std::time::{Duration, Instant};
 pub const ETCD: &str = "/usr/bin/etcd";
 pub const ETCDCTL: &str = "/usr/bin/etcdctl";
 
+/// Several etcd members forming one cluster, each on its own random client and peer ports.
+pub struct EtcdCluster {
+    pub members: Vec<Etcd>,
+}
+
+impl EtcdCluster {
+    pub fn start(n: usize) -> EtcdCluster {
+        // Slower elections than a single test member's: three members on two busy cores with 10 ms heartbeats
+        // elect leaders back to back and never settle. (A later flag overrides an earlier one.)
+        let timing: Vec<String> =
+            ["--heartbeat-interval", "50", "--election-timeout", "1000"].iter().map(|s| s.to_string()).collect();
+        let mut members: Vec<Etcd> =
+            (0..n).map(|i| Etcd::unstarted(&format!("m{i}"), timing.clone(), "http", Vec::new())).collect();
+        let cluster = members.iter().map(|m| m.initial_cluster.clone()).collect::<Vec<_>>().join(",");
+        for m in &mut members {
+            m.initial_cluster = cluster.clone();
+            m.launch();
+        }
+        for m in &mut members {
+            m.wait_healthy(Duration::from_secs(30));
+        }
+        EtcdCluster { members }
+    }
+
+    /// Puts through a member that is up: right after a member dies the others may still be electing a leader.
+    pub fn put(&self, from: usize, key: &str, value: &str) {
+        self.ctl(from, &["put", key, value]);
+    }
+
+    /// Runs etcdctl against the first member (from `from` on, skipping dead ones) that succeeds within the bound.
+    pub fn ctl(&self, from: usize, args: &[&str]) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut last = String::new();
+        for i in (0..).map(|k| (from + k) % self.members.len()) {
+            let m = &self.members[i];
+            if m.child.is_some() {
+                let out = m.ctl_output(args);
+                if out.status.success() {
+                    return;
+                }
+                last = String::from_utf8_lossy(&out.stderr).into_owned();
+            }
+            assert!(Instant::now() < deadline, "no member ran {args:?} in 30 s: {last}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Every member's client URL, comma-separated, as `--etcd` takes them.
+    pub fn endpoints(&self) -> String {
+        self.members.iter().map(Etcd::endpoint).collect::<Vec<_>>().join(",")
+    }
+}
+
 pub struct Etcd {
     child: Option<Child>,
     pub client_port: u16,
@@ -23,6 +76,9 @@ pub struct Etcd {
     scheme: &'static str,
     /// Flags etcdctl needs to reach this etcd (TLS files, user).
     pub ctl_flags: Vec<String>,
+    name: String,
+    /// `--initial-cluster`: this member alone, or every member of an [`EtcdCluster`].
+    initial_cluster: String,
 }
 
 impl Etcd {
@@ -32,18 +88,25 @@ impl Etcd {
 
     /// `extra` goes to etcd; `scheme` is `http` or `https`; `ctl_flags` to every etcdctl call.
     pub fn start_with(extra: Vec<String>, scheme: &'static str, ctl_flags: Vec<String>) -> Etcd {
+        let mut e = Self::unstarted("test", extra, scheme, ctl_flags);
+        e.spawn();
+        e
+    }
+
+    fn unstarted(name: &str, extra: Vec<String>, scheme: &'static str, ctl_flags: Vec<String>) -> Etcd {
         assert!(std::path::Path::new(ETCD).exists(), "{ETCD} is required (apt-get install etcd-server)");
-        let mut e = Etcd {
+        let peer_port = free_port();
+        Etcd {
             child: None,
             client_port: free_port(),
-            peer_port: free_port(),
+            peer_port,
             dir: tempfile::tempdir().expect("temp dir"),
             extra,
             scheme,
             ctl_flags,
-        };
-        e.spawn();
-        e
+            name: name.to_string(),
+            initial_cluster: format!("{name}=http://127.0.0.1:{peer_port}"),
+        }
     }
 
     pub fn endpoint(&self) -> String {
@@ -55,6 +118,12 @@ impl Etcd {
     }
 
     fn spawn(&mut self) {
+        self.launch();
+        self.wait_healthy(Duration::from_secs(20));
+    }
+
+    /// Starts the process without waiting: a cluster member is healthy only once a quorum runs.
+    fn launch(&mut self) {
         let client = self.endpoint();
         let peer = format!("http://127.0.0.1:{}", self.peer_port);
         let log = std::fs::OpenOptions::new()
@@ -64,7 +133,7 @@ impl Etcd {
             .expect("etcd log");
         let child = Command::new(ETCD)
             .arg("--name")
-            .arg("test")
+            .arg(&self.name)
             .arg("--data-dir")
             .arg(self.dir.path().join("data"))
             .arg("--listen-client-urls")
@@ -76,7 +145,7 @@ impl Etcd {
             .arg("--initial-advertise-peer-urls")
             .arg(&peer)
             .arg("--initial-cluster")
-            .arg(format!("test={peer}"))
+            .arg(&self.initial_cluster)
             .arg("--heartbeat-interval")
             .arg("10")
             .arg("--election-timeout")
@@ -90,7 +159,6 @@ impl Etcd {
             .spawn()
             .expect("spawn etcd");
         self.child = Some(child);
-        self.wait_healthy(Duration::from_secs(20));
     }
 
     pub fn log_text(&self) -> String {

@@ -277,3 +277,32 @@ pub fn served_by(body: &[u8]) -> String {
         .and_then(|v| v["backend"].as_str().map(str::to_string))
         .unwrap_or_else(|| String::from_utf8_lossy(body).into_owned())
 }
+
+/// Waits until every path answers 200 (and every `gone` path 404), up to `limit`.
+pub async fn wait_paths(ficus: &Ficus, ok: &[&str], gone: &[&str], limit: Duration) {
+    let c = http1_client();
+    let deadline = Instant::now() + limit;
+    loop {
+        let mut missing = Vec::new();
+        for p in ok {
+            if get(&c, &ficus.url(p)).await.0 != 200 {
+                missing.push(format!("{p} not routed"));
+            }
+        }
+        for p in gone {
+            if get(&c, &ficus.url(p)).await.0 != 404 {
+                missing.push(format!("{p} still routed"));
+            }
+        }
+        if missing.is_empty() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{missing:?} after {limit:?}; status {}\nlog:\n{}",
+            ficus.status().await,
+            ficus.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
