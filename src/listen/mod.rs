@@ -132,11 +132,13 @@ pub async fn serve(
             let draining = draining.clone();
             let version = req.version();
             service_state.saw_version(version);
-            async move {
+            // Boxed: hyper keeps space for the service future in every connection for its whole life, so an
+            // unboxed one (the whole proxy state machine, kilobytes) would cost that much per idle connection.
+            Box::pin(async move {
                 let mut resp = proxy.handle(&conn, req).await;
                 draining.mark(version, &mut resp);
                 Ok::<_, Infallible>(resp)
-            }
+            })
         });
         let span = tracing::debug_span!("conn", listener = %name, peer = %peer, local = ?local);
         let open = open.clone();
