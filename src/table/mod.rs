@@ -296,12 +296,12 @@ impl Compiler {
                 self.counters.remove(&format!("b:{id}"));
             }
             if let Some(old) = old {
-                let kept = self.backends.get(id).map(|e| e.compiled.servers.items()).unwrap_or_default();
-                for s in old.compiled.servers.items() {
-                    if !kept.iter().any(|k| Arc::ptr_eq(k, s)) {
-                        retired.push(s.clone());
-                    }
-                }
+                let kept: HashSet<*const Server> = match self.backends.get(id) {
+                    Some(e) => e.compiled.servers.items().iter().map(Arc::as_ptr).collect(),
+                    None => HashSet::new(),
+                };
+                retired
+                    .extend(old.compiled.servers.items().iter().filter(|s| !kept.contains(&Arc::as_ptr(s))).cloned());
             }
             if let Some(users) = self.users.get(id) {
                 rebind.extend(users.iter().cloned());
