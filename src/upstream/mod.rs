@@ -25,7 +25,7 @@ pub struct Server {
     /// The `Host` header value sent when the frontend does not pass the client's host.
     pub host_header: HeaderValue,
     pub settings: UpstreamSettings,
-    pub pool: pool::Pool,
+    pub pool: pool::Pool<crate::proxy::RequestBody>,
     inflight: AtomicUsize,
     served: AtomicU64,
     /// Set when the server's drain deadline passed: whatever still runs on it is cut.
