@@ -5,14 +5,17 @@
 //! HTTP/1.1 has no such signal: closing a keep-alive connection just as the client sends on it fails that
 //! request. So an HTTP/1.1 connection is not closed at the start of a drain; its next response carries
 //! `Connection: close` (see [`Draining::mark`]), and only a connection that has seen no I/O for
-//! [`IDLE_GRACE`] is closed. A busy client therefore always learns to reconnect from an answer, never from
-//! a reset.
+//! [`IDLE_GRACE`] since the drain began is closed. A busy client therefore always learns to reconnect from an
+//! answer, never from a reset.
+//!
+//! I/O is counted, not timestamped: reading the clock on every read and write costs more than the rest of
+//! this bookkeeping, and the drain can time the quiet itself from the counts it samples.
 
 use crate::lifecycle::Shutdown;
 use hyper_util::server::graceful::GracefulConnection;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -24,34 +27,24 @@ const POLL: Duration = Duration::from_millis(50);
 /// What the drain knows about one connection.
 #[derive(Default)]
 pub struct ConnState {
-    /// Milliseconds since [`epoch`] at the last byte read or written.
-    last_io_ms: AtomicU64,
+    /// Reads and writes that moved bytes so far. Only the connection's own task changes it.
+    io: AtomicU64,
     /// The connection speaks HTTP/2 (seen on its first request).
     h2: AtomicBool,
 }
 
-fn epoch() -> Instant {
-    static EPOCH: OnceLock<Instant> = OnceLock::new();
-    *EPOCH.get_or_init(Instant::now)
-}
-
-fn now_ms() -> u64 {
-    epoch().elapsed().as_millis() as u64
-}
-
 impl ConnState {
     pub fn new() -> Arc<Self> {
-        let s = Arc::new(ConnState::default());
-        s.touch();
-        s
+        Arc::new(ConnState::default())
     }
 
     fn touch(&self) {
-        self.last_io_ms.store(now_ms(), Ordering::Relaxed);
+        // A plain load and store, not a read-modify-write: there is one writer.
+        self.io.store(self.io.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
     }
 
-    fn idle_for(&self) -> Duration {
-        Duration::from_millis(now_ms().saturating_sub(self.last_io_ms.load(Ordering::Relaxed)))
+    fn io_count(&self) -> u64 {
+        self.io.load(Ordering::Relaxed)
     }
 
     pub fn saw_version(&self, v: http::Version) {
@@ -87,8 +80,14 @@ where
         res = conn.as_mut() => return res,
         _ = drain.wait() => {}
     }
+    let mut seen = state.io_count();
+    let mut quiet_since = Instant::now();
     loop {
-        if state.h2.load(Ordering::Relaxed) || state.idle_for() >= IDLE_GRACE {
+        let count = state.io_count();
+        if count != seen {
+            (seen, quiet_since) = (count, Instant::now());
+        }
+        if state.h2.load(Ordering::Relaxed) || quiet_since.elapsed() >= IDLE_GRACE {
             conn.as_mut().graceful_shutdown();
             return conn.await;
         }

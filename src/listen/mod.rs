@@ -41,6 +41,13 @@ pub struct BindError {
     pub source: std::io::Error,
 }
 
+struct ConnCtx {
+    proxy: Arc<Proxy>,
+    info: ConnInfo,
+    draining: drain::Draining,
+    state: Arc<drain::ConnState>,
+}
+
 /// A listener as configured.
 #[derive(Debug, Clone)]
 pub struct ListenerConfig {
@@ -123,18 +130,20 @@ pub async fn serve(
         accepted.increment(1);
         let token = connections.enter();
         let state = drain::ConnState::new();
-        let conn = Arc::new(ConnInfo::new(peer, name.clone(), tls.is_some(), cfg.trust_forward_header));
-        let proxy = proxy.clone();
-        let (service_state, draining) = (state.clone(), draining.clone());
+        // Everything a request needs from its connection, behind one reference count per request.
+        let ctx = Arc::new(ConnCtx {
+            proxy: proxy.clone(),
+            info: ConnInfo::new(peer, name.clone(), tls.is_some(), cfg.trust_forward_header),
+            draining: draining.clone(),
+            state: state.clone(),
+        });
         let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
-            let proxy = proxy.clone();
-            let conn = conn.clone();
-            let draining = draining.clone();
-            let version = req.version();
-            service_state.saw_version(version);
+            let ctx = ctx.clone();
             async move {
-                let mut resp = proxy.handle(&conn, req).await;
-                draining.mark(version, &mut resp);
+                let version = req.version();
+                ctx.state.saw_version(version);
+                let mut resp = ctx.proxy.handle(&ctx.info, req).await;
+                ctx.draining.mark(version, &mut resp);
                 Ok::<_, Infallible>(resp)
             }
         });

@@ -129,6 +129,9 @@ impl Proxy {
         let log_path = access_log_enabled().then(|| req.uri().path().to_string());
         let (mut parts, body) = req.into_parts();
         headers::strip_hop_by_hop(&mut parts.headers);
+        // Room for what is added below (X-Forwarded-*, Host, X-Request-Id) in one step: hyper sizes the map to
+        // the headers it parsed, so each insert would otherwise grow it.
+        parts.headers.reserve(5);
         if let Some(proto) = upgrade_value {
             parts.headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
             parts.headers.insert(header::UPGRADE, proto);
