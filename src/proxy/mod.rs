@@ -32,6 +32,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
+/// The process allocator. Every proxied request allocates and frees a handful of blocks (hyper's 8 KiB read
+/// buffers among them, on both sides of the proxy): the C library's allocator spent a tenth of the request
+/// path's instructions on them, mimalloc spends a third of that. Declared here, next to the code whose
+/// allocation pattern chose it.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// What the proxy knows about one client connection, worked out once at accept time.
 pub struct ConnInfo {
     pub peer: SocketAddr,
