@@ -16,7 +16,7 @@ pub use tls::{server_config, SniResolver};
 use crate::lifecycle::tracker::Tracker;
 use crate::lifecycle::Shutdown;
 use crate::model::Protocol;
-use crate::proxy::{ConnInfo, Proxy};
+use crate::proxy::{ConnInfo, Proxy, ProxyBody};
 use crate::telemetry;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -46,6 +46,39 @@ struct ConnCtx {
     info: ConnInfo,
     draining: drain::Draining,
     state: Arc<drain::ConnState>,
+}
+
+/// The response body, which also tells the connection's state when the response is done (written out, or
+/// given up), so the header read timeout never cuts a connection with a response still streaming.
+struct InFlight {
+    body: ProxyBody,
+    ctx: Arc<ConnCtx>,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.ctx.state.request_done();
+    }
+}
+
+impl http_body::Body for InFlight {
+    type Data = bytes::Bytes;
+    type Error = <ProxyBody as http_body::Body>::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        std::pin::Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
 }
 
 /// A listener as configured.
@@ -108,7 +141,9 @@ pub async fn serve(
     let open = metrics::gauge!(telemetry::OPEN_CONNECTIONS, "listener" => cfg.name.clone());
     let accepted = metrics::counter!(telemetry::CONNECTIONS_TOTAL, "listener" => cfg.name.clone());
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder.http1().timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT).keep_alive(true);
+    // The header read timeout is kept per connection by `drain::drive` with one timer, instead of hyper's, which
+    // arms (and allocates) a timer at every request head.
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(None).keep_alive(true);
     builder.http2().timer(TokioTimer::new()).keep_alive_interval(Some(Duration::from_secs(30)));
     let builder = Arc::new(builder);
     tracing::info!(listener = %name, addr = ?local, protocol = ?cfg.protocol, "listening");
@@ -141,10 +176,10 @@ pub async fn serve(
             let ctx = ctx.clone();
             async move {
                 let version = req.version();
-                ctx.state.saw_version(version);
+                ctx.state.request_started(version);
                 let mut resp = ctx.proxy.handle(&ctx.info, req).await;
                 ctx.draining.mark(version, &mut resp);
-                Ok::<_, Infallible>(resp)
+                Ok::<_, Infallible>(resp.map(|body| InFlight { body, ctx }))
             }
         });
         let span = tracing::debug_span!("conn", listener = %name, peer = %peer, local = ?local);
@@ -159,7 +194,7 @@ pub async fn serve(
                         let _token = token;
                         open.increment(1.0);
                         let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
-                        if let Err(e) = drain::drive(conn, state, drain_signal).await {
+                        if let Err(e) = drain::drive(conn, state, drain_signal, HEADER_READ_TIMEOUT).await {
                             tracing::debug!(error = %e, "connection ended with an error");
                         }
                         open.decrement(1.0);
@@ -186,7 +221,7 @@ pub async fn serve(
                         };
                         open.increment(1.0);
                         let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls_stream), service);
-                        if let Err(e) = drain::drive(conn, state, drain_signal).await {
+                        if let Err(e) = drain::drive(conn, state, drain_signal, HEADER_READ_TIMEOUT).await {
                             tracing::debug!(error = %e, "connection ended with an error");
                         }
                         open.decrement(1.0);
