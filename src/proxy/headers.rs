@@ -67,7 +67,13 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
             te = true;
         }
     }
-    if present & 1 != 0 {
+    // `Connection: keep-alive` (or `close`), by far the most common, names no header to remove.
+    let only_plain_connection = present & 1 != 0 && {
+        let mut values = headers.get_all(header::CONNECTION).iter();
+        matches!((values.next(), values.next()), (Some(v), None)
+            if v.as_bytes().eq_ignore_ascii_case(b"keep-alive") || v.as_bytes().eq_ignore_ascii_case(b"close"))
+    };
+    if present & 1 != 0 && !only_plain_connection {
         // Cloned (reference counts) so the names they list can be removed while reading them.
         let values: SmallValues = headers.get_all(header::CONNECTION).iter().cloned().collect();
         for value in values.iter() {
@@ -119,8 +125,10 @@ pub fn set_forwarded(
     proto: &HeaderValue,
     host: Option<&HeaderValue>,
 ) {
-    let xff = match (trust, headers.get(&X_FORWARDED_FOR)) {
-        (true, Some(prior)) if !prior.is_empty() => {
+    // The client's own X-Forwarded-For is only looked up when it is believed.
+    let prior = if trust { headers.get(&X_FORWARDED_FOR) } else { None };
+    let xff = match prior {
+        Some(prior) if !prior.is_empty() => {
             let mut v = Vec::with_capacity(prior.len() + 2 + client_ip.len());
             v.extend_from_slice(prior.as_bytes());
             v.extend_from_slice(b", ");

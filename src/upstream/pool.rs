@@ -185,7 +185,8 @@ where
         loop {
             let (mut tx, reused) = match self.inner.checkout(now) {
                 Some(tx) => (tx, true),
-                None => (self.inner.dial().await?, false),
+                // Boxed: dialing is rare, and its future is large; unboxed it would swell every request's future.
+                None => (Box::pin(self.inner.dial()).await?, false),
             };
             // Each retry below drops a pooled connection that failed, so this ends; a request on a fresh
             // connection is never sent again.
