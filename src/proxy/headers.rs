@@ -67,11 +67,11 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
             te = true;
         }
     }
-    // `Connection: keep-alive` (or `close`), by far the most common, names no header to remove.
+    // `Connection: keep-alive`, by far the most common, names no header but one removed below anyway.
     let only_plain_connection = present & 1 != 0 && {
         let mut values = headers.get_all(header::CONNECTION).iter();
         matches!((values.next(), values.next()), (Some(v), None)
-            if v.as_bytes().eq_ignore_ascii_case(b"keep-alive") || v.as_bytes().eq_ignore_ascii_case(b"close"))
+            if v.as_bytes().eq_ignore_ascii_case(b"keep-alive"))
     };
     if present & 1 != 0 && !only_plain_connection {
         // Cloned (reference counts) so the names they list can be removed while reading them.

@@ -190,7 +190,11 @@ impl Proxy {
         // Phase 4: send, bounded by the backend's Read timeout (time to the response head).
         let guard = server.begin();
         let sent = tokio::select! {
-            sent = tokio::time::timeout(backend.settings.read_timeout, server.pool.send(upstream_req, start)) => sent,
+            // Counted from the request's start, read once already, rather than from another clock read.
+            sent = tokio::time::timeout_at(
+                tokio::time::Instant::from_std(start) + backend.settings.read_timeout,
+                server.pool.send(upstream_req, start),
+            ) => sent,
             _ = server.aborted() => {
                 telemetry::upstream_error(&backend.id, &server.id, "drain_deadline");
                 let err = ProxyError::Upstream {
