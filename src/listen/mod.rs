@@ -174,9 +174,11 @@ pub async fn serve(
         });
         let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
             let ctx = ctx.clone();
+            // Counted when hyper hands the request over, before an HTTP/2 stream task first runs it, so a
+            // drain starting meanwhile already knows the connection speaks HTTP/2.
+            let version = req.version();
+            ctx.state.request_started(version);
             async move {
-                let version = req.version();
-                ctx.state.request_started(version);
                 let mut resp = ctx.proxy.handle(&ctx.info, req).await;
                 ctx.draining.mark(version, &mut resp);
                 Ok::<_, Infallible>(resp.map(|body| InFlight { body, ctx }))
