@@ -5,7 +5,9 @@
 #
 #   benches/proxy_compare.sh [seconds=10] [connections=50] [rounds=3]
 #
-# Prints every round and the median req/s and p99 per row. With SWAP=1 two more Ficus rows run on etcd:
+# Prints every round and the median req/s and p99 per row. With BASE=<path to another ficus binary> a
+# `ficus-base` row runs that binary in the same rounds (a before/after comparison under the same noise).
+# With SWAP=1 two more Ficus rows run on etcd:
 # `ficus-etcd-quiet`, while a writer puts a key outside Ficus' prefix every 10 ms (the writer's own cost,
 # no table swap), and `ficus-etcd-swapping`, while the same writer rewrites the frontend every 10 ms (a
 # table swap per write). The pair isolates what the swaps cost from what the writer costs.
@@ -60,8 +62,8 @@ run_wrk() { # name url
 
 start_nginx() { taskset -c 1 nginx -c "$work/proxy.conf" & echo $! > "$work/nginx.pid"; sleep 0.5; }
 stop_nginx() { kill "$(cat "$work/nginx.pid")"; wait "$(cat "$work/nginx.pid")" 2>/dev/null || true; }
-start_ficus() {
-  taskset -c 1 target/release/ficus serve --listen $FICUS --admin $ADMIN --routes "$work/routes" \
+start_ficus() { # [binary]
+  taskset -c 1 "${1:-target/release/ficus}" serve --listen $FICUS --admin $ADMIN --routes "$work/routes" \
     --threads 1 --no-access-log > "$work/ficus.log" 2>&1 & echo $! > "$work/ficus.pid"
   for _ in $(seq 50); do curl -sf "http://$ADMIN/health/ready" >/dev/null && return; sleep 0.1; done
   echo "ficus did not start"; cat "$work/ficus.log"; exit 1
@@ -97,6 +99,7 @@ for r in $(seq "$rounds"); do
   run_wrk direct "http://$BACKEND/"
   start_nginx; run_wrk nginx "http://$NGINX/"; stop_nginx
   start_ficus; run_wrk ficus "http://$FICUS/"; stop_ficus
+  if [ -n "${BASE:-}" ]; then start_ficus "$BASE"; run_wrk ficus-base "http://$FICUS/"; stop_ficus; fi
   if [ "${SWAP:-0}" = 1 ]; then
     start_etcd; start_ficus_etcd
     writer /elsewhere/frontends/all/frontend & w=$!
@@ -115,7 +118,7 @@ done
 
 echo
 echo "median over $rounds rounds (wrk -t1 -c$conns -d${secs}s, proxies pinned to one core):"
-for row in direct nginx ficus ficus-etcd-quiet ficus-etcd-swapping; do
+for row in direct nginx ficus ficus-base ficus-etcd-quiet ficus-etcd-swapping; do
   grep -q "^$row " "$work/rows" || continue
   rps=$(awk -v r="$row" '$1==r {print $2}' "$work/rows" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
   p99=$(awk -v r="$row" '$1==r {v=$3; if (v ~ /us$/) {sub(/us/,"",v); v=v/1000} else if (v ~ /ms$/) {sub(/ms/,"",v)} else if (v ~ /s$/) {sub(/s/,"",v); v=v*1000}; print v}' "$work/rows" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')

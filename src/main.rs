@@ -12,6 +12,13 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+/// The process allocator, chosen by the proxy's allocation pattern: every proxied request allocates and frees a
+/// handful of blocks (hyper's 8 KiB read buffers among them, on both sides of the proxy). The C library's
+/// allocator spent a tenth of the request path's instructions on them, mimalloc a third of that. Set here, in
+/// the binary, so the library leaves the choice to whoever embeds it.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "ficus", version, about = "A programmable reverse proxy and strangler gateway")]
 struct Cli {

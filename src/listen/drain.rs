@@ -5,14 +5,17 @@
 //! HTTP/1.1 has no such signal: closing a keep-alive connection just as the client sends on it fails that
 //! request. So an HTTP/1.1 connection is not closed at the start of a drain; its next response carries
 //! `Connection: close` (see [`Draining::mark`]), and only a connection that has seen no I/O for
-//! [`IDLE_GRACE`] is closed. A busy client therefore always learns to reconnect from an answer, never from
-//! a reset.
+//! [`IDLE_GRACE`] since the drain began is closed. A busy client therefore always learns to reconnect from an
+//! answer, never from a reset.
+//!
+//! I/O is counted, not timestamped: reading the clock on every read and write costs more than the rest of
+//! this bookkeeping, and the drain can time the quiet itself from the counts it samples.
 
 use crate::lifecycle::Shutdown;
 use hyper_util::server::graceful::GracefulConnection;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -21,42 +24,59 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 pub const IDLE_GRACE: Duration = Duration::from_millis(500);
 const POLL: Duration = Duration::from_millis(50);
 
-/// What the drain knows about one connection.
+/// What the drain and the request-head timeout know about one connection.
 #[derive(Default)]
 pub struct ConnState {
-    /// Milliseconds since [`epoch`] at the last byte read or written.
-    last_io_ms: AtomicU64,
+    /// Reads and writes that moved bytes so far. Only the connection's own task changes it.
+    io: AtomicU64,
     /// The connection speaks HTTP/2 (seen on its first request).
     h2: AtomicBool,
-}
-
-fn epoch() -> Instant {
-    static EPOCH: OnceLock<Instant> = OnceLock::new();
-    *EPOCH.get_or_init(Instant::now)
-}
-
-fn now_ms() -> u64 {
-    epoch().elapsed().as_millis() as u64
+    /// Request heads received so far, and requests whose response has not been written out yet.
+    requests: AtomicU64,
+    inflight: AtomicU64,
 }
 
 impl ConnState {
     pub fn new() -> Arc<Self> {
-        let s = Arc::new(ConnState::default());
-        s.touch();
-        s
+        Arc::new(ConnState::default())
     }
 
     fn touch(&self) {
-        self.last_io_ms.store(now_ms(), Ordering::Relaxed);
+        // A plain load and store, not a read-modify-write: there is one writer.
+        self.io.store(self.io.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
     }
 
-    fn idle_for(&self) -> Duration {
-        Duration::from_millis(now_ms().saturating_sub(self.last_io_ms.load(Ordering::Relaxed)))
+    fn io_count(&self) -> u64 {
+        self.io.load(Ordering::Relaxed)
     }
 
-    pub fn saw_version(&self, v: http::Version) {
+    /// A request head arrived; [`request_done`](Self::request_done) follows when its response is written.
+    pub fn request_started(&self, v: http::Version) {
         if v == http::Version::HTTP_2 {
             self.h2.store(true, Ordering::Relaxed);
+        }
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        self.inflight.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn request_done(&self) {
+        self.inflight.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Resolves once a whole `limit` went by with no request in progress and no new request head: a client
+    /// that keeps the connection idle, or trickles a head too slowly (slowloris), is then let go. Checked
+    /// once per `limit` with one timer per connection, rather than a timer armed at every request head,
+    /// so a connection goes between one and two `limit`s after its last request. HTTP/2 connections are
+    /// left to their own keep-alive.
+    pub async fn stalled(&self, limit: Duration) {
+        let mut seen = self.requests.load(Ordering::Relaxed);
+        loop {
+            tokio::time::sleep(limit).await;
+            let requests = self.requests.load(Ordering::Relaxed);
+            if requests == seen && self.inflight.load(Ordering::Relaxed) == 0 && !self.h2.load(Ordering::Relaxed) {
+                return;
+            }
+            seen = requests;
         }
     }
 }
@@ -77,8 +97,9 @@ impl Draining {
     }
 }
 
-/// Runs a connection to its end; once `drain` fires, shuts it down politely as described above.
-pub async fn drive<C>(conn: C, state: Arc<ConnState>, drain: Shutdown) -> Result<(), C::Error>
+/// Runs a connection to its end; once `drain` fires, shuts it down politely as described above. A
+/// connection [stalled](ConnState::stalled) for `head_timeout` is closed.
+pub async fn drive<C>(conn: C, state: Arc<ConnState>, drain: Shutdown, head_timeout: Duration) -> Result<(), C::Error>
 where
     C: GracefulConnection,
 {
@@ -86,9 +107,19 @@ where
     tokio::select! {
         res = conn.as_mut() => return res,
         _ = drain.wait() => {}
+        _ = state.stalled(head_timeout) => {
+            tracing::debug!("no request within the header read timeout; closing");
+            return Ok(());
+        }
     }
+    let mut seen = state.io_count();
+    let mut quiet_since = Instant::now();
     loop {
-        if state.h2.load(Ordering::Relaxed) || state.idle_for() >= IDLE_GRACE {
+        let count = state.io_count();
+        if count != seen {
+            (seen, quiet_since) = (count, Instant::now());
+        }
+        if state.h2.load(Ordering::Relaxed) || quiet_since.elapsed() >= IDLE_GRACE {
             conn.as_mut().graceful_shutdown();
             return conn.await;
         }
@@ -153,5 +184,30 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for ActivityIo<T> {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_connection_stalls_only_with_nothing_in_progress_and_no_new_request() {
+        let limit = Duration::from_millis(10);
+        let state = ConnState::new();
+        // Never used: let go after one period.
+        tokio::time::timeout(Duration::from_secs(10), state.stalled(limit)).await.expect("an unused connection stalls");
+
+        // A request in progress (a slow upstream, a long download) holds the connection however long it takes.
+        state.request_started(http::Version::HTTP_11);
+        assert!(tokio::time::timeout(limit * 10, state.stalled(limit)).await.is_err());
+        state.request_done();
+        tokio::time::timeout(Duration::from_secs(10), state.stalled(limit)).await.expect("stalls once idle");
+
+        // HTTP/2 connections keep themselves alive with pings.
+        let h2 = ConnState::new();
+        h2.request_started(http::Version::HTTP_2);
+        h2.request_done();
+        assert!(tokio::time::timeout(limit * 10, h2.stalled(limit)).await.is_err());
     }
 }

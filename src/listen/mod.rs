@@ -16,7 +16,7 @@ pub use tls::{server_config, SniResolver};
 use crate::lifecycle::tracker::Tracker;
 use crate::lifecycle::Shutdown;
 use crate::model::Protocol;
-use crate::proxy::{ConnInfo, Proxy};
+use crate::proxy::{ConnInfo, Proxy, ProxyBody};
 use crate::telemetry;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -39,6 +39,46 @@ pub struct BindError {
     pub name: String,
     pub addr: SocketAddr,
     pub source: std::io::Error,
+}
+
+struct ConnCtx {
+    proxy: Arc<Proxy>,
+    info: ConnInfo,
+    draining: drain::Draining,
+    state: Arc<drain::ConnState>,
+}
+
+/// The response body, which also tells the connection's state when the response is done (written out, or
+/// given up), so the header read timeout never cuts a connection with a response still streaming.
+struct InFlight {
+    body: ProxyBody,
+    ctx: Arc<ConnCtx>,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.ctx.state.request_done();
+    }
+}
+
+impl http_body::Body for InFlight {
+    type Data = bytes::Bytes;
+    type Error = <ProxyBody as http_body::Body>::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        std::pin::Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
 }
 
 /// A listener as configured.
@@ -101,7 +141,9 @@ pub async fn serve(
     let open = metrics::gauge!(telemetry::OPEN_CONNECTIONS, "listener" => cfg.name.clone());
     let accepted = metrics::counter!(telemetry::CONNECTIONS_TOTAL, "listener" => cfg.name.clone());
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder.http1().timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT).keep_alive(true);
+    // The header read timeout is kept per connection by `drain::drive` with one timer, instead of hyper's, which
+    // arms (and allocates) a timer at every request head.
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(None).keep_alive(true);
     builder.http2().timer(TokioTimer::new()).keep_alive_interval(Some(Duration::from_secs(30)));
     let builder = Arc::new(builder);
     tracing::info!(listener = %name, addr = ?local, protocol = ?cfg.protocol, "listening");
@@ -123,21 +165,25 @@ pub async fn serve(
         accepted.increment(1);
         let token = connections.enter();
         let state = drain::ConnState::new();
-        let conn = Arc::new(ConnInfo::new(peer, name.clone(), tls.is_some(), cfg.trust_forward_header));
-        let proxy = proxy.clone();
-        let (service_state, draining) = (state.clone(), draining.clone());
+        // Everything a request needs from its connection, behind one reference count per request.
+        let ctx = Arc::new(ConnCtx {
+            proxy: proxy.clone(),
+            info: ConnInfo::new(peer, name.clone(), tls.is_some(), cfg.trust_forward_header),
+            draining: draining.clone(),
+            state: state.clone(),
+        });
         let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
-            let proxy = proxy.clone();
-            let conn = conn.clone();
-            let draining = draining.clone();
+            let ctx = ctx.clone();
+            // Counted when hyper hands the request over, before an HTTP/2 stream task first runs it, so a
+            // drain starting meanwhile already knows the connection speaks HTTP/2.
             let version = req.version();
-            service_state.saw_version(version);
-            // Boxed: hyper keeps space for the service future in every connection for its whole life, so an
+            ctx.state.request_started(version);
+            // Boxed: hyper keeps room for the service future in every connection for its whole life, so an
             // unboxed one (the whole proxy state machine, kilobytes) would cost that much per idle connection.
             Box::pin(async move {
-                let mut resp = proxy.handle(&conn, req).await;
-                draining.mark(version, &mut resp);
-                Ok::<_, Infallible>(resp)
+                let mut resp = ctx.proxy.handle(&ctx.info, req).await;
+                ctx.draining.mark(version, &mut resp);
+                Ok::<_, Infallible>(resp.map(|body| InFlight { body, ctx }))
             })
         });
         let span = tracing::debug_span!("conn", listener = %name, peer = %peer, local = ?local);
@@ -152,7 +198,7 @@ pub async fn serve(
                         let _token = token;
                         open.increment(1.0);
                         let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
-                        if let Err(e) = drain::drive(conn, state, drain_signal).await {
+                        if let Err(e) = drain::drive(conn, state, drain_signal, HEADER_READ_TIMEOUT).await {
                             tracing::debug!(error = %e, "connection ended with an error");
                         }
                         open.decrement(1.0);
@@ -179,7 +225,7 @@ pub async fn serve(
                         };
                         open.increment(1.0);
                         let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls_stream), service);
-                        if let Err(e) = drain::drive(conn, state, drain_signal).await {
+                        if let Err(e) = drain::drive(conn, state, drain_signal, HEADER_READ_TIMEOUT).await {
                             tracing::debug!(error = %e, "connection ended with an error");
                         }
                         open.decrement(1.0);

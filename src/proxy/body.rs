@@ -24,6 +24,9 @@ pub struct Completion {
     pub bytes: u64,
     pub guard: Option<crate::upstream::InflightGuard>,
     pub log: Option<super::AccessRecord>,
+    /// The upstream connection, back to its server's pool if the body was read to its end (`complete`).
+    pub conn: Option<crate::upstream::pool::Conn<RequestBody>>,
+    pub complete: bool,
     /// Made only when the body first has to wait, so a response that streams straight through never
     /// allocates it: wakes the body when the server's drain deadline cuts it off.
     pub abort_wait: Option<Pin<Box<dyn std::future::Future<Output = ()> + Send>>>,
@@ -42,6 +45,9 @@ impl Completion {
 
 impl Drop for Completion {
     fn drop(&mut self) {
+        if let (true, Some(conn), Some(guard)) = (self.complete, self.conn.take(), self.guard.as_ref()) {
+            guard.server().pool.put(conn);
+        }
         if let Some(log) = self.log.take() {
             log.emit(self.bytes);
         }
@@ -66,6 +72,15 @@ pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
 #[error("the upstream server's drain deadline passed")]
 pub struct DrainDeadline;
 
+impl Drop for ProxyBody {
+    fn drop(&mut self) {
+        // hyper stops polling a body that says it is at its end, so the end is often only seen here.
+        if let ProxyBody::Upstream { body, done: Some(done) } = self {
+            done.complete = body.is_end_stream();
+        }
+    }
+}
+
 impl Body for ProxyBody {
     type Data = Bytes;
     type Error = BodyError;
@@ -87,10 +102,18 @@ impl Body for ProxyBody {
                         done.bytes += d.len() as u64;
                     }
                 }
-                if matches!(polled, Poll::Ready(None) | Poll::Ready(Some(Err(_)))) {
+                match &polled {
                     // Finish now rather than when hyper drops the body, so the log line and the in-flight
                     // count are current the moment the last byte went out.
-                    done.take();
+                    Poll::Ready(None) => {
+                        if let Some(mut d) = done.take() {
+                            d.complete = true;
+                        }
+                    }
+                    Poll::Ready(Some(Err(_))) => {
+                        done.take();
+                    }
+                    _ => {}
                 }
                 polled
             }
@@ -124,7 +147,8 @@ pub enum RequestBodyError {
 
 /// The client's request body on its way upstream, cut off with an error past `Limits.MaxBodyBytes`.
 pub struct RequestBody {
-    inner: Incoming,
+    /// `None` for the empty body of a request sent again (see [`crate::upstream::pool::Replay`]).
+    inner: Option<Incoming>,
     /// Bytes still allowed; `None` means no limit.
     remaining: Option<u64>,
     limit: u64,
@@ -132,7 +156,13 @@ pub struct RequestBody {
 
 impl RequestBody {
     pub fn new(inner: Incoming, limit: Option<u64>) -> Self {
-        RequestBody { inner, remaining: limit, limit: limit.unwrap_or(0) }
+        RequestBody { inner: Some(inner), remaining: limit, limit: limit.unwrap_or(0) }
+    }
+}
+
+impl crate::upstream::pool::Replay for RequestBody {
+    fn empty() -> Self {
+        RequestBody { inner: None, remaining: None, limit: 0 }
     }
 }
 
@@ -142,7 +172,8 @@ impl Body for RequestBody {
 
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let this = self.get_mut();
-        match Pin::new(&mut this.inner).poll_frame(cx) {
+        let Some(inner) = this.inner.as_mut() else { return Poll::Ready(None) };
+        match Pin::new(inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
                 if let (Some(remaining), Some(data)) = (this.remaining.as_mut(), frame.data_ref()) {
                     let len = data.len() as u64;
@@ -160,10 +191,13 @@ impl Body for RequestBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        match &self.inner {
+            Some(inner) => inner.is_end_stream(),
+            None => true,
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        self.inner.as_ref().map_or_else(|| SizeHint::with_exact(0), Body::size_hint)
     }
 }

@@ -23,34 +23,28 @@ pub enum UpstreamFailure {
 }
 
 impl UpstreamFailure {
-    pub fn classify(e: &hyper_util::client::legacy::Error) -> Self {
+    pub fn classify(e: &crate::upstream::pool::PoolError) -> Self {
+        use crate::upstream::pool::PoolError;
         use std::error::Error as _;
-        let mut chain = String::new();
-        let mut timed_out = false;
+        let http = match e {
+            PoolError::Connect { .. } => return UpstreamFailure::Connect(e.to_string()),
+            PoolError::DialTimeout { .. } => return UpstreamFailure::DialTimeout,
+            PoolError::Http(http) => http,
+        };
+        let mut chain = http.to_string();
         let mut body_error = false;
         let mut too_large = false;
-        let mut src: Option<&(dyn std::error::Error + 'static)> = e.source();
+        let mut src: Option<&(dyn std::error::Error + 'static)> = http.source();
         while let Some(s) = src {
-            if let Some(io) = s.downcast_ref::<std::io::Error>() {
-                timed_out |= io.kind() == std::io::ErrorKind::TimedOut;
-            }
             if let Some(b) = s.downcast_ref::<super::RequestBodyError>() {
                 body_error = true;
                 too_large |= matches!(b, super::RequestBodyError::TooLarge { .. });
             }
-            if !chain.is_empty() {
-                chain.push_str(": ");
-            }
+            chain.push_str(": ");
             chain.push_str(&s.to_string());
             src = s.source();
         }
-        if e.is_connect() {
-            if timed_out {
-                UpstreamFailure::DialTimeout
-            } else {
-                UpstreamFailure::Connect(chain)
-            }
-        } else if body_error {
+        if body_error {
             UpstreamFailure::ClientBody { message: chain, too_large }
         } else {
             UpstreamFailure::Reset(chain)

@@ -25,27 +25,83 @@ const HOP_BY_HOP: [&HeaderName; 8] = [
     &header::UPGRADE,
 ];
 
+/// `Connection` values of one message: almost always one, so no allocation for it.
+enum SmallValues {
+    None,
+    One(HeaderValue),
+    Many(Vec<HeaderValue>),
+}
+
+impl FromIterator<HeaderValue> for SmallValues {
+    fn from_iter<I: IntoIterator<Item = HeaderValue>>(iter: I) -> Self {
+        let mut iter = iter.into_iter();
+        let Some(first) = iter.next() else { return SmallValues::None };
+        match iter.next() {
+            None => SmallValues::One(first),
+            Some(second) => SmallValues::Many([first, second].into_iter().chain(iter).collect()),
+        }
+    }
+}
+
+impl SmallValues {
+    fn iter(&self) -> std::slice::Iter<'_, HeaderValue> {
+        match self {
+            SmallValues::None => [].iter(),
+            SmallValues::One(v) => std::slice::from_ref(v).iter(),
+            SmallValues::Many(v) => v.iter(),
+        }
+    }
+}
+
 /// Removes hop-by-hop headers, including those the `Connection` header names. `TE: trailers` survives, since
 /// it asks the next hop for trailers and gRPC relies on it.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    if let Some(conn) = headers.get(header::CONNECTION) {
-        // Collect first: the names borrow from the map we are about to change.
-        let listed: Vec<HeaderName> = conn
-            .to_str()
-            .unwrap_or("")
-            .split(',')
-            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-            .collect();
-        for name in listed {
-            headers.remove(name);
+    // One pass over the names first: most messages carry none of these (or only `Connection`), and removing
+    // an absent name still costs a hash and a probe each.
+    let mut present = 0u16;
+    let mut te = false;
+    for name in headers.keys() {
+        if let Some(i) = HOP_BY_HOP.iter().position(|h| *h == name) {
+            present |= 1 << i;
+        } else if name == header::TE {
+            te = true;
         }
     }
-    for name in HOP_BY_HOP {
-        headers.remove(name);
+    // `Connection: keep-alive`, by far the most common, names no header but one removed below anyway.
+    let only_plain_connection = present & 1 != 0 && {
+        let mut values = headers.get_all(header::CONNECTION).iter();
+        matches!((values.next(), values.next()), (Some(v), None)
+            if v.as_bytes().eq_ignore_ascii_case(b"keep-alive"))
+    };
+    if present & 1 != 0 && !only_plain_connection {
+        // Cloned (reference counts) so the names they list can be removed while reading them.
+        let values: SmallValues = headers.get_all(header::CONNECTION).iter().cloned().collect();
+        for value in values.iter() {
+            for token in value.to_str().unwrap_or("").split(',').map(str::trim) {
+                // These name headers removed below anyway.
+                if token.is_empty() || token.eq_ignore_ascii_case("keep-alive") || token.eq_ignore_ascii_case("upgrade")
+                {
+                    continue;
+                }
+                if let Ok(name) = HeaderName::from_bytes(token.as_bytes()) {
+                    if name == header::TE {
+                        te = false;
+                    }
+                    headers.remove(name);
+                }
+            }
+        }
     }
-    if let Some(te) = headers.get(header::TE) {
-        let wants_trailers = te.to_str().map(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("trailers")));
-        if matches!(wants_trailers, Ok(true)) {
+    for (i, name) in HOP_BY_HOP.iter().enumerate() {
+        if present & (1 << i) != 0 {
+            headers.remove(*name);
+        }
+    }
+    if te {
+        let wants_trailers = headers.get_all(header::TE).iter().any(|v| {
+            v.to_str().map(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("trailers"))).unwrap_or(false)
+        });
+        if wants_trailers {
             headers.insert(header::TE, HeaderValue::from_static("trailers"));
         } else {
             headers.remove(header::TE);
@@ -69,8 +125,10 @@ pub fn set_forwarded(
     proto: &HeaderValue,
     host: Option<&HeaderValue>,
 ) {
-    let xff = match (trust, headers.get(&X_FORWARDED_FOR)) {
-        (true, Some(prior)) if !prior.is_empty() => {
+    // The client's own X-Forwarded-For is only looked up when it is believed.
+    let prior = if trust { headers.get(&X_FORWARDED_FOR) } else { None };
+    let xff = match prior {
+        Some(prior) if !prior.is_empty() => {
             let mut v = Vec::with_capacity(prior.len() + 2 + client_ip.len());
             v.extend_from_slice(prior.as_bytes());
             v.extend_from_slice(b", ");
@@ -153,6 +211,28 @@ mod tests {
         assert!(h.get("x-secret").is_none() && h.get("keep-alive").is_none() && h.get("connection").is_none());
         assert_eq!(h.get(header::TE).unwrap(), "trailers");
         assert!(h.get("x-kept").is_some());
+
+        // Several Connection values, each listing names; TE without trailers goes; nothing else is touched.
+        let mut h = HeaderMap::new();
+        h.append(header::CONNECTION, HeaderValue::from_static("close"));
+        h.append(header::CONNECTION, HeaderValue::from_static("x-a , Upgrade"));
+        h.insert("x-a", HeaderValue::from_static("1"));
+        h.insert("close", HeaderValue::from_static("1"));
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        h.insert(header::TE, HeaderValue::from_static("gzip"));
+        h.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert!(h.contains_key(header::CONTENT_TYPE));
+
+        // Nothing hop-by-hop: the map is left as it was.
+        let mut h = HeaderMap::new();
+        h.insert(header::HOST, HeaderValue::from_static("a"));
+        h.insert("x-b", HeaderValue::from_static("1"));
+        let before = h.clone();
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h, before);
     }
 
     #[test]

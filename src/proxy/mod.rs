@@ -129,6 +129,9 @@ impl Proxy {
         let log_path = access_log_enabled().then(|| req.uri().path().to_string());
         let (mut parts, body) = req.into_parts();
         headers::strip_hop_by_hop(&mut parts.headers);
+        // Room for what is added below (X-Forwarded-*, Host, X-Request-Id) in one step: hyper sizes the map to
+        // the headers it parsed, so each insert would otherwise grow it.
+        parts.headers.reserve(5);
         if let Some(proto) = upgrade_value {
             parts.headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
             parts.headers.insert(header::UPGRADE, proto);
@@ -142,23 +145,25 @@ impl Proxy {
         };
         parts.headers.insert(header::HOST, upstream_host);
         parts.headers.insert(X_REQUEST_ID.clone(), request_id.clone());
-        let mut uri_parts = http::uri::Parts::default();
-        uri_parts.scheme = Some(server.scheme.clone());
-        uri_parts.authority = Some(server.authority.clone());
-        uri_parts.path_and_query = match normalized_path {
+        // Origin form (`/path?query`): the server is reached directly, and the Host header names it.
+        let origin_form = match normalized_path {
             Some(p) => {
                 let pq = match parts.uri.query() {
                     Some(q) => format!("{p}?{q}"),
                     None => p,
                 };
-                http::uri::PathAndQuery::try_from(pq).ok()
+                Uri::try_from(pq).ok()
             }
-            None => parts.uri.path_and_query().cloned(),
-        }
-        .or_else(|| Some(http::uri::PathAndQuery::from_static("/")));
-        parts.uri = match Uri::from_parts(uri_parts) {
-            Ok(u) => u,
-            Err(_) => {
+            // An HTTP/1.1 request target usually is origin form already, and is forwarded as it came.
+            None if parts.uri.scheme().is_none() && parts.uri.authority().is_none() => {
+                Some(std::mem::take(&mut parts.uri))
+            }
+            None => Some(parts.uri.path_and_query().cloned().map_or_else(|| Uri::from_static("/"), Uri::from)),
+        };
+        parts.uri = match origin_form {
+            Some(u) if !u.path().is_empty() => u,
+            Some(_) => Uri::from_static("/"),
+            None => {
                 let err = ProxyError::BadRequest("request target cannot be forwarded");
                 return self.fail(
                     &frontend,
@@ -178,7 +183,11 @@ impl Proxy {
         // Phase 4: send, bounded by the backend's Read timeout (time to the response head).
         let guard = server.begin();
         let sent = tokio::select! {
-            sent = tokio::time::timeout(backend.settings.read_timeout, server.client.request(upstream_req)) => sent,
+            // Counted from the request's start, read once already, rather than from another clock read.
+            sent = tokio::time::timeout_at(
+                tokio::time::Instant::from_std(start) + backend.settings.read_timeout,
+                server.pool.send(upstream_req, start),
+            ) => sent,
             _ = server.aborted() => {
                 telemetry::upstream_error(&backend.id, &server.id, "drain_deadline");
                 let err = ProxyError::Upstream {
@@ -193,8 +202,8 @@ impl Proxy {
                 return err.response(Some(&frontend.id), &request_id);
             }
         };
-        let mut resp = match sent {
-            Ok(Ok(resp)) => resp,
+        let (mut resp, upstream_conn) = match sent {
+            Ok(Ok(pair)) => pair,
             Ok(Err(e)) => {
                 let failure = UpstreamFailure::classify(&e);
                 telemetry::upstream_error(&backend.id, &server.id, failure.kind());
@@ -269,7 +278,14 @@ impl Proxy {
             start,
         });
         let (parts, body) = resp.into_parts();
-        let done = Box::new(Completion { bytes: 0, guard: Some(guard), log, abort_wait: None });
+        let done = Box::new(Completion {
+            bytes: 0,
+            guard: Some(guard),
+            log,
+            conn: Some(upstream_conn),
+            complete: false,
+            abort_wait: None,
+        });
         Response::from_parts(parts, ProxyBody::Upstream { body, done: Some(done) })
     }
 

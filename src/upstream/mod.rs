@@ -9,14 +9,11 @@
 use crate::model::{UpstreamSettings, ValidatedServer};
 use http::uri::{Authority, Scheme};
 use http::HeaderValue;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
-pub type UpstreamClient = Client<HttpConnector, crate::proxy::RequestBody>;
+pub mod pool;
 
 /// One upstream server as the proxy uses it.
 pub struct Server {
@@ -28,7 +25,7 @@ pub struct Server {
     /// The `Host` header value sent when the frontend does not pass the client's host.
     pub host_header: HeaderValue,
     pub settings: UpstreamSettings,
-    pub client: UpstreamClient,
+    pub pool: pool::Pool<crate::proxy::RequestBody>,
     inflight: AtomicUsize,
     served: AtomicU64,
     /// Set when the server's drain deadline passed: whatever still runs on it is cut.
@@ -38,17 +35,7 @@ pub struct Server {
 
 impl Server {
     fn new(backend: &str, spec: &ValidatedServer, settings: UpstreamSettings) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(settings.dial_timeout));
-        connector.set_nodelay(true);
-        connector.set_keepalive(Some(settings.keep_alive_period));
-        connector.enforce_http(true);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(settings.keep_alive_period * 3)
-            .pool_max_idle_per_host(settings.max_idle_per_host as usize)
-            .set_host(false)
-            .build(connector);
+        let pool = pool::Pool::new(&spec.authority, &settings);
         // Authority is valid ASCII by construction (it came from a parsed URI).
         let host_header =
             HeaderValue::from_str(spec.authority.as_str()).unwrap_or(HeaderValue::from_static("localhost"));
@@ -60,7 +47,7 @@ impl Server {
             authority: spec.authority.clone(),
             host_header,
             settings,
-            client,
+            pool,
             inflight: AtomicUsize::new(0),
             served: AtomicU64::new(0),
             aborted: std::sync::atomic::AtomicBool::new(false),
@@ -95,6 +82,7 @@ impl Server {
     fn abort(&self) {
         self.aborted.store(true, Ordering::Relaxed);
         self.abort_notify.notify_waiters();
+        self.pool.close_idle();
     }
 
     /// Counts the request as in flight until the guard drops (response body finished or failed).

@@ -1,0 +1,486 @@
+//! The connection pool of one upstream server: HTTP/1.1 connections over hyper's connection-level client.
+//!
+//! A pool belongs to exactly one [`Server`](super::Server), so it needs no keyed map: idle connections sit on
+//! a stack (the most recently used on top, its socket and buffers still warm) behind a lock that is taken
+//! twice per request and never held across anything slow. A connection goes back on the stack only when
+//! its response body was read to the end, which the proxy's response body reports when it finishes; no task
+//! is spawned per request to watch for that, and no channel hands connections between tasks.
+//!
+//! A pooled connection the server closed while it sat idle is noticed either at checkout (its connection
+//! task saw the close) or when the request is handed to it: hyper then gives the request back untouched, and
+//! it is sent again on another connection. A request that has left for the server is never repeated.
+
+use crate::model::UpstreamSettings;
+use http::uri::Authority;
+use http::{HeaderMap, Method, Request, Response, Uri, Version};
+use http_body::Body;
+use hyper::body::Incoming;
+use hyper::client::conn::http1::{self, SendRequest};
+use hyper_util::rt::TokioIo;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+use tokio::net::TcpStream;
+
+/// Why an exchange with the upstream failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PoolError {
+    #[error("connect to {target}: {source}")]
+    Connect { target: String, source: std::io::Error },
+    #[error("connect to {target} timed out after {}", crate::model::format_duration(*.after))]
+    DialTimeout { target: String, after: Duration },
+    #[error(transparent)]
+    Http(#[from] hyper::Error),
+}
+
+/// Where connections go: an address known up front, or a name resolved at each dial (so DNS changes are
+/// followed the way a fresh connection would follow them).
+#[derive(Debug, Clone)]
+enum Target {
+    Addr(SocketAddr),
+    Name(String, u16),
+}
+
+impl Target {
+    fn new(authority: &Authority) -> Target {
+        let port = authority.port_u16().unwrap_or(80);
+        let host = authority.host();
+        let bare = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+        match bare.parse::<IpAddr>() {
+            Ok(ip) => Target::Addr(SocketAddr::new(ip, port)),
+            Err(_) => Target::Name(bare.to_string(), port),
+        }
+    }
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Target::Addr(a) => write!(f, "{a}"),
+            Target::Name(h, p) => write!(f, "{h}:{p}"),
+        }
+    }
+}
+
+/// A request body that can stand in, empty, for the body of a request sent again. Only requests whose body
+/// was empty to begin with are ever sent again, so nothing of the original body is lost.
+pub trait Replay {
+    fn empty() -> Self;
+}
+
+/// What is kept of a request so it can go out again if the pooled connection it was sent on turns out to
+/// have been closed by the server (the close and the request crossed on the wire).
+struct Copy {
+    method: Method,
+    uri: Uri,
+    version: Version,
+    headers: HeaderMap,
+}
+
+impl Copy {
+    /// Only idempotent requests without a body: sending one twice is harmless (RFC 9110 section 9.2.2).
+    fn of<B: Body>(req: &Request<B>) -> Option<Copy> {
+        let idempotent = matches!(
+            *req.method(),
+            Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
+        );
+        (idempotent && req.body().is_end_stream()).then(|| Copy {
+            method: req.method().clone(),
+            uri: req.uri().clone(),
+            version: req.version(),
+            headers: req.headers().clone(),
+        })
+    }
+
+    fn into_request<B: Replay>(self) -> Request<B> {
+        let mut req = Request::new(B::empty());
+        *req.method_mut() = self.method;
+        *req.uri_mut() = self.uri;
+        *req.version_mut() = self.version;
+        *req.headers_mut() = self.headers;
+        req
+    }
+}
+
+/// True when the exchange failed the way it does when the server closed the connection as the request
+/// went out: the connection ended (or was reset) before a response came.
+fn closed_under_us(e: &hyper::Error) -> bool {
+    if e.is_incomplete_message() || e.is_canceled() {
+        return true;
+    }
+    let mut src = std::error::Error::source(e);
+    while let Some(s) = src {
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            use std::io::ErrorKind::*;
+            return matches!(io.kind(), ConnectionReset | ConnectionAborted | BrokenPipe | UnexpectedEof);
+        }
+        src = s.source();
+    }
+    false
+}
+
+/// A connection checked out for one exchange. Hand it back with [`Pool::put`] once the response body was
+/// read to its end; dropping it instead closes the connection (once hyper is done with it).
+pub struct Conn<B> {
+    tx: SendRequest<B>,
+}
+
+struct Idle<B> {
+    tx: SendRequest<B>,
+    since: Instant,
+}
+
+struct Inner<B> {
+    target: Target,
+    dial_timeout: Duration,
+    keep_alive: Duration,
+    idle_timeout: Duration,
+    max_idle: usize,
+    idle: Mutex<Vec<Idle<B>>>,
+    /// A task closes connections idle past `idle_timeout` while any sit idle; it stops when none do.
+    reaper: AtomicBool,
+}
+
+/// The pool of one server; `B` is the request body type.
+pub struct Pool<B> {
+    inner: Arc<Inner<B>>,
+}
+
+impl<B> Pool<B>
+where
+    B: Body + Replay + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    pub fn new(authority: &Authority, settings: &UpstreamSettings) -> Self {
+        Pool {
+            inner: Arc::new(Inner {
+                target: Target::new(authority),
+                dial_timeout: settings.dial_timeout,
+                keep_alive: settings.keep_alive_period,
+                // As long as the connection-level keep-alive probes would take to call a silent peer dead.
+                idle_timeout: settings.keep_alive_period * 3,
+                max_idle: settings.max_idle_per_host as usize,
+                idle: Mutex::new(Vec::new()),
+                reaper: AtomicBool::new(false),
+            }),
+        }
+    }
+
+    /// Connections sitting idle now.
+    pub fn idle_count(&self) -> usize {
+        self.inner.lock().len()
+    }
+
+    /// Closes every idle connection (the server was cut off; nothing will reuse them).
+    pub fn close_idle(&self) {
+        let idle = std::mem::take(&mut *self.inner.lock());
+        drop(idle);
+    }
+
+    /// Sends `req` on an idle connection, or on a new one when none is usable. `now` is the request's start,
+    /// read once by the caller, against which idle connections are aged.
+    pub async fn send(&self, mut req: Request<B>, now: Instant) -> Result<(Response<Incoming>, Conn<B>), PoolError> {
+        loop {
+            let (mut tx, reused) = match self.inner.checkout(now) {
+                Some(tx) => (tx, true),
+                // Boxed: dialing is rare, and its future is large; unboxed it would swell every request's future.
+                None => (Box::pin(self.inner.dial()).await?, false),
+            };
+            // Each retry below drops a pooled connection that failed, so this ends; a request on a fresh
+            // connection is never sent again.
+            let copy = if reused { Copy::of(&req) } else { None };
+            match tx.try_send_request(req).await {
+                Ok(resp) => return Ok((resp, Conn { tx })),
+                Err(mut e) => match (e.take_message(), copy) {
+                    // hyper gave the request back: none of it went out.
+                    (Some(back), _) if reused => req = back,
+                    (None, Some(copy)) if closed_under_us(e.error()) => req = copy.into_request(),
+                    _ => return Err(PoolError::Http(e.into_error())),
+                },
+            }
+        }
+    }
+
+    /// Takes back a connection whose response was read to its end.
+    pub fn put(&self, conn: Conn<B>) {
+        let Conn { tx } = conn;
+        if tx.is_closed() || self.inner.max_idle == 0 {
+            return;
+        }
+        if tx.is_ready() {
+            Inner::push(&self.inner, tx);
+        } else {
+            // Its connection task has not yet seen the end of the exchange (it runs after this one). Rare:
+            // usually the body's end and the connection's readiness arrive in the same read.
+            let weak = Arc::downgrade(&self.inner);
+            let limit = self.inner.idle_timeout;
+            tokio::spawn(async move {
+                let mut tx = tx;
+                if let Ok(Ok(())) = tokio::time::timeout(limit, tx.ready()).await {
+                    if let Some(inner) = weak.upgrade() {
+                        Inner::push(&inner, tx);
+                    }
+                }
+            });
+        }
+    }
+}
+
+impl<B> Inner<B>
+where
+    B: Body + Replay + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Idle<B>>> {
+        self.idle.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn checkout(&self, now: Instant) -> Option<SendRequest<B>> {
+        let mut stale = Vec::new();
+        let found = {
+            let mut idle = self.lock();
+            loop {
+                let Some(entry) = idle.pop() else { break None };
+                if entry.tx.is_ready() && now.saturating_duration_since(entry.since) < self.idle_timeout {
+                    break Some(entry.tx);
+                }
+                stale.push(entry);
+            }
+        };
+        // Closed outside the lock.
+        drop(stale);
+        found
+    }
+
+    fn push(this: &Arc<Self>, tx: SendRequest<B>) {
+        let since = Instant::now();
+        {
+            let mut idle = this.lock();
+            if idle.len() >= this.max_idle {
+                // Full: the oldest goes, so the stack keeps the warmest connections.
+                let oldest = idle.remove(0);
+                idle.push(Idle { tx, since });
+                drop(idle);
+                drop(oldest);
+            } else {
+                idle.push(Idle { tx, since });
+            }
+        }
+        if !this.reaper.swap(true, Ordering::AcqRel) {
+            Self::start_reaper(this);
+        }
+    }
+
+    fn start_reaper(this: &Arc<Self>) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            this.reaper.store(false, Ordering::Release);
+            return;
+        };
+        let weak: Weak<Self> = Arc::downgrade(this);
+        let period = (this.idle_timeout / 2).max(Duration::from_millis(100));
+        runtime.spawn(async move {
+            loop {
+                tokio::time::sleep(period).await;
+                let Some(inner) = weak.upgrade() else { return };
+                let now = Instant::now();
+                let expired: Vec<Idle<B>> = {
+                    let mut idle = inner.lock();
+                    let (keep, expired) = std::mem::take(&mut *idle).into_iter().partition(|e: &Idle<B>| {
+                        !e.tx.is_closed() && now.saturating_duration_since(e.since) < inner.idle_timeout
+                    });
+                    *idle = keep;
+                    if idle.is_empty() {
+                        // Under the lock, so a connection pushed right after sees the flag down and restarts us.
+                        inner.reaper.store(false, Ordering::Release);
+                        drop(idle);
+                        drop(expired);
+                        return;
+                    }
+                    expired
+                };
+                drop(expired);
+            }
+        });
+    }
+
+    async fn dial(&self) -> Result<SendRequest<B>, PoolError> {
+        let timeout = self.dial_timeout;
+        let stream = match tokio::time::timeout(timeout, self.connect()).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(source)) => return Err(PoolError::Connect { target: self.target.to_string(), source }),
+            Err(_) => return Err(PoolError::DialTimeout { target: self.target.to_string(), after: timeout }),
+        };
+        let _ = stream.set_nodelay(true);
+        let keepalive = socket2::TcpKeepalive::new().with_time(self.keep_alive);
+        let _ = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive);
+        let (tx, conn) = http1::Builder::new().handshake(TokioIo::new(stream)).await?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.with_upgrades().await {
+                tracing::debug!(error = %e, "upstream connection ended with an error");
+            }
+        });
+        Ok(tx)
+    }
+
+    async fn connect(&self) -> std::io::Result<TcpStream> {
+        match &self.target {
+            Target::Addr(addr) => TcpStream::connect(*addr).await,
+            Target::Name(host, port) => {
+                let mut last = None;
+                for addr in tokio::net::lookup_host((host.as_str(), *port)).await? {
+                    match TcpStream::connect(addr).await {
+                        Ok(s) => return Ok(s),
+                        Err(e) => last = Some(e),
+                    }
+                }
+                Err(last.unwrap_or_else(|| {
+                    std::io::Error::new(std::io::ErrorKind::NotFound, "the name resolved to no address")
+                }))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use http_body_util::{BodyExt, Empty};
+    use std::io::{Read, Write};
+    use std::sync::atomic::AtomicUsize;
+    use std::sync::mpsc;
+
+    impl Replay for Empty<Bytes> {
+        fn empty() -> Self {
+            Empty::new()
+        }
+    }
+
+    const OK: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+
+    fn pool(addr: SocketAddr, max_idle: u32, keep_alive: Duration) -> Pool<Empty<Bytes>> {
+        let settings =
+            UpstreamSettings { max_idle_per_host: max_idle, keep_alive_period: keep_alive, ..Default::default() };
+        Pool::new(&Authority::try_from(addr.to_string().as_str()).expect("authority"), &settings)
+    }
+
+    fn read_head(s: &mut std::net::TcpStream) -> bool {
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 1024];
+        while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+            match s.read(&mut chunk) {
+                Ok(0) | Err(_) => return false,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+        true
+    }
+
+    /// Answers every request head on every connection until the peer closes; counts connections.
+    fn keep_alive_server(listener: std::net::TcpListener, accepted: Arc<AtomicUsize>) {
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { return };
+                accepted.fetch_add(1, Ordering::SeqCst);
+                std::thread::spawn(move || while read_head(&mut stream) && stream.write_all(OK).is_ok() {});
+            }
+        });
+    }
+
+    async fn exchange(pool: &Pool<Empty<Bytes>>, method: Method) -> Result<(), PoolError> {
+        let req =
+            Request::builder().method(method).uri("/").header("host", "test").body(Empty::new()).expect("request");
+        let (resp, conn) = pool.send(req, Instant::now()).await?;
+        let body = resp.into_body().collect().await?.to_bytes();
+        assert_eq!(&body[..], b"ok");
+        pool.put(conn);
+        Ok(())
+    }
+
+    /// A server that answers one request on its first connection, closes it when told, then serves
+    /// normally. Returns the pool's address, a trigger that closes the first connection and returns once it
+    /// is closed, and the count of accepted connections.
+    fn closing_first_connection() -> (SocketAddr, impl Fn(), Arc<AtomicUsize>) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (close, close_rx) = mpsc::channel::<()>();
+        let (closed_tx, closed) = mpsc::channel::<()>();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let counted = accepted.clone();
+        std::thread::spawn(move || {
+            let Ok((mut first, _)) = listener.accept() else { return };
+            counted.fetch_add(1, Ordering::SeqCst);
+            if read_head(&mut first) {
+                let _ = first.write_all(OK);
+            }
+            let _ = close_rx.recv();
+            drop(first);
+            let _ = closed_tx.send(());
+            keep_alive_server(listener, counted);
+        });
+        // Blocking on purpose: the connection's task cannot run meanwhile, so the pool still takes the
+        // connection for open and the request crosses the server's close, as it does on a busy proxy.
+        let trigger = move || {
+            close.send(()).expect("server thread");
+            closed.recv().expect("server closed the connection");
+        };
+        (addr, trigger, accepted)
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_get_that_crossed_the_servers_close_goes_out_again_on_a_new_connection() {
+        let (addr, close_first, accepted) = closing_first_connection();
+        let pool = pool(addr, 4, Duration::from_secs(30));
+        exchange(&pool, Method::GET).await.expect("first exchange");
+        assert_eq!(pool.idle_count(), 1);
+        close_first();
+        exchange(&pool, Method::GET).await.expect("the request is sent again on a new connection");
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+        exchange(&pool, Method::GET).await.expect("third exchange");
+        assert_eq!(accepted.load(Ordering::SeqCst), 2, "the new connection is pooled and reused");
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_post_that_crossed_the_servers_close_is_not_sent_twice() {
+        let (addr, close_first, accepted) = closing_first_connection();
+        let pool = pool(addr, 4, Duration::from_secs(30));
+        exchange(&pool, Method::POST).await.expect("first exchange");
+        close_first();
+        assert!(matches!(exchange(&pool, Method::POST).await, Err(PoolError::Http(_))));
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn idle_connections_expire_and_zero_max_idle_keeps_none() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let accepted = Arc::new(AtomicUsize::new(0));
+        keep_alive_server(listener, accepted.clone());
+
+        // Idle timeout is three keep-alive periods: 150 ms here.
+        let expiring = pool(addr, 4, Duration::from_millis(50));
+        exchange(&expiring, Method::GET).await.expect("exchange");
+        assert_eq!(expiring.idle_count(), 1);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while expiring.idle_count() > 0 {
+            assert!(Instant::now() < deadline, "the idle connection never expired");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+
+        let none = pool(addr, 0, Duration::from_secs(30));
+        exchange(&none, Method::GET).await.expect("exchange");
+        exchange(&none, Method::GET).await.expect("exchange");
+        assert_eq!(none.idle_count(), 0);
+        assert_eq!(accepted.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn connect_failures_are_reported_not_retried() {
+        let addr = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("addr");
+        let pool = pool(addr, 4, Duration::from_secs(30));
+        assert!(matches!(exchange(&pool, Method::GET).await, Err(PoolError::Connect { .. })));
+    }
+}
