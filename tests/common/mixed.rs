@@ -50,7 +50,16 @@ const STREAM_BYTES: u64 = 8 * 1024 * 1024;
 const STREAM_PAUSE: Duration = Duration::from_millis(15);
 const SLOW_MS: u64 = 400;
 
+/// A GET that must succeed, sent again once if the server's HTTP/2 GOAWAY said it never processed the stream:
+/// RFC 9113 section 6.8 makes such a request safe to retry, and real clients do. Any other error is a failure.
 async fn get_ok(c: &HttpClient, url: &str) -> Result<(), String> {
+    match get_once(c, url).await {
+        Err(e) if e.contains("GoAway(") && e.contains("NO_ERROR") => get_once(c, url).await,
+        other => other,
+    }
+}
+
+async fn get_once(c: &HttpClient, url: &str) -> Result<(), String> {
     let req = http::Request::get(url).body(Full::default()).map_err(|e| e.to_string())?;
     let fut = async {
         let resp = c.request(req).await.map_err(|e| format!("{e:?}"))?;
