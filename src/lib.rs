@@ -29,3 +29,6 @@ pub mod source;
 pub mod table;
 pub mod telemetry;
 pub mod upstream;
+
+#[cfg(test)]
+mod test_rng;

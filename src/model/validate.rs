@@ -726,13 +726,8 @@ mod tests {
     /// back to their last good value), middlewares without their frontend.
     #[test]
     fn incremental_pass_agrees_with_a_full_pass() {
-        let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
-        let mut next = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
+        let mut rng = crate::test_rng::Rng(0x2545_f491_4f6c_dd1d);
+        let mut next = move || rng.next();
         let (mut inc, mut full) = (ConfigState::new(), ConfigState::new());
         let summary = |v: &Validation| {
             let backends: Vec<String> = v.config.backends.values().map(|b| format!("{b:?}")).collect();

@@ -3,22 +3,7 @@
 
 use super::*;
 use crate::model::{Change, ConfigState};
-
-/// A small deterministic generator: the sequences are the same on every run, so a failure reproduces.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
-        &items[(self.next() % items.len() as u64) as usize]
-    }
-}
+use crate::test_rng::Rng;
 
 const ROUTES: &[&str] = &[
     "Path(`/a`)",
@@ -82,7 +67,7 @@ fn layered_index_answers_as_a_fresh_index() {
             }
             _ => {
                 let route = rng.pick(ROUTES).replace('`', "\\\"");
-                let priority = *rng.pick(&[-1, 0, 0, 0, 1]);
+                let priority = rng.pick(&[-1, 0, 0, 0, 1]);
                 let backend = rng.pick(&["b0", "b1"]);
                 let v = format!(r#"{{"Type":"http","BackendId":"{backend}","Route":"{route}","Priority":{priority}}}"#);
                 state.apply(put(format!("frontends/{id}/frontend"), v)).unwrap_or_else(|e| panic!("{e}"));

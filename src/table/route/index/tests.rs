@@ -261,21 +261,7 @@ fn odd_hosts() {
     assert_eq!(find(&r, "BüCHER.DE", "/"), Some("utf8"));
 }
 
-/// Deterministic xorshift, so a failure reproduces without a seed file.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
-        items[(self.next() % items.len() as u64) as usize]
-    }
-}
+use crate::test_rng::Rng;
 
 /// The router must pick exactly what "highest rank among all matching routes" picks.
 #[test]

@@ -173,21 +173,7 @@ fn display_round_trips() {
     }
 }
 
-/// Deterministic xorshift, so a failure reproduces without a seed file.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
-        items[(self.next() % items.len() as u64) as usize]
-    }
-}
+use crate::test_rng::Rng;
 
 /// Parses `src` and, if it is accepted, checks the canonical form parses back to the same route.
 fn parse_without_panic(src: &str) {
