@@ -331,3 +331,73 @@ async fn malformed_http_is_refused_and_the_gateway_keeps_serving() {
     );
     assert_eq!(get(&http1_client(), &ficus.url("/still-ok")).await.0, 200);
 }
+
+/// An idle keep-alive connection gives hyper's buffers back (it is "parked") and serves its next request as if
+/// nothing happened: whole requests, a request head that was half sent when it went quiet, and a response the
+/// client had not read yet.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_keep_alive_connections_park_and_serve_on() {
+    let (_r, _b, ficus) = simple().await;
+    async fn within<T>(what: &str, f: impl std::future::Future<Output = T>) -> T {
+        tokio::time::timeout(Duration::from_secs(20), f).await.unwrap_or_else(|_| panic!("{what}: timed out"))
+    }
+
+    // A: one request, then quiet.
+    let mut a = RawConn::connect(ficus.addr).await;
+    a.send(b"GET /a1 HTTP/1.1\r\nHost: t\r\n\r\n").await;
+    let (status, body) = within("a1", a.response()).await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+
+    // B: half a request head, then quiet.
+    let mut b = RawConn::connect(ficus.addr).await;
+    b.send(b"GET /b1 HTTP/1.1\r\nHo").await;
+
+    // C: a response the client does not read for a while, with a small receive window, so that the end of
+    // it still waits in the gateway when the connection goes quiet. Several sizes, to land in that window.
+    let sizes: Vec<usize> = (1..=16).map(|i| i * 384 * 1024).collect();
+    let mut cs = Vec::new();
+    for &size in &sizes {
+        let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        sock.set_recv_buffer_size(4096).unwrap();
+        sock.connect(&ficus.addr.into()).unwrap();
+        sock.set_nonblocking(true).unwrap();
+        let mut c = RawConn(tokio::io::BufReader::new(tokio::net::TcpStream::from_std(sock.into()).unwrap()));
+        c.send(format!("GET /stream/{size} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes()).await;
+        cs.push((size, c));
+    }
+
+    // A parks within two quiet periods. B does not (its bytes are served on). A C connection parks only once
+    // all its response has left the gateway's buffers for the kernel's.
+    within("A parked", async {
+        while ficus.metric("ficus_parked_connections").await < 1.0 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let before = ficus.metric("ficus_parked_connections").await;
+    assert!((1.0..=1.0 + sizes.len() as f64).contains(&before), "{before}");
+
+    a.send(b"GET /a2 HTTP/1.1\r\nHost: t\r\n\r\n").await;
+    let (status, body) = within("a2", a.response()).await;
+    assert_eq!(status, 200);
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["path"], "/a2");
+
+    b.send(b"st: t\r\n\r\n").await;
+    let (status, body) = within("b1", b.response()).await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["path"], "/b1");
+
+    for (size, mut c) in cs {
+        let (status, body) = within("stream", c.response()).await;
+        assert_eq!(status, 200);
+        assert_eq!(body.len(), size);
+        assert!(body.iter().all(|&b| b == b'x'), "a {size}-byte body came back damaged");
+        c.send(b"GET /c2 HTTP/1.1\r\nHost: t\r\n\r\n").await;
+        assert_eq!(within("c2", c.response()).await.0, 200);
+    }
+    // Each connection came back from parking when its client spoke.
+    assert_eq!(ficus.metric("ficus_parked_connections").await, 0.0);
+}

@@ -43,6 +43,47 @@ async fn sigterm_finishes_in_flight_requests_then_exits() {
     assert!(log.contains("SIGTERM: draining") && log.contains("drained; exiting"), "{log}");
 }
 
+/// Idle keep-alive connections give their buffers back (they park); a drain still closes them politely, and
+/// one whose client speaks just as the drain begins is answered first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parked_connections_are_answered_or_closed_politely_at_a_drain() {
+    let routes = Routes::new();
+    let b = TestBackend::start("echo").await;
+    routes.backend("echo", &[("s1", b.addr)]);
+    routes.frontend("echo", "echo", "PathPrefix(`/`)");
+    let mut ficus = Ficus::start(routes.path()).await;
+    let mut quiet = RawConn::connect(ficus.addr).await;
+    let mut late = RawConn::connect(ficus.addr).await;
+    for c in [&mut quiet, &mut late] {
+        c.send(b"GET /first HTTP/1.1\r\nHost: t\r\n\r\n").await;
+        assert_eq!(c.response().await.0, 200);
+    }
+    let parked = async {
+        while ficus.metric("ficus_parked_connections").await < 2.0 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), parked).await.expect("both connections park");
+
+    let signalled = Instant::now();
+    ficus.signal("TERM");
+    // The drain has begun once the listener is closed; the late client speaks within its grace for quiet
+    // connections.
+    while std::net::TcpStream::connect(ficus.addr).is_ok() {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    late.send(b"GET /late HTTP/1.1\r\nHost: t\r\n\r\n").await;
+    let (status, head, _) = tokio::time::timeout(Duration::from_secs(5), late.response_with_head()).await.unwrap();
+    assert_eq!(status, 200, "{head}");
+    assert!(head.to_ascii_lowercase().contains("connection: close"), "{head}");
+    for c in [&mut quiet, &mut late] {
+        assert!(tokio::time::timeout(Duration::from_secs(5), c.closed()).await.unwrap(), "closed with a reset");
+    }
+    let status = ficus.wait_exit(Duration::from_secs(10)).expect("exits once idle");
+    assert!(status.success(), "{status}: {}", ficus.log_text());
+    assert!(signalled.elapsed() < Duration::from_secs(4), "exit took {:?}", signalled.elapsed());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drain_deadline_bounds_a_stuck_request() {
     let (_routes, _b, mut ficus, stuck) = stuck_request("1s").await;

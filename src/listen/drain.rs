@@ -13,6 +13,7 @@
 
 use crate::lifecycle::Shutdown;
 use hyper_util::server::graceful::GracefulConnection;
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -34,6 +35,9 @@ pub struct ConnState {
     /// Request heads received so far, and requests whose response has not been written out yet.
     requests: AtomicU64,
     inflight: AtomicU64,
+    /// The last write to the client could not go out (its receive window is full): whatever hyper still
+    /// holds for it must not be dropped. Only the connection's own task changes it.
+    write_blocked: AtomicBool,
 }
 
 impl ConnState {
@@ -61,6 +65,29 @@ impl ConnState {
 
     pub fn request_done(&self) {
         self.inflight.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    pub fn set_h2(&self) {
+        self.h2.store(true, Ordering::Relaxed);
+    }
+
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+
+    pub fn in_flight(&self) -> bool {
+        self.inflight.load(Ordering::Relaxed) > 0
+    }
+
+    pub fn write_blocked(&self) -> bool {
+        self.write_blocked.load(Ordering::Relaxed)
+    }
+
+    fn wrote<T>(&self, res: &Poll<std::io::Result<T>>) {
+        let blocked = res.is_pending();
+        if self.write_blocked.load(Ordering::Relaxed) != blocked {
+            self.write_blocked.store(blocked, Ordering::Relaxed);
+        }
     }
 
     /// Resolves once a whole `limit` went by with no request in progress and no new request head: a client
@@ -112,6 +139,15 @@ where
             return Ok(());
         }
     }
+    finish(conn, &state, |c| c.graceful_shutdown()).await
+}
+
+/// The drain of one connection, once it has begun: HTTP/2 is told to go away at once, HTTP/1.1 once it has
+/// been quiet for [`IDLE_GRACE`]. `shutdown` starts the connection's own graceful close.
+pub async fn finish<C, E>(mut conn: Pin<&mut C>, state: &ConnState, shutdown: impl FnOnce(Pin<&mut C>)) -> Result<(), E>
+where
+    C: Future<Output = Result<(), E>>,
+{
     let mut seen = state.io_count();
     let mut quiet_since = Instant::now();
     loop {
@@ -120,7 +156,7 @@ where
             (seen, quiet_since) = (count, Instant::now());
         }
         if state.h2.load(Ordering::Relaxed) || quiet_since.elapsed() >= IDLE_GRACE {
-            conn.as_mut().graceful_shutdown();
+            shutdown(conn.as_mut());
             return conn.await;
         }
         tokio::select! {
@@ -140,6 +176,10 @@ impl<T> ActivityIo<T> {
     pub fn new(inner: T, state: Arc<ConnState>) -> Self {
         ActivityIo { inner, state }
     }
+
+    pub fn get_ref(&self) -> &T {
+        &self.inner
+    }
 }
 
 impl<T: AsyncRead + Unpin> AsyncRead for ActivityIo<T> {
@@ -156,6 +196,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for ActivityIo<T> {
 impl<T: AsyncWrite + Unpin> AsyncWrite for ActivityIo<T> {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<std::io::Result<usize>> {
         let res = Pin::new(&mut self.inner).poll_write(cx, data);
+        self.state.wrote(&res);
         if matches!(res, Poll::Ready(Ok(n)) if n > 0) {
             self.state.touch();
         }
@@ -168,6 +209,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for ActivityIo<T> {
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
         let res = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.state.wrote(&res);
         if matches!(res, Poll::Ready(Ok(n)) if n > 0) {
             self.state.touch();
         }
@@ -179,7 +221,9 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for ActivityIo<T> {
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
+        let res = Pin::new(&mut self.inner).poll_flush(cx);
+        self.state.wrote(&res);
+        res
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {

@@ -7,6 +7,7 @@
 //! once quiet (`drain`), so a drain never races a client's next request. Listening sockets may be inherited
 //! from the process a hot upgrade replaces, and are kept on a list to hand to the next one (`inherit`).
 
+mod conn;
 mod drain;
 pub mod inherit;
 mod tls;
@@ -18,10 +19,9 @@ use crate::lifecycle::Shutdown;
 use crate::model::Protocol;
 use crate::proxy::{ConnInfo, Proxy, ProxyBody};
 use crate::telemetry;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::os::fd::AsFd;
 use std::sync::Arc;
@@ -46,6 +46,30 @@ struct ConnCtx {
     info: ConnInfo,
     draining: drain::Draining,
     state: Arc<drain::ConnState>,
+}
+
+/// The per-connection service hyper calls for each request.
+struct ConnService(Arc<ConnCtx>);
+
+impl hyper::service::Service<http::Request<hyper::body::Incoming>> for ConnService {
+    type Response = http::Response<InFlight>;
+    type Error = Infallible;
+    // Boxed: hyper keeps room for the service future in every connection for its whole life, so an unboxed
+    // one (the whole proxy state machine, kilobytes) would cost that much per connection.
+    type Future = std::pin::Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+
+    fn call(&self, req: http::Request<hyper::body::Incoming>) -> Self::Future {
+        let ctx = self.0.clone();
+        // Counted when hyper hands the request over, before an HTTP/2 stream task first runs it, so a drain
+        // starting meanwhile already knows the connection speaks HTTP/2.
+        let version = req.version();
+        ctx.state.request_started(version);
+        Box::pin(async move {
+            let mut resp = ctx.proxy.handle(&ctx.info, req).await;
+            ctx.draining.mark(version, &mut resp);
+            Ok(resp.map(|body| InFlight { body, ctx }))
+        })
+    }
 }
 
 /// The response body, which also tells the connection's state when the response is done (written out, or
@@ -140,12 +164,14 @@ pub async fn serve(
     let draining = drain::Draining(shutdown.clone());
     let open = metrics::gauge!(telemetry::OPEN_CONNECTIONS, "listener" => cfg.name.clone());
     let accepted = metrics::counter!(telemetry::CONNECTIONS_TOTAL, "listener" => cfg.name.clone());
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    // The header read timeout is kept per connection by `drain::drive` with one timer, instead of hyper's, which
+    // The header read timeout is kept per connection by `conn::serve` with one timer, instead of hyper's, which
     // arms (and allocates) a timer at every request head.
-    builder.http1().timer(TokioTimer::new()).header_read_timeout(None).keep_alive(true);
-    builder.http2().timer(TokioTimer::new()).keep_alive_interval(Some(Duration::from_secs(30)));
-    let builder = Arc::new(builder);
+    let mut h1 = hyper::server::conn::http1::Builder::new();
+    h1.timer(TokioTimer::new()).header_read_timeout(None).keep_alive(true);
+    let mut h2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+    h2.timer(TokioTimer::new()).keep_alive_interval(Some(Duration::from_secs(30)));
+    let parked = metrics::gauge!(telemetry::PARKED_CONNECTIONS, "listener" => cfg.name.clone());
+    let protocols = Arc::new(conn::Protocols { h1, h2, parked });
     tracing::info!(listener = %name, addr = ?local, protocol = ?cfg.protocol, "listening");
 
     loop {
@@ -172,23 +198,10 @@ pub async fn serve(
             draining: draining.clone(),
             state: state.clone(),
         });
-        let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
-            let ctx = ctx.clone();
-            // Counted when hyper hands the request over, before an HTTP/2 stream task first runs it, so a
-            // drain starting meanwhile already knows the connection speaks HTTP/2.
-            let version = req.version();
-            ctx.state.request_started(version);
-            // Boxed: hyper keeps room for the service future in every connection for its whole life, so an
-            // unboxed one (the whole proxy state machine, kilobytes) would cost that much per idle connection.
-            Box::pin(async move {
-                let mut resp = ctx.proxy.handle(&ctx.info, req).await;
-                ctx.draining.mark(version, &mut resp);
-                Ok::<_, Infallible>(resp.map(|body| InFlight { body, ctx }))
-            })
-        });
+        let service = ConnService(ctx);
         let span = tracing::debug_span!("conn", listener = %name, peer = %peer, local = ?local);
         let open = open.clone();
-        let builder = builder.clone();
+        let protocols = protocols.clone();
         let drain_signal = shutdown.clone();
         let io = drain::ActivityIo::new(stream, state.clone());
         match &tls {
@@ -197,10 +210,7 @@ pub async fn serve(
                     async move {
                         let _token = token;
                         open.increment(1.0);
-                        let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
-                        if let Err(e) = drain::drive(conn, state, drain_signal, HEADER_READ_TIMEOUT).await {
-                            tracing::debug!(error = %e, "connection ended with an error");
-                        }
+                        conn::serve(io, service, state, drain_signal, protocols, HEADER_READ_TIMEOUT).await;
                         open.decrement(1.0);
                     }
                     .instrument(span),
@@ -224,10 +234,7 @@ pub async fn serve(
                             }
                         };
                         open.increment(1.0);
-                        let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls_stream), service);
-                        if let Err(e) = drain::drive(conn, state, drain_signal, HEADER_READ_TIMEOUT).await {
-                            tracing::debug!(error = %e, "connection ended with an error");
-                        }
+                        conn::serve(tls_stream, service, state, drain_signal, protocols, HEADER_READ_TIMEOUT).await;
                         open.decrement(1.0);
                     }
                     .instrument(span),

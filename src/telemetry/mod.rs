@@ -13,6 +13,7 @@ pub const REQUEST_DURATION: &str = "ficus_request_duration_seconds";
 pub const UPSTREAM_ERRORS_TOTAL: &str = "ficus_upstream_errors_total";
 pub const OPEN_CONNECTIONS: &str = "ficus_open_connections";
 pub const CONNECTIONS_TOTAL: &str = "ficus_connections_total";
+pub const PARKED_CONNECTIONS: &str = "ficus_parked_connections";
 pub const CONFIG_GENERATION: &str = "ficus_config_generation";
 pub const CONFIG_RELOADS_TOTAL: &str = "ficus_config_reloads_total";
 pub const CONFIG_REJECTED_TOTAL: &str = "ficus_config_rejected_total";
@@ -140,6 +141,10 @@ fn describe() {
     describe_counter!(UPSTREAM_ERRORS_TOTAL, "Failed upstream exchanges, by backend, server and kind");
     describe_gauge!(OPEN_CONNECTIONS, "Client connections open now, by listener");
     describe_counter!(CONNECTIONS_TOTAL, "Client connections accepted, by listener");
+    describe_gauge!(
+        PARKED_CONNECTIONS,
+        "Idle HTTP/1.1 keep-alive connections holding no buffers (part of ficus_open_connections), by listener"
+    );
     describe_gauge!(CONFIG_GENERATION, "Generation of the routing table in service");
     describe_counter!(CONFIG_RELOADS_TOTAL, "Routing table builds");
     describe_counter!(CONFIG_REJECTED_TOTAL, "Config values refused (the previous good value kept), by kind");

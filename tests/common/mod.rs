@@ -168,6 +168,16 @@ impl Ficus {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// The sum of a metric's series on the admin listener.
+    pub async fn metric(&self, name: &str) -> f64 {
+        let text = String::from_utf8_lossy(&get(&http1_client(), &format!("http://{}/metrics", self.admin)).await.1)
+            .into_owned();
+        text.lines()
+            .filter(|l| l.strip_prefix(name).is_some_and(|rest| rest.starts_with(['{', ' '])))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
     }
@@ -245,6 +255,54 @@ pub fn h2c_client() -> HttpClient {
 }
 
 /// GET with a 10 s bound; returns status and body.
+/// A client connection spoken to byte by byte, for what a pooled client hides (which connection, when).
+pub struct RawConn(pub tokio::io::BufReader<tokio::net::TcpStream>);
+
+impl RawConn {
+    pub async fn connect(addr: SocketAddr) -> RawConn {
+        RawConn(tokio::io::BufReader::new(tokio::net::TcpStream::connect(addr).await.expect("connect")))
+    }
+
+    pub async fn send(&mut self, bytes: &[u8]) {
+        use tokio::io::AsyncWriteExt;
+        self.0.get_mut().write_all(bytes).await.expect("write");
+    }
+
+    /// Reads one HTTP/1.1 response with a Content-Length body: status and body.
+    pub async fn response(&mut self) -> (u16, Vec<u8>) {
+        let (status, _, body) = self.response_with_head().await;
+        (status, body)
+    }
+
+    pub async fn response_with_head(&mut self) -> (u16, String, Vec<u8>) {
+        use tokio::io::{AsyncBufReadExt, AsyncReadExt};
+        let mut head = String::new();
+        let mut length = None;
+        loop {
+            let mut line = String::new();
+            assert!(self.0.read_line(&mut line).await.expect("read") > 0, "closed before a whole head: {head}");
+            if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                length = Some(v.trim().parse::<usize>().expect("length"));
+            }
+            head.push_str(&line);
+            if line == "\r\n" {
+                break;
+            }
+        }
+        let status = head[9..12].parse().expect("status");
+        let mut body = vec![0; length.unwrap_or_else(|| panic!("no content-length in {head}"))];
+        self.0.read_exact(&mut body).await.expect("body");
+        (status, head, body)
+    }
+
+    /// True once the server closed the connection cleanly (EOF), false on a reset.
+    pub async fn closed(&mut self) -> bool {
+        use tokio::io::AsyncReadExt;
+        let mut rest = Vec::new();
+        self.0.read_to_end(&mut rest).await.is_ok() && rest.is_empty()
+    }
+}
+
 pub async fn get(client: &HttpClient, url: &str) -> (u16, Bytes) {
     request(client, http::Request::get(url).body(Full::default()).expect("request")).await
 }
