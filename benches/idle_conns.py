@@ -2,7 +2,9 @@
 """Memory per idle keep-alive connection.
 
 Opens N client connections to a running Ficus, sends one request on each (so each is a real, used HTTP/1.1
-keep-alive connection), keeps them all open and idle, and reports the gateway's RSS before and after.
+keep-alive connection), keeps them all open and idle, and reports the gateway's RSS before, just after the requests (connections
+still holding hyper's buffers) and after --hold seconds (by then Ficus has parked them: an HTTP/1.1
+connection quiet for 2 s gives its buffers back, see src/listen/conn.rs).
 
     benches/idle_conns.py --addr 127.0.0.1:19103 --pid <ficus pid> [--count 10000]
 """
@@ -44,7 +46,7 @@ async def main():
     p.add_argument("--addr", required=True)
     p.add_argument("--pid", type=int, required=True)
     p.add_argument("--count", type=int, default=10000)
-    p.add_argument("--hold", type=float, default=2.0)
+    p.add_argument("--hold", type=float, default=6.0)
     p.add_argument("--no-request", action="store_true", help="connect only (the cost of an accepted socket)")
     a = p.parse_args()
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -54,10 +56,14 @@ async def main():
     conns = []
     sem = asyncio.Semaphore(200)
     await asyncio.gather(*(one(host, int(port), conns, sem, not a.no_request) for _ in range(a.count)))
-    await asyncio.sleep(a.hold)
+    await asyncio.sleep(0.5)
+    fresh = rss_kib(a.pid)
+    await asyncio.sleep(max(a.hold - 0.5, 0))
     after = rss_kib(a.pid)
-    per = (after - before) * 1024 / len(conns)
-    print(f"connections={len(conns)} rss_before_kib={before} rss_after_kib={after} per_connection_bytes={per:.0f}")
+    n = len(conns)
+    print(f"connections={n} rss_before_kib={before} rss_fresh_kib={fresh} rss_after_kib={after} "
+          f"per_connection_fresh_bytes={(fresh - before) * 1024 / n:.0f} "
+          f"per_connection_after_hold_bytes={(after - before) * 1024 / n:.0f}")
     for _, w in conns:
         w.close()
 

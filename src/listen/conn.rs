@@ -109,7 +109,9 @@ pub async fn serve<I, S>(
     if h2 {
         state.set_h2();
         let conn = protocols.h2.serve_connection(TokioIo::new(io), service);
-        if let Err(e) = drain::drive(conn, state, drain, head_timeout).await {
+        // Boxed: hyper's HTTP/2 connection is kilobytes, and unboxed every HTTP/1.1 connection's task would
+        // have room for it too.
+        if let Err(e) = Box::pin(drain::drive(conn, state, drain, head_timeout)).await {
             tracing::debug!(error = %e, "connection ended with an error");
         }
     } else {
