@@ -7,10 +7,10 @@
 #
 # Prints every round and the median req/s and p99 per row. With BASE=<path to another ficus binary> a
 # `ficus-base` row runs that binary in the same rounds (a before/after comparison under the same noise).
-# With SWAP=1 two more Ficus rows run on etcd:
-# `ficus-etcd-quiet`, while a writer puts a key outside Ficus' prefix every 10 ms (the writer's own cost,
-# no table swap), and `ficus-etcd-swapping`, while the same writer rewrites the frontend every 10 ms (a
-# table swap per write). The pair isolates what the swaps cost from what the writer costs.
+# With SWAP=1 two more Ficus rows run on etcd: `ficus-etcd-quiet`, while a writer (benches/etcd_writer.py)
+# puts a key outside Ficus' prefix every 10 ms (the writer's own cost, no table swap), and
+# `ficus-etcd-swapping`, while the same writer rewrites the frontend every 10 ms (a table swap per write).
+# The pair isolates what the swaps cost from what the writer costs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-10}
@@ -84,13 +84,8 @@ start_ficus_etcd() {
   echo "ficus did not start"; cat "$work/ficus.log"; exit 1
 }
 writer() { # key: put every 10 ms until killed; values alternate so every put is a change
-  local i=0
-  while true; do
-    i=$((i + 1))
-    ETCDCTL_API=3 taskset -c 0 etcdctl --endpoints=$ETCD put "$1" \
-      "{\"Type\":\"http\",\"BackendId\":\"be\",\"Route\":\"PathPrefix(\`/\`)\",\"Priority\":$((i % 2))}" > /dev/null
-    sleep 0.01
-  done
+  exec taskset -c 0 python3 benches/etcd_writer.py --etcd $ETCD --key "$1" --every 0.01 \
+    --value '{"Type":"http","BackendId":"be","Route":"PathPrefix(`/`)","Priority":%d}'
 }
 generation() { curl -s "http://$ADMIN/status" | awk -F: '/"generation"/ {gsub(/[ ,]/,"",$2); print $2; exit}'; }
 
