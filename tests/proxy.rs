@@ -69,6 +69,7 @@ async fn tls_alpn_h2_and_sni() {
         let name = rustls_pki_types::ServerName::try_from("secure.test").unwrap();
         let tls = connector.connect(name, tcp).await.expect("TLS handshake with the SNI certificate");
         let io = hyper_util::rt::TokioIo::new(tls);
+        let mut send = None;
         let resp = if want == http::Version::HTTP_2 {
             let (mut send, conn) =
                 hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io).await.unwrap();
@@ -76,16 +77,29 @@ async fn tls_alpn_h2_and_sni() {
             let req = http::Request::get("https://secure.test/tls").body(Full::<Bytes>::default()).unwrap();
             send.send_request(req).await.unwrap()
         } else {
-            let (mut send, conn) = hyper::client::conn::http1::handshake(io).await.unwrap();
+            let (h1, conn) = hyper::client::conn::http1::handshake(io).await.unwrap();
             tokio::spawn(conn);
             let req = http::Request::get("/tls").header("host", "secure.test").body(Full::<Bytes>::default()).unwrap();
-            send.send_request(req).await.unwrap()
+            send.insert(h1).send_request(req).await.unwrap()
         };
         assert_eq!(resp.version(), want);
         assert_eq!(resp.status(), 200);
         let body = resp.into_body().collect().await.unwrap().to_bytes();
         let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(v["headers"]["x-forwarded-proto"], "https");
+        if want == http::Version::HTTP_11 {
+            // The same TLS connection parks once quiet, and serves on when the client speaks again.
+            let parked = async {
+                while ficus.metric("ficus_parked_connections").await < 1.0 {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            };
+            tokio::time::timeout(Duration::from_secs(10), parked).await.expect("the TLS connection parks");
+            let req = http::Request::get("/again").header("host", "secure.test").body(Full::<Bytes>::default());
+            let resp = send.as_mut().unwrap().send_request(req.unwrap()).await.unwrap();
+            assert_eq!(resp.status(), 200);
+            assert_eq!(ficus.metric("ficus_parked_connections").await, 0.0);
+        }
     }
 }
 
