@@ -141,6 +141,7 @@ async fn serve_h1<I, S>(
     // them, across parking, so a client trickling a head byte by byte is let go as before.
     let mut quiet = 0u32;
     let mut seen = state.requests();
+    let mut seen_io = state.io_count();
     loop {
         // Boxed so the buffers and state go back to the allocator when the connection parks; the task itself
         // stays small.
@@ -161,8 +162,12 @@ async fn serve_h1<I, S>(
                 }
                 _ = tokio::time::sleep(PARK_AFTER) => {}
             }
-            let requests = state.requests();
-            if requests != seen || state.in_flight() {
+            let (requests, io) = (state.requests(), state.io_count());
+            // A client still reading a response (slowly: the rest waits in hyper's buffer) is not quiet; one
+            // that stopped reading altogether is, and goes at the timeout like an idle one.
+            let reading = state.write_blocked() && io != seen_io;
+            seen_io = io;
+            if requests != seen || state.in_flight() || reading {
                 (seen, quiet) = (requests, 0);
                 continue;
             }

@@ -50,7 +50,7 @@ impl ConnState {
         self.io.store(self.io.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
     }
 
-    fn io_count(&self) -> u64 {
+    pub fn io_count(&self) -> u64 {
         self.io.load(Ordering::Relaxed)
     }
 
