@@ -273,7 +273,7 @@ pub async fn run(settings: Settings, shutdown: Shutdown) -> Result<(), AppError>
         tokio::spawn(admin::serve(listener, admin, shutdown.clone()));
     }
     tracing::info!(generation = table.load().generation, "ficus ready");
-    crate::lifecycle::upgrade::ready(&settings.process, shutdown.clone()).await?;
+    let process = crate::lifecycle::upgrade::ready(&settings.process, shutdown.clone()).await?;
 
     shutdown.wait().await;
     for t in tasks {
@@ -282,6 +282,7 @@ pub async fn run(settings: Settings, shutdown: Shutdown) -> Result<(), AppError>
     let _ = keyed.await;
     source_task.abort();
     reload_task.abort();
+    process.stopped();
     tracing::info!("drained; exiting");
     Ok(())
 }

@@ -19,17 +19,18 @@ use std::time::Duration;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// Called as a runtime thread goes idle: gives the memory this thread freed back to the OS, at most once a
-/// second. mimalloc hands pages back only from the thread that owns them, on its next allocations, so a gateway
-/// going quiet after a burst (thousands of keep-alive connections parking, see `listen::conn`) would otherwise
-/// keep the whole peak resident until traffic resumes.
-fn collect_when_idle() {
+/// Called as a runtime thread goes idle: passes on the log lines it buffered, and gives the memory this thread
+/// freed back to the OS, at most once a second. mimalloc hands pages back only from the thread that owns them,
+/// on its next allocations, so a gateway going quiet after a burst (thousands of keep-alive connections
+/// parking, see `listen::conn`) would otherwise keep the whole peak resident until traffic resumes.
+fn on_idle() {
     use std::cell::Cell;
     use std::time::Instant;
     const EVERY: Duration = Duration::from_secs(1);
     thread_local! {
         static LAST: Cell<Option<Instant>> = const { Cell::new(None) };
     }
+    telemetry::batch::flush_thread();
     LAST.with(|last| {
         let now = Instant::now();
         if last.get().map_or(true, |t| now.duration_since(t) >= EVERY) {
@@ -463,18 +464,21 @@ fn serve(args: ServeArgs) -> ExitCode {
     if let Some(n) = threads.filter(|n| *n > 1) {
         builder.worker_threads(n);
     }
-    let runtime = match builder.enable_all().on_thread_park(collect_when_idle).build() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
+    let runtime =
+        match builder.enable_all().on_thread_park(on_idle).on_thread_stop(telemetry::batch::stop_thread).build() {
+            Ok(rt) => rt,
+            Err(e) => {
+                eprintln!("error: cannot start the runtime: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
     let result = runtime.block_on(async move {
         let shutdown = Shutdown::new();
         tokio::spawn(lifecycle::watch_signals(shutdown.clone(), settings.drain_timeout));
         ficus::app::run(settings, shutdown).await
     });
+    // A single-threaded runtime ran on this thread: its buffered lines go out before the log is flushed.
+    telemetry::batch::stop_thread();
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

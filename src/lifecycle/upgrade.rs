@@ -147,8 +147,26 @@ struct Upgrader {
     handed_over: AtomicBool,
 }
 
+/// The serving process, as upgrades and supervisors see it; [`stopped`](Process::stopped) once drained.
+pub struct Process(Arc<Upgrader>);
+
+impl Process {
+    /// The drain is over: the pid file goes, unless a new process took over (it owns the file now). Called by
+    /// the process itself rather than left to a task, which the runtime could drop before it ran.
+    pub fn stopped(&self) {
+        if self.0.handed_over.load(Ordering::SeqCst) {
+            return;
+        }
+        if let Some(path) = &self.0.settings.pid_file {
+            if read_pid_file(path) == Some(std::process::id()) {
+                let _ = std::fs::remove_file(path);
+            }
+        }
+    }
+}
+
 /// Called once the gateway serves: control socket, pid file, SIGUSR2, sd_notify, and "ready" to the parent.
-pub async fn ready(settings: &ProcessSettings, shutdown: Shutdown) -> Result<(), UpgradeError> {
+pub async fn ready(settings: &ProcessSettings, shutdown: Shutdown) -> Result<Process, UpgradeError> {
     let control = settings.control.as_deref().map(bind_control).transpose()?;
     if let Some(path) = &settings.pid_file {
         write_pid_file(path)?;
@@ -171,19 +189,14 @@ pub async fn ready(settings: &ProcessSettings, shutdown: Shutdown) -> Result<(),
         tokio::time::sleep(Duration::from_secs(2)).await;
         inherit::close_unclaimed();
     });
+    let process = Process(up.clone());
     tokio::spawn(async move {
         up.shutdown.wait().await;
-        if up.handed_over.load(Ordering::SeqCst) {
-            return;
-        }
-        systemd::stopping();
-        if let Some(path) = &up.settings.pid_file {
-            if read_pid_file(path) == Some(std::process::id()) {
-                let _ = std::fs::remove_file(path);
-            }
+        if !up.handed_over.load(Ordering::SeqCst) {
+            systemd::stopping();
         }
     });
-    Ok(())
+    Ok(process)
 }
 
 fn bind_control(path: &Path) -> Result<tokio::net::UnixListener, UpgradeError> {

@@ -4,6 +4,8 @@
 //! status class) is registered the first time that combination is seen and then reused, so the hot path
 //! never formats labels or hashes a metric key.
 
+pub mod batch;
+
 use metrics::{Counter, Histogram};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -164,15 +166,19 @@ pub enum LogFormat {
 }
 
 /// Sets up tracing. `RUST_LOG` overrides the default filter. Logs go through a background writer so a slow
-/// terminal or pipe never stalls request handling; the guard flushes it on exit.
+/// terminal or pipe never stalls request handling, in batches per runtime thread ([`batch`]); the guard flushes
+/// it on exit.
 pub fn init_logging(format: LogFormat, access_log: bool) -> tracing_appender::non_blocking::WorkerGuard {
     use tracing_subscriber::EnvFilter;
     let (writer, guard) = tracing_appender::non_blocking(std::io::stdout());
     let default = if access_log { "info" } else { "info,access=off" };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
-    let builder =
-        tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer).with_target(true).with_ansi(ansi);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(batch::Batched::new(writer))
+        .with_target(true)
+        .with_ansi(ansi);
     let result = match format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),

@@ -1,0 +1,104 @@
+//! Log lines gathered per runtime thread and handed to the log writer thread in batches.
+//!
+//! With one access-log line per request, handing each line to the writer thread on its own costs a channel
+//! send, a wake-up of that thread and a `write` to stdout per request: measured, a millisecond of p99 at
+//! 10,000 req/s on two cores. So a runtime thread appends its lines to a buffer of its own and passes the
+//! buffer on when it fills ([`LIMIT`]) or when the thread runs out of work ([`flush_thread`], called as the
+//! thread goes idle, and when it stops). A line therefore waits at most until its thread is next idle, which
+//! under load is a fraction of a millisecond and at worst the time to fill the buffer. Lines from any other
+//! thread (start-up, the blocking pool) go straight to the writer thread, as before.
+
+use std::cell::RefCell;
+use std::io::Write;
+use std::sync::OnceLock;
+use tracing_appender::non_blocking::NonBlocking;
+use tracing_subscriber::fmt::MakeWriter;
+
+/// A runtime thread's buffer is passed on once it holds this much.
+const LIMIT: usize = 16 * 1024;
+
+static SINK: OnceLock<NonBlocking> = OnceLock::new();
+
+thread_local! {
+    /// `None` until the thread first goes idle, which only runtime worker threads report.
+    static LOCAL: RefCell<Option<Vec<u8>>> = const { RefCell::new(None) };
+}
+
+/// The writer given to the log formatter.
+pub struct Batched;
+
+impl Batched {
+    /// Writes through `sink` (the writer thread); set once per process.
+    pub fn new(sink: NonBlocking) -> Self {
+        let _ = SINK.set(sink);
+        Batched
+    }
+}
+
+impl<'a> MakeWriter<'a> for Batched {
+    type Writer = Line;
+
+    fn make_writer(&'a self) -> Line {
+        Line
+    }
+}
+
+/// One formatted log line (the formatter writes each line in one call).
+pub struct Line;
+
+impl Write for Line {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let buffered = LOCAL.with(|local| {
+            let mut local = local.borrow_mut();
+            let Some(local) = local.as_mut() else { return false };
+            local.extend_from_slice(buf);
+            if local.len() >= LIMIT {
+                send(local);
+                local.clear();
+            }
+            true
+        });
+        if !buffered {
+            send(buf);
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn send(bytes: &[u8]) {
+    if let Some(sink) = SINK.get() {
+        // The writer thread's channel is bounded and lossy when full, by its own design: logging never blocks.
+        let _ = sink.clone().write_all(bytes);
+    }
+}
+
+/// Passes this thread's buffered lines on. Called as a runtime thread goes idle: the first call makes the
+/// thread buffer its lines from then on.
+pub fn flush_thread() {
+    LOCAL.with(|local| {
+        let mut local = local.borrow_mut();
+        match local.as_mut() {
+            Some(buf) => {
+                if !buf.is_empty() {
+                    send(buf);
+                    buf.clear();
+                }
+            }
+            None => *local = Some(Vec::with_capacity(LIMIT)),
+        }
+    });
+}
+
+/// Passes this thread's buffered lines on and stops buffering here (a thread that is about to stop, or the
+/// main thread once its runtime has returned).
+pub fn stop_thread() {
+    if let Some(batch) = LOCAL.with(|local| local.borrow_mut().take()) {
+        if !batch.is_empty() {
+            send(&batch);
+        }
+    }
+}
