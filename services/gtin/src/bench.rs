@@ -152,19 +152,64 @@ pub fn lookup_existing(path: &Path, lookups: usize) -> Result<ExistingReport, Be
         })
         .collect();
     let uniform = percentiles(&snapshot, &keys)?;
+    let home_line = timed_each(&keys, |g| snapshot.read_home(g.key()));
+    let find_slot = timed_each(&keys, |g| snapshot.find_slot(g.key()).unwrap_or(0) as u64);
+    let get_again = percentiles(&snapshot, &keys)?;
+    let mut timings = Vec::with_capacity(keys.len());
+    for &g in &keys {
+        std::hint::black_box(snapshot.get(g)?);
+        let t = Instant::now();
+        std::hint::black_box(snapshot.get(std::hint::black_box(g))?);
+        timings.push(t.elapsed());
+    }
+    let get_cached = percentiles_of(timings);
+    let mut displacement = [0u64; DISPLACEMENT_BUCKETS];
+    for g in &keys {
+        let d = snapshot.displacement(g.key()).unwrap_or(usize::MAX);
+        displacement[d.min(DISPLACEMENT_BUCKETS - 1)] += 1;
+    }
     let hot: Vec<Gtin> = keys.iter().take(4096).cycle().take(keys.len()).copied().collect();
     let hot_4096 = percentiles(&snapshot, &hot)?;
     let hot: Vec<Gtin> = keys.iter().take(64).cycle().take(keys.len()).copied().collect();
     let hot_64 = percentiles(&snapshot, &hot)?;
     let batched_mean = batched(&snapshot, &keys)?;
-    Ok(ExistingReport { products: n, open, uniform, hot_4096, hot_64, batched_mean, memory: memory_line() })
+    Ok(ExistingReport {
+        products: n,
+        open,
+        uniform,
+        home_line,
+        find_slot,
+        get_again,
+        get_cached,
+        displacement,
+        hot_4096,
+        hot_64,
+        batched_mean,
+        memory: memory_line(),
+    })
 }
+
+/// Displacements counted one by one up to this, the last bucket holding the rest.
+pub const DISPLACEMENT_BUCKETS: usize = 6;
 
 #[derive(Debug, Clone)]
 pub struct ExistingReport {
     pub products: u64,
     pub open: Duration,
     pub uniform: Percentiles,
+    /// The same keys, reading only the first word of the home slot: the memory round trip alone.
+    pub home_line: Percentiles,
+    /// The same keys, finding the slot without decoding the record.
+    pub find_slot: Percentiles,
+    /// The same keys through `get` once more, after the two passes above: how much the figure moves between
+    /// passes on this machine.
+    pub get_again: Percentiles,
+    /// The same keys, each looked up twice and the second lookup timed: its lines are in the cache, so this is
+    /// the lookup's own work (hash, probe, decode, branches mispredicted on random keys) without the memory
+    /// round trip.
+    pub get_cached: Percentiles,
+    /// Sampled keys by slots past their home slot: 0, 1, ..., and the last bucket for the rest.
+    pub displacement: [u64; DISPLACEMENT_BUCKETS],
     pub hot_4096: Percentiles,
     pub hot_64: Percentiles,
     /// Mean time per lookup for uniform keys in batches of 100, with the prefetch the batch endpoint does.
@@ -181,17 +226,35 @@ pub struct Percentiles {
 
 /// Times every lookup of `keys` on its own (the timer's own cost, about 20 ns here, is included). What is timed
 /// is `Snapshot::get`, what a request does after parsing the code: hash the key, probe the slots, decode the
-/// whole record (every text field checked as UTF-8), and read its price.
+/// whole record (every text field checked as UTF-8).
 fn percentiles(snapshot: &Snapshot, keys: &[Gtin]) -> Result<Percentiles, SnapshotError> {
     let mut timings = Vec::with_capacity(keys.len());
     for &g in keys {
         let t = Instant::now();
-        std::hint::black_box(snapshot.get(g)?.map(|p| p.price_cents));
+        // The whole product is handed to `black_box`, so no part of the decode can be left out as unused.
+        std::hint::black_box(snapshot.get(std::hint::black_box(g))?);
         timings.push(t.elapsed());
     }
     timings.sort_unstable();
     let at = |q: f64| timings.get(((timings.len() as f64 - 1.0) * q) as usize).copied().unwrap_or_default();
     Ok(Percentiles { p50: at(0.5), p99: at(0.99), p999: at(0.999) })
+}
+
+/// Times `op` on every key on its own, as `percentiles` times `get`.
+fn timed_each(keys: &[Gtin], op: impl Fn(Gtin) -> u64) -> Percentiles {
+    let mut timings = Vec::with_capacity(keys.len());
+    for &g in keys {
+        let t = Instant::now();
+        std::hint::black_box(op(std::hint::black_box(g)));
+        timings.push(t.elapsed());
+    }
+    percentiles_of(timings)
+}
+
+fn percentiles_of(mut timings: Vec<Duration>) -> Percentiles {
+    timings.sort_unstable();
+    let at = |q: f64| timings.get(((timings.len() as f64 - 1.0) * q) as usize).copied().unwrap_or_default();
+    Percentiles { p50: at(0.5), p99: at(0.99), p999: at(0.999) }
 }
 
 /// Mean per lookup of `get` over `keys` in batches of 100, prefetching 8 lookups ahead as the batch endpoint

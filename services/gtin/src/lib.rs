@@ -15,6 +15,8 @@
 //! - [`telemetry`]: metric names, the Prometheus recorder, logging.
 //! - [`synth`]: synthetic products and export text for benchmarks and tests.
 //! - [`bench`]: `bench-build`, the end-to-end build/open/lookup measurement.
+//! - [`memprobe`]: `bench-memory`, the cost of one random memory read in each kind of mapping: the floor under
+//!   a lookup.
 
 pub mod api;
 pub mod bench;
@@ -22,6 +24,7 @@ pub mod builder;
 pub mod clock;
 pub mod gtin;
 pub mod legacy;
+pub mod memprobe;
 pub mod record;
 pub mod server;
 pub mod snapshot;

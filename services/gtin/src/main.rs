@@ -34,6 +34,10 @@ enum Command {
         drain_timeout: Duration,
         #[arg(long, default_value_t = 10_000)]
         max_connections: usize,
+        /// Worker threads (default: one per CPU core). Fewer than the cores leaves room for a proxy and a load
+        /// generator sharing the machine.
+        #[arg(long, env = "GTIN_THREADS", value_parser = clap::value_parser!(u16).range(1..))]
+        threads: Option<u16>,
     },
     /// Pull the legacy export, build and verify a snapshot, publish it and tell the service to reload.
     Sync {
@@ -70,6 +74,24 @@ enum Command {
         #[arg(long, default_value_t = 1_000_000)]
         lookups: usize,
     },
+    /// Cost of one random cache-line read in a buffer as large as a snapshot, with 4 KB and 2 MB pages,
+    /// anonymous and file-backed: the floor under a lookup. Also the cost of the timer.
+    #[command(hide = true)]
+    BenchMemory {
+        /// Buffer size; the default is that of an 18M-product snapshot.
+        #[arg(long, default_value_t = 1_440_000_000)]
+        bytes: usize,
+        /// Where the file-backed buffer is written (and removed afterwards).
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+        #[arg(long, default_value_t = 10_000_000)]
+        hops: usize,
+        #[arg(long, default_value_t = 1_000_000)]
+        timed: usize,
+        /// Only these mappings (anon4k, anon2m, file2m, file4k); all when left out.
+        #[arg(long, value_delimiter = ',')]
+        only: Vec<String>,
+    },
     /// Write a synthetic legacy export (the format of services/legacy-catalog/EXPORT.md).
     GenExport {
         #[arg(long, default_value_t = 1_000_000)]
@@ -93,8 +115,12 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     telemetry::init_logging();
     match cli.command {
-        Command::Serve { listen, data, drain_timeout, max_connections } => {
-            let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
+        Command::Serve { listen, data, drain_timeout, max_connections, threads } => {
+            let mut runtime = tokio::runtime::Builder::new_multi_thread();
+            if let Some(threads) = threads {
+                runtime.worker_threads(usize::from(threads));
+            }
+            let runtime = runtime.enable_all().build().context("starting the runtime")?;
             runtime.block_on(async {
                 let metrics = telemetry::install_metrics().context("installing the metrics recorder")?;
                 let options = ServeOptions { listen, data, drain_timeout, max_connections };
@@ -114,15 +140,26 @@ fn main() -> anyhow::Result<()> {
             println!("products            {}", r.products);
             println!("open                {:.2?}", r.open);
             println!("timed               Snapshot::get per lookup: hash, probe, decode the whole record");
-            for (name, p) in
-                [("uniform keys", r.uniform), ("hot 4096 products", r.hot_4096), ("hot 64 products", r.hot_64)]
-            {
+            for (name, p) in [
+                ("uniform keys", r.uniform),
+                ("  home line only", r.home_line),
+                ("  find_slot only", r.find_slot),
+                ("  get, again", r.get_again),
+                ("  get, line cached", r.get_cached),
+                ("hot 4096 products", r.hot_4096),
+                ("hot 64 products", r.hot_64),
+            ] {
                 println!("{name:<20}p50 {:?}  p99 {:?}  p99.9 {:?}", p.p50, p.p99, p.p999);
             }
+            let total = r.displacement.iter().sum::<u64>().max(1) as f64;
+            let shares: Vec<String> =
+                r.displacement.iter().map(|&c| format!("{:.1}%", 100.0 * c as f64 / total)).collect();
+            println!("slots past home     {} (0, 1, 2, ..., the last: {} or more)", shares.join(" "), shares.len() - 1);
             println!("batches of 100      mean {:?} per lookup (uniform keys, prefetching 8 ahead)", r.batched_mean);
             println!("memory after        {}", r.memory);
             Ok(())
         }
+        Command::BenchMemory { bytes, dir, hops, timed, only } => bench_memory(bytes, &dir, hops, timed, &only),
         Command::GenExport { products, seed, dirty_every, out } => gen_export(products, seed, dirty_every, out),
     }
 }
@@ -216,6 +253,38 @@ fn bench_build(products: u64, data: Option<PathBuf>, lookups: usize, verify: boo
     println!("mean, get           {:?}  (uniform keys back to back, no timer per call)", r.mean_get);
     println!("mean, find_slot     {:?}  (key probe only, no record: not a full lookup)", r.mean_find_slot);
     println!("memory after        {}", r.status_after);
+    Ok(())
+}
+
+fn bench_memory(bytes: usize, dir: &std::path::Path, hops: usize, timed: usize, only: &[String]) -> anyhow::Result<()> {
+    use gtin::memprobe::{self, Backing};
+    let t = memprobe::timer(timed);
+    let e = t.empty_pair;
+    println!("Instant::now()      mean {:?} per call", t.now_mean);
+    println!("empty timed region  p50 {:?}  p99 {:?}  p99.9 {:?}", e.p50, e.p99, e.p999);
+    let wanted = |b: Backing| {
+        let tag = match b {
+            Backing::Anon4k => "anon4k",
+            Backing::Anon2m => "anon2m",
+            Backing::File2m => "file2m",
+            Backing::File4k => "file4k",
+        };
+        only.is_empty() || only.iter().any(|o| o == tag)
+    };
+    for backing in Backing::ALL.into_iter().filter(|&b| wanted(b)) {
+        let r = memprobe::measure(backing, bytes, dir, hops, timed)?;
+        println!(
+            "{:<18}  {:.1} MiB, {} MiB in 2 MB pages",
+            backing.name(),
+            r.bytes as f64 / 1_048_576.0,
+            r.huge_kib / 1024
+        );
+        println!("  chase             mean {:?} per dependent load (no timer)", r.chase_mean);
+        let s = r.single;
+        println!("  one line, timed   p50 {:?}  p99 {:?}  p99.9 {:?}", s.p50, s.p99, s.p999);
+        let b = r.burst3;
+        println!("  3 lines, timed    p50 {:?}  p99 {:?}  p99.9 {:?}", b.p50, b.p99, b.p999);
+    }
     Ok(())
 }
 

@@ -393,6 +393,22 @@ impl Snapshot {
         None
     }
 
+    /// The first word of `key`'s home slot and nothing else: the one memory round trip every lookup pays at
+    /// least, so that a measurement can tell it from what `get` adds (probe, decode).
+    pub fn read_home(&self, key: u64) -> u64 {
+        if self.slot_count == 0 {
+            return 0;
+        }
+        let home = home_slot(key_hash(key), self.header.home_range) as usize;
+        read_u64(&self.map[self.slots.clone()], home * self.slot_size / 8)
+    }
+
+    /// How many slots past its home slot `key` sits, if it is in the table.
+    pub fn displacement(&self, key: u64) -> Option<usize> {
+        let slot = self.find_slot(key)?;
+        Some(slot - home_slot(key_hash(key), self.header.home_range) as usize)
+    }
+
     /// The key in `slot`, `None` for an empty slot or one past the table.
     pub fn key_in_slot(&self, slot: usize) -> Option<u64> {
         if slot >= self.slot_count {
