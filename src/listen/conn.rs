@@ -14,6 +14,7 @@
 //! are not quiet for a whole period.
 
 use super::drain::{self, ConnState};
+use super::ConnService;
 use crate::lifecycle::Shutdown;
 use bytes::{Buf, Bytes, BytesMut};
 use hyper::server::conn::{http1, http2};
@@ -58,23 +59,15 @@ impl Socket for tokio_rustls::server::TlsStream<drain::ActivityIo<TcpStream>> {
 
 /// Serves one connection to its end: the first request head within `head_timeout`, a polite close once
 /// `drain` fires.
-pub async fn serve<I, S>(
+pub async fn serve<I>(
     mut io: I,
-    service: S,
+    service: ConnService,
     state: Arc<ConnState>,
     drain: Shutdown,
     protocols: Arc<Protocols>,
     head_timeout: Duration,
 ) where
     I: Socket,
-    S: hyper::service::Service<
-            http::Request<hyper::body::Incoming>,
-            Response = http::Response<super::InFlight>,
-            Error = std::convert::Infallible,
-        > + Unpin
-        + Send
-        + 'static,
-    S::Future: Send + Unpin + 'static,
 {
     let (h2, prefix) = {
         let mut sniffing = std::pin::pin!(sniff(&mut io));
@@ -119,23 +112,15 @@ pub async fn serve<I, S>(
     }
 }
 
-async fn serve_h1<I, S>(
+async fn serve_h1<I>(
     mut io: Rewind<I>,
-    mut service: S,
+    mut service: ConnService,
     state: Arc<ConnState>,
     drain: Shutdown,
     protocols: &Protocols,
     head_timeout: Duration,
 ) where
     I: Socket,
-    S: hyper::service::Service<
-            http::Request<hyper::body::Incoming>,
-            Response = http::Response<super::InFlight>,
-            Error = std::convert::Infallible,
-        > + Unpin
-        + Send
-        + 'static,
-    S::Future: Send + Unpin + 'static,
 {
     // Whole quiet periods in a row: no new request head, nothing in flight. The header read timeout counts
     // them, across parking, so a client trickling a head byte by byte is let go as before.
