@@ -342,10 +342,19 @@ pub struct AccessRecord {
 
 impl AccessRecord {
     fn emit(self, bytes: u64) {
-        let id = self.request_id.to_str().unwrap_or("-");
-        tracing::info!(target: "access", frontend = %self.frontend, backend = %self.backend, server = %self.server,
-            method = %self.method, path = %self.path, status = self.status, bytes, peer = %self.peer,
-            duration_ms = self.start.elapsed().as_secs_f64() * 1e3, request_id = id, "request");
+        telemetry::access::AccessLine {
+            frontend: &self.frontend,
+            backend: &self.backend,
+            server: &self.server,
+            method: self.method.as_str(),
+            path: &self.path,
+            status: self.status,
+            bytes,
+            peer: self.peer,
+            duration_ms: self.start.elapsed().as_secs_f64() * 1e3,
+            request_id: self.request_id.to_str().unwrap_or("-"),
+        }
+        .write();
     }
 }
 

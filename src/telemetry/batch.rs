@@ -48,24 +48,29 @@ pub struct Line;
 
 impl Write for Line {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let buffered = LOCAL.with(|local| {
-            let mut local = local.borrow_mut();
-            let Some(local) = local.as_mut() else { return false };
-            local.extend_from_slice(buf);
-            if local.len() >= LIMIT {
-                send(local);
-                local.clear();
-            }
-            true
-        });
-        if !buffered {
-            send(buf);
-        }
+        write_line(buf);
         Ok(buf.len())
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
+    }
+}
+
+/// Writes whole log lines: into this thread's batch if it keeps one, else straight to the writer thread.
+pub fn write_line(buf: &[u8]) {
+    let buffered = LOCAL.with(|local| {
+        let mut local = local.borrow_mut();
+        let Some(local) = local.as_mut() else { return false };
+        local.extend_from_slice(buf);
+        if local.len() >= LIMIT {
+            send(local);
+            local.clear();
+        }
+        true
+    });
+    if !buffered {
+        send(buf);
     }
 }
 

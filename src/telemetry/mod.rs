@@ -4,6 +4,7 @@
 //! status class) is registered the first time that combination is seen and then reused, so the hot path
 //! never formats labels or hashes a metric key.
 
+pub mod access;
 pub mod batch;
 
 use metrics::{Counter, Histogram};
@@ -174,6 +175,7 @@ pub fn init_logging(format: LogFormat, access_log: bool) -> tracing_appender::no
     let default = if access_log { "info" } else { "info,access=off" };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    access::set_format(format);
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(batch::Batched::new(writer))
