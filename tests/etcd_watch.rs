@@ -176,7 +176,7 @@ async fn bad_values_are_refused_by_key_and_good_routes_keep_serving() {
             })
             .collect();
         assert!(all.iter().any(|e| e.contains(want)), "{key}: want {want:?} in {all:#?}");
-        assert!(ficus.log_text().contains(key), "the log names {key}");
+        assert!(ficus.log_shows(key).await, "the log names {key}");
         let (code, body) = get(&http1_client(), &ficus.url("/gtin")).await;
         assert_eq!((code, served_by(&body)), (200, "good".to_string()), "after {key}");
     }

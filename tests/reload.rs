@@ -153,7 +153,7 @@ async fn bad_input_is_refused_by_key_and_good_routes_keep_serving() {
     }
     let metrics = String::from_utf8_lossy(&get(&c, &format!("http://{}/metrics", ficus.admin)).await.1).into_owned();
     assert!(metrics.contains("ficus_config_rejected_total{kind=\"frontend\"}"), "{metrics}");
-    assert!(ficus.log_text().contains("frontends/gtin/frontend: Route: unknown matcher `Paht` at 0"));
+    assert!(ficus.log_shows("frontends/gtin/frontend: Route: unknown matcher `Paht` at 0").await);
     // After the undo, nothing is reported any more.
     let status = ficus.status().await;
     assert_eq!(status["rejected"].as_array().map(Vec::len), Some(0), "{status}");

@@ -204,7 +204,7 @@ async fn failed_upgrade_keeps_the_old_process_serving_and_says_why() {
     assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
     assert_eq!(run.pid(), Some(ficus.pid()));
     assert_eq!(run.processes(), vec![ficus.pid()]);
-    assert!(ficus.log_text().contains("hot upgrade failed; this process keeps serving"));
+    assert!(ficus.log_shows("hot upgrade failed; this process keeps serving").await);
 
     // Fixed config: the next upgrade works.
     std::fs::write(&config, "drain_timeout = \"5s\"\n").unwrap();

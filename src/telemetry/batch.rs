@@ -1,12 +1,13 @@
-//! Log lines gathered per runtime thread and handed to the log writer thread in batches.
+//! Access-log lines gathered per runtime thread and handed to the log writer thread in batches.
 //!
 //! With one access-log line per request, handing each line to the writer thread on its own costs a channel
 //! send, a wake-up of that thread and a `write` to stdout per request: measured, a millisecond of p99 at
 //! 10,000 req/s on two cores. So a runtime thread appends its lines to a buffer of its own and passes the
 //! buffer on when it fills ([`LIMIT`]) or when the thread runs out of work ([`flush_thread`], called as the
 //! thread goes idle, and when it stops). A line therefore waits at most until its thread is next idle, which
-//! under load is a fraction of a millisecond and at worst the time to fill the buffer. Lines from any other
-//! thread (start-up, the blocking pool) go straight to the writer thread, as before.
+//! under load is a fraction of a millisecond and at worst the time to fill the buffer. Access lines from any
+//! other thread, and every other log line (few, and wanted at once), go straight to the writer thread, so an
+//! access line can appear a little after a later warning.
 
 use std::cell::RefCell;
 use std::io::Write;
@@ -24,18 +25,18 @@ thread_local! {
     static LOCAL: RefCell<Option<Vec<u8>>> = const { RefCell::new(None) };
 }
 
-/// The writer given to the log formatter.
-pub struct Batched;
+/// The writer given to the log formatter: its lines go straight to the writer thread.
+pub struct Sink;
 
-impl Batched {
+impl Sink {
     /// Writes through `sink` (the writer thread); set once per process.
     pub fn new(sink: NonBlocking) -> Self {
         let _ = SINK.set(sink);
-        Batched
+        Sink
     }
 }
 
-impl<'a> MakeWriter<'a> for Batched {
+impl<'a> MakeWriter<'a> for Sink {
     type Writer = Line;
 
     fn make_writer(&'a self) -> Line {
@@ -48,7 +49,9 @@ pub struct Line;
 
 impl Write for Line {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        write_line(buf);
+        // Not batched: these lines are few (config changes, warnings, errors), and whoever watches the log for
+        // them wants them now.
+        send(buf);
         Ok(buf.len())
     }
 

@@ -167,8 +167,8 @@ pub enum LogFormat {
 }
 
 /// Sets up tracing. `RUST_LOG` overrides the default filter. Logs go through a background writer so a slow
-/// terminal or pipe never stalls request handling, in batches per runtime thread ([`batch`]); the guard flushes
-/// it on exit.
+/// terminal or pipe never stalls request handling (access-log lines in batches per runtime thread, see
+/// [`batch`] and [`access`]); the guard flushes it on exit.
 pub fn init_logging(format: LogFormat, access_log: bool) -> tracing_appender::non_blocking::WorkerGuard {
     use tracing_subscriber::EnvFilter;
     let (writer, guard) = tracing_appender::non_blocking(std::io::stdout());
@@ -178,7 +178,7 @@ pub fn init_logging(format: LogFormat, access_log: bool) -> tracing_appender::no
     access::set_format(format);
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(batch::Batched::new(writer))
+        .with_writer(batch::Sink::new(writer))
         .with_target(true)
         .with_ansi(ansi);
     let result = match format {

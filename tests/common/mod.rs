@@ -168,6 +168,18 @@ impl Ficus {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// Whether the log comes to contain `needle` within 5 s: lines reach the file through a writer thread.
+    pub async fn log_shows(&self, needle: &str) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !self.log_text().contains(needle) {
+            if Instant::now() > deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        true
+    }
+
     /// The sum of a metric's series on the admin listener.
     pub async fn metric(&self, name: &str) -> f64 {
         let text = String::from_utf8_lossy(&get(&http1_client(), &format!("http://{}/metrics", self.admin)).await.1)
