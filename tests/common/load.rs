@@ -1,7 +1,8 @@
 //! Steady request load against a running gateway, counting every failure: the fault tests assert that config
 //! source trouble never costs a request.
 
-use super::{get, h2c_client, http1_client};
+use super::mixed::get_ok;
+use super::{h2c_client, http1_client};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -13,7 +14,8 @@ pub struct Load {
 }
 
 impl Load {
-    /// `clients` loops, half HTTP/1.1 keep-alive and half h2c, each GETting `url` back to back.
+    /// `clients` loops, half HTTP/1.1 keep-alive and half h2c, each GETting `url` back to back. A GET an HTTP/2
+    /// GOAWAY left unprocessed is sent again once, as clients do (see [`get_ok`]).
     pub fn start(url: String, clients: usize) -> Load {
         let stop = Arc::new(AtomicBool::new(false));
         let ok = Arc::new(AtomicUsize::new(0));
@@ -24,11 +26,12 @@ impl Load {
                 tokio::spawn(async move {
                     let c = if i % 2 == 0 { http1_client() } else { h2c_client() };
                     while !stop.load(Ordering::Relaxed) {
-                        let (code, body) = get(&c, &url).await;
-                        if code == 200 {
-                            ok.fetch_add(1, Ordering::Relaxed);
-                        } else {
-                            failures.lock().unwrap().push(format!("{code}: {}", String::from_utf8_lossy(&body)));
+                        // A transport error is a failure too, recorded rather than a panic in this task.
+                        match get_ok(&c, &url).await {
+                            Ok(()) => {
+                                ok.fetch_add(1, Ordering::Relaxed);
+                            }
+                            Err(e) => failures.lock().unwrap().push(e),
                         }
                         // Keep the load steady but light: the machine is shared with the etcd under test.
                         tokio::time::sleep(std::time::Duration::from_millis(2)).await;

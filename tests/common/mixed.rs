@@ -52,7 +52,7 @@ const SLOW_MS: u64 = 400;
 
 /// A GET that must succeed, sent again once if the server's HTTP/2 GOAWAY said it never processed the stream:
 /// RFC 9113 section 6.8 makes such a request safe to retry, and real clients do. Any other error is a failure.
-async fn get_ok(c: &HttpClient, url: &str) -> Result<(), String> {
+pub async fn get_ok(c: &HttpClient, url: &str) -> Result<(), String> {
     match get_once(c, url).await {
         Err(e) if e.contains("GoAway(") && e.contains("NO_ERROR") => get_once(c, url).await,
         other => other,
