@@ -19,8 +19,8 @@ use std::time::Duration;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// Called as a runtime thread goes idle: passes on the access-log lines it buffered, and gives the memory this thread
-/// freed back to the OS, at most once a second. mimalloc hands pages back only from the thread that owns them,
+/// Called as a runtime thread goes idle: passes on the access-log lines it buffered, and gives the memory this
+/// thread freed back to the OS, at most once a second. mimalloc hands pages back only from the thread that owns them,
 /// on its next allocations, so a gateway going quiet after a burst (thousands of keep-alive connections
 /// parking, see `listen::conn`) would otherwise keep the whole peak resident until traffic resumes.
 fn on_idle() {

@@ -13,7 +13,6 @@ use std::cell::RefCell;
 use std::io::Write;
 use std::sync::OnceLock;
 use tracing_appender::non_blocking::NonBlocking;
-use tracing_subscriber::fmt::MakeWriter;
 
 /// A runtime thread's buffer is passed on once it holds this much.
 const LIMIT: usize = 16 * 1024;
@@ -25,42 +24,12 @@ thread_local! {
     static LOCAL: RefCell<Option<Vec<u8>>> = const { RefCell::new(None) };
 }
 
-/// The writer given to the log formatter: its lines go straight to the writer thread.
-pub struct Sink;
-
-impl Sink {
-    /// Writes through `sink` (the writer thread); set once per process.
-    pub fn new(sink: NonBlocking) -> Self {
-        let _ = SINK.set(sink);
-        Sink
-    }
+/// Access lines go to `sink` (the writer thread the other log lines use too); set once per process.
+pub fn set_sink(sink: NonBlocking) {
+    let _ = SINK.set(sink);
 }
 
-impl<'a> MakeWriter<'a> for Sink {
-    type Writer = Line;
-
-    fn make_writer(&'a self) -> Line {
-        Line
-    }
-}
-
-/// One formatted log line (the formatter writes each line in one call).
-pub struct Line;
-
-impl Write for Line {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        // Not batched: these lines are few (config changes, warnings, errors), and whoever watches the log for
-        // them wants them now.
-        send(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-/// Writes whole log lines: into this thread's batch if it keeps one, else straight to the writer thread.
+/// Writes whole access-log lines: into this thread's batch if it keeps one, else straight to the writer thread.
 pub fn write_line(buf: &[u8]) {
     let buffered = LOCAL.with(|local| {
         let mut local = local.borrow_mut();

@@ -176,11 +176,11 @@ pub fn init_logging(format: LogFormat, access_log: bool) -> tracing_appender::no
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
     access::set_format(format);
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(batch::Sink::new(writer))
-        .with_target(true)
-        .with_ansi(ansi);
+    // Other log lines are few (config changes, warnings, errors) and wanted at once: they go to the writer
+    // thread line by line, as before; only access lines are batched.
+    batch::set_sink(writer.clone());
+    let builder =
+        tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer).with_target(true).with_ansi(ansi);
     let result = match format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
