@@ -189,7 +189,7 @@ pub async fn run(settings: Settings, shutdown: Shutdown) -> Result<(), AppError>
 
     // The first table is built before any listener opens, so no request ever sees an empty table.
     let (events_tx, mut events_rx) = mpsc::channel::<SourceEvent>(1024);
-    let (source_status, files, source_task) = match settings.etcd.clone() {
+    let (source_status, source_task) = match settings.etcd.clone() {
         Some(etcd_settings) => {
             let status = SourceStatus {
                 kind: "etcd",
@@ -198,7 +198,7 @@ pub async fn run(settings: Settings, shutdown: Shutdown) -> Result<(), AppError>
                 ..Default::default()
             };
             let task = tokio::spawn(etcd::watch(etcd_settings, events_tx));
-            (status, None, task)
+            (status, task)
         }
         None => {
             let dir = settings.routes.dir.clone();
@@ -215,11 +215,10 @@ pub async fn run(settings: Settings, shutdown: Shutdown) -> Result<(), AppError>
                     tracing::error!(error = %e, "route directory watch stopped; the last table keeps serving");
                 }
             });
-            (status, Some(dir), task)
+            (status, task)
         }
     };
-    let (mut reloader, config_rx) =
-        Reloader::new(table.clone(), registry.clone(), status.clone(), source_status, files);
+    let (mut reloader, config_rx) = Reloader::new(table.clone(), registry.clone(), status.clone(), source_status);
     loop {
         // Until the first listing arrives (etcd may be down at start) nothing is served, but a shutdown is obeyed.
         let next = tokio::select! {

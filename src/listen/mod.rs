@@ -5,15 +5,16 @@
 //! connection is told to finish (HTTP/1.1: close after the current response; HTTP/2: GOAWAY), and the drain
 //! waits for them up to the deadline. HTTP/1.1 connections are told on their next response and closed only
 //! once quiet (`drain`), so a drain never races a client's next request. Listening sockets may be inherited
-//! from the process a hot upgrade replaces, and are kept on a list to hand to the next one (`inherit`).
+//! from the process a hot upgrade replaces, and are kept on a list to hand to the next one
+//! (`lifecycle::inherit`).
 
 mod conn;
 mod drain;
-pub mod inherit;
 mod tls;
 
 pub use tls::{server_config, SniResolver};
 
+use crate::lifecycle::inherit;
 use crate::lifecycle::tracker::Tracker;
 use crate::lifecycle::Shutdown;
 use crate::model::Protocol;

@@ -1,4 +1,5 @@
-//! Body types of the proxy: bodies are streamed frame by frame in both directions, never buffered whole.
+//! The response body of the proxy: the upstream's body streamed frame by frame to the client, never buffered
+//! whole (the request body going the other way is [`crate::upstream::RequestBody`]).
 //!
 //! Backpressure comes for free: a frame is only pulled from one side when the other side asked for one.
 
@@ -25,7 +26,7 @@ pub struct Completion {
     pub guard: Option<crate::upstream::InflightGuard>,
     pub log: Option<super::AccessRecord>,
     /// The upstream connection, back to its server's pool if the body was read to its end (`complete`).
-    pub conn: Option<crate::upstream::pool::Conn<RequestBody>>,
+    pub conn: Option<crate::upstream::pool::Conn<crate::upstream::RequestBody>>,
     pub complete: bool,
     /// Made only when the body first has to wait, so a response that streams straight through never
     /// allocates it: wakes the body when the server's drain deadline cuts it off.
@@ -134,70 +135,5 @@ impl Body for ProxyBody {
             ProxyBody::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
             ProxyBody::Full(None) => SizeHint::with_exact(0),
         }
-    }
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum RequestBodyError {
-    #[error("client body: {0}")]
-    Client(#[from] hyper::Error),
-    #[error("request body is larger than the frontend's limit of {limit} bytes")]
-    TooLarge { limit: u64 },
-}
-
-/// The client's request body on its way upstream, cut off with an error past `Limits.MaxBodyBytes`.
-pub struct RequestBody {
-    /// `None` for the empty body of a request sent again (see [`crate::upstream::pool::Replay`]).
-    inner: Option<Incoming>,
-    /// Bytes still allowed; `None` means no limit.
-    remaining: Option<u64>,
-    limit: u64,
-}
-
-impl RequestBody {
-    pub fn new(inner: Incoming, limit: Option<u64>) -> Self {
-        RequestBody { inner: Some(inner), remaining: limit, limit: limit.unwrap_or(0) }
-    }
-}
-
-impl crate::upstream::pool::Replay for RequestBody {
-    fn empty() -> Self {
-        RequestBody { inner: None, remaining: None, limit: 0 }
-    }
-}
-
-impl Body for RequestBody {
-    type Data = Bytes;
-    type Error = RequestBodyError;
-
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        let this = self.get_mut();
-        let Some(inner) = this.inner.as_mut() else { return Poll::Ready(None) };
-        match Pin::new(inner).poll_frame(cx) {
-            Poll::Ready(Some(Ok(frame))) => {
-                if let (Some(remaining), Some(data)) = (this.remaining.as_mut(), frame.data_ref()) {
-                    let len = data.len() as u64;
-                    if len > *remaining {
-                        return Poll::Ready(Some(Err(RequestBodyError::TooLarge { limit: this.limit })));
-                    }
-                    *remaining -= len;
-                }
-                Poll::Ready(Some(Ok(frame)))
-            }
-            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
-            Poll::Ready(None) => Poll::Ready(None),
-            Poll::Pending => Poll::Pending,
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        match &self.inner {
-            Some(inner) => inner.is_end_stream(),
-            None => true,
-        }
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.as_ref().map_or_else(|| SizeHint::with_exact(0), Body::size_hint)
     }
 }

@@ -16,11 +16,12 @@ mod error;
 pub mod headers;
 pub mod path;
 
-pub use body::{Completion, ProxyBody, RequestBody, RequestBodyError};
+pub use crate::upstream::{RequestBody, RequestBodyError};
+pub use body::{Completion, ProxyBody};
 pub use error::{ProxyError, UpstreamFailure};
 
 use crate::lifecycle::tracker::Tracker;
-use crate::table::route::Request as RouteRequest;
+use crate::route::Request as RouteRequest;
 use crate::table::{Frontend, SharedTable};
 use crate::telemetry;
 use headers::{RequestIds, X_REQUEST_ID};

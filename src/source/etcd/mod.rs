@@ -13,7 +13,7 @@ mod connect;
 
 pub use connect::{connect, EtcdSettings};
 
-use super::SourceEvent;
+use super::{Locations, SourceEvent};
 use crate::model::Change;
 use etcd_client::{Client, EventType, GetOptions, WatchOptions};
 use std::collections::hash_map::RandomState;
@@ -96,7 +96,7 @@ async fn session(
         None => {
             let (revision, entries) = list(settings, &mut client).await?;
             *last = Some(revision);
-            if events.send(SourceEvent::Snapshot { revision, entries }).await.is_err() {
+            if events.send(SourceEvent::Snapshot { revision, entries, locations: Locations::new() }).await.is_err() {
                 return Ok(End::Closed);
             }
             revision + 1
@@ -161,7 +161,7 @@ async fn session(
         }
         for (revision, changes) in group_by_revision(settings, msg.events()) {
             *last = Some(revision);
-            if events.send(SourceEvent::Changes { revision, changes }).await.is_err() {
+            if events.send(SourceEvent::Changes { revision, changes, locations: Locations::new() }).await.is_err() {
                 return Ok(End::Closed);
             }
         }
