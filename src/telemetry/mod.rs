@@ -16,6 +16,8 @@ pub const REQUEST_DURATION: &str = "ficus_request_duration_seconds";
 pub const UPSTREAM_ERRORS_TOTAL: &str = "ficus_upstream_errors_total";
 pub const OPEN_CONNECTIONS: &str = "ficus_open_connections";
 pub const CONNECTIONS_TOTAL: &str = "ficus_connections_total";
+/// Connections closed at accept because their listener was at its connection cap.
+pub const CONNECTIONS_REFUSED_TOTAL: &str = "ficus_connections_refused_total";
 pub const PARKED_CONNECTIONS: &str = "ficus_parked_connections";
 pub const CONFIG_GENERATION: &str = "ficus_config_generation";
 pub const CONFIG_RELOADS_TOTAL: &str = "ficus_config_reloads_total";
