@@ -244,6 +244,9 @@ struct ServeArgs {
     /// What an encoded slash (%2F) in a request path does: `reject` (400, the default) or `keep`.
     #[arg(long, value_name = "reject|keep")]
     encoded_slash: Option<ficus::proxy::limits::EncodedSlash>,
+    /// How long a client has to send a request head; a partial one is then answered 408 (default 30s).
+    #[arg(long, value_parser = parse_go_duration)]
+    header_timeout: Option<Duration>,
     /// A Host name the admin listener answers besides loopback names; repeatable.
     #[arg(long = "admin-allowed-host", value_name = "NAME")]
     admin_allowed_hosts: Vec<String>,
@@ -451,6 +454,7 @@ fn settings(args: ServeArgs) -> Result<Settings, String> {
     l.max_headers = args.max_headers.unwrap_or(l.max_headers);
     l.max_connections = args.max_connections.unwrap_or(l.max_connections);
     l.encoded_slash = args.encoded_slash.unwrap_or(l.encoded_slash);
+    l.header_timeout = args.header_timeout.unwrap_or(l.header_timeout);
     s.admin.allowed_hosts.extend(args.admin_allowed_hosts);
     Ok(s)
 }

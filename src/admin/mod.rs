@@ -41,8 +41,11 @@ pub struct AllowedHosts(Vec<String>);
 
 impl AllowedHosts {
     pub fn new(addr: std::net::SocketAddr, configured: &[String]) -> Self {
-        let mut hosts: Vec<String> =
-            ["localhost", "127.0.0.1", "[::1]"].iter().map(|h| h.to_string()).chain(configured.iter().map(|h| h.to_ascii_lowercase())).collect();
+        let mut hosts: Vec<String> = ["localhost", "127.0.0.1", "[::1]"]
+            .iter()
+            .map(|h| h.to_string())
+            .chain(configured.iter().map(|h| h.to_ascii_lowercase()))
+            .collect();
         if !addr.ip().is_unspecified() {
             hosts.push(match addr.ip() {
                 std::net::IpAddr::V4(ip) => ip.to_string(),

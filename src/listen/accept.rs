@@ -43,8 +43,12 @@ impl Cap {
             Err(_) => {
                 self.refused.increment(1);
                 if let Some(missed) = self.log.due() {
-                    tracing::warn!(listener, limit = self.limit, not_logged = missed,
-                        "connection limit reached; closing new connections");
+                    tracing::warn!(
+                        listener,
+                        limit = self.limit,
+                        not_logged = missed,
+                        "connection limit reached; closing new connections"
+                    );
                 }
                 None
             }

@@ -32,8 +32,6 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tracing::Instrument;
 
-/// Slow clients get this long to send a request head (slowloris protection).
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
@@ -232,7 +230,7 @@ pub async fn serve(
                     async move {
                         let _held = (token, permit);
                         open.increment(1.0);
-                        conn::serve(io, service, state, drain_signal, protocols, HEADER_READ_TIMEOUT).await;
+                        conn::serve(io, service, state, drain_signal, protocols, limits.header_timeout).await;
                         open.decrement(1.0);
                     }
                     .instrument(span),
@@ -256,7 +254,7 @@ pub async fn serve(
                             }
                         };
                         open.increment(1.0);
-                        conn::serve(tls_stream, service, state, drain_signal, protocols, HEADER_READ_TIMEOUT).await;
+                        conn::serve(tls_stream, service, state, drain_signal, protocols, limits.header_timeout).await;
                         open.decrement(1.0);
                     }
                     .instrument(span),

@@ -7,6 +7,7 @@
 //! a whole head into at most 4 of them (32 KiB); HAProxy keeps a head in a 16 KiB buffer and 101 headers.
 
 use serde::Deserialize;
+use std::time::Duration;
 
 /// What `%2F` (an encoded `/`) in a request path does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -47,6 +48,15 @@ pub struct Limits {
     /// `ficus_connections_refused_total`. 0: derived from the open-file limit (see [`Limits::connection_cap`]).
     pub max_connections: usize,
     pub encoded_slash: EncodedSlash,
+    /// How long a client has to send a request head (slowloris protection); a partial head is then answered
+    /// 408. Go-style duration in the config file.
+    #[serde(deserialize_with = "de_duration")]
+    pub header_timeout: Duration,
+}
+
+fn de_duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let s = String::deserialize(d)?;
+    crate::model::parse_duration(&s).map_err(serde::de::Error::custom)
 }
 
 pub const DEFAULT_MAX_HEAD_BYTES: usize = 32 * 1024;
@@ -66,6 +76,7 @@ impl Default for Limits {
             max_headers: DEFAULT_MAX_HEADERS,
             max_connections: 0,
             encoded_slash: EncodedSlash::Reject,
+            header_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -74,17 +85,24 @@ impl Default for Limits {
 pub enum LimitsError {
     #[error("limits.{field}: must be at least {min}, got {value}")]
     TooSmall { field: &'static str, min: usize, value: usize },
+    #[error("limits.{field}: must be at least 1s")]
+    TooShort { field: &'static str },
 }
 
 impl Limits {
     /// Checks the values an operator gave; a head limit under hyper's minimum buffer is refused rather than
     /// silently raised, so the number in the config is the number enforced.
     pub fn validate(&self) -> Result<(), LimitsError> {
-        let check = |field, min, value| if value < min { Err(LimitsError::TooSmall { field, min, value }) } else { Ok(()) };
+        let check =
+            |field, min, value| if value < min { Err(LimitsError::TooSmall { field, min, value }) } else { Ok(()) };
         check("max_head_bytes", MIN_HEAD_BYTES, self.max_head_bytes)?;
         check("max_request_line_bytes", 16, self.max_request_line_bytes)?;
         check("max_header_bytes", 16, self.max_header_bytes)?;
-        check("max_headers", 1, self.max_headers)
+        check("max_headers", 1, self.max_headers)?;
+        if self.header_timeout < Duration::from_secs(1) {
+            return Err(LimitsError::TooShort { field: "header_timeout" });
+        }
+        Ok(())
     }
 
     /// The per-listener connection cap: the setting, or half the open-file limit less a reserve (a proxied

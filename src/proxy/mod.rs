@@ -312,7 +312,13 @@ impl Proxy {
 }
 
 /// A request refused before it matched a frontend.
-fn reject<B>(req: &Request<B>, conn: &ConnInfo, err: ProxyError, id: &HeaderValue, start: Instant) -> Response<ProxyBody> {
+fn reject<B>(
+    req: &Request<B>,
+    conn: &ConnInfo,
+    err: ProxyError,
+    id: &HeaderValue,
+    start: Instant,
+) -> Response<ProxyBody> {
     telemetry::count_unrouted(err.status().as_u16());
     log_error(req, conn, None, &err, id, start);
     err.response(None, id)

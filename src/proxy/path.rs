@@ -73,9 +73,8 @@ fn decode_unreserved(path: &str, slash: EncodedSlash) -> Result<String, PathErro
     let mut i = 0;
     while i < b.len() {
         let byte = b[i];
-        let decoded = (byte == b'%')
-            .then(|| Some((hex_value(*b.get(i + 1)?)? << 4) | hex_value(*b.get(i + 2)?)?))
-            .flatten();
+        let decoded =
+            (byte == b'%').then(|| Some((hex_value(*b.get(i + 1)?)? << 4) | hex_value(*b.get(i + 2)?)?)).flatten();
         match decoded {
             Some(v) if v.is_ascii_alphanumeric() || matches!(v, b'-' | b'.' | b'_' | b'~') => out.push(v),
             Some(b'/') if slash == EncodedSlash::Reject => return Err(PathError::EncodedSlash),

@@ -146,6 +146,7 @@ fn describe() {
     describe_counter!(UPSTREAM_ERRORS_TOTAL, "Failed upstream exchanges, by backend, server and kind");
     describe_gauge!(OPEN_CONNECTIONS, "Client connections open now, by listener");
     describe_counter!(CONNECTIONS_TOTAL, "Client connections accepted, by listener");
+    describe_counter!(CONNECTIONS_REFUSED_TOTAL, "Connections closed at accept because the listener was at its cap");
     describe_gauge!(
         PARKED_CONNECTIONS,
         "Idle HTTP/1.1 keep-alive connections holding no buffers (part of ficus_open_connections), by listener"
