@@ -97,6 +97,8 @@ pub struct FicusOptions {
     pub extra: Vec<String>,
     /// Extra environment variables for the process.
     pub env: Vec<(String, String)>,
+    /// Open-file limit (soft and hard) of the process, as `ulimit -n` would set it.
+    pub nofile: Option<u64>,
 }
 
 impl Ficus {
@@ -138,6 +140,19 @@ impl Ficus {
         }
         if let Some(t) = tls_addr {
             cmd.arg("--tls-listen").arg(t.to_string());
+        }
+        if let Some(n) = opts.nofile {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: only setrlimit, which is async-signal-safe, runs between fork and exec.
+            unsafe {
+                cmd.pre_exec(move || {
+                    let lim = libc::rlimit { rlim_cur: n as libc::rlim_t, rlim_max: n as libc::rlim_t };
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
         }
         let child = cmd.spawn().expect("spawn ficus");
         let mut f = Ficus { child, addr, admin, tls_addr, log, _logdir: logdir };
