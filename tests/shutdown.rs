@@ -26,19 +26,18 @@ async fn sigterm_finishes_in_flight_requests_then_exits() {
             tokio::spawn(async move { request(&c, http::Request::get(url).body(Full::default()).unwrap()).await })
         })
         .collect();
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let signalled = Instant::now();
+    // The warm-up request plus the three in flight have reached the backend.
+    wait_for("three requests at the backend", || b.hits() >= 4).await;
     ficus.signal("TERM");
     for r in in_flight {
         let (code, body) = r.await.unwrap();
         assert_eq!(code, 200, "{}", String::from_utf8_lossy(&body));
     }
     // The listener closed: new connections are refused.
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    assert!(std::net::TcpStream::connect(ficus.addr).is_err(), "still accepting after SIGTERM");
-    let status = ficus.wait_exit(Duration::from_secs(10)).expect("exits once idle");
+    wait_for("the listener closed", || std::net::TcpStream::connect(ficus.addr).is_err()).await;
+    // Well within the 5 s drain deadline the test starts Ficus with, so a clean exit means it went idle.
+    let status = ficus.wait_exit(Duration::from_secs(30)).expect("exits once idle");
     assert!(status.success(), "{status}: {}", ficus.log_text());
-    assert!(signalled.elapsed() < Duration::from_secs(4), "exit took {:?}", signalled.elapsed());
     let log = ficus.log_text();
     assert!(log.contains("SIGTERM: draining") && log.contains("drained; exiting"), "{log}");
 }
@@ -65,7 +64,6 @@ async fn parked_connections_are_answered_or_closed_politely_at_a_drain() {
     };
     tokio::time::timeout(Duration::from_secs(10), parked).await.expect("both connections park");
 
-    let signalled = Instant::now();
     ficus.signal("TERM");
     // The drain has begun once the listener is closed; the late client speaks within its grace for quiet
     // connections.
@@ -79,9 +77,9 @@ async fn parked_connections_are_answered_or_closed_politely_at_a_drain() {
     for c in [&mut quiet, &mut late] {
         assert!(tokio::time::timeout(Duration::from_secs(5), c.closed()).await.unwrap(), "closed with a reset");
     }
-    let status = ficus.wait_exit(Duration::from_secs(10)).expect("exits once idle");
+    let status = ficus.wait_exit(Duration::from_secs(30)).expect("exits once idle");
     assert!(status.success(), "{status}: {}", ficus.log_text());
-    assert!(signalled.elapsed() < Duration::from_secs(4), "exit took {:?}", signalled.elapsed());
+    assert!(!ficus.log_text().contains("drain deadline reached"), "exited at the deadline, not idle");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -89,24 +87,36 @@ async fn drain_deadline_bounds_a_stuck_request() {
     let (_routes, _b, mut ficus, stuck) = stuck_request("1s").await;
     let signalled = Instant::now();
     ficus.signal("TERM");
-    let status = ficus.wait_exit(Duration::from_secs(10)).expect("exits at the drain deadline");
+    let status = ficus.wait_exit(Duration::from_secs(30)).expect("exits at the drain deadline");
     let took = signalled.elapsed();
-    assert!(took >= Duration::from_millis(900) && took < Duration::from_secs(5), "exit after {took:?}");
+    // A lower bound only: the drain waited for the deadline instead of dropping the request at once.
+    assert!(took >= Duration::from_millis(900), "exit after {took:?}, before the 1 s deadline");
     assert!(status.success(), "{status}");
     assert!(ficus.log_text().contains("drain deadline reached"), "{}", ficus.log_text());
-    let _ = stuck.await;
+    // The client whose request was cut sees its connection closed without a response, promptly (not at its own
+    // 20 s timeout), and not a success.
+    match stuck.await.expect("client task") {
+        Ok(Err(e)) => {
+            let source = std::error::Error::source(&e).and_then(|s| s.downcast_ref::<hyper::Error>());
+            assert!(
+                source.is_some_and(|h| h.is_incomplete_message() || h.is_closed()),
+                "the cut request fails as a closed connection, got {e:?}"
+            );
+        }
+        Ok(Ok(resp)) => panic!("the cut request got a response: {}", resp.status()),
+        Err(_) => panic!("the cut request hung past the drain deadline"),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_signal_exits_at_once() {
     let (_routes, _b, mut ficus, stuck) = stuck_request("30s").await;
     ficus.signal("TERM");
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(ficus.log_shows("SIGTERM: draining").await, "the first signal starts a drain: {}", ficus.log_text());
     assert!(ficus.wait_exit(Duration::from_millis(10)).is_none(), "the first signal drains, it does not exit");
-    let second = Instant::now();
     ficus.signal("TERM");
-    let status = ficus.wait_exit(Duration::from_secs(5)).expect("the second signal exits at once");
-    assert!(second.elapsed() < Duration::from_secs(2), "took {:?}", second.elapsed());
+    // The drain deadline is 30 s: an exit well before it comes from the second signal.
+    let status = ficus.wait_exit(Duration::from_secs(20)).expect("the second signal exits at once");
     assert!(!status.success(), "an interrupted drain is not a clean exit: {status}");
     let _ = stuck.await;
 }
@@ -136,6 +146,6 @@ async fn stuck_request(drain: &str) -> (Routes, TestBackend, Ficus, Stuck) {
         let req = http::Request::get(url).body(Full::default()).unwrap();
         tokio::time::timeout(Duration::from_secs(20), c.request(req)).await
     });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    wait_for("the stuck request at the backend", || b.hits() >= 1).await;
     (routes, b, ficus, stuck)
 }
