@@ -161,7 +161,11 @@ async fn bad_values_are_refused_by_key_and_good_routes_keep_serving() {
             r#"{"Type":"http","BackendId":"missing","Route":"Path(`/new`)"}"#,
             "backend `missing` is not defined; the frontend is left out",
         ),
-        ("backends/good/servers/s1", r#"{"URL":"http//nope"}"#, "backends/good/servers/s1: URL: `http//nope` is not a URL"),
+        (
+            "backends/good/servers/s1",
+            r#"{"URL":"http//nope"}"#,
+            "backends/good/servers/s1: URL: `http//nope` is not a URL",
+        ),
     ];
     for (key, value, want) in cases {
         let gen = ficus.generation().await;

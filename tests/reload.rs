@@ -112,7 +112,11 @@ async fn bad_input_is_refused_by_key_and_good_routes_keep_serving() {
             r#"{"Type":"http","BackendId":"missing","Route":"Path(`/gtin`)"}"#,
             "frontends/gtin/frontend: BackendId: backend `missing` is not defined; the previous value keeps serving",
         ),
-        ("backends/good/servers/s1", r#"{"URL":"http//nope"}"#, "backends/good/servers/s1: URL: `http//nope` is not a URL"),
+        (
+            "backends/good/servers/s1",
+            r#"{"URL":"http//nope"}"#,
+            "backends/good/servers/s1: URL: `http//nope` is not a URL",
+        ),
         (
             "backends/good/backend",
             r#"{"Type":"http","Settings":{"Timeouts":{"Read":"soon"}}}"#,
@@ -123,7 +127,11 @@ async fn bad_input_is_refused_by_key_and_good_routes_keep_serving() {
             r#"{"Type":"ratelimit","Middleware":{"Requests":1}}"#,
             "frontends/gtin/middlewares/rl: Type: middleware type `ratelimit` is not supported yet",
         ),
-        ("frontends/gtin/middlewares/x", r#"{"Type":"teleport"}"#, "frontends/gtin/middlewares/x: Type: unknown middleware type `teleport`"),
+        (
+            "frontends/gtin/middlewares/x",
+            r#"{"Type":"teleport"}"#,
+            "frontends/gtin/middlewares/x: Type: unknown middleware type `teleport`",
+        ),
         ("backends/good/servers", r#"{"URL":"http://127.0.0.1:1"}"#, "backends/good/servers: not a Ficus key"),
     ];
     for (key, value, want) in cases {
