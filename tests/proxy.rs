@@ -3,7 +3,7 @@
 mod common;
 
 use bytes::Bytes;
-use common::backend::{closing_server, dead_addr, TestBackend};
+use common::backend::{closing_server, dead_addr, unanswered, TestBackend};
 use common::*;
 use futures_util::{SinkExt, StreamExt};
 use http_body_util::{BodyExt, Full, StreamBody};
@@ -124,13 +124,17 @@ async fn error_statuses_name_the_frontend() {
     let routes = Routes::new();
     let slow = TestBackend::start("slow").await;
     let (closing, _task) = closing_server().await;
+    let silent = unanswered();
     routes.backend("dead", &[("s1", dead_addr())]);
+    // The harness's backends have a 500 ms Dial timeout.
+    routes.backend("silent", &[("s1", silent.addr)]);
     routes.backend("reset", &[("s1", closing)]);
     routes.put("backends/empty/backend", r#"{"Type":"http"}"#);
     routes.put("backends/slow/backend", r#"{"Type":"http","Settings":{"Timeouts":{"Read":"300ms"}}}"#);
     routes.put("backends/slow/servers/s1", &format!(r#"{{"URL":"http://{}"}}"#, slow.addr));
     routes.frontend("dead", "dead", "Path(`/dead`)");
     routes.frontend("reset", "reset", "Path(`/reset`)");
+    routes.frontend("silent", "silent", "Path(`/silent`)");
     routes.frontend("empty", "empty", "Path(`/empty`)");
     routes.frontend("slow", "slow", "PathPrefix(`/slow`)");
     let ficus = Ficus::start(routes.path()).await;
@@ -140,6 +144,7 @@ async fn error_statuses_name_the_frontend() {
         ("/empty", 503, "no_server", Some("empty")),
         ("/dead", 502, "upstream_unreachable", Some("dead")),
         ("/reset", 502, "upstream_reset", Some("reset")),
+        ("/silent", 504, "upstream_connect_timeout", Some("silent")),
         ("/slow/2000", 504, "upstream_timeout", Some("slow")),
     ] {
         let (parts, body) = request_full(&c, http::Request::get(ficus.url(path)).body(Full::default()).unwrap()).await;
@@ -155,6 +160,10 @@ async fn error_statuses_name_the_frontend() {
     let metrics = get(&c, &format!("http://{}/metrics", ficus.admin)).await.1;
     let text = String::from_utf8_lossy(&metrics);
     assert!(text.contains(r#"ficus_upstream_errors_total{backend="dead",server="s1",kind="connect"}"#), "{text}");
+    assert!(
+        text.contains(r#"ficus_upstream_errors_total{backend="silent",server="s1",kind="dial_timeout"}"#),
+        "{text}"
+    );
     assert!(text.contains(r#"ficus_upstream_errors_total{backend="slow",server="s1",kind="timeout"}"#), "{text}");
     assert!(text.contains("ficus_request_duration_seconds_bucket"), "{text}");
 }
@@ -168,6 +177,10 @@ async fn forwarded_and_hop_by_hop_headers() {
     let trusted = serde_json::json!({"Type":"http","BackendId":"echo","Route":"Path(`/trusted`)",
         "Settings":{"TrustForwardHeader":true,"PassHostHeader":true}});
     routes.put("frontends/trusted/frontend", &trusted.to_string());
+    // Hostname sets the upstream Host outright, over PassHostHeader too.
+    let named = serde_json::json!({"Type":"http","BackendId":"echo","Route":"Path(`/named`)",
+        "Settings":{"Hostname":"internal.example","PassHostHeader":true}});
+    routes.put("frontends/named/frontend", &named.to_string());
     let ficus = Ficus::start(routes.path()).await;
     let c = http1_client();
     let send = |path: &'static str| {
@@ -201,6 +214,11 @@ async fn forwarded_and_hop_by_hop_headers() {
     assert_eq!(h["x-forwarded-for"], "203.0.113.9, 127.0.0.1");
     assert_eq!(h["x-forwarded-proto"], "https");
     assert_eq!(h["host"], "shop.example");
+
+    let (_, body) = request_full(&c, send("/named")).await;
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["headers"]["host"], "internal.example", "Settings.Hostname is the upstream Host");
+    assert_eq!(v["headers"]["x-forwarded-host"], "shop.example", "the client's host stays in X-Forwarded-Host");
 
     // Without a client id, one is made and returned.
     let (parts, body) = request_full(&c, http::Request::get(ficus.url("/plain")).body(Full::default()).unwrap()).await;

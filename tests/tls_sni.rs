@@ -26,8 +26,9 @@ fn cert(cn: &'static str, san: &str, default: bool) -> Cert {
     params.distinguished_name.push(rcgen::DnType::CommonName, cn);
     let key = rcgen::KeyPair::generate().expect("key");
     let c = params.self_signed(&key).expect("self-signed");
-    let host_json = serde_json::json!({"Settings":{"Default":default,"KeyPair":{"Cert":c.pem(),"Key":key.serialize_pem()}}})
-        .to_string();
+    let host_json =
+        serde_json::json!({"Settings":{"Default":default,"KeyPair":{"Cert":c.pem(),"Key":key.serialize_pem()}}})
+            .to_string();
     Cert { cn, der: c.der().to_vec(), host_json }
 }
 
