@@ -438,3 +438,37 @@ async fn idle_keep_alive_connections_park_and_serve_on() {
     // Each connection came back from parking when its client spoke.
     assert_eq!(ficus.metric("ficus_parked_connections").await, 0.0);
 }
+
+/// The 30 s head timeout, at its real value (it has no setting): a connection that sends nothing, and one that
+/// trickles a head a byte a second, are both closed cleanly, not before 25 s and well before 90 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_completes_no_head_in_30_s_is_closed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (_r, _b, ficus) = simple().await;
+    let started = std::time::Instant::now();
+    let quiet = tokio::net::TcpStream::connect(ficus.addr).await.unwrap();
+    let trickle = tokio::net::TcpStream::connect(ficus.addr).await.unwrap();
+    let (mut trickle_read, mut trickle_write) = trickle.into_split();
+    let writer = tokio::spawn(async move {
+        trickle_write.write_all(b"GET /never HTTP/1.1\r\nHost: t\r\nX-Slow: ").await.unwrap();
+        while trickle_write.write_all(b"a").await.is_ok() {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    });
+    async fn closed_after(mut r: impl tokio::io::AsyncRead + Unpin, started: std::time::Instant) -> Duration {
+        let mut rest = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(90), r.read_to_end(&mut rest))
+            .await
+            .expect("closed within 90 s");
+        assert!(read.is_ok(), "closed with an error: {read:?}");
+        assert!(rest.is_empty() || rest.starts_with(b"HTTP/1.1 408"), "{}", String::from_utf8_lossy(&rest));
+        started.elapsed()
+    }
+    let (quiet_after, trickle_after) = tokio::join!(closed_after(quiet, started), closed_after(&mut trickle_read, started));
+    writer.abort();
+    for (what, after) in [("quiet", quiet_after), ("trickling", trickle_after)] {
+        assert!(after >= Duration::from_secs(25), "the {what} connection was closed after {after:?}, before 30 s");
+    }
+    // The gateway serves on.
+    assert_eq!(get(&http1_client(), &ficus.url("/after")).await.0, 200);
+}

@@ -271,3 +271,48 @@ async fn drain_deadline_cuts_what_still_runs_on_a_removed_server() {
     }
     assert!(ficus.log_text().contains("drain deadline reached"), "{}", ficus.log_text());
 }
+
+/// Waits until `url` is answered 200 by backend `want`; connection errors count as not yet.
+async fn wait_served(url: &str, want: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let req = http::Request::get(url).body(http_body_util::Full::default()).unwrap();
+        if let Ok(Ok(resp)) = tokio::time::timeout(Duration::from_secs(5), http1_client().request(req)).await {
+            let status = resp.status();
+            let body = http_body_util::BodyExt::collect(resp.into_body()).await.map(|b| b.to_bytes());
+            if status == 200 && body.is_ok_and(|b| served_by(&b) == want) {
+                return;
+            }
+        }
+        assert!(Instant::now() < deadline, "{url} never served by {want}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listener_keys_are_bound_moved_and_unbound_live() {
+    let routes = Routes::new();
+    let b = TestBackend::start("app").await;
+    routes.backend("app", &[("s1", b.addr)]);
+    routes.frontend("app", "app", "PathPrefix(`/`)");
+    let ficus = Ficus::start(routes.path()).await;
+    let listener = |addr: &str| format!(r#"{{"Protocol":"http","Address":{{"Network":"tcp","Address":"{addr}"}}}}"#);
+    let refused = |addr: std::net::SocketAddr| std::net::TcpStream::connect(addr).is_err();
+
+    let first: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    assert!(refused(first));
+    routes.put("listeners/extra", &listener(&first.to_string()));
+    wait_served(&format!("http://{first}/x"), "app").await;
+
+    // A changed address: the new one is bound, the old one let go.
+    let second: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    routes.put("listeners/extra", &listener(&second.to_string()));
+    wait_served(&format!("http://{second}/x"), "app").await;
+    wait_for("the old address let go", || refused(first)).await;
+
+    routes.delete("listeners/extra");
+    wait_for("the deleted listener let go", || refused(second)).await;
+    // The command-line listener never moved.
+    assert_eq!(get(&http1_client(), &ficus.url("/x")).await.0, 200);
+    assert!(ficus.log_shows("listener removed or changed").await, "{}", ficus.log_text());
+}
