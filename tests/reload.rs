@@ -316,3 +316,66 @@ async fn listener_keys_are_bound_moved_and_unbound_live() {
     assert_eq!(get(&http1_client(), &ficus.url("/x")).await.0, 200);
     assert!(ficus.log_shows("listener removed or changed").await, "{}", ficus.log_text());
 }
+
+/// A server's `DrainTimeout` cuts a streamed response and a tunnel too, not only a waiting request: the client
+/// sees its body end in an error (never a clean, short end) and its WebSocket closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drain_deadline_aborts_streamed_bodies_and_tunnels() {
+    use futures_util::{SinkExt, StreamExt};
+    use http_body_util::BodyExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let routes = Routes::new();
+    let one = TestBackend::start("one").await;
+    let two = TestBackend::start("two").await;
+    routes.put("backends/app/backend", r#"{"Type":"http","Settings":{"Timeouts":{"Read":"30s"},"DrainTimeout":"1s"}}"#);
+    routes.put("backends/app/servers/two", &format!(r#"{{"URL":"http://{}"}}"#, two.addr));
+    routes.frontend("app", "app", "PathPrefix(`/`)");
+    let ficus = Ficus::start(routes.path()).await;
+
+    // A 1 GB response, read a little and then held by backpressure.
+    const SIZE: u64 = 1 << 30;
+    let resp = http1_client().get(ficus.url(&format!("/stream/{SIZE}")).parse().unwrap()).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.into_body();
+    let first = tokio::time::timeout(Duration::from_secs(10), body.frame()).await.expect("first bytes");
+    assert!(first.is_some_and(|f| f.is_ok()));
+    // A WebSocket tunnel through the same server.
+    let tcp = tokio::net::TcpStream::connect(ficus.addr).await.unwrap();
+    let (mut ws, _) = tokio_tungstenite::client_async(format!("ws://{}/ws", ficus.addr), tcp).await.unwrap();
+    ws.send(Message::Text("before".into())).await.unwrap();
+    let echo = tokio::time::timeout(Duration::from_secs(10), ws.next()).await.expect("echo");
+    assert_eq!(echo.unwrap().unwrap().into_text().unwrap(), "before");
+    assert_eq!(two.hits(), 2);
+
+    let gen = ficus.generation().await;
+    routes.put("backends/app/servers/one", &format!(r#"{{"URL":"http://{}"}}"#, one.addr));
+    routes.delete("backends/app/servers/two");
+    ficus.wait_generation_above(gen).await;
+    assert!(ficus.log_shows("drain deadline reached").await, "{}", ficus.log_text());
+
+    // The stream: whatever was in flight, then an error; never all of it and never a clean end.
+    let mut got = 0u64;
+    let ended = tokio::time::timeout(Duration::from_secs(60), async {
+        loop {
+            match body.frame().await {
+                Some(Ok(f)) => got += f.data_ref().map(|d| d.len() as u64).unwrap_or(0),
+                Some(Err(e)) => return Err(e),
+                None => return Ok(()),
+            }
+        }
+    })
+    .await
+    .expect("the cut stream ends");
+    assert!(ended.is_err(), "a cut stream ended cleanly after {got} of {SIZE} bytes");
+    assert!(got < SIZE);
+    // The tunnel: closed, with or without a close frame; no more echoes.
+    let next = tokio::time::timeout(Duration::from_secs(30), async {
+        let _ = ws.send(Message::Text("after".into())).await;
+        ws.next().await
+    })
+    .await
+    .expect("the cut tunnel ends");
+    assert!(!matches!(&next, Some(Ok(Message::Text(_)))), "the tunnel still echoes: {next:?}");
+    // New requests go to the remaining server.
+    assert_eq!(served_by(&get(&http1_client(), &ficus.url("/x")).await.1), "one");
+}
