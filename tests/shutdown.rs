@@ -149,3 +149,62 @@ async fn stuck_request(drain: &str) -> (Routes, TestBackend, Ficus, Stuck) {
     wait_for("the stuck request at the backend", || b.hits() >= 1).await;
     (routes, b, ficus, stuck)
 }
+
+/// An HTTP/2 client is told of the drain with GOAWAY (NO_ERROR), then its connection is closed cleanly. Spoken
+/// in raw frames, so the GOAWAY itself is seen, not a client library's reaction to it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_connections_get_goaway_at_a_drain() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let routes = Routes::new();
+    let b = TestBackend::start("echo").await;
+    routes.backend("echo", &[("s1", b.addr)]);
+    routes.frontend("echo", "echo", "PathPrefix(`/`)");
+    let mut ficus = Ficus::start(routes.path()).await;
+    let mut conn = tokio::net::TcpStream::connect(ficus.addr).await.unwrap();
+    // The h2c prior-knowledge preface and an empty SETTINGS frame.
+    conn.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00").await.unwrap();
+
+    /// Reads one frame: type, flags and payload; `None` at a clean end of the connection.
+    async fn frame(conn: &mut tokio::net::TcpStream) -> Option<(u8, u8, Vec<u8>)> {
+        let mut head = [0u8; 9];
+        let read = tokio::time::timeout(Duration::from_secs(20), conn.read_exact(&mut head)).await.expect("a frame");
+        match read {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return None,
+            Err(e) => panic!("connection error: {e}"),
+        }
+        let len = usize::from(head[0]) << 16 | usize::from(head[1]) << 8 | usize::from(head[2]);
+        let mut payload = vec![0u8; len];
+        conn.read_exact(&mut payload).await.expect("frame payload");
+        Some((head[3], head[4], payload))
+    }
+
+    // The server's SETTINGS, acknowledged; the connection is then established and idle.
+    let (kind, _, _) = frame(&mut conn).await.expect("server settings");
+    assert_eq!(kind, 0x4, "the server speaks first with SETTINGS");
+    conn.write_all(b"\x00\x00\x00\x04\x01\x00\x00\x00\x00").await.unwrap();
+
+    ficus.signal("TERM");
+    let mut goaway = None;
+    loop {
+        match frame(&mut conn).await {
+            Some((0x7, _, payload)) => {
+                let code = u32::from_be_bytes([payload[4], payload[5], payload[6], payload[7]]);
+                assert_eq!(code, 0, "GOAWAY with NO_ERROR");
+                goaway = Some(code);
+            }
+            // SETTINGS acknowledgements, PINGs and window updates may come first.
+            Some((0x6, 0, payload)) => {
+                // A PING is answered, as a live client would.
+                let mut ack = vec![0x00, 0x00, 0x08, 0x06, 0x01, 0, 0, 0, 0];
+                ack.extend_from_slice(&payload);
+                let _ = conn.write_all(&ack).await;
+            }
+            Some(_) => {}
+            None => break,
+        }
+    }
+    assert_eq!(goaway, Some(0), "the connection was closed without a GOAWAY");
+    let status = ficus.wait_exit(Duration::from_secs(30)).expect("exits once idle");
+    assert!(status.success(), "{status}: {}", ficus.log_text());
+}
