@@ -457,18 +457,84 @@ async fn a_client_that_completes_no_head_in_30_s_is_closed() {
     });
     async fn closed_after(mut r: impl tokio::io::AsyncRead + Unpin, started: std::time::Instant) -> Duration {
         let mut rest = Vec::new();
-        let read = tokio::time::timeout(Duration::from_secs(90), r.read_to_end(&mut rest))
-            .await
-            .expect("closed within 90 s");
+        let read =
+            tokio::time::timeout(Duration::from_secs(90), r.read_to_end(&mut rest)).await.expect("closed within 90 s");
         assert!(read.is_ok(), "closed with an error: {read:?}");
         assert!(rest.is_empty() || rest.starts_with(b"HTTP/1.1 408"), "{}", String::from_utf8_lossy(&rest));
         started.elapsed()
     }
-    let (quiet_after, trickle_after) = tokio::join!(closed_after(quiet, started), closed_after(&mut trickle_read, started));
+    let (quiet_after, trickle_after) =
+        tokio::join!(closed_after(quiet, started), closed_after(&mut trickle_read, started));
     writer.abort();
     for (what, after) in [("quiet", quiet_after), ("trickling", trickle_after)] {
         assert!(after >= Duration::from_secs(25), "the {what} connection was closed after {after:?}, before 30 s");
     }
     // The gateway serves on.
     assert_eq!(get(&http1_client(), &ficus.url("/after")).await.0, 200);
+}
+
+/// The 95/5 split with clients at once (each request takes the next step of one shared sequence, so 1,000
+/// requests give exactly 50 to the canary whatever their order), then across reloads (the frontend's counter
+/// survives a change of its own value and an unrelated one: a reset would break a window spanning it), and
+/// the canary side never twice in a row.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn weighted_split_holds_under_concurrent_clients_and_across_reloads() {
+    let routes = Routes::new();
+    let blue = TestBackend::start("blue").await;
+    let green = TestBackend::start("green").await;
+    routes.backend("blue", &[("s1", blue.addr)]);
+    routes.backend("green", &[("s1", green.addr)]);
+    let split = |priority: i32| {
+        serde_json::json!({"Type":"http","Route":"PathPrefix(`/`)","Priority":priority,
+            "Backends":[{"Id":"blue","Weight":95},{"Id":"green","Weight":5}]})
+        .to_string()
+    };
+    routes.put("frontends/split/frontend", &split(0));
+    let ficus = std::sync::Arc::new(Ficus::start(routes.path()).await);
+
+    let clients: Vec<_> = (0..8)
+        .map(|i| {
+            let ficus = ficus.clone();
+            tokio::spawn(async move {
+                let c = if i % 2 == 0 { http1_client() } else { h2c_client() };
+                for _ in 0..125 {
+                    assert_eq!(get(&c, &ficus.url("/x")).await.0, 200);
+                }
+            })
+        })
+        .collect();
+    for c in clients {
+        c.await.expect("client");
+    }
+    assert_eq!((blue.hits(), green.hits()), (950, 50), "1,000 concurrent requests split 95/5 exactly");
+
+    let c = http1_client();
+    let mut seq = Vec::new();
+    let take = |n: usize| {
+        let (c, ficus) = (c.clone(), ficus.clone());
+        async move {
+            let mut out = Vec::new();
+            for _ in 0..n {
+                out.push(served_by(&get(&c, &ficus.url("/x")).await.1));
+            }
+            out
+        }
+    };
+    seq.extend(take(137).await);
+    // A change to the frontend's own value.
+    let gen = ficus.generation().await;
+    routes.put("frontends/split/frontend", &split(1));
+    ficus.wait_generation_above(gen).await;
+    seq.extend(take(114).await);
+    // An unrelated change.
+    let gen = ficus.generation().await;
+    routes.frontend("other", "blue", "Path(`/other`)");
+    ficus.wait_generation_above(gen).await;
+    seq.extend(take(149).await);
+    for (i, w) in seq.windows(100).enumerate() {
+        assert_eq!(w.iter().filter(|s| *s == "green").count(), 5, "window at {i} of {seq:?}");
+    }
+    for (i, w) in seq.windows(2).enumerate() {
+        assert!(!(w[0] == "green" && w[1] == "green"), "the canary twice in a row at {i}");
+    }
 }
