@@ -391,3 +391,13 @@ pub async fn wait_paths(ficus: &Ficus, ok: &[&str], gone: &[&str], limit: Durati
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// Waits until `cond` holds, polling every 10 ms, and fails naming `what` after 30 s: a generous bound, since
+/// the machine running the suite may be busy and only the condition matters, not how soon it comes.
+pub async fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
