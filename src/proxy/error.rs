@@ -88,6 +88,12 @@ pub enum ProxyError {
     BodyTooLarge { limit: u64 },
     #[error("bad request: {0}")]
     BadRequest(&'static str),
+    #[error("request head too large: {0}")]
+    HeadTooLarge(&'static str),
+    #[error("the request line is longer than {limit} bytes")]
+    UriTooLong { limit: usize },
+    #[error("transfer coding not implemented: only `chunked`, alone, is accepted")]
+    UnsupportedCoding,
     #[error("upstream {backend}/{server}: {}", describe(.failure))]
     Upstream { failure: UpstreamFailure, backend: Arc<str>, server: Arc<str> },
     /// A bug in the proxy: a state the phases should make impossible.
@@ -112,9 +118,12 @@ impl ProxyError {
     /// Which side caused the failure.
     pub fn error_source(&self) -> ErrorSource {
         match self {
-            ProxyError::NoRoute | ProxyError::BodyTooLarge { .. } | ProxyError::BadRequest(_) => {
-                ErrorSource::Downstream
-            }
+            ProxyError::NoRoute
+            | ProxyError::BodyTooLarge { .. }
+            | ProxyError::BadRequest(_)
+            | ProxyError::HeadTooLarge(_)
+            | ProxyError::UriTooLong { .. }
+            | ProxyError::UnsupportedCoding => ErrorSource::Downstream,
             ProxyError::Upstream { failure: UpstreamFailure::ClientBody { .. }, .. } => ErrorSource::Downstream,
             ProxyError::Upstream { .. } => ErrorSource::Upstream,
             ProxyError::NoBackend | ProxyError::NoServer { .. } | ProxyError::Internal(_) => ErrorSource::Internal,
@@ -134,6 +143,9 @@ impl ProxyError {
             ProxyError::NoRoute
             | ProxyError::BodyTooLarge { .. }
             | ProxyError::BadRequest(_)
+            | ProxyError::HeadTooLarge(_)
+            | ProxyError::UriTooLong { .. }
+            | ProxyError::UnsupportedCoding
             | ProxyError::Internal(_) => false,
         }
     }
@@ -144,6 +156,9 @@ impl ProxyError {
             ProxyError::NoBackend | ProxyError::NoServer { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ProxyError::HeadTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            ProxyError::UriTooLong { .. } => StatusCode::URI_TOO_LONG,
+            ProxyError::UnsupportedCoding => StatusCode::NOT_IMPLEMENTED,
             ProxyError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ProxyError::Upstream { failure, .. } => match failure {
                 UpstreamFailure::Connect(_) | UpstreamFailure::Reset(_) | UpstreamFailure::DrainDeadline(_) => {
@@ -163,6 +178,9 @@ impl ProxyError {
             ProxyError::NoServer { .. } => "no_server",
             ProxyError::BodyTooLarge { .. } => "body_too_large",
             ProxyError::BadRequest(_) => "bad_request",
+            ProxyError::HeadTooLarge(_) => "header_too_large",
+            ProxyError::UriTooLong { .. } => "uri_too_long",
+            ProxyError::UnsupportedCoding => "transfer_coding_not_implemented",
             ProxyError::Internal(_) => "internal",
             ProxyError::Upstream { failure, .. } => match failure {
                 UpstreamFailure::Connect(_) => "upstream_unreachable",
@@ -221,6 +239,9 @@ mod tests {
             (ProxyError::NoRoute, ErrorSource::Downstream, 404),
             (ProxyError::BadRequest("x"), ErrorSource::Downstream, 400),
             (ProxyError::BodyTooLarge { limit: 1 }, ErrorSource::Downstream, 413),
+            (ProxyError::HeadTooLarge("x"), ErrorSource::Downstream, 431),
+            (ProxyError::UriTooLong { limit: 1 }, ErrorSource::Downstream, 414),
+            (ProxyError::UnsupportedCoding, ErrorSource::Downstream, 501),
             (
                 upstream(UpstreamFailure::ClientBody { message: "gone".into(), too_large: false }),
                 ErrorSource::Downstream,

@@ -21,6 +21,7 @@
 mod body;
 mod error;
 pub mod headers;
+pub mod limits;
 pub mod path;
 
 pub use crate::upstream::{RequestBody, RequestBodyError};
@@ -170,11 +171,17 @@ pub struct Proxy {
     /// Open tunnels (WebSocket and other upgrades): a drain waits for them, within its deadline.
     pub tunnels: Tracker,
     ids: RequestIds,
+    limits: limits::Limits,
 }
 
 impl Proxy {
     pub fn new(table: SharedTable) -> Self {
-        Proxy { table, tunnels: Tracker::new(), ids: RequestIds::new() }
+        Proxy { table, tunnels: Tracker::new(), ids: RequestIds::new(), limits: limits::Limits::default() }
+    }
+
+    pub fn with_limits(mut self, limits: limits::Limits) -> Self {
+        self.limits = limits;
+        self
     }
 
     pub async fn handle(&self, conn: &ConnInfo, req: Request<Incoming>) -> Response<ProxyBody> {
@@ -192,14 +199,8 @@ impl Proxy {
         conn: &ConnInfo,
         mut req: Request<Incoming>,
     ) -> Result<Sent, ProxyError> {
-        // h2 carries the host in the URI, h1 in the Host header.
-        let host = req
-            .headers()
-            .get(header::HOST)
-            .cloned()
-            .or_else(|| req.uri().authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()));
         let table = self.table.load_full();
-        let normalized_path = route(ctx, &table, &req, host.as_ref())?;
+        let (host, normalized_path) = route(ctx, &table, &self.limits, &req)?;
         request_filter(ctx, &mut req)?;
         pick(ctx)?;
         drop(table);
@@ -210,47 +211,43 @@ impl Proxy {
     /// The response phase: hop-by-hop headers out, the request id in, the client's version, and the body
     /// handed on with what must live as long as it (the in-flight guard, the pooled connection, the log line).
     fn respond(&self, ctx: RequestCtx, conn: &ConnInfo, sent: Sent) -> Response<ProxyBody> {
+        let RequestCtx { start, request_id, method, log_path, frontend, backend, server } = ctx;
+        let (frontend, (bi, backend), (si, server)) = match (frontend, backend, server) {
+            (Some(f), Some(b), Some(s)) => (f, b, s),
+            (frontend, backend, server) => {
+                let ctx = RequestCtx { start, request_id, method, log_path, frontend, backend, server };
+                return ctx.fail(conn, ProxyError::Internal("respond ran before a server was picked"));
+            }
+        };
         let Sent { mut resp, conn: upstream_conn, guard, client_upgrade, client_version } = sent;
         let status = resp.status();
         if status == StatusCode::SWITCHING_PROTOCOLS {
-            if let (Some(client_upgrade), Some(frontend)) = (client_upgrade, &ctx.frontend) {
+            if let Some(client_upgrade) = client_upgrade {
                 let upstream_upgrade = hyper::upgrade::on(&mut resp);
                 self.tunnel(frontend.id.clone(), client_upgrade, upstream_upgrade, guard);
-                ctx.record(101, true);
+                frontend.metrics.record(Some((bi, &backend.id)), Some((si, &server.id)), 101, start.elapsed());
                 let (parts, _) = resp.into_parts();
                 return Response::from_parts(parts, ProxyBody::empty());
             }
         } else {
             headers::strip_hop_by_hop(resp.headers_mut());
         }
-        resp.headers_mut().insert(X_REQUEST_ID.clone(), ctx.request_id.clone());
+        resp.headers_mut().insert(X_REQUEST_ID.clone(), request_id.clone());
         // Answer in the client's protocol version, not the upstream's (an HTTP/1.0 upstream must not
         // downgrade a keep-alive HTTP/1.1 client).
         *resp.version_mut() = client_version;
-        ctx.record(status.as_u16(), true);
-        // The log phase runs when the body ends (see `Completion`).
-        let log = match ctx {
-            RequestCtx {
-                log_path: Some(path),
-                frontend: Some(frontend),
-                backend: Some((_, backend)),
-                server: Some((_, server)),
-                method,
-                request_id,
-                start,
-            } => Some(AccessRecord {
-                frontend: frontend.id.clone(),
-                backend: backend.id.clone(),
-                server: server.id.clone(),
-                method,
-                path,
-                status: status.as_u16(),
-                peer: conn.peer,
-                request_id,
-                start,
-            }),
-            _ => None,
-        };
+        // The log phase runs when the body ends (see `Completion`): the request is counted and logged then.
+        let log = log_path.map(|path| AccessRecord {
+            frontend: frontend.id.clone(),
+            backend: backend.id.clone(),
+            server: server.id.clone(),
+            method,
+            path,
+            status: status.as_u16(),
+            peer: conn.peer,
+            request_id,
+            start,
+        });
         let (parts, body) = resp.into_parts();
         let done = Box::new(Completion {
             bytes: 0,
@@ -259,6 +256,8 @@ impl Proxy {
             conn: Some(upstream_conn),
             complete: false,
             abort_wait: None,
+            outcome: body::Outcome { frontend, backend: bi, server: si, status: status.as_u16(), start },
+            failed: None,
         });
         Response::from_parts(parts, ProxyBody::Upstream { body, done: Some(done) })
     }
@@ -288,25 +287,30 @@ impl Proxy {
     }
 }
 
-/// The route phase: the path normalised, then the frontend whose route matches. Returns the normalised path
-/// when it differs from the one received (the upstream gets it).
+/// The route phase: the head checked (sizes, one host, framing), the path normalised, then the frontend whose
+/// route matches. Returns the request's host and the normalised path when it differs from the one received
+/// (the upstream gets it).
 fn route(
     ctx: &mut RequestCtx,
     table: &RoutingTable,
+    limits: &limits::Limits,
     req: &Request<Incoming>,
-    host: Option<&HeaderValue>,
-) -> Result<Option<String>, ProxyError> {
+) -> Result<(Option<HeaderValue>, Option<String>), ProxyError> {
     // A request with both Content-Length and Transfer-Encoding (the request-smuggling shape) never reaches
     // here with both: hyper's parser keeps the chunked framing and drops Content-Length, and the upstream
     // request is re-framed from the body (tests/proxy.rs covers it).
-    let path = path::normalize(req.uri().path()).ok_or(ProxyError::BadRequest("the path climbs above the root"))?;
-    let host = host.and_then(|h| h.to_str().ok()).unwrap_or("");
-    let found = table.router.find(&RouteRequest { method: req.method(), host, path: &path, headers: req.headers() });
+    let host = headers::check_head(req, limits)?;
+    let path =
+        path::normalize(req.uri().path(), limits.encoded_slash).map_err(|e| ProxyError::BadRequest(e.reason()))?;
+    let host_str = host.as_ref().and_then(|h| h.to_str().ok()).unwrap_or("");
+    let found =
+        table.router.find(&RouteRequest { method: req.method(), host: host_str, path: &path, headers: req.headers() });
     ctx.frontend = Some(found.ok_or(ProxyError::NoRoute)?.clone());
-    Ok(match path {
+    let normalized = match path {
         Cow::Owned(p) => Some(p),
         Cow::Borrowed(_) => None,
-    })
+    };
+    Ok((host, normalized))
 }
 
 /// The middleware phase. The frontend's middleware chain (rate limits, connection limits, rewrites, circuit
