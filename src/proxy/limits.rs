@@ -121,7 +121,10 @@ fn open_file_limit() -> Option<u64> {
     let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: getrlimit only writes the struct we pass.
     let ok = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0;
-    ok.then_some(lim.rlim_cur as u64)
+    // rlim_t is u64 on 64-bit Linux but not on every target, so the cast stays.
+    #[allow(clippy::unnecessary_cast)]
+    let current = lim.rlim_cur as u64;
+    ok.then_some(current)
 }
 
 #[cfg(test)]
