@@ -1,4 +1,4 @@
-//! Micro-benchmarks for table/route, the route language and index the proxy consults once per
+//! Micro-benchmarks for route/, the route language and index the proxy consults once per
 //! request and the reload step rebuilds once per table generation. They hold the index to its
 //! budget: a match well under a microsecond (target p50 ≤ 300 ns), a build of 10,000 frontends
 //! within 50 ms and of 100,000 within 1 s, so a reload never stalls and routing never shows up in
@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use ficus::table::route::{parse, Request, RouteSpec, Router};
+use ficus::route::{parse, Request, RouteSpec, Router};
 use http::{HeaderMap, HeaderValue, Method};
 
 /// splitmix64: deterministic, so every run measures the same table and requests.

@@ -1,16 +1,20 @@
 //! Ficus: a programmable reverse proxy and strangler gateway.
 //!
-//! The data moves one way, and the modules follow it:
+//! The data moves one way, and the modules follow it (docs/ARCHITECTURE.md; `architecture.rs` fails the tests
+//! when an import goes against it):
 //!
-//! - [`source`]: where config comes from (the routes directory; etcd). A full listing, then changes.
+//! - [`source`]: where config comes from (the routes directory; etcd). A full listing, then changes, each key
+//!   with its location.
 //! - [`model`]: Vulcand's schema as stored (`*Spec`), decoded per key and validated across keys, with the last
 //!   good value of every key kept.
-//! - [`table`]: the route language, the compiled immutable [`table::RoutingTable`], the one `ArcSwap`, and
-//!   the reload loop that builds and publishes it.
-//! - [`proxy`]: the phases of a request (match, pick, forward, respond, log), with [`balance`] (exact weighted
-//!   choice) and [`upstream`] (pools and per-server state that survive table swaps).
-//! - [`listen`] and [`lifecycle`]: accept, TLS, HTTP/1.1 and HTTP/2, shutdown and drain, hot upgrade (listening
-//!   sockets passed to the new binary), systemd socket activation and notification.
+//! - [`route`]: the route language and its index, a pure leaf (no I/O, no `unsafe`) used by the model to parse,
+//!   the table to build and the proxy to match.
+//! - [`table`]: the compiled immutable [`table::RoutingTable`], the one `ArcSwap`, and the reload loop that
+//!   builds and publishes it.
+//! - [`proxy`]: the phases of a request (route, pick, forward, respond, log), with [`balance`] (exact weighted
+//!   choice) and [`upstream`] (pools and per-server state that survive table swaps, the body sent upstream).
+//! - [`listen`] and [`lifecycle`]: accept, TLS, HTTP/1.1 and HTTP/2; shutdown and drain, inherited sockets and
+//!   hot upgrade, systemd socket activation and notification.
 //! - [`admin`] and [`telemetry`]: `/metrics`, `/status`, `/config`; metric names; logging.
 //! - [`ops`]: operator commands that write etcd (`apply`, `export`, `canary`, `drain`), beside the flow;
 //!   [`check`] validates a routes directory the way the gateway would load it.
@@ -25,10 +29,13 @@ pub mod listen;
 pub mod model;
 pub mod ops;
 pub mod proxy;
+pub mod route;
 pub mod source;
 pub mod table;
 pub mod telemetry;
 pub mod upstream;
 
+#[cfg(test)]
+mod architecture;
 #[cfg(test)]
 mod test_rng;

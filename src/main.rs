@@ -229,6 +229,30 @@ struct ServeArgs {
     /// How long a hot upgrade waits for the new process to be ready (Go-style duration, default 30s).
     #[arg(long, value_parser = parse_go_duration)]
     upgrade_timeout: Option<Duration>,
+    /// Largest request head (request line and headers) in bytes; more is 431 (default 32768, at least 8192).
+    #[arg(long, value_name = "BYTES")]
+    max_head_bytes: Option<usize>,
+    /// Longest request line in bytes; more is 414 (default 8192).
+    #[arg(long, value_name = "BYTES")]
+    max_request_line_bytes: Option<usize>,
+    /// Longest header line in bytes; more is 431 (default 8192).
+    #[arg(long, value_name = "BYTES")]
+    max_header_bytes: Option<usize>,
+    /// Most header lines in one request; more is 431 (default 100).
+    #[arg(long, value_name = "N")]
+    max_headers: Option<usize>,
+    /// Open connections per listener (default: half the open-file limit less 128).
+    #[arg(long, value_name = "N")]
+    max_connections: Option<usize>,
+    /// What an encoded slash (%2F) in a request path does: `reject` (400, the default) or `keep`.
+    #[arg(long, value_name = "reject|keep")]
+    encoded_slash: Option<ficus::proxy::limits::EncodedSlash>,
+    /// How long a client has to send a request head; a partial one is then answered 408 (default 30s).
+    #[arg(long, value_parser = parse_go_duration)]
+    header_timeout: Option<Duration>,
+    /// A Host name the admin listener answers besides loopback names; repeatable.
+    #[arg(long = "admin-allowed-host", value_name = "NAME")]
+    admin_allowed_hosts: Vec<String>,
 }
 
 fn parse_go_duration(s: &str) -> Result<Duration, String> {
@@ -429,6 +453,15 @@ fn settings(args: ServeArgs) -> Result<Settings, String> {
     if let Some(t) = args.upgrade_timeout {
         s.process.upgrade_timeout = t;
     }
+    let l = &mut s.limits;
+    l.max_head_bytes = args.max_head_bytes.unwrap_or(l.max_head_bytes);
+    l.max_request_line_bytes = args.max_request_line_bytes.unwrap_or(l.max_request_line_bytes);
+    l.max_header_bytes = args.max_header_bytes.unwrap_or(l.max_header_bytes);
+    l.max_headers = args.max_headers.unwrap_or(l.max_headers);
+    l.max_connections = args.max_connections.unwrap_or(l.max_connections);
+    l.encoded_slash = args.encoded_slash.unwrap_or(l.encoded_slash);
+    l.header_timeout = args.header_timeout.unwrap_or(l.header_timeout);
+    s.admin.allowed_hosts.extend(args.admin_allowed_hosts);
     Ok(s)
 }
 

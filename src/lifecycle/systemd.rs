@@ -1,6 +1,6 @@
 //! systemd integration, in the lifecycle layer: `sd_notify` messages (`READY=1`, `STOPPING=1`, `MAINPID=`)
 //! written to `$NOTIFY_SOCKET`, so a `Type=notify` unit knows when Ficus serves, when it stops, and which
-//! process serves after a hot upgrade. Socket activation (`LISTEN_FDS`) is read by `listen::inherit`.
+//! process serves after a hot upgrade. Socket activation (`LISTEN_FDS`) is read by `inherit`.
 //!
 //! Without `NOTIFY_SOCKET` every call is a no-op; a failed send is logged and never fatal, because serving
 //! traffic matters more than telling the supervisor about it.

@@ -12,8 +12,8 @@
 //! The control socket is a unix stream socket speaking one line each way (`upgrade` → `ok ...` or
 //! `error ...`); it is itself handed over, so `ficus upgrade` always reaches the process that serves.
 
+use super::inherit;
 use super::{systemd, Shutdown};
-use crate::listen::inherit;
 use serde::Deserialize;
 use std::ffi::OsString;
 use std::fs::File;

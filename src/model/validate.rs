@@ -11,7 +11,7 @@ use super::{
     BackendSpec, ConfigError, ConfigState, FrontendSettings, FrontendSpec, HostSpec, Key, ListenerSpec, MiddlewareSpec,
     ServerSpec, Spec,
 };
-use crate::table::route::{self, RouteExpr};
+use crate::route::{self, RouteExpr};
 use http::uri::{Authority, Scheme};
 use imbl::OrdMap;
 use serde::Serialize;

@@ -1,6 +1,13 @@
-//! Body types of the proxy: bodies are streamed frame by frame in both directions, never buffered whole.
+//! The response body of the proxy: the upstream's body streamed frame by frame to the client, never buffered
+//! whole (the request body going the other way is [`crate::upstream::RequestBody`]).
 //!
 //! Backpressure comes for free: a frame is only pulled from one side when the other side asked for one.
+//!
+//! A proxied request is counted (`ficus_requests_total`, latency) and logged when its response body ends,
+//! not when the head goes out: an upstream body that fails after its head (a Content-Length it does not
+//! deliver, a reset, a bad chunk) has already sent the client a 200 it cannot keep, and is counted and
+//! logged as the 502 it is, with `ficus_upstream_errors_total{kind="body"}`. A client that goes away is not
+//! an upstream failure and keeps the status it was sent.
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
@@ -25,11 +32,24 @@ pub struct Completion {
     pub guard: Option<crate::upstream::InflightGuard>,
     pub log: Option<super::AccessRecord>,
     /// The upstream connection, back to its server's pool if the body was read to its end (`complete`).
-    pub conn: Option<crate::upstream::pool::Conn<RequestBody>>,
+    pub conn: Option<crate::upstream::pool::Conn<crate::upstream::RequestBody>>,
     pub complete: bool,
     /// Made only when the body first has to wait, so a response that streams straight through never
     /// allocates it: wakes the body when the server's drain deadline cuts it off.
     pub abort_wait: Option<Pin<Box<dyn std::future::Future<Output = ()> + Send>>>,
+    /// What the request is counted under when it ends.
+    pub outcome: Outcome,
+    /// Set when the upstream body failed: the kind of failure, for the error counter.
+    pub failed: Option<&'static str>,
+}
+
+/// The frontend's counters and where in its split the request went, kept until the body ends.
+pub struct Outcome {
+    pub frontend: std::sync::Arc<crate::table::Frontend>,
+    pub backend: usize,
+    pub server: usize,
+    pub status: u16,
+    pub start: std::time::Instant,
 }
 
 impl Completion {
@@ -48,7 +68,23 @@ impl Drop for Completion {
         if let (true, Some(conn), Some(guard)) = (self.complete, self.conn.take(), self.guard.as_ref()) {
             guard.server().pool.put(conn);
         }
-        if let Some(log) = self.log.take() {
+        let o = &self.outcome;
+        let (backend, server) = match self.guard.as_ref() {
+            Some(g) => (&g.server().backend, &g.server().id),
+            None => return,
+        };
+        let status = match self.failed {
+            Some(kind) => {
+                crate::telemetry::upstream_error(backend, server, kind);
+                tracing::warn!(target: "access", frontend = %o.frontend.id, backend = %backend, server = %server,
+                    status = o.status, bytes = self.bytes, kind, "upstream body failed; counted as 502");
+                502
+            }
+            None => o.status,
+        };
+        o.frontend.metrics.record(Some((o.backend, backend)), Some((o.server, server)), status, o.start.elapsed());
+        if let Some(mut log) = self.log.take() {
+            log.status = status;
             log.emit(self.bytes);
         }
     }
@@ -89,12 +125,12 @@ impl Body for ProxyBody {
         match self.get_mut() {
             ProxyBody::Upstream { body, done } => {
                 if done.as_ref().and_then(|d| d.guard.as_ref()).is_some_and(|g| g.server().is_aborted()) {
-                    done.take();
+                    fail(done, "drain_deadline");
                     return Poll::Ready(Some(Err(Box::new(DrainDeadline))));
                 }
                 let polled = Pin::new(body).poll_frame(cx).map_err(BodyError::from);
                 if polled.is_pending() && done.as_mut().is_some_and(|d| d.poll_aborted(cx)) {
-                    done.take();
+                    fail(done, "drain_deadline");
                     return Poll::Ready(Some(Err(Box::new(DrainDeadline))));
                 }
                 if let (Poll::Ready(Some(Ok(frame))), Some(done)) = (&polled, done.as_mut()) {
@@ -110,9 +146,7 @@ impl Body for ProxyBody {
                             d.complete = true;
                         }
                     }
-                    Poll::Ready(Some(Err(_))) => {
-                        done.take();
-                    }
+                    Poll::Ready(Some(Err(_))) => fail(done, "body"),
                     _ => {}
                 }
                 polled
@@ -137,67 +171,8 @@ impl Body for ProxyBody {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum RequestBodyError {
-    #[error("client body: {0}")]
-    Client(#[from] hyper::Error),
-    #[error("request body is larger than the frontend's limit of {limit} bytes")]
-    TooLarge { limit: u64 },
-}
-
-/// The client's request body on its way upstream, cut off with an error past `Limits.MaxBodyBytes`.
-pub struct RequestBody {
-    /// `None` for the empty body of a request sent again (see [`crate::upstream::pool::Replay`]).
-    inner: Option<Incoming>,
-    /// Bytes still allowed; `None` means no limit.
-    remaining: Option<u64>,
-    limit: u64,
-}
-
-impl RequestBody {
-    pub fn new(inner: Incoming, limit: Option<u64>) -> Self {
-        RequestBody { inner: Some(inner), remaining: limit, limit: limit.unwrap_or(0) }
-    }
-}
-
-impl crate::upstream::pool::Replay for RequestBody {
-    fn empty() -> Self {
-        RequestBody { inner: None, remaining: None, limit: 0 }
-    }
-}
-
-impl Body for RequestBody {
-    type Data = Bytes;
-    type Error = RequestBodyError;
-
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        let this = self.get_mut();
-        let Some(inner) = this.inner.as_mut() else { return Poll::Ready(None) };
-        match Pin::new(inner).poll_frame(cx) {
-            Poll::Ready(Some(Ok(frame))) => {
-                if let (Some(remaining), Some(data)) = (this.remaining.as_mut(), frame.data_ref()) {
-                    let len = data.len() as u64;
-                    if len > *remaining {
-                        return Poll::Ready(Some(Err(RequestBodyError::TooLarge { limit: this.limit })));
-                    }
-                    *remaining -= len;
-                }
-                Poll::Ready(Some(Ok(frame)))
-            }
-            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
-            Poll::Ready(None) => Poll::Ready(None),
-            Poll::Pending => Poll::Pending,
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        match &self.inner {
-            Some(inner) => inner.is_end_stream(),
-            None => true,
-        }
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.as_ref().map_or_else(|| SizeHint::with_exact(0), Body::size_hint)
+fn fail(done: &mut Option<Box<Completion>>, kind: &'static str) {
+    if let Some(mut d) = done.take() {
+        d.failed = Some(kind);
     }
 }

@@ -14,13 +14,15 @@
 mod body;
 mod error;
 pub mod headers;
+pub mod limits;
 pub mod path;
 
-pub use body::{Completion, ProxyBody, RequestBody, RequestBodyError};
+pub use crate::upstream::{RequestBody, RequestBodyError};
+pub use body::{Completion, ProxyBody};
 pub use error::{ProxyError, UpstreamFailure};
 
 use crate::lifecycle::tracker::Tracker;
-use crate::table::route::Request as RouteRequest;
+use crate::route::Request as RouteRequest;
 use crate::table::{Frontend, SharedTable};
 use crate::telemetry;
 use headers::{RequestIds, X_REQUEST_ID};
@@ -57,36 +59,39 @@ pub struct Proxy {
     /// Open tunnels (WebSocket and other upgrades): a drain waits for them, within its deadline.
     pub tunnels: Tracker,
     ids: RequestIds,
+    limits: limits::Limits,
 }
 
 impl Proxy {
     pub fn new(table: SharedTable) -> Self {
-        Proxy { table, tunnels: Tracker::new(), ids: RequestIds::new() }
+        Proxy { table, tunnels: Tracker::new(), ids: RequestIds::new(), limits: limits::Limits::default() }
+    }
+
+    pub fn with_limits(mut self, limits: limits::Limits) -> Self {
+        self.limits = limits;
+        self
     }
 
     pub async fn handle(&self, conn: &ConnInfo, mut req: Request<Incoming>) -> Response<ProxyBody> {
         let start = Instant::now();
         let table = self.table.load_full();
 
-        // Phase 1: match. h2 carries the host in the URI, h1 in the Host header.
-        let host_value = req
-            .headers()
-            .get(header::HOST)
-            .cloned()
-            .or_else(|| req.uri().authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()));
-        let host = host_value.as_ref().and_then(|h| h.to_str().ok()).unwrap_or("");
         let request_id = match req.headers().get(&X_REQUEST_ID) {
             Some(id) if !id.is_empty() && id.len() <= 200 => id.clone(),
             _ => self.ids.next(),
         };
+        // Phase 1: check the head (sizes, one host, framing), normalise the path, match.
         // A request with both Content-Length and Transfer-Encoding (the request-smuggling shape) never reaches
         // here with both: hyper's parser keeps the chunked framing and drops Content-Length, and the upstream
         // request is re-framed from the body (tests/proxy.rs covers it).
-        let Some(path) = path::normalize(req.uri().path()) else {
-            telemetry::count_unrouted(400);
-            let err = ProxyError::BadRequest("the path climbs above the root");
-            log_error(&req, conn, None, &err, &request_id, start);
-            return err.response(None, &request_id);
+        let host_value = match headers::check_head(&req, &self.limits) {
+            Ok(h) => h,
+            Err(err) => return reject(&req, conn, err, &request_id, start),
+        };
+        let host = host_value.as_ref().and_then(|h| h.to_str().ok()).unwrap_or("");
+        let path = match path::normalize(req.uri().path(), self.limits.encoded_slash) {
+            Ok(p) => p,
+            Err(e) => return reject(&req, conn, ProxyError::BadRequest(e.reason()), &request_id, start),
         };
         let found =
             table.router.find(&RouteRequest { method: req.method(), host, path: &path, headers: req.headers() });
@@ -265,7 +270,6 @@ impl Proxy {
         // Answer in the client's protocol version, not the upstream's (an HTTP/1.0 upstream must not
         // downgrade a keep-alive HTTP/1.1 client).
         *resp.version_mut() = client_version;
-        frontend.metrics.record(Some((bi, &backend.id)), Some((si, &server.id)), status.as_u16(), start.elapsed());
         let log = log_req.map(|request| AccessRecord {
             frontend: frontend.id.clone(),
             backend: backend.id.clone(),
@@ -285,6 +289,8 @@ impl Proxy {
             conn: Some(upstream_conn),
             complete: false,
             abort_wait: None,
+            outcome: body::Outcome { frontend, backend: bi, server: si, status: status.as_u16(), start },
+            failed: None,
         });
         Response::from_parts(parts, ProxyBody::Upstream { body, done: Some(done) })
     }
@@ -304,6 +310,19 @@ impl Proxy {
         log_error(req, conn, Some(&frontend.id), &err, request_id, start);
         err.response(Some(&frontend.id), request_id)
     }
+}
+
+/// A request refused before it matched a frontend.
+fn reject<B>(
+    req: &Request<B>,
+    conn: &ConnInfo,
+    err: ProxyError,
+    id: &HeaderValue,
+    start: Instant,
+) -> Response<ProxyBody> {
+    telemetry::count_unrouted(err.status().as_u16());
+    log_error(req, conn, None, &err, id, start);
+    err.response(None, id)
 }
 
 fn content_length(h: &http::HeaderMap) -> Option<u64> {

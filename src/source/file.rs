@@ -121,7 +121,8 @@ pub async fn watch(dir: PathBuf, events: mpsc::Sender<SourceEvent>) -> Result<()
                     }
                 }
                 last_good = entries.clone();
-                SourceEvent::Snapshot { revision, entries: entries.into_iter().collect() }
+                let locations = entries.keys().map(|k| (k.clone(), file_of(&dir, k).display().to_string())).collect();
+                SourceEvent::Snapshot { revision, entries: entries.into_iter().collect(), locations }
             }
             Err(e) => SourceEvent::Problem { message: format!("{e}; the last good config keeps serving") },
         };

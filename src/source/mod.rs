@@ -9,14 +9,21 @@ pub mod file;
 
 use crate::model::Change;
 use serde::Serialize;
+use std::collections::HashMap;
+
+/// Where a source keeps each key, when that is somewhere an operator edits other than the key itself (the
+/// routes directory: `routes/backends/b1/backend.json`), so an error about a key can name the file too.
+/// Keys a source does not list here are located by the key alone (etcd lists none).
+pub type Locations = HashMap<String, String>;
 
 /// What a source sends to the reload loop.
 #[derive(Debug)]
 pub enum SourceEvent {
-    /// Everything under the prefix at `revision`: keys not listed are gone.
-    Snapshot { revision: u64, entries: Vec<(String, Vec<u8>)> },
-    /// Changes of one revision (one etcd transaction, one directory rescan), applied together.
-    Changes { revision: u64, changes: Vec<Change> },
+    /// Everything under the prefix at `revision`: keys not listed are gone (and so are their locations).
+    Snapshot { revision: u64, entries: Vec<(String, Vec<u8>)>, locations: Locations },
+    /// Changes of one revision (one etcd transaction, one directory rescan), applied together, with the
+    /// locations of the keys they put (a deleted key's location goes with it).
+    Changes { revision: u64, changes: Vec<Change>, locations: Locations },
     /// The source follows changes (again) and has seen everything up to `revision`: after a reconnect that
     /// resumed without a new listing, or a progress notification. Nothing to rebuild.
     Watching { revision: u64 },

@@ -12,15 +12,14 @@
 //! emptied, with no change in what any request matches.
 
 pub mod reload;
-pub mod route;
 
 use crate::balance::Weighted;
 use crate::model::{Delta, UpstreamSettings, ValidatedBackend, ValidatedConfig, ValidatedFrontend};
+use crate::route::{Request, RouteSet, RouteSpec, Router};
 use crate::telemetry::FrontendMetrics;
 use crate::upstream::{Registry, Server};
 use arc_swap::ArcSwap;
 use http::HeaderValue;
-use route::{Request, RouteSet, RouteSpec, Router};
 use rustls::sign::CertifiedKey;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::AtomicUsize;

@@ -5,14 +5,13 @@
 //! single `ArcSwap::store`; anything refused is reported (log, `/status`, metrics) and the values that were
 //! good keep serving.
 
-use super::route::Router;
 use super::{Compiler, RoutingTable, SharedTable};
 use crate::model::{ConfigError, ConfigState, Rejection, ValidatedConfig};
-use crate::source::{SourceEvent, SourceStatus, MAX_PROBLEMS};
+use crate::route::Router;
+use crate::source::{Locations, SourceEvent, SourceStatus, MAX_PROBLEMS};
 use crate::telemetry;
 use crate::upstream::{DrainingServer, Registry};
 use serde::Serialize;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::sync::{mpsc, watch};
@@ -72,8 +71,8 @@ pub struct Reloader {
     registry: Arc<Registry>,
     status: Arc<StatusBoard>,
     generation: u64,
-    /// For a file source: where a key lives, so errors name the file too.
-    files: Option<PathBuf>,
+    /// Where the source keeps each key (a file source: its file), so errors name the file too.
+    locations: Locations,
     /// The listeners of the latest config, for the listener manager.
     config_tx: watch::Sender<Arc<ValidatedConfig>>,
 }
@@ -84,7 +83,6 @@ impl Reloader {
         registry: Arc<Registry>,
         status: Arc<StatusBoard>,
         source: SourceStatus,
-        files: Option<PathBuf>,
     ) -> (Self, watch::Receiver<Arc<ValidatedConfig>>) {
         status.update(|s| s.source = source);
         let (config_tx, config_rx) = watch::channel(Arc::new(ValidatedConfig::default()));
@@ -97,7 +95,7 @@ impl Reloader {
                 registry,
                 status,
                 generation,
-                files,
+                locations: Locations::new(),
                 config_tx,
             },
             config_rx,
@@ -107,7 +105,8 @@ impl Reloader {
     /// Applies one event to the state (no build). Returns true when something changed.
     pub fn apply(&mut self, event: SourceEvent) -> bool {
         match event {
-            SourceEvent::Snapshot { revision, entries } => {
+            SourceEvent::Snapshot { revision, entries, locations } => {
+                self.locations = locations;
                 let (errors, changed) = self.state.reset(entries);
                 self.report_rejections(&errors);
                 self.status.update(|s| {
@@ -117,10 +116,14 @@ impl Reloader {
                 });
                 changed || !errors.is_empty() || self.generation == 0
             }
-            SourceEvent::Changes { revision, changes } => {
+            SourceEvent::Changes { revision, changes, locations } => {
                 let mut changed = false;
                 let mut errors = Vec::new();
+                self.locations.extend(locations);
                 for change in changes {
+                    if let crate::model::Change::Delete { key } = &change {
+                        self.locations.remove(key);
+                    }
                     match self.state.apply(change) {
                         Ok(c) => changed |= c,
                         Err(e) => errors.push(e),
@@ -166,11 +169,8 @@ impl Reloader {
         }
     }
 
-    fn file_hint(&self, key: &str) -> String {
-        match &self.files {
-            Some(dir) => crate::source::file::file_of(dir, key).display().to_string(),
-            None => String::new(),
-        }
+    fn file_hint(&self, key: &str) -> &str {
+        self.locations.get(key).map_or("", String::as_str)
     }
 
     /// Validates, compiles and publishes the current state as the next generation.

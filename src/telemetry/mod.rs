@@ -18,6 +18,8 @@ pub const REQUEST_DURATION: &str = "ficus_request_duration_seconds";
 pub const UPSTREAM_ERRORS_TOTAL: &str = "ficus_upstream_errors_total";
 pub const OPEN_CONNECTIONS: &str = "ficus_open_connections";
 pub const CONNECTIONS_TOTAL: &str = "ficus_connections_total";
+/// Connections closed at accept because their listener was at its connection cap.
+pub const CONNECTIONS_REFUSED_TOTAL: &str = "ficus_connections_refused_total";
 pub const PARKED_CONNECTIONS: &str = "ficus_parked_connections";
 pub const CONFIG_GENERATION: &str = "ficus_config_generation";
 pub const CONFIG_RELOADS_TOTAL: &str = "ficus_config_reloads_total";
@@ -178,6 +180,7 @@ fn describe() {
     describe_counter!(UPSTREAM_ERRORS_TOTAL, "Failed upstream exchanges, by backend, server and kind");
     describe_gauge!(OPEN_CONNECTIONS, "Client connections open now, by listener");
     describe_counter!(CONNECTIONS_TOTAL, "Client connections accepted, by listener");
+    describe_counter!(CONNECTIONS_REFUSED_TOTAL, "Connections closed at accept because the listener was at its cap");
     describe_gauge!(
         PARKED_CONNECTIONS,
         "Idle HTTP/1.1 keep-alive connections holding no buffers (part of ficus_open_connections), by listener"

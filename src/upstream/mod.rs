@@ -13,7 +13,10 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
+mod body;
 pub mod pool;
+
+pub use body::{RequestBody, RequestBodyError};
 
 /// One upstream server as the proxy uses it.
 pub struct Server {
@@ -25,7 +28,7 @@ pub struct Server {
     /// The `Host` header value sent when the frontend does not pass the client's host.
     pub host_header: HeaderValue,
     pub settings: UpstreamSettings,
-    pub pool: pool::Pool<crate::proxy::RequestBody>,
+    pub pool: pool::Pool<RequestBody>,
     inflight: AtomicUsize,
     served: AtomicU64,
     /// Set when the server's drain deadline passed: whatever still runs on it is cut.

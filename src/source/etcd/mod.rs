@@ -13,7 +13,7 @@ mod connect;
 
 pub use connect::{connect, EtcdSettings};
 
-use super::SourceEvent;
+use super::{Locations, SourceEvent};
 use crate::model::Change;
 use etcd_client::{Client, EventType, GetOptions, WatchOptions};
 use std::collections::hash_map::RandomState;
@@ -96,7 +96,7 @@ async fn session(
         None => {
             let (revision, entries) = list(settings, &mut client).await?;
             *last = Some(revision);
-            if events.send(SourceEvent::Snapshot { revision, entries }).await.is_err() {
+            if events.send(SourceEvent::Snapshot { revision, entries, locations: Locations::new() }).await.is_err() {
                 return Ok(End::Closed);
             }
             revision + 1
@@ -161,7 +161,7 @@ async fn session(
         }
         for (revision, changes) in group_by_revision(settings, msg.events()) {
             *last = Some(revision);
-            if events.send(SourceEvent::Changes { revision, changes }).await.is_err() {
+            if events.send(SourceEvent::Changes { revision, changes, locations: Locations::new() }).await.is_err() {
                 return Ok(End::Closed);
             }
         }
@@ -288,13 +288,24 @@ mod tests {
 
     #[test]
     fn backoff_grows_with_jitter_and_resets() {
-        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
-        let first = b.next();
-        assert!(first >= Duration::from_millis(50) && first <= Duration::from_millis(100), "{first:?}");
-        for _ in 0..10 {
-            assert!(b.next() <= Duration::from_secs(2));
+        let (min, max) = (Duration::from_millis(100), Duration::from_secs(2));
+        let mut b = Backoff::new(min, max);
+        // Wait k lies in the upper half of min * 2^k, capped at max: each doubling shows in the lower bound.
+        let mut at_cap = Vec::new();
+        for k in 0..30u32 {
+            let base = min.saturating_mul(2u32.saturating_pow(k)).min(max);
+            let wait = b.next();
+            assert!(wait >= base / 2 && wait <= base, "wait {k}: {wait:?} not in [{:?}, {base:?}]", base / 2);
+            if base == max {
+                at_cap.push(wait);
+            }
         }
+        assert!(at_cap.len() > 20, "the cap was reached late: {at_cap:?}");
+        at_cap.sort();
+        at_cap.dedup();
+        assert!(at_cap.len() > 1, "no jitter at the cap: {at_cap:?}");
         b.reset();
-        assert!(b.next() <= Duration::from_millis(100));
+        let wait = b.next();
+        assert!(wait >= min / 2 && wait <= min, "after a reset: {wait:?}");
     }
 }

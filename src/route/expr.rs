@@ -1,5 +1,5 @@
 //! [`RouteExpr`], the parsed and validated form of a route string, and the per-matcher checks.
-//! Part of table/route: built by the parser at reload time, held by the index, and consulted per
+//! Part of route/: built by the parser at reload time, held by the index, and consulted per
 //! request for whatever the index does not decide structurally (method, headers, regexps).
 //! Everything a check needs (lower-cased hosts, header names, compiled regexps) is prepared here
 //! once so the per-request side only compares.

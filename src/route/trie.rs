@@ -1,5 +1,5 @@
 //! The path trie behind every host bucket of the [`Router`](super::Router), stored as flat arenas.
-//! Part of table/route: filled once per table build, walked once per request. Routing cost is
+//! Part of route/: filled once per table build, walked once per request. Routing cost is
 //! dominated by cache misses, not comparisons, so nodes are small fixed-size records laid out
 //! depth-first (one host's subtree sits together), children and route lists are index ranges
 //! into shared arrays, and short keys live inline instead of behind a pointer.

@@ -1,4 +1,4 @@
-//! Route precedence as one integer. Part of table/route: the index computes each route's rank once
+//! Route precedence as one integer. Part of route/: the index computes each route's rank once
 //! at build time, and the per-request search compares and prunes on plain `u128`s instead of
 //! re-deriving "how specific is this route" for every candidate. The rules are documented on the
 //! [module](super); this file is their single implementation.

@@ -1,4 +1,4 @@
-//! [`Router`]: the compiled, immutable route index. Part of table/route: the table compiler builds
+//! [`Router`]: the compiled, immutable route index. Part of route/: the table compiler builds
 //! a base index over every frontend's parsed route and a small overlay index of recent changes
 //! (masking replaced base routes with a [`RouteSet`]), and the proxy asks them for the winning
 //! route once per request. It exists so that a request costs a host lookup and a short trie walk

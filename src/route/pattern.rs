@@ -1,5 +1,5 @@
 //! Segment patterns for `Path` and `Host` (`/stores/<store>/gtins/<int:gtin>`, `<tenant>.example.com`).
-//! Part of table/route: the parser turns a pattern string into [`Pattern`] at reload time, and the
+//! Part of route/: the parser turns a pattern string into [`Pattern`] at reload time, and the
 //! index walks its segments into the path trie or matches host labels per request. Patterns fill
 //! whole segments only, which is what lets the trie index them segment by segment.
 

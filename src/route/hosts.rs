@@ -1,5 +1,5 @@
 //! The exact-host table of the [`Router`](super::Router): the first thing every request looks up.
-//! Part of table/route: filled when a table is built, read once per request. It is an
+//! Part of route/: filled when a table is built, read once per request. It is an
 //! open-addressing table of cache-line entries holding the hash, the host (inline when short)
 //! and the bucket, so a lookup usually reads one line, where a general map reads its control
 //! bytes, then its slot, then the key behind a pointer.

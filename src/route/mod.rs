@@ -1,8 +1,9 @@
 //! The route language (`Host("a.com") && PathPrefix("/v1")`) and the index that matches requests
-//! against it. It sits in `table/`: the model calls [`parse()`] once per frontend value, the table
-//! compiler calls [`Router::build`] for its base and overlay indices, and the proxy searches them
-//! (with [`Router::find_ranked`]) once per request against the table it loaded. The module is pure (no I/O, no clock, no globals) so a table
-//! can be built and checked off the hot path, swapped in whole, and tested without sockets.
+//! against it. A leaf of the module graph: it imports nothing from the rest of the crate. The model
+//! calls [`parse()`] once per frontend value, the table compiler calls [`Router::build`] for its base
+//! and overlay indices, and the proxy searches them (with [`Router::find_ranked`]) once per request
+//! against the table it loaded. The module is pure (no I/O, no clock, no globals, no `unsafe`) so a
+//! table can be built and checked off the hot path, swapped in whole, and tested without sockets.
 //!
 //! # Language
 //!
@@ -62,7 +63,7 @@
 //!
 //! ```
 //! use std::sync::Arc;
-//! use ficus::table::route::{parse, Request, RouteSpec, Router};
+//! use ficus::route::{parse, Request, RouteSpec, Router};
 //!
 //! let spec = |id: &str, route: &str| RouteSpec {
 //!     id: Arc::from(id),
@@ -92,6 +93,8 @@
 //! ([`RouteExpr`] and the per-matcher checks), `rank` (precedence as one `u128`), `hosts` (the
 //! exact-host table), `trie` (the path trie's flat arenas), `index` ([`Router`]: buckets and the
 //! search).
+
+#![forbid(unsafe_code)]
 
 mod expr;
 mod hosts;

@@ -1,5 +1,5 @@
 //! The route-language parser: turns a frontend's `Route` string into a [`RouteExpr`], or a
-//! [`ParseError`] that names the byte position and what was wrong. Part of table/route, called by
+//! [`ParseError`] that names the byte position and what was wrong. Part of route/, called by
 //! the reload step once per frontend, so it validates everything a request-time check would
 //! otherwise trip over (regexp sizes, header names, methods, one matcher per kind) and never
 //! panics on any input.

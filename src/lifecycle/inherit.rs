@@ -1,4 +1,5 @@
-//! Listening sockets that outlive one process, in the listen layer: the ones this process inherited (from
+//! Listening sockets that outlive one process, in the lifecycle layer (the hot upgrade hands them on; `listen`
+//! takes them instead of binding): the ones this process inherited (from
 //! the Ficus it replaces during a hot upgrade, or from systemd socket activation) and the ones it would hand
 //! to its own successor.
 //!

@@ -1,0 +1,75 @@
+//! The client's request body on its way upstream, in the upstream layer because the connection pools hold
+//! requests of this body type (a request that met a closed pooled connection is sent again, see
+//! [`super::pool::Replay`]). The proxy wraps each request's body in it; it streams frame by frame and is cut
+//! off with an error past the frontend's `Limits.MaxBodyBytes`.
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RequestBodyError {
+    #[error("client body: {0}")]
+    Client(#[from] hyper::Error),
+    #[error("request body is larger than the frontend's limit of {limit} bytes")]
+    TooLarge { limit: u64 },
+}
+
+/// The client's request body on its way upstream, cut off with an error past `Limits.MaxBodyBytes`.
+pub struct RequestBody {
+    /// `None` for the empty body of a request sent again (see [`super::pool::Replay`]).
+    inner: Option<Incoming>,
+    /// Bytes still allowed; `None` means no limit.
+    remaining: Option<u64>,
+    limit: u64,
+}
+
+impl RequestBody {
+    pub fn new(inner: Incoming, limit: Option<u64>) -> Self {
+        RequestBody { inner: Some(inner), remaining: limit, limit: limit.unwrap_or(0) }
+    }
+}
+
+impl super::pool::Replay for RequestBody {
+    fn empty() -> Self {
+        RequestBody { inner: None, remaining: None, limit: 0 }
+    }
+}
+
+impl Body for RequestBody {
+    type Data = Bytes;
+    type Error = RequestBodyError;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = self.get_mut();
+        let Some(inner) = this.inner.as_mut() else { return Poll::Ready(None) };
+        match Pin::new(inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let (Some(remaining), Some(data)) = (this.remaining.as_mut(), frame.data_ref()) {
+                    let len = data.len() as u64;
+                    if len > *remaining {
+                        return Poll::Ready(Some(Err(RequestBodyError::TooLarge { limit: this.limit })));
+                    }
+                    *remaining -= len;
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.inner {
+            Some(inner) => inner.is_end_stream(),
+            None => true,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.as_ref().map_or_else(|| SizeHint::with_exact(0), Body::size_hint)
+    }
+}
