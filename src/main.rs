@@ -51,7 +51,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the gateway. Flags override the config file.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Hot-upgrade the serving gateway: it starts the binary again with the same sockets, waits until the
     /// new process is ready, then drains. Exits 1 (with the reason) if the upgrade failed.
     Upgrade {
@@ -273,7 +273,7 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Serve(args) => serve(args),
+        Command::Serve(args) => serve(*args),
         Command::Apply { dir, etcd, dry_run, prune, force, max_txn_ops } => {
             let opts = ficus::ops::ApplyOptions { dry_run, prune, force, max_txn_ops: max_txn_ops as usize };
             operate(&etcd, |s| async move { apply(&dir, &s, &opts).await })
