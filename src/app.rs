@@ -88,6 +88,9 @@ pub struct LogSettings {
     pub format: LogFormat,
     #[serde(default = "default_true")]
     pub access_log: bool,
+    /// Access lines go to this file (reopened on SIGHUP) instead of stdout.
+    #[serde(default)]
+    pub access_log_file: Option<PathBuf>,
 }
 
 fn default_drain() -> Duration {
@@ -125,7 +128,7 @@ impl Default for RoutesSettings {
 }
 impl Default for LogSettings {
     fn default() -> Self {
-        LogSettings { format: default_format(), access_log: true }
+        LogSettings { format: default_format(), access_log: true, access_log_file: None }
     }
 }
 impl Default for Settings {

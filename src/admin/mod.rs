@@ -103,7 +103,11 @@ impl Admin {
             "/metrics" => {
                 self.draining_gauges();
                 self.metrics.run_upkeep();
-                let mut r = text(StatusCode::OK, self.metrics.render());
+                let mut body = self.metrics.render();
+                if let Some(process) = crate::telemetry::process::ProcessStats::read() {
+                    process.render(&mut body);
+                }
+                let mut r = text(StatusCode::OK, body);
                 r.headers_mut()
                     .insert(header::CONTENT_TYPE, header::HeaderValue::from_static("text/plain; version=0.0.4"));
                 r
