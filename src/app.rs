@@ -8,6 +8,7 @@ use crate::admin::{self, Admin};
 use crate::lifecycle::Shutdown;
 use crate::listen::{self, ListenerConfig};
 use crate::model::{parse_duration, Protocol, ValidatedConfig};
+use crate::proxy::limits::Limits;
 use crate::proxy::Proxy;
 use crate::source::etcd::EtcdSettings;
 use crate::source::{etcd, file, SourceEvent, SourceStatus};
@@ -44,6 +45,9 @@ pub struct Settings {
     /// Pid file, control socket and hot upgrade.
     #[serde(default)]
     pub process: crate::lifecycle::upgrade::ProcessSettings,
+    /// Request-head sizes, connections per listener, encoded slashes (`[limits]`).
+    #[serde(default)]
+    pub limits: Limits,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -64,6 +68,10 @@ pub struct AdminSettings {
     /// `None` turns the admin listener off.
     #[serde(default = "default_admin")]
     pub address: Option<SocketAddr>,
+    /// Host names the admin listener answers besides loopback ones (`localhost`, `127.0.0.1`, `[::1]`) and its
+    /// own address: a page in a local browser reaching it through DNS rebinding names another host.
+    #[serde(default)]
+    pub allowed_hosts: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -80,6 +88,9 @@ pub struct LogSettings {
     pub format: LogFormat,
     #[serde(default = "default_true")]
     pub access_log: bool,
+    /// Access lines go to this file (reopened on SIGHUP) instead of stdout.
+    #[serde(default)]
+    pub access_log_file: Option<PathBuf>,
 }
 
 fn default_drain() -> Duration {
@@ -107,7 +118,7 @@ fn de_duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Er
 
 impl Default for AdminSettings {
     fn default() -> Self {
-        AdminSettings { address: default_admin() }
+        AdminSettings { address: default_admin(), allowed_hosts: Vec::new() }
     }
 }
 impl Default for RoutesSettings {
@@ -117,7 +128,7 @@ impl Default for RoutesSettings {
 }
 impl Default for LogSettings {
     fn default() -> Self {
-        LogSettings { format: default_format(), access_log: true }
+        LogSettings { format: default_format(), access_log: true, access_log_file: None }
     }
 }
 impl Default for Settings {
@@ -130,6 +141,7 @@ impl Default for Settings {
             log: LogSettings::default(),
             drain_timeout: default_drain(),
             process: Default::default(),
+            limits: Limits::default(),
         }
     }
 }
@@ -151,6 +163,8 @@ pub enum AppError {
     #[error("no listener configured: give --listen or [[listeners]] in the config file")]
     NoListener,
     #[error(transparent)]
+    Limits(#[from] crate::proxy::limits::LimitsError),
+    #[error(transparent)]
     Process(#[from] crate::lifecycle::upgrade::UpgradeError),
 }
 
@@ -167,6 +181,7 @@ pub async fn run(settings: Settings, shutdown: Shutdown) -> Result<(), AppError>
     if settings.listeners.is_empty() {
         return Err(AppError::NoListener);
     }
+    settings.limits.validate()?;
     let metrics = crate::telemetry::install_metrics().map_err(AppError::Metrics)?;
     {
         // Histogram samples pile up between scrapes; fold them in regularly so memory stays flat even when
@@ -242,7 +257,7 @@ pub async fn run(settings: Settings, shutdown: Shutdown) -> Result<(), AppError>
     }
     let reload_task = tokio::spawn(reloader.run(events_rx));
 
-    let proxy = Arc::new(Proxy::new(table.clone()));
+    let proxy = Arc::new(Proxy::new(table.clone()).with_limits(settings.limits));
     let tls = tokio_rustls::TlsAcceptor::from(Arc::new(listen::server_config(table.clone())?));
     let mut tasks = Vec::new();
     for l in &settings.listeners {
@@ -251,6 +266,7 @@ pub async fn run(settings: Settings, shutdown: Shutdown) -> Result<(), AppError>
             addr: l.address,
             protocol: l.protocol,
             trust_forward_header: l.trust_forward_header,
+            limits: settings.limits,
         };
         let listener = listen::bind(&cfg)?;
         let acceptor = (cfg.protocol == Protocol::Https).then(|| tls.clone());
@@ -263,12 +279,19 @@ pub async fn run(settings: Settings, shutdown: Shutdown) -> Result<(), AppError>
             settings.drain_timeout,
         )));
     }
-    let keyed =
-        tokio::spawn(keyed_listeners(config_rx, proxy.clone(), tls.clone(), shutdown.clone(), settings.drain_timeout));
+    let keyed = tokio::spawn(keyed_listeners(
+        config_rx,
+        proxy.clone(),
+        tls.clone(),
+        shutdown.clone(),
+        settings.drain_timeout,
+        settings.limits,
+    ));
 
     if let Some(addr) = settings.admin.address {
         let listener = listen::bind_admin(addr).map_err(|source| AppError::Admin { addr, source })?;
-        let admin = Arc::new(Admin { metrics, status, registry, table: table.clone() });
+        let hosts = admin::AllowedHosts::new(addr, &settings.admin.allowed_hosts);
+        let admin = Arc::new(Admin { metrics, status, registry, table: table.clone(), hosts });
         tokio::spawn(admin::serve(listener, admin, shutdown.clone()));
     }
     tracing::info!(generation = table.load().generation, "ficus ready");
@@ -293,6 +316,7 @@ async fn keyed_listeners(
     tls: tokio_rustls::TlsAcceptor,
     shutdown: Shutdown,
     drain_timeout: Duration,
+    limits: Limits,
 ) {
     let mut running: HashMap<String, (crate::model::ValidatedListener, Shutdown, tokio::task::JoinHandle<()>)> =
         HashMap::new();
@@ -315,6 +339,7 @@ async fn keyed_listeners(
                 addr: spec.address,
                 protocol: spec.protocol,
                 trust_forward_header: false,
+                limits,
             };
             match listen::bind(&cfg) {
                 Ok(listener) => {
@@ -341,5 +366,38 @@ async fn keyed_listeners(
     for (_, (_, stop, task)) in running {
         stop.trigger();
         let _ = task.await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shipped_config_parses_with_its_limits_filled_in() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/ficus.toml");
+        let s = Settings::load(&path).unwrap();
+        assert_eq!(s.limits, Limits::default());
+        let text = std::fs::read_to_string(&path).unwrap();
+        // The commented-out [limits] block, uncommented, is valid and says the defaults.
+        let uncommented: String = text
+            .lines()
+            .map(|l| match l.strip_prefix("# ") {
+                Some(rest)
+                    if rest.starts_with("[limits]")
+                        || rest.starts_with("max_")
+                        || rest.starts_with("encoded_slash")
+                        || rest.starts_with("header_timeout") =>
+                {
+                    rest
+                }
+                _ => l,
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        let s: Settings = toml::from_str(&uncommented).unwrap();
+        assert_eq!(s.limits, Limits::default());
+        let bad: Result<Settings, _> = toml::from_str("[limits]\nmax_head_bytes = \"big\"\n");
+        assert!(bad.unwrap_err().to_string().contains("max_head_bytes"));
     }
 }

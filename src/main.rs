@@ -48,10 +48,12 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once at start: the size of the largest variant costs nothing worth a Box.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Run the gateway. Flags override the config file.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Hot-upgrade the serving gateway: it starts the binary again with the same sockets, waits until the
     /// new process is ready, then drains. Exits 1 (with the reason) if the upgrade failed.
     Upgrade {
@@ -208,6 +210,9 @@ struct ServeArgs {
     /// Turn the per-request access log off.
     #[arg(long)]
     no_access_log: bool,
+    /// Write the access log to this file instead of stdout; SIGHUP reopens it (logrotate).
+    #[arg(long, value_name = "PATH")]
+    access_log_file: Option<PathBuf>,
     /// Believe X-Forwarded-* headers from clients of the --listen/--tls-listen listeners.
     #[arg(long)]
     trust_forward_header: bool,
@@ -226,6 +231,30 @@ struct ServeArgs {
     /// How long a hot upgrade waits for the new process to be ready (Go-style duration, default 30s).
     #[arg(long, value_parser = parse_go_duration)]
     upgrade_timeout: Option<Duration>,
+    /// Largest request head (request line and headers) in bytes; more is 431 (default 32768, at least 8192).
+    #[arg(long, value_name = "BYTES")]
+    max_head_bytes: Option<usize>,
+    /// Longest request line in bytes; more is 414 (default 8192).
+    #[arg(long, value_name = "BYTES")]
+    max_request_line_bytes: Option<usize>,
+    /// Longest header line in bytes; more is 431 (default 8192).
+    #[arg(long, value_name = "BYTES")]
+    max_header_bytes: Option<usize>,
+    /// Most header lines in one request; more is 431 (default 100).
+    #[arg(long, value_name = "N")]
+    max_headers: Option<usize>,
+    /// Open connections per listener (default: half the open-file limit less 128).
+    #[arg(long, value_name = "N")]
+    max_connections: Option<usize>,
+    /// What an encoded slash (%2F) in a request path does: `reject` (400, the default) or `keep`.
+    #[arg(long, value_name = "reject|keep")]
+    encoded_slash: Option<ficus::proxy::limits::EncodedSlash>,
+    /// How long a client has to send a request head; a partial one is then answered 408 (default 30s).
+    #[arg(long, value_parser = parse_go_duration)]
+    header_timeout: Option<Duration>,
+    /// A Host name the admin listener answers besides loopback names; repeatable.
+    #[arg(long = "admin-allowed-host", value_name = "NAME")]
+    admin_allowed_hosts: Vec<String>,
 }
 
 fn parse_go_duration(s: &str) -> Result<Duration, String> {
@@ -246,7 +275,7 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Serve(args) => serve(args),
+        Command::Serve(args) => serve(*args),
         Command::Apply { dir, etcd, dry_run, prune, force, max_txn_ops } => {
             let opts = ficus::ops::ApplyOptions { dry_run, prune, force, max_txn_ops: max_txn_ops as usize };
             operate(&etcd, |s| async move { apply(&dir, &s, &opts).await })
@@ -411,6 +440,9 @@ fn settings(args: ServeArgs) -> Result<Settings, String> {
     if args.no_access_log {
         s.log.access_log = false;
     }
+    if args.access_log_file.is_some() {
+        s.log.access_log_file = args.access_log_file;
+    }
     if let Some(d) = args.drain_timeout {
         s.drain_timeout = d;
     }
@@ -423,6 +455,15 @@ fn settings(args: ServeArgs) -> Result<Settings, String> {
     if let Some(t) = args.upgrade_timeout {
         s.process.upgrade_timeout = t;
     }
+    let l = &mut s.limits;
+    l.max_head_bytes = args.max_head_bytes.unwrap_or(l.max_head_bytes);
+    l.max_request_line_bytes = args.max_request_line_bytes.unwrap_or(l.max_request_line_bytes);
+    l.max_header_bytes = args.max_header_bytes.unwrap_or(l.max_header_bytes);
+    l.max_headers = args.max_headers.unwrap_or(l.max_headers);
+    l.max_connections = args.max_connections.unwrap_or(l.max_connections);
+    l.encoded_slash = args.encoded_slash.unwrap_or(l.encoded_slash);
+    l.header_timeout = args.header_timeout.unwrap_or(l.header_timeout);
+    s.admin.allowed_hosts.extend(args.admin_allowed_hosts);
     Ok(s)
 }
 
@@ -453,7 +494,18 @@ fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let _log_guard = telemetry::init_logging(settings.log.format, settings.log.access_log);
+    let access_file = settings.log.access_log_file.clone();
+    let _log_guards =
+        match telemetry::init_logging(settings.log.format, settings.log.access_log, access_file.as_deref()) {
+            Ok(guards) => guards,
+            Err(e) => {
+                let path = access_file.as_deref().unwrap_or(std::path::Path::new("")).display();
+                let e = format!("access log file {path}: {e}");
+                lifecycle::upgrade::report_failure(&e);
+                eprintln!("error: {e}");
+                return ExitCode::from(2);
+            }
+        };
     raise_fd_limit();
     // One thread is nginx's `worker_processes 1`: a single-threaded scheduler then skips the work-stealing
     // machinery (atomics, cross-thread wakeups) that only pays off with several workers.
@@ -475,6 +527,7 @@ fn serve(args: ServeArgs) -> ExitCode {
     let result = runtime.block_on(async move {
         let shutdown = Shutdown::new();
         tokio::spawn(lifecycle::watch_signals(shutdown.clone(), settings.drain_timeout));
+        tokio::spawn(telemetry::reopen_access_log_on_sighup(access_file.is_some()));
         ficus::app::run(settings, shutdown).await
     });
     // A single-threaded runtime ran on this thread: its buffered lines go out before the log is flushed.

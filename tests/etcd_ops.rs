@@ -186,8 +186,11 @@ async fn canary_and_drain_write_plain_keys_that_the_gateway_follows() {
     assert_eq!(code, 0, "{err}");
     assert!(out.contains(r#""Draining":true"#), "{out}");
     ficus.wait_generation_above(gen).await;
-    ficus_cmd(&["canary", "gtin", "gtin=100", "--etcd", &ep]);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let gen = ficus.generation().await;
+    let (code, out, err) = ficus_cmd(&["canary", "gtin", "gtin=100", "--etcd", &ep]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains(r#""Backends":[{"Id":"gtin","Weight":100}]"#), "{out}");
+    ficus.wait_generation_above(gen).await;
     let before = gtin2.hits();
     for _ in 0..20 {
         assert_eq!(served_by(&get(&c, &ficus.url("/stores/1/gtins/1")).await.1), "gtin");

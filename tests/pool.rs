@@ -14,13 +14,42 @@ use tokio::sync::watch;
 
 /// A keep-alive HTTP/1.1 backend on a raw socket, so every connection is visible: it counts accepts and open
 /// connections, and on `close_idle` closes every connection that is between requests (as a server does
-/// when its idle timeout fires, or when it restarts). `/slow` answers after 300 ms.
+/// when its idle timeout fires, or when it restarts). `/slow/<n>` holds each request until n of them wait
+/// together, so they certainly overlap: each needs its own upstream connection.
 struct CountingBackend {
     addr: SocketAddr,
     accepted: Arc<AtomicUsize>,
     open: Arc<AtomicUsize>,
     close_idle: watch::Sender<u64>,
     task: tokio::task::JoinHandle<()>,
+}
+
+/// Requests waiting for the rest of their batch, and the signal that releases a full batch.
+#[derive(Default)]
+struct Barrier {
+    waiting: std::sync::Mutex<usize>,
+    released: tokio::sync::Notify,
+}
+
+impl Barrier {
+    /// Waits until `n` requests wait here together. If they never do (the pool did not open `n` connections at
+    /// once), the gateway's 5 s Read timeout answers 504 and the test fails on that; the 20 s bound only keeps
+    /// the backend from holding a connection forever.
+    async fn wait(&self, n: usize) {
+        let released = self.released.notified();
+        tokio::pin!(released);
+        released.as_mut().enable();
+        {
+            let mut waiting = self.waiting.lock().expect("barrier lock");
+            *waiting += 1;
+            if *waiting >= n {
+                *waiting = 0;
+                self.released.notify_waiters();
+                return;
+            }
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(20), released).await;
+    }
 }
 
 impl Drop for CountingBackend {
@@ -38,14 +67,15 @@ impl CountingBackend {
         let open = Arc::new(AtomicUsize::new(0));
         let (close_idle, rx) = watch::channel(0u64);
         let (a, o) = (accepted.clone(), open.clone());
+        let barrier = Arc::new(Barrier::default());
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else { continue };
                 a.fetch_add(1, Ordering::SeqCst);
                 o.fetch_add(1, Ordering::SeqCst);
-                let (o, rx) = (o.clone(), rx.clone());
+                let (o, rx, barrier) = (o.clone(), rx.clone(), barrier.clone());
                 tokio::spawn(async move {
-                    serve(stream, rx).await;
+                    serve(stream, rx, &barrier).await;
                     o.fetch_sub(1, Ordering::SeqCst);
                 });
             }
@@ -77,7 +107,7 @@ impl CountingBackend {
 
 /// One connection: request heads (no bodies) answered in turn until the client closes, or `close` fires
 /// while the connection sits idle between two requests.
-async fn serve(mut stream: TcpStream, mut close: watch::Receiver<u64>) {
+async fn serve(mut stream: TcpStream, mut close: watch::Receiver<u64>, barrier: &Barrier) {
     close.borrow_and_update();
     let mut buf = Vec::with_capacity(4096);
     let mut served = 0;
@@ -102,8 +132,9 @@ async fn serve(mut stream: TcpStream, mut close: watch::Receiver<u64>) {
         };
         let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
         buf.drain(..head_end);
-        if head.starts_with("GET /slow") {
-            tokio::time::sleep(Duration::from_millis(300)).await;
+        if let Some(rest) = head.strip_prefix("GET /slow/") {
+            let n = rest.split(' ').next().and_then(|n| n.parse().ok()).unwrap_or(1);
+            barrier.wait(n).await;
         }
         let resp = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncontent-type: text/plain\r\n\r\nok";
         if stream.write_all(resp).await.is_err() {
@@ -145,7 +176,7 @@ async fn connections_the_backend_closed_while_idle_do_not_fail_requests() {
     let client = http1_client();
     for round in 0..5 {
         // Several pooled connections, then the backend drops all of them while they sit idle.
-        let slow = ficus.url("/slow");
+        let slow = ficus.url("/slow/4");
         let batch: Vec<_> = (0..4).map(|_| get(&client, &slow)).collect();
         for (code, _) in futures_util::future::join_all(batch).await {
             assert_eq!(code, 200, "round {round}");
@@ -165,7 +196,7 @@ async fn idle_connections_are_capped_per_server() {
     let routes = routes_for(&b, 2);
     let ficus = Ficus::start(routes.path()).await;
     let client = http1_client();
-    let slow = ficus.url("/slow");
+    let slow = ficus.url("/slow/8");
     let batch: Vec<_> = (0..8).map(|_| get(&client, &slow)).collect();
     for (code, _) in futures_util::future::join_all(batch).await {
         assert_eq!(code, 200);
@@ -186,7 +217,7 @@ async fn a_server_leaving_the_config_closes_its_idle_connections() {
     let routes = routes_for(&b, 16);
     let ficus = Ficus::start(routes.path()).await;
     let client = http1_client();
-    let slow = ficus.url("/slow");
+    let slow = ficus.url("/slow/3");
     let batch: Vec<_> = (0..3).map(|_| get(&client, &slow)).collect();
     for (code, _) in futures_util::future::join_all(batch).await {
         assert_eq!(code, 200);

@@ -3,7 +3,7 @@
 mod common;
 
 use bytes::Bytes;
-use common::backend::{closing_server, dead_addr, TestBackend};
+use common::backend::{closing_server, dead_addr, unanswered, TestBackend};
 use common::*;
 use futures_util::{SinkExt, StreamExt};
 use http_body_util::{BodyExt, Full, StreamBody};
@@ -124,13 +124,17 @@ async fn error_statuses_name_the_frontend() {
     let routes = Routes::new();
     let slow = TestBackend::start("slow").await;
     let (closing, _task) = closing_server().await;
+    let silent = unanswered();
     routes.backend("dead", &[("s1", dead_addr())]);
+    // The harness's backends have a 500 ms Dial timeout.
+    routes.backend("silent", &[("s1", silent.addr)]);
     routes.backend("reset", &[("s1", closing)]);
     routes.put("backends/empty/backend", r#"{"Type":"http"}"#);
     routes.put("backends/slow/backend", r#"{"Type":"http","Settings":{"Timeouts":{"Read":"300ms"}}}"#);
     routes.put("backends/slow/servers/s1", &format!(r#"{{"URL":"http://{}"}}"#, slow.addr));
     routes.frontend("dead", "dead", "Path(`/dead`)");
     routes.frontend("reset", "reset", "Path(`/reset`)");
+    routes.frontend("silent", "silent", "Path(`/silent`)");
     routes.frontend("empty", "empty", "Path(`/empty`)");
     routes.frontend("slow", "slow", "PathPrefix(`/slow`)");
     let ficus = Ficus::start(routes.path()).await;
@@ -140,6 +144,7 @@ async fn error_statuses_name_the_frontend() {
         ("/empty", 503, "no_server", Some("empty")),
         ("/dead", 502, "upstream_unreachable", Some("dead")),
         ("/reset", 502, "upstream_reset", Some("reset")),
+        ("/silent", 504, "upstream_connect_timeout", Some("silent")),
         ("/slow/2000", 504, "upstream_timeout", Some("slow")),
     ] {
         let (parts, body) = request_full(&c, http::Request::get(ficus.url(path)).body(Full::default()).unwrap()).await;
@@ -155,6 +160,10 @@ async fn error_statuses_name_the_frontend() {
     let metrics = get(&c, &format!("http://{}/metrics", ficus.admin)).await.1;
     let text = String::from_utf8_lossy(&metrics);
     assert!(text.contains(r#"ficus_upstream_errors_total{backend="dead",server="s1",kind="connect"}"#), "{text}");
+    assert!(
+        text.contains(r#"ficus_upstream_errors_total{backend="silent",server="s1",kind="dial_timeout"}"#),
+        "{text}"
+    );
     assert!(text.contains(r#"ficus_upstream_errors_total{backend="slow",server="s1",kind="timeout"}"#), "{text}");
     assert!(text.contains("ficus_request_duration_seconds_bucket"), "{text}");
 }
@@ -168,6 +177,10 @@ async fn forwarded_and_hop_by_hop_headers() {
     let trusted = serde_json::json!({"Type":"http","BackendId":"echo","Route":"Path(`/trusted`)",
         "Settings":{"TrustForwardHeader":true,"PassHostHeader":true}});
     routes.put("frontends/trusted/frontend", &trusted.to_string());
+    // Hostname sets the upstream Host outright, over PassHostHeader too.
+    let named = serde_json::json!({"Type":"http","BackendId":"echo","Route":"Path(`/named`)",
+        "Settings":{"Hostname":"internal.example","PassHostHeader":true}});
+    routes.put("frontends/named/frontend", &named.to_string());
     let ficus = Ficus::start(routes.path()).await;
     let c = http1_client();
     let send = |path: &'static str| {
@@ -201,6 +214,11 @@ async fn forwarded_and_hop_by_hop_headers() {
     assert_eq!(h["x-forwarded-for"], "203.0.113.9, 127.0.0.1");
     assert_eq!(h["x-forwarded-proto"], "https");
     assert_eq!(h["host"], "shop.example");
+
+    let (_, body) = request_full(&c, send("/named")).await;
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["headers"]["host"], "internal.example", "Settings.Hostname is the upstream Host");
+    assert_eq!(v["headers"]["x-forwarded-host"], "shop.example", "the client's host stays in X-Forwarded-Host");
 
     // Without a client id, one is made and returned.
     let (parts, body) = request_full(&c, http::Request::get(ficus.url("/plain")).body(Full::default()).unwrap()).await;
@@ -366,6 +384,17 @@ async fn idle_keep_alive_connections_park_and_serve_on() {
     let mut b = RawConn::connect(ficus.addr).await;
     b.send(b"GET /b1 HTTP/1.1\r\nHo").await;
 
+    // A parks within two quiet periods. B does not (its bytes are served on): once A has parked, a further
+    // 3 s (more than the 2 s quiet period, so B would have parked by then too) leaves exactly one parked.
+    within("A parked", async {
+        while ficus.metric("ficus_parked_connections").await < 1.0 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(ficus.metric("ficus_parked_connections").await, 1.0, "A alone is parked, B is not");
+
     // C: a response the client does not read for a while, with a small receive window, so that the end of
     // it still waits in the gateway when the connection goes quiet. Several sizes, to land in that window.
     let sizes: Vec<usize> = (1..=16).map(|i| i * 384 * 1024).collect();
@@ -380,17 +409,11 @@ async fn idle_keep_alive_connections_park_and_serve_on() {
         cs.push((size, c));
     }
 
-    // A parks within two quiet periods. B does not (its bytes are served on). A C connection parks only once
-    // all its response has left the gateway's buffers for the kernel's.
-    within("A parked", async {
-        while ficus.metric("ficus_parked_connections").await < 1.0 {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    })
-    .await;
+    // A C connection parks only once all its response has left the gateway's buffers for the kernel's: how
+    // many do depends on the kernel's buffers, so only the bounds are known.
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let before = ficus.metric("ficus_parked_connections").await;
-    assert!((1.0..=1.0 + sizes.len() as f64).contains(&before), "{before}");
+    let parked = ficus.metric("ficus_parked_connections").await;
+    assert!((1.0..=1.0 + sizes.len() as f64).contains(&parked), "{parked}");
 
     a.send(b"GET /a2 HTTP/1.1\r\nHost: t\r\n\r\n").await;
     let (status, body) = within("a2", a.response()).await;
@@ -414,4 +437,112 @@ async fn idle_keep_alive_connections_park_and_serve_on() {
     }
     // Each connection came back from parking when its client spoke.
     assert_eq!(ficus.metric("ficus_parked_connections").await, 0.0);
+}
+
+/// The head timeout, shortened with its setting (30 s by default): a connection that sends nothing is closed
+/// quietly, one that trickles a head a byte a second is answered 408 and closed; neither before the timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_completes_no_head_in_time_is_closed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let routes = Routes::new();
+    let b = TestBackend::start("echo").await;
+    routes.backend("echo", &[("s1", b.addr)]);
+    routes.frontend("echo", "echo", "PathPrefix(`/`)");
+    let opts = FicusOptions { extra: vec!["--header-timeout".into(), "3s".into()], ..Default::default() };
+    let ficus = Ficus::start_with(routes.path(), opts).await;
+    let started = std::time::Instant::now();
+    let quiet = tokio::net::TcpStream::connect(ficus.addr).await.unwrap();
+    let trickle = tokio::net::TcpStream::connect(ficus.addr).await.unwrap();
+    let (mut trickle_read, mut trickle_write) = trickle.into_split();
+    let writer = tokio::spawn(async move {
+        trickle_write.write_all(b"GET /never HTTP/1.1\r\nHost: t\r\nX-Slow: ").await.unwrap();
+        while trickle_write.write_all(b"a").await.is_ok() {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    });
+    /// What the gateway sent before its clean close, and when the close came.
+    async fn closed_after(mut r: impl tokio::io::AsyncRead + Unpin, started: std::time::Instant) -> (String, Duration) {
+        let mut rest = Vec::new();
+        let read =
+            tokio::time::timeout(Duration::from_secs(60), r.read_to_end(&mut rest)).await.expect("closed within 60 s");
+        assert!(read.is_ok(), "closed with an error: {read:?}");
+        (String::from_utf8_lossy(&rest).into_owned(), started.elapsed())
+    }
+    let ((quiet_said, quiet_after), (trickle_said, trickle_after)) =
+        tokio::join!(closed_after(quiet, started), closed_after(&mut trickle_read, started));
+    writer.abort();
+    assert_eq!(quiet_said, "", "a quiet connection is closed without a word");
+    assert!(trickle_said.starts_with("HTTP/1.1 408"), "{trickle_said}");
+    // Lower bounds only: how soon after the timeout is not this test's business.
+    for (what, after) in [("quiet", quiet_after), ("trickling", trickle_after)] {
+        assert!(after >= Duration::from_millis(2900), "the {what} connection was closed after {after:?}, before 3 s");
+    }
+    // The gateway serves on.
+    assert_eq!(get(&http1_client(), &ficus.url("/after")).await.0, 200);
+}
+
+/// The 95/5 split with clients at once (each request takes the next step of one shared sequence, so 1,000
+/// requests give exactly 50 to the canary whatever their order), then across reloads (the frontend's counter
+/// survives a change of its own value and an unrelated one: a reset would break a window spanning it), and
+/// the canary side never twice in a row.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn weighted_split_holds_under_concurrent_clients_and_across_reloads() {
+    let routes = Routes::new();
+    let blue = TestBackend::start("blue").await;
+    let green = TestBackend::start("green").await;
+    routes.backend("blue", &[("s1", blue.addr)]);
+    routes.backend("green", &[("s1", green.addr)]);
+    let split = |priority: i32| {
+        serde_json::json!({"Type":"http","Route":"PathPrefix(`/`)","Priority":priority,
+            "Backends":[{"Id":"blue","Weight":95},{"Id":"green","Weight":5}]})
+        .to_string()
+    };
+    routes.put("frontends/split/frontend", &split(0));
+    let ficus = std::sync::Arc::new(Ficus::start(routes.path()).await);
+
+    let clients: Vec<_> = (0..8)
+        .map(|i| {
+            let ficus = ficus.clone();
+            tokio::spawn(async move {
+                let c = if i % 2 == 0 { http1_client() } else { h2c_client() };
+                for _ in 0..125 {
+                    assert_eq!(get(&c, &ficus.url("/x")).await.0, 200);
+                }
+            })
+        })
+        .collect();
+    for c in clients {
+        c.await.expect("client");
+    }
+    assert_eq!((blue.hits(), green.hits()), (950, 50), "1,000 concurrent requests split 95/5 exactly");
+
+    let c = http1_client();
+    let mut seq = Vec::new();
+    let take = |n: usize| {
+        let (c, ficus) = (c.clone(), ficus.clone());
+        async move {
+            let mut out = Vec::new();
+            for _ in 0..n {
+                out.push(served_by(&get(&c, &ficus.url("/x")).await.1));
+            }
+            out
+        }
+    };
+    seq.extend(take(137).await);
+    // A change to the frontend's own value.
+    let gen = ficus.generation().await;
+    routes.put("frontends/split/frontend", &split(1));
+    ficus.wait_generation_above(gen).await;
+    seq.extend(take(114).await);
+    // An unrelated change.
+    let gen = ficus.generation().await;
+    routes.frontend("other", "blue", "Path(`/other`)");
+    ficus.wait_generation_above(gen).await;
+    seq.extend(take(149).await);
+    for (i, w) in seq.windows(100).enumerate() {
+        assert_eq!(w.iter().filter(|s| *s == "green").count(), 5, "window at {i} of {seq:?}");
+    }
+    for (i, w) in seq.windows(2).enumerate() {
+        assert!(!(w[0] == "green" && w[1] == "green"), "the canary twice in a row at {i}");
+    }
 }

@@ -26,19 +26,18 @@ async fn sigterm_finishes_in_flight_requests_then_exits() {
             tokio::spawn(async move { request(&c, http::Request::get(url).body(Full::default()).unwrap()).await })
         })
         .collect();
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let signalled = Instant::now();
+    // The warm-up request plus the three in flight have reached the backend.
+    wait_for("three requests at the backend", || b.hits() >= 4).await;
     ficus.signal("TERM");
     for r in in_flight {
         let (code, body) = r.await.unwrap();
         assert_eq!(code, 200, "{}", String::from_utf8_lossy(&body));
     }
     // The listener closed: new connections are refused.
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    assert!(std::net::TcpStream::connect(ficus.addr).is_err(), "still accepting after SIGTERM");
-    let status = ficus.wait_exit(Duration::from_secs(10)).expect("exits once idle");
+    wait_for("the listener closed", || std::net::TcpStream::connect(ficus.addr).is_err()).await;
+    // Well within the 5 s drain deadline the test starts Ficus with, so a clean exit means it went idle.
+    let status = ficus.wait_exit(Duration::from_secs(30)).expect("exits once idle");
     assert!(status.success(), "{status}: {}", ficus.log_text());
-    assert!(signalled.elapsed() < Duration::from_secs(4), "exit took {:?}", signalled.elapsed());
     let log = ficus.log_text();
     assert!(log.contains("SIGTERM: draining") && log.contains("drained; exiting"), "{log}");
 }
@@ -65,7 +64,6 @@ async fn parked_connections_are_answered_or_closed_politely_at_a_drain() {
     };
     tokio::time::timeout(Duration::from_secs(10), parked).await.expect("both connections park");
 
-    let signalled = Instant::now();
     ficus.signal("TERM");
     // The drain has begun once the listener is closed; the late client speaks within its grace for quiet
     // connections.
@@ -79,9 +77,9 @@ async fn parked_connections_are_answered_or_closed_politely_at_a_drain() {
     for c in [&mut quiet, &mut late] {
         assert!(tokio::time::timeout(Duration::from_secs(5), c.closed()).await.unwrap(), "closed with a reset");
     }
-    let status = ficus.wait_exit(Duration::from_secs(10)).expect("exits once idle");
+    let status = ficus.wait_exit(Duration::from_secs(30)).expect("exits once idle");
     assert!(status.success(), "{status}: {}", ficus.log_text());
-    assert!(signalled.elapsed() < Duration::from_secs(4), "exit took {:?}", signalled.elapsed());
+    assert!(!ficus.log_text().contains("drain deadline reached"), "exited at the deadline, not idle");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -89,26 +87,42 @@ async fn drain_deadline_bounds_a_stuck_request() {
     let (_routes, _b, mut ficus, stuck) = stuck_request("1s").await;
     let signalled = Instant::now();
     ficus.signal("TERM");
-    let status = ficus.wait_exit(Duration::from_secs(10)).expect("exits at the drain deadline");
+    let status = ficus.wait_exit(Duration::from_secs(30)).expect("exits at the drain deadline");
     let took = signalled.elapsed();
-    assert!(took >= Duration::from_millis(900) && took < Duration::from_secs(5), "exit after {took:?}");
+    // A lower bound only: the drain waited for the deadline instead of dropping the request at once.
+    assert!(took >= Duration::from_millis(900), "exit after {took:?}, before the 1 s deadline");
     assert!(status.success(), "{status}");
     assert!(ficus.log_text().contains("drain deadline reached"), "{}", ficus.log_text());
-    let _ = stuck.await;
+    assert_cut(stuck).await;
+}
+
+/// The client whose request was cut sees its connection closed without a response, promptly (not at its own
+/// 20 s timeout), and not a success.
+async fn assert_cut(stuck: Stuck) {
+    match stuck.await.expect("client task") {
+        Ok(Err(e)) => {
+            let source = std::error::Error::source(&e).and_then(|s| s.downcast_ref::<hyper::Error>());
+            assert!(
+                source.is_some_and(|h| h.is_incomplete_message() || h.is_closed()),
+                "the cut request fails as a closed connection, got {e:?}"
+            );
+        }
+        Ok(Ok(resp)) => panic!("the cut request got a response: {}", resp.status()),
+        Err(_) => panic!("the cut request hung past the exit"),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_signal_exits_at_once() {
     let (_routes, _b, mut ficus, stuck) = stuck_request("30s").await;
     ficus.signal("TERM");
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(ficus.log_shows("SIGTERM: draining").await, "the first signal starts a drain: {}", ficus.log_text());
     assert!(ficus.wait_exit(Duration::from_millis(10)).is_none(), "the first signal drains, it does not exit");
-    let second = Instant::now();
     ficus.signal("TERM");
-    let status = ficus.wait_exit(Duration::from_secs(5)).expect("the second signal exits at once");
-    assert!(second.elapsed() < Duration::from_secs(2), "took {:?}", second.elapsed());
+    // The drain deadline is 30 s: an exit well before it comes from the second signal.
+    let status = ficus.wait_exit(Duration::from_secs(20)).expect("the second signal exits at once");
     assert!(!status.success(), "an interrupted drain is not a clean exit: {status}");
-    let _ = stuck.await;
+    assert_cut(stuck).await;
 }
 
 type Stuck = tokio::task::JoinHandle<
@@ -136,6 +150,65 @@ async fn stuck_request(drain: &str) -> (Routes, TestBackend, Ficus, Stuck) {
         let req = http::Request::get(url).body(Full::default()).unwrap();
         tokio::time::timeout(Duration::from_secs(20), c.request(req)).await
     });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    wait_for("the stuck request at the backend", || b.hits() >= 1).await;
     (routes, b, ficus, stuck)
+}
+
+/// An HTTP/2 client is told of the drain with GOAWAY (NO_ERROR), then its connection is closed cleanly. Spoken
+/// in raw frames, so the GOAWAY itself is seen, not a client library's reaction to it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_connections_get_goaway_at_a_drain() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let routes = Routes::new();
+    let b = TestBackend::start("echo").await;
+    routes.backend("echo", &[("s1", b.addr)]);
+    routes.frontend("echo", "echo", "PathPrefix(`/`)");
+    let mut ficus = Ficus::start(routes.path()).await;
+    let mut conn = tokio::net::TcpStream::connect(ficus.addr).await.unwrap();
+    // The h2c prior-knowledge preface and an empty SETTINGS frame.
+    conn.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00").await.unwrap();
+
+    /// Reads one frame: type, flags and payload; `None` at a clean end of the connection.
+    async fn frame(conn: &mut tokio::net::TcpStream) -> Option<(u8, u8, Vec<u8>)> {
+        let mut head = [0u8; 9];
+        let read = tokio::time::timeout(Duration::from_secs(20), conn.read_exact(&mut head)).await.expect("a frame");
+        match read {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return None,
+            Err(e) => panic!("connection error: {e}"),
+        }
+        let len = usize::from(head[0]) << 16 | usize::from(head[1]) << 8 | usize::from(head[2]);
+        let mut payload = vec![0u8; len];
+        conn.read_exact(&mut payload).await.expect("frame payload");
+        Some((head[3], head[4], payload))
+    }
+
+    // The server's SETTINGS, acknowledged; the connection is then established and idle.
+    let (kind, _, _) = frame(&mut conn).await.expect("server settings");
+    assert_eq!(kind, 0x4, "the server speaks first with SETTINGS");
+    conn.write_all(b"\x00\x00\x00\x04\x01\x00\x00\x00\x00").await.unwrap();
+
+    ficus.signal("TERM");
+    let mut goaway = None;
+    loop {
+        match frame(&mut conn).await {
+            Some((0x7, _, payload)) => {
+                let code = u32::from_be_bytes([payload[4], payload[5], payload[6], payload[7]]);
+                assert_eq!(code, 0, "GOAWAY with NO_ERROR");
+                goaway = Some(code);
+            }
+            // SETTINGS acknowledgements, PINGs and window updates may come first.
+            Some((0x6, 0, payload)) => {
+                // A PING is answered, as a live client would.
+                let mut ack = vec![0x00, 0x00, 0x08, 0x06, 0x01, 0, 0, 0, 0];
+                ack.extend_from_slice(&payload);
+                let _ = conn.write_all(&ack).await;
+            }
+            Some(_) => {}
+            None => break,
+        }
+    }
+    assert_eq!(goaway, Some(0), "the connection was closed without a GOAWAY");
+    let status = ficus.wait_exit(Duration::from_secs(30)).expect("exits once idle");
+    assert!(status.success(), "{status}: {}", ficus.log_text());
 }

@@ -196,12 +196,11 @@ async fn failed_upgrade_keeps_the_old_process_serving_and_says_why() {
 
     // The new process never becomes ready (its etcd does not answer): killed at the deadline.
     std::fs::write(&config, "[etcd]\nendpoints = [\"http://127.0.0.1:1\"]\n").unwrap();
-    let started = Instant::now();
     let ctl = run.control();
     let (ok, text) = tokio::task::spawn_blocking(move || upgrade_at(&ctl)).await.unwrap();
     assert!(!ok, "{text}");
+    // The message names the deadline as the cause: no timing of the test's own is needed.
     assert!(text.contains("not ready within 2s"), "{text}");
-    assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
     assert_eq!(run.pid(), Some(ficus.pid()));
     assert_eq!(run.processes(), vec![ficus.pid()]);
     assert!(ficus.log_shows("hot upgrade failed; this process keeps serving").await);
@@ -261,11 +260,12 @@ async fn sigusr2_upgrade_tells_systemd_and_sigterm_then_finishes_in_flight() {
 
     // A slow request in flight on the old process while it is replaced.
     let c = http1_client();
+    let before = b.hits();
     let slow = {
         let (c, u) = (c.clone(), ficus.url("/slow/1500"));
         tokio::spawn(async move { get(&c, &u).await })
     };
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    wait_for("the slow request at the backend", || b.hits() > before).await;
     ficus.signal("USR2");
     let deadline = Instant::now() + Duration::from_secs(10);
     while run.pid() == Some(old) {
@@ -279,11 +279,12 @@ async fn sigusr2_upgrade_tells_systemd_and_sigterm_then_finishes_in_flight() {
     assert!(ficus.wait_exit(Duration::from_secs(5)).is_some_and(|s| s.success()), "old process did not exit");
 
     // SIGTERM on the new process: in-flight requests finish, systemd hears STOPPING=1.
+    let before = b.hits();
     let slow = {
         let (c, u) = (c.clone(), ficus.url("/slow/1000"));
         tokio::spawn(async move { get(&c, &u).await })
     };
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    wait_for("the slow request at the backend", || b.hits() > before).await;
     signal(new, libc::SIGTERM);
     notify.wait_for("STOPPING=1");
     assert_eq!(slow.await.unwrap().0, 200);
@@ -352,20 +353,20 @@ async fn draining_server_with_slow_requests_is_shown_until_idle() {
     let routes = Routes::new();
     let (one, two) = (TestBackend::start("one").await, TestBackend::start("two").await);
     routes.backend("gtin", &[("one", one.addr), ("two", two.addr)]);
-    // Room for the 2 s requests: the harness's backends answer 504 after a 2 s Read timeout.
+    // Room for the 4 s requests: the harness's backends answer 504 after a 2 s Read timeout.
     routes.put("backends/gtin/backend", r#"{"Type":"http","Settings":{"Timeouts":{"Read":"10s","Dial":"500ms"}}}"#);
     routes.frontend("gtin", "gtin", "PathPrefix(`/`)");
     let ficus = std::sync::Arc::new(Ficus::start(routes.path()).await);
-    let load = common::load::Load::start(ficus.url("/x"), 4);
     let c = http1_client();
-    // 2 s requests in flight on both servers.
+    // 4 s requests in flight on both servers (before the load starts, so the backends' counts are theirs).
     let slow: Vec<_> = (0..4)
         .map(|_| {
-            let (c, u) = (c.clone(), ficus.url("/slow/2000"));
+            let (c, u) = (c.clone(), ficus.url("/slow/4000"));
             tokio::spawn(async move { get(&c, &u).await })
         })
         .collect();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    wait_for("the slow requests at the backends", || one.hits() + two.hits() == 4).await;
+    let load = common::load::Load::start(ficus.url("/x"), 4);
     let gen = ficus.generation().await;
     routes.put("backends/gtin/servers/two", &format!(r#"{{"URL":"http://{}","Draining":true}}"#, two.addr));
     let status = ficus.wait_generation_above(gen).await;

@@ -1,6 +1,11 @@
 //! The admin listener (loopback by default): `/metrics` (Prometheus), `/status` (generation, counts, current
 //! errors, draining servers, source state), `/config` (the validated config in force), `/health`.
 //!
+//! It answers only requests whose `Host` is a loopback name, its own address or one configured in
+//! `admin.allowed_hosts` (403 otherwise): a web page in a local browser can point its own name at 127.0.0.1
+//! (DNS rebinding), but its requests then still carry that name. It has its own small connection cap, out of
+//! the descriptors the proxy listeners leave free, so it answers while they are full.
+//!
 //! It reads what the reload loop publishes and never touches the request path's data structures in a way
 //! that could slow it down.
 
@@ -13,10 +18,11 @@ use http::{header, Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use metrics_exporter_prometheus::PrometheusHandle;
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::net::TcpListener;
 
 pub struct Admin {
@@ -24,6 +30,42 @@ pub struct Admin {
     pub status: Arc<StatusBoard>,
     pub registry: Arc<Registry>,
     pub table: SharedTable,
+    pub hosts: AllowedHosts,
+}
+
+/// Connections the admin listener serves at once.
+const MAX_CONNECTIONS: usize = 64;
+
+/// The `Host` values the admin listener answers, lower case, without port.
+pub struct AllowedHosts(Vec<String>);
+
+impl AllowedHosts {
+    pub fn new(addr: std::net::SocketAddr, configured: &[String]) -> Self {
+        let mut hosts: Vec<String> = ["localhost", "127.0.0.1", "[::1]"]
+            .iter()
+            .map(|h| h.to_string())
+            .chain(configured.iter().map(|h| h.to_ascii_lowercase()))
+            .collect();
+        if !addr.ip().is_unspecified() {
+            hosts.push(match addr.ip() {
+                std::net::IpAddr::V4(ip) => ip.to_string(),
+                std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+            });
+        }
+        AllowedHosts(hosts)
+    }
+
+    /// True for an allowed name with or without a port, and for a request naming no host (HTTP/1.0 tools;
+    /// a browser always sends one).
+    pub fn allows(&self, host: Option<&str>) -> bool {
+        let Some(host) = host else { return true };
+        // `[::1]:8182`, `127.0.0.1:8182`, `localhost`: the port is whatever follows the last `:` after any `]`.
+        let name = match host.rfind(':') {
+            Some(i) if !host[i..].contains(']') => &host[..i],
+            _ => host,
+        };
+        self.0.iter().any(|h| h.eq_ignore_ascii_case(name))
+    }
 }
 
 impl Admin {
@@ -47,6 +89,13 @@ impl Admin {
     }
 
     fn answer(&self, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+        let host = match req.headers().get(header::HOST) {
+            Some(h) => Some(h.to_str().unwrap_or("?")),
+            None => req.uri().authority().map(|a| a.as_str()),
+        };
+        if !self.hosts.allows(host) {
+            return text(StatusCode::FORBIDDEN, "this Host is not served here; see admin.allowed_hosts\n");
+        }
         if req.method() != Method::GET && req.method() != Method::HEAD {
             return text(StatusCode::METHOD_NOT_ALLOWED, "only GET\n");
         }
@@ -54,7 +103,11 @@ impl Admin {
             "/metrics" => {
                 self.draining_gauges();
                 self.metrics.run_upkeep();
-                let mut r = text(StatusCode::OK, self.metrics.render());
+                let mut body = self.metrics.render();
+                if let Some(process) = crate::telemetry::process::ProcessStats::read() {
+                    process.render(&mut body);
+                }
+                let mut r = text(StatusCode::OK, body);
                 r.headers_mut()
                     .insert(header::CONTENT_TYPE, header::HeaderValue::from_static("text/plain; version=0.0.4"));
                 r
@@ -97,27 +150,51 @@ fn json<T: serde::Serialize>(value: &T) -> Response<Full<Bytes>> {
 /// Serves the admin endpoints until shutdown.
 pub async fn serve(listener: TcpListener, admin: Arc<Admin>, shutdown: Shutdown) {
     tracing::info!(addr = ?listener.local_addr().ok(), "admin listening");
+    let mut cap = crate::listen::accept::Cap::new("admin", MAX_CONNECTIONS);
+    let mut backoff = crate::listen::accept::Backoff::default();
     loop {
         let (stream, _) = tokio::select! {
             res = listener.accept() => match res {
                 Ok(pair) => pair,
                 Err(e) => {
-                    tracing::warn!(error = %e, "admin accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    backoff.failed("admin", &e).await;
                     continue;
                 }
             },
             _ = shutdown.wait() => return,
         };
+        backoff.succeeded();
+        let Some(permit) = cap.admit("admin") else { continue };
         let admin = admin.clone();
         tokio::spawn(async move {
+            let _permit = permit;
             let service = service_fn(move |req| {
                 let admin = admin.clone();
                 async move { Ok::<_, Infallible>(admin.answer(&req)) }
             });
-            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
+            // A bounded head wait, so idle clients cannot hold the few admin connections for long.
+            let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            builder.http1().timer(TokioTimer::new()).header_read_timeout(Duration::from_secs(10));
+            let _ = builder.serve_connection(TokioIo::new(stream), service).await;
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_own_and_configured_hosts_only() {
+        let hosts = AllowedHosts::new("127.0.0.1:8182".parse().unwrap(), &["Ops.Example".to_string()]);
+        for ok in ["localhost", "localhost:8182", "127.0.0.1:8182", "[::1]:8182", "[::1]", "ops.example:80"] {
+            assert!(hosts.allows(Some(ok)), "{ok}");
+        }
+        for bad in ["evil.example", "evil.example:8182", "localhost.evil.example", "127.0.0.2"] {
+            assert!(!hosts.allows(Some(bad)), "{bad}");
+        }
+        assert!(hosts.allows(None));
+        let hosts = AllowedHosts::new("10.1.2.3:8182".parse().unwrap(), &[]);
+        assert!(hosts.allows(Some("10.1.2.3:8182")));
     }
 }

@@ -14,6 +14,7 @@
 //! are not quiet for a whole period.
 
 use super::drain::{self, ConnState};
+use super::head;
 use super::ConnService;
 use crate::lifecycle::Shutdown;
 use bytes::{Buf, Bytes, BytesMut};
@@ -38,6 +39,8 @@ pub struct Protocols {
     pub h2: http2::Builder<TokioExecutor>,
     /// Connections parked now.
     pub parked: metrics::Gauge,
+    /// The request-line limit (`head::LineGuard`).
+    pub max_request_line: usize,
 }
 
 /// A client stream the connection can wait on without reading from it.
@@ -129,23 +132,26 @@ async fn serve_h1<I>(
     let mut seen_io = state.io_count();
     loop {
         // Boxed so the buffers and state go back to the allocator when the connection parks; the task itself
-        // stays small.
-        let mut conn = Box::new(protocols.h1.serve_connection(TokioIo::new(io), service).with_upgrades());
+        // stays small. Every hyper connection starts at a message boundary, so the guard watches its first line.
+        let guarded = head::LineGuard::new(io, protocols.max_request_line);
+        let mut conn = Box::new(protocols.h1.serve_connection(TokioIo::new(guarded), service).with_upgrades());
         loop {
-            tokio::select! {
-                res = &mut *conn => {
-                    if let Err(e) = res {
-                        tracing::debug!(error = %e, "connection ended with an error");
-                    }
-                    return;
-                }
+            let ended = tokio::select! {
+                res = &mut *conn => Some(res),
                 _ = drain.wait() => {
                     if let Err(e) = drain::finish(Pin::new(&mut *conn), &state, |c| c.graceful_shutdown()).await {
                         tracing::debug!(error = %e, "connection ended with an error");
                     }
                     return;
                 }
-                _ = tokio::time::sleep(PARK_AFTER) => {}
+                _ = tokio::time::sleep(PARK_AFTER) => None,
+            };
+            if let Some(res) = ended {
+                if let Err(e) = res {
+                    tracing::debug!(error = %e, "connection ended with an error");
+                    refused(conn, &e).await;
+                }
+                return;
             }
             let (requests, io) = (state.requests(), state.io_count());
             // A client still reading a response (slowly: the rest waits in hyper's buffer) is not quiet; one
@@ -159,6 +165,7 @@ async fn serve_h1<I>(
             quiet += 1;
             if PARK_AFTER * quiet >= head_timeout {
                 tracing::debug!("no request within the header read timeout; closing");
+                timed_out(conn).await;
                 return;
             }
             // A response the client has not read yet still sits in hyper's write buffer: keep it.
@@ -169,7 +176,7 @@ async fn serve_h1<I>(
         // Not upgraded (an upgrade ends the connection future above), so the parts are there.
         let Some(parts) = conn.into_parts() else { return };
         service = parts.service;
-        io = parts.io.into_inner();
+        io = parts.io.into_inner().into_inner().0;
         io.put_back(parts.read_buf);
         if !io.prefix.is_empty() {
             // Part of a request head had arrived: serve it on without waiting.
@@ -191,6 +198,30 @@ async fn serve_h1<I>(
         if !woken {
             return;
         }
+    }
+}
+
+type H1Conn<I> = http1::UpgradeableConnection<TokioIo<head::LineGuard<Rewind<I>>>, ConnService>;
+
+/// After hyper refused a head (it wrote 431 itself) or the request line was too long (414 is written here):
+/// the polite close, so a client still sending reads the answer.
+async fn refused<I: Socket>(conn: Box<H1Conn<I>>, e: &hyper::Error) {
+    let Some(parts) = conn.into_parts() else { return };
+    let (mut io, tripped) = parts.io.into_inner().into_inner();
+    if tripped {
+        head::linger_close(&mut io, head::URI_TOO_LONG).await;
+    } else if e.is_parse_too_large() {
+        head::linger_close(&mut io, b"").await;
+    }
+}
+
+/// The header read timeout: a client that sent part of a head is told 408 (RFC 9110 section 15.5.9); one
+/// that sent nothing since its last response is closed quietly, as an idle keep-alive connection.
+async fn timed_out<I: Socket>(conn: Box<H1Conn<I>>) {
+    let Some(parts) = conn.into_parts() else { return };
+    let (mut io, _) = parts.io.into_inner().into_inner();
+    if !parts.read_buf.is_empty() || !io.prefix.is_empty() {
+        head::linger_close(&mut io, head::REQUEST_TIMEOUT).await;
     }
 }
 

@@ -8,8 +8,10 @@
 //! from the process a hot upgrade replaces, and are kept on a list to hand to the next one
 //! (`lifecycle::inherit`).
 
+pub mod accept;
 mod conn;
 mod drain;
+mod head;
 mod tls;
 
 pub use tls::{server_config, SniResolver};
@@ -18,6 +20,7 @@ use crate::lifecycle::inherit;
 use crate::lifecycle::tracker::Tracker;
 use crate::lifecycle::Shutdown;
 use crate::model::Protocol;
+use crate::proxy::limits::Limits;
 use crate::proxy::{ConnInfo, Proxy, ProxyBody};
 use crate::telemetry;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
@@ -30,8 +33,6 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tracing::Instrument;
 
-/// Slow clients get this long to send a request head (slowloris protection).
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
@@ -113,6 +114,8 @@ pub struct ListenerConfig {
     pub addr: SocketAddr,
     pub protocol: Protocol,
     pub trust_forward_header: bool,
+    /// Head sizes and the connection cap.
+    pub limits: Limits,
 }
 
 /// Takes the inherited socket for this listener (hot upgrade, socket activation) or binds a new one with a
@@ -144,8 +147,13 @@ fn bind_new(cfg: &ListenerConfig) -> std::io::Result<std::net::TcpListener> {
 
 /// The admin listener: inherited or bound, and handed on at an upgrade for as long as the process lives.
 pub fn bind_admin(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    let cfg =
-        ListenerConfig { name: inherit::ADMIN.into(), addr, protocol: Protocol::Http, trust_forward_header: false };
+    let cfg = ListenerConfig {
+        name: inherit::ADMIN.into(),
+        addr,
+        protocol: Protocol::Http,
+        trust_forward_header: false,
+        limits: Limits::default(),
+    };
     // Listed for the life of the process (`bind` registered it and nothing unregisters it).
     bind(&cfg).map_err(|e| e.source)
 }
@@ -168,26 +176,42 @@ pub async fn serve(
     // The header read timeout is kept per connection by `conn::serve` with one timer, instead of hyper's, which
     // arms (and allocates) a timer at every request head.
     let mut h1 = hyper::server::conn::http1::Builder::new();
-    h1.timer(TokioTimer::new()).header_read_timeout(None).keep_alive(true);
+    // hyper's read buffer is capped at the head limit, so an unfinished head costs at most that much: hyper
+    // answers 431 when the buffer fills without a complete head.
+    let limits = cfg.limits;
+    h1.timer(TokioTimer::new())
+        .header_read_timeout(None)
+        .keep_alive(true)
+        .max_buf_size(limits.max_head_bytes.max(crate::proxy::limits::MIN_HEAD_BYTES));
+    // hyper's own default is 100 on an uninitialised stack array; any other count makes it fill one per
+    // request head, so it is only set when it differs.
+    if limits.max_headers != crate::proxy::limits::DEFAULT_MAX_HEADERS {
+        h1.max_headers(limits.max_headers);
+    }
     let mut h2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
-    h2.timer(TokioTimer::new()).keep_alive_interval(Some(Duration::from_secs(30)));
+    h2.timer(TokioTimer::new())
+        .keep_alive_interval(Some(Duration::from_secs(30)))
+        .max_header_list_size(u32::try_from(limits.max_head_bytes).unwrap_or(u32::MAX));
     let parked = metrics::gauge!(telemetry::PARKED_CONNECTIONS, "listener" => cfg.name.clone());
-    let protocols = Arc::new(conn::Protocols { h1, h2, parked });
-    tracing::info!(listener = %name, addr = ?local, protocol = ?cfg.protocol, "listening");
+    let protocols = Arc::new(conn::Protocols { h1, h2, parked, max_request_line: limits.max_request_line_bytes });
+    let mut cap = accept::Cap::new(&cfg.name, limits.connection_cap());
+    let mut backoff = accept::Backoff::default();
+    tracing::info!(listener = %name, addr = ?local, protocol = ?cfg.protocol, max_connections = limits.connection_cap(),
+        "listening");
 
     loop {
         let (stream, peer) = tokio::select! {
             res = listener.accept() => match res {
                 Ok(pair) => pair,
                 Err(e) => {
-                    // EMFILE and friends: back off briefly instead of spinning.
-                    tracing::warn!(listener = %name, error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    backoff.failed(&name, &e).await;
                     continue;
                 }
             },
             _ = shutdown.wait() => break,
         };
+        backoff.succeeded();
+        let Some(permit) = cap.admit(&name) else { continue };
         let _ = stream.set_nodelay(true);
         accepted.increment(1);
         let token = connections.enter();
@@ -209,9 +233,9 @@ pub async fn serve(
             None => {
                 tokio::spawn(
                     async move {
-                        let _token = token;
+                        let _held = (token, permit);
                         open.increment(1.0);
-                        conn::serve(io, service, state, drain_signal, protocols, HEADER_READ_TIMEOUT).await;
+                        conn::serve(io, service, state, drain_signal, protocols, limits.header_timeout).await;
                         open.decrement(1.0);
                     }
                     .instrument(span),
@@ -222,7 +246,7 @@ pub async fn serve(
                 let acceptor = acceptor.clone();
                 tokio::spawn(
                     async move {
-                        let _token = token;
+                        let _held = (token, permit);
                         let tls_stream = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(io)).await {
                             Ok(Ok(s)) => s,
                             Ok(Err(e)) => {
@@ -235,7 +259,7 @@ pub async fn serve(
                             }
                         };
                         open.increment(1.0);
-                        conn::serve(tls_stream, service, state, drain_signal, protocols, HEADER_READ_TIMEOUT).await;
+                        conn::serve(tls_stream, service, state, drain_signal, protocols, limits.header_timeout).await;
                         open.decrement(1.0);
                     }
                     .instrument(span),

@@ -2,6 +2,12 @@
 //! whole (the request body going the other way is [`crate::upstream::RequestBody`]).
 //!
 //! Backpressure comes for free: a frame is only pulled from one side when the other side asked for one.
+//!
+//! A proxied request is counted (`ficus_requests_total`, latency) and logged when its response body ends,
+//! not when the head goes out: an upstream body that fails after its head (a Content-Length it does not
+//! deliver, a reset, a bad chunk) has already sent the client a 200 it cannot keep, and is counted and
+//! logged as the 502 it is, with `ficus_upstream_errors_total{kind="body"}`. A client that goes away is not
+//! an upstream failure and keeps the status it was sent.
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
@@ -31,6 +37,19 @@ pub struct Completion {
     /// Made only when the body first has to wait, so a response that streams straight through never
     /// allocates it: wakes the body when the server's drain deadline cuts it off.
     pub abort_wait: Option<Pin<Box<dyn std::future::Future<Output = ()> + Send>>>,
+    /// What the request is counted under when it ends.
+    pub outcome: Outcome,
+    /// Set when the upstream body failed: the kind of failure, for the error counter.
+    pub failed: Option<&'static str>,
+}
+
+/// The frontend's counters and where in its split the request went, kept until the body ends.
+pub struct Outcome {
+    pub frontend: std::sync::Arc<crate::table::Frontend>,
+    pub backend: usize,
+    pub server: usize,
+    pub status: u16,
+    pub start: std::time::Instant,
 }
 
 impl Completion {
@@ -49,7 +68,23 @@ impl Drop for Completion {
         if let (true, Some(conn), Some(guard)) = (self.complete, self.conn.take(), self.guard.as_ref()) {
             guard.server().pool.put(conn);
         }
-        if let Some(log) = self.log.take() {
+        let o = &self.outcome;
+        let (backend, server) = match self.guard.as_ref() {
+            Some(g) => (&g.server().backend, &g.server().id),
+            None => return,
+        };
+        let status = match self.failed {
+            Some(kind) => {
+                crate::telemetry::upstream_error(backend, server, kind);
+                tracing::warn!(target: "access", frontend = %o.frontend.id, backend = %backend, server = %server,
+                    status = o.status, bytes = self.bytes, kind, "upstream body failed; counted as 502");
+                502
+            }
+            None => o.status,
+        };
+        o.frontend.metrics.record(Some((o.backend, backend)), Some((o.server, server)), status, o.start.elapsed());
+        if let Some(mut log) = self.log.take() {
+            log.status = status;
             log.emit(self.bytes);
         }
     }
@@ -90,12 +125,12 @@ impl Body for ProxyBody {
         match self.get_mut() {
             ProxyBody::Upstream { body, done } => {
                 if done.as_ref().and_then(|d| d.guard.as_ref()).is_some_and(|g| g.server().is_aborted()) {
-                    done.take();
+                    fail(done, "drain_deadline");
                     return Poll::Ready(Some(Err(Box::new(DrainDeadline))));
                 }
                 let polled = Pin::new(body).poll_frame(cx).map_err(BodyError::from);
                 if polled.is_pending() && done.as_mut().is_some_and(|d| d.poll_aborted(cx)) {
-                    done.take();
+                    fail(done, "drain_deadline");
                     return Poll::Ready(Some(Err(Box::new(DrainDeadline))));
                 }
                 if let (Poll::Ready(Some(Ok(frame))), Some(done)) = (&polled, done.as_mut()) {
@@ -111,9 +146,7 @@ impl Body for ProxyBody {
                             d.complete = true;
                         }
                     }
-                    Poll::Ready(Some(Err(_))) => {
-                        done.take();
-                    }
+                    Poll::Ready(Some(Err(_))) => fail(done, "body"),
                     _ => {}
                 }
                 polled
@@ -135,5 +168,11 @@ impl Body for ProxyBody {
             ProxyBody::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
             ProxyBody::Full(None) => SizeHint::with_exact(0),
         }
+    }
+}
+
+fn fail(done: &mut Option<Box<Completion>>, kind: &'static str) {
+    if let Some(mut d) = done.take() {
+        d.failed = Some(kind);
     }
 }

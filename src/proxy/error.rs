@@ -75,6 +75,12 @@ pub enum ProxyError {
     BodyTooLarge { limit: u64 },
     #[error("bad request: {0}")]
     BadRequest(&'static str),
+    #[error("request head too large: {0}")]
+    HeadTooLarge(&'static str),
+    #[error("the request line is longer than {limit} bytes")]
+    UriTooLong { limit: usize },
+    #[error("transfer coding not implemented: only `chunked`, alone, is accepted")]
+    UnsupportedCoding,
     #[error("upstream {backend}/{server}: {}", describe(.failure))]
     Upstream { failure: UpstreamFailure, backend: Arc<str>, server: Arc<str> },
 }
@@ -99,6 +105,9 @@ impl ProxyError {
             ProxyError::NoBackend | ProxyError::NoServer { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ProxyError::HeadTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            ProxyError::UriTooLong { .. } => StatusCode::URI_TOO_LONG,
+            ProxyError::UnsupportedCoding => StatusCode::NOT_IMPLEMENTED,
             ProxyError::Upstream { failure, .. } => match failure {
                 UpstreamFailure::Connect(_) | UpstreamFailure::Reset(_) | UpstreamFailure::DrainDeadline(_) => {
                     StatusCode::BAD_GATEWAY
@@ -117,6 +126,9 @@ impl ProxyError {
             ProxyError::NoServer { .. } => "no_server",
             ProxyError::BodyTooLarge { .. } => "body_too_large",
             ProxyError::BadRequest(_) => "bad_request",
+            ProxyError::HeadTooLarge(_) => "header_too_large",
+            ProxyError::UriTooLong { .. } => "uri_too_long",
+            ProxyError::UnsupportedCoding => "transfer_coding_not_implemented",
             ProxyError::Upstream { failure, .. } => match failure {
                 UpstreamFailure::Connect(_) => "upstream_unreachable",
                 UpstreamFailure::DialTimeout => "upstream_connect_timeout",

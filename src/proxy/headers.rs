@@ -1,10 +1,22 @@
-//! Header rules of the forward phase: hop-by-hop removal, X-Forwarded-*, X-Request-Id.
+//! Header rules of the request: the checks a head passes before it is routed (sizes, one Host, strict
+//! Transfer-Encoding), and the forward phase (hop-by-hop removal, X-Forwarded-*, X-Request-Id).
+//!
+//! A request has exactly one host, worked out here and used alike for routing, `X-Forwarded-Host` and the
+//! upstream `Host`: two `Host` lines, or an HTTP/1.1 request without one, are refused (RFC 9112 section 3.2);
+//! an absolute-form target's authority wins over `Host` (section 3.2.2); in HTTP/2 `:authority` wins and a
+//! `host` header naming something else makes the request malformed (RFC 9113 section 8.3.1), so 400.
+//! `Transfer-Encoding` is accepted only as one line saying `chunked`: another coding is 501 (RFC 9112 section
+//! 6.1: hyper would decode the chunks and drop the coding, so the body forwarded would not be the one sent),
+//! and a repeated line or `chunked` twice is 400.
 //!
 //! Hop-by-hop headers describe one connection, not the message, so they never cross the proxy (RFC 9110
 //! section 7.6.1). Forwarding headers from the client are only believed when the frontend or the listener
 //! says to trust them; otherwise a client could claim any address.
 
+use super::limits::Limits;
+use super::ProxyError;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Request, Version};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -106,6 +118,69 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
         } else {
             headers.remove(header::TE);
         }
+    }
+}
+
+/// Checks a request head against the limits and the framing rules, and gives its one host.
+pub fn check_head<B>(req: &Request<B>, limits: &Limits) -> Result<Option<HeaderValue>, ProxyError> {
+    let uri = req.uri();
+    // Method, space, target, space, `HTTP/1.1`: hyper has parsed it, so the parts' lengths add up to the line.
+    let target = uri.path_and_query().map_or(0, |pq| pq.as_str().len())
+        + uri.authority().map_or(0, |a| a.as_str().len() + uri.scheme_str().map_or(0, |s| s.len() + 3));
+    if req.method().as_str().len() + target + 10 > limits.max_request_line_bytes {
+        return Err(ProxyError::UriTooLong { limit: limits.max_request_line_bytes });
+    }
+    let headers = req.headers();
+    // hyper counts HTTP/1.1 header lines itself; HTTP/2 header lists are only bounded in bytes there.
+    if headers.len() > limits.max_headers {
+        return Err(ProxyError::HeadTooLarge("too many header lines"));
+    }
+    for (name, value) in headers {
+        if name.as_str().len() + 2 + value.len() > limits.max_header_bytes {
+            return Err(ProxyError::HeadTooLarge("a header line is longer than the limit"));
+        }
+    }
+    let mut te = headers.get_all(header::TRANSFER_ENCODING).iter();
+    if let Some(first) = te.next() {
+        if te.next().is_some() {
+            return Err(ProxyError::BadRequest("more than one Transfer-Encoding line"));
+        }
+        let mut chunked = 0;
+        for coding in first.to_str().unwrap_or("?").split(',').map(str::trim) {
+            if !coding.eq_ignore_ascii_case("chunked") {
+                return Err(ProxyError::UnsupportedCoding);
+            }
+            chunked += 1;
+        }
+        if chunked > 1 {
+            return Err(ProxyError::BadRequest("chunked applied more than once"));
+        }
+    }
+    request_host(req)
+}
+
+/// The request's one host (see the module comment), `None` for an HTTP/1.0 request that names none.
+fn request_host<B>(req: &Request<B>) -> Result<Option<HeaderValue>, ProxyError> {
+    let mut hosts = req.headers().get_all(header::HOST).iter();
+    let host = hosts.next();
+    if hosts.next().is_some() {
+        return Err(ProxyError::BadRequest("more than one Host header"));
+    }
+    if host.is_none() && req.version() == Version::HTTP_11 {
+        return Err(ProxyError::BadRequest("HTTP/1.1 request without a Host header"));
+    }
+    let Some(authority) = req.uri().authority() else { return Ok(host.cloned()) };
+    // Userinfo (`user@`) names no host; what follows it does.
+    let authority = authority.as_str().rsplit('@').next().unwrap_or("");
+    match host {
+        // The common HTTP/2 case: both say the same, and the header is kept without a copy.
+        Some(h) if h.as_bytes().eq_ignore_ascii_case(authority.as_bytes()) => Ok(Some(h.clone())),
+        Some(_) if req.version() == Version::HTTP_2 => {
+            Err(ProxyError::BadRequest("the host header differs from :authority"))
+        }
+        _ => HeaderValue::from_str(authority)
+            .map(Some)
+            .map_err(|_| ProxyError::BadRequest("the request target's authority is not a valid host")),
     }
 }
 
@@ -246,6 +321,56 @@ mod tests {
         h.insert(&X_FORWARDED_FOR, HeaderValue::from_static("1.2.3.4"));
         set_forwarded(&mut h, true, &ip, &proto, None);
         assert_eq!(h[&X_FORWARDED_FOR], "1.2.3.4, 10.0.0.9");
+    }
+
+    fn req(version: Version, uri: &str, headers: &[(&str, &str)]) -> Request<()> {
+        let mut b = Request::builder().version(version).uri(uri);
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        b.body(()).unwrap()
+    }
+
+    #[test]
+    fn one_host_per_request() {
+        let l = Limits::default();
+        let h1 = Version::HTTP_11;
+        assert_eq!(check_head(&req(h1, "/", &[("host", "a.com")]), &l).unwrap().unwrap(), "a.com");
+        let two = req(h1, "/", &[("host", "a.com"), ("host", "b.com")]);
+        assert!(matches!(check_head(&two, &l), Err(ProxyError::BadRequest(_))));
+        assert!(matches!(check_head(&req(h1, "/", &[]), &l), Err(ProxyError::BadRequest(_))));
+        assert_eq!(check_head(&req(Version::HTTP_10, "/", &[]), &l).unwrap(), None);
+        // Absolute form: the target's authority wins, userinfo dropped.
+        let abs = req(h1, "http://u@secret.local:81/x", &[("host", "127.0.0.1")]);
+        assert_eq!(check_head(&abs, &l).unwrap().unwrap(), "secret.local:81");
+        // HTTP/2: :authority wins; a differing host header is refused, an equal one kept.
+        let h2 = Version::HTTP_2;
+        assert_eq!(check_head(&req(h2, "http://a.com/", &[]), &l).unwrap().unwrap(), "a.com");
+        assert_eq!(check_head(&req(h2, "http://a.com/", &[("host", "A.com")]), &l).unwrap().unwrap(), "A.com");
+        assert!(check_head(&req(h2, "http://a.com/", &[("host", "b.com")]), &l).is_err());
+    }
+
+    #[test]
+    fn transfer_encoding_is_chunked_alone_and_sizes_are_bounded() {
+        let l = Limits::default();
+        let h1 = Version::HTTP_11;
+        let te = |v: &str| check_head(&req(h1, "/", &[("host", "a"), ("transfer-encoding", v)]), &l);
+        assert!(te("chunked").is_ok());
+        assert!(te("Chunked").is_ok());
+        assert!(matches!(te("gzip, chunked"), Err(ProxyError::UnsupportedCoding)));
+        assert!(matches!(te("identity, chunked"), Err(ProxyError::UnsupportedCoding)));
+        assert!(matches!(te("chunked, chunked"), Err(ProxyError::BadRequest(_))));
+        let twice = req(h1, "/", &[("host", "a"), ("transfer-encoding", "chunked"), ("transfer-encoding", "chunked")]);
+        assert!(matches!(check_head(&twice, &l), Err(ProxyError::BadRequest(_))));
+
+        let long = "x".repeat(l.max_header_bytes);
+        let r = req(h1, "/", &[("host", "a"), ("x-long", &long)]);
+        assert!(matches!(check_head(&r, &l), Err(ProxyError::HeadTooLarge(_))));
+        let target = format!("/{}", "p".repeat(l.max_request_line_bytes));
+        assert!(matches!(check_head(&req(h1, &target, &[("host", "a")]), &l), Err(ProxyError::UriTooLong { .. })));
+        let few = Limits { max_headers: 2, ..l };
+        let r = req(h1, "/", &[("host", "a"), ("x-1", "1"), ("x-2", "2")]);
+        assert!(matches!(check_head(&r, &few), Err(ProxyError::HeadTooLarge(_))));
     }
 
     #[test]

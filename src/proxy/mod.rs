@@ -14,6 +14,7 @@
 mod body;
 mod error;
 pub mod headers;
+pub mod limits;
 pub mod path;
 
 pub use crate::upstream::{RequestBody, RequestBodyError};
@@ -58,36 +59,39 @@ pub struct Proxy {
     /// Open tunnels (WebSocket and other upgrades): a drain waits for them, within its deadline.
     pub tunnels: Tracker,
     ids: RequestIds,
+    limits: limits::Limits,
 }
 
 impl Proxy {
     pub fn new(table: SharedTable) -> Self {
-        Proxy { table, tunnels: Tracker::new(), ids: RequestIds::new() }
+        Proxy { table, tunnels: Tracker::new(), ids: RequestIds::new(), limits: limits::Limits::default() }
+    }
+
+    pub fn with_limits(mut self, limits: limits::Limits) -> Self {
+        self.limits = limits;
+        self
     }
 
     pub async fn handle(&self, conn: &ConnInfo, mut req: Request<Incoming>) -> Response<ProxyBody> {
         let start = Instant::now();
         let table = self.table.load_full();
 
-        // Phase 1: match. h2 carries the host in the URI, h1 in the Host header.
-        let host_value = req
-            .headers()
-            .get(header::HOST)
-            .cloned()
-            .or_else(|| req.uri().authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()));
-        let host = host_value.as_ref().and_then(|h| h.to_str().ok()).unwrap_or("");
         let request_id = match req.headers().get(&X_REQUEST_ID) {
             Some(id) if !id.is_empty() && id.len() <= 200 => id.clone(),
             _ => self.ids.next(),
         };
+        // Phase 1: check the head (sizes, one host, framing), normalise the path, match.
         // A request with both Content-Length and Transfer-Encoding (the request-smuggling shape) never reaches
         // here with both: hyper's parser keeps the chunked framing and drops Content-Length, and the upstream
         // request is re-framed from the body (tests/proxy.rs covers it).
-        let Some(path) = path::normalize(req.uri().path()) else {
-            telemetry::count_unrouted(400);
-            let err = ProxyError::BadRequest("the path climbs above the root");
-            log_error(&req, conn, None, &err, &request_id, start);
-            return err.response(None, &request_id);
+        let host_value = match headers::check_head(&req, &self.limits) {
+            Ok(h) => h,
+            Err(err) => return reject(&req, conn, err, &request_id, start),
+        };
+        let host = host_value.as_ref().and_then(|h| h.to_str().ok()).unwrap_or("");
+        let path = match path::normalize(req.uri().path(), self.limits.encoded_slash) {
+            Ok(p) => p,
+            Err(e) => return reject(&req, conn, ProxyError::BadRequest(e.reason()), &request_id, start),
         };
         let found =
             table.router.find(&RouteRequest { method: req.method(), host, path: &path, headers: req.headers() });
@@ -127,7 +131,7 @@ impl Proxy {
         let upgrade_value = if upgrade { req.headers().get(header::UPGRADE).cloned() } else { None };
         let method = req.method().clone();
         let client_version = req.version();
-        let log_path = access_log_enabled().then(|| req.uri().path().to_string());
+        let log_req = access_log_enabled().then(|| RequestLog::new(&req, host_value.as_ref()));
         let (mut parts, body) = req.into_parts();
         headers::strip_hop_by_hop(&mut parts.headers);
         // Room for what is added below (X-Forwarded-*, Host, X-Request-Id) in one step: hyper sizes the map to
@@ -266,13 +270,12 @@ impl Proxy {
         // Answer in the client's protocol version, not the upstream's (an HTTP/1.0 upstream must not
         // downgrade a keep-alive HTTP/1.1 client).
         *resp.version_mut() = client_version;
-        frontend.metrics.record(Some((bi, &backend.id)), Some((si, &server.id)), status.as_u16(), start.elapsed());
-        let log = log_path.map(|path| AccessRecord {
+        let log = log_req.map(|request| AccessRecord {
             frontend: frontend.id.clone(),
             backend: backend.id.clone(),
             server: server.id.clone(),
             method,
-            path,
+            request,
             status: status.as_u16(),
             peer: conn.peer,
             request_id,
@@ -286,6 +289,8 @@ impl Proxy {
             conn: Some(upstream_conn),
             complete: false,
             abort_wait: None,
+            outcome: body::Outcome { frontend, backend: bi, server: si, status: status.as_u16(), start },
+            failed: None,
         });
         Response::from_parts(parts, ProxyBody::Upstream { body, done: Some(done) })
     }
@@ -305,6 +310,19 @@ impl Proxy {
         log_error(req, conn, Some(&frontend.id), &err, request_id, start);
         err.response(Some(&frontend.id), request_id)
     }
+}
+
+/// A request refused before it matched a frontend.
+fn reject<B>(
+    req: &Request<B>,
+    conn: &ConnInfo,
+    err: ProxyError,
+    id: &HeaderValue,
+    start: Instant,
+) -> Response<ProxyBody> {
+    telemetry::count_unrouted(err.status().as_u16());
+    log_error(req, conn, None, &err, id, start);
+    err.response(None, id)
 }
 
 fn content_length(h: &http::HeaderMap) -> Option<u64> {
@@ -328,13 +346,61 @@ fn log_error<B>(
         request_id = ?id, error = %err, "request");
 }
 
+/// What the access log says about the request itself, taken before the request is forwarded. Header values
+/// are reference-counted, so keeping them costs no copy of their bytes.
+struct RequestLog {
+    path: String,
+    query: Option<String>,
+    host: Option<HeaderValue>,
+    user_agent: Option<HeaderValue>,
+    referer: Option<HeaderValue>,
+    version: Version,
+    /// The request body's declared length (Content-Length); `None` for a streamed (chunked) body.
+    bytes_in: Option<u64>,
+}
+
+impl RequestLog {
+    fn new<B>(req: &Request<B>, host: Option<&HeaderValue>) -> Self {
+        let bytes_in = match content_length(req.headers()) {
+            Some(n) => Some(n),
+            None if req.headers().contains_key(header::TRANSFER_ENCODING) => None,
+            // HTTP/1.1 without either header, and HTTP/2 without one, carry no body worth logging here.
+            None => Some(0),
+        };
+        RequestLog {
+            path: req.uri().path().to_string(),
+            query: req.uri().query().map(str::to_string),
+            host: host.cloned(),
+            user_agent: req.headers().get(header::USER_AGENT).cloned(),
+            referer: req.headers().get(header::REFERER).cloned(),
+            version: req.version(),
+            bytes_in,
+        }
+    }
+}
+
+fn protocol(v: Version) -> &'static str {
+    match v {
+        Version::HTTP_09 => "HTTP/0.9",
+        Version::HTTP_10 => "HTTP/1.0",
+        Version::HTTP_11 => "HTTP/1.1",
+        Version::HTTP_2 => "HTTP/2.0",
+        Version::HTTP_3 => "HTTP/3.0",
+        _ => "HTTP",
+    }
+}
+
+fn header_text(h: &Option<HeaderValue>) -> Option<std::borrow::Cow<'_, str>> {
+    h.as_ref().map(|h| String::from_utf8_lossy(h.as_bytes()))
+}
+
 /// One access-log line, written when the response body ends.
 pub struct AccessRecord {
     frontend: Arc<str>,
     backend: Arc<str>,
     server: Arc<str>,
     method: Method,
-    path: String,
+    request: RequestLog,
     status: u16,
     peer: SocketAddr,
     request_id: HeaderValue,
@@ -343,14 +409,22 @@ pub struct AccessRecord {
 
 impl AccessRecord {
     fn emit(self, bytes: u64) {
+        let r = &self.request;
+        let (host, user_agent, referer) = (header_text(&r.host), header_text(&r.user_agent), header_text(&r.referer));
         telemetry::access::AccessLine {
             frontend: &self.frontend,
             backend: &self.backend,
             server: &self.server,
             method: self.method.as_str(),
-            path: &self.path,
+            host: host.as_deref(),
+            path: &r.path,
+            query: r.query.as_deref(),
+            protocol: protocol(r.version),
             status: self.status,
-            bytes,
+            bytes_in: r.bytes_in,
+            bytes_out: bytes,
+            user_agent: user_agent.as_deref(),
+            referer: referer.as_deref(),
             peer: self.peer,
             duration_ms: self.start.elapsed().as_secs_f64() * 1e3,
             request_id: self.request_id.to_str().unwrap_or("-"),

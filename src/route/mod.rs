@@ -5,17 +5,14 @@
 //! against the table it loaded. The module is pure (no I/O, no clock, no globals, no `unsafe`) so a
 //! table can be built and checked off the hot path, swapped in whole, and tested without sockets.
 //!
-//! # Language and precedence
+//! # Language
 //!
-//! The route language and its precedence rules are specified once, for users, in the README's
-//! "Route language" section; its "For Vulcand users" section lists where Ficus deliberately
-//! differs from Vulcand, and `vulcand_compat` checks both against Vulcand's own test cases. In
-//! short: matchers joined by `&&`; regexps unanchored; `<name>`, `<int:name>` and `<path:name>`
-//! patterns in `Path`, `Host` and `Header` values; header matchers read the first value; among
-//! matching routes the greatest rank wins, comparing priority, then host specificity, then path
-//! specificity (regexps by their literal prefix, then their literal characters), then matcher
-//! count, then the smaller id. `rank::rank` is the one implementation of those rules.
-//! Two routes given with the same id are the caller's bug; [`Router::build`] keeps the first.
+//! The matchers, segment patterns, quoting, precedence rules and error messages are specified once, in
+//! `docs/ROUTES.md`; this module implements that document, and its tests follow it. That document's
+//! "For Vulcand users" section lists where Ficus deliberately differs from Vulcand, and
+//! `vulcand_compat` checks both against Vulcand's own published route cases. `rank::rank` is the one
+//! implementation of the precedence rules. Two routes given with the same id are the caller's bug;
+//! [`Router::build`] keeps the first.
 //!
 //! # Example
 //!

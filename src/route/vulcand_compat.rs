@@ -4,7 +4,7 @@
 //! manual (`docs/proxy.rst`): the expressions, the requests and the routes Vulcand picks are facts
 //! about Vulcand, and each one is checked here against [`Router`] (and, for single routes,
 //! [`RouteExpr::matches`]). Where Ficus deliberately differs the case is kept, asserting Ficus's
-//! answer, under a test named for the difference; the README's "For Vulcand users" section lists
+//! answer, under a test named for the difference; the "For Vulcand users" section of docs/ROUTES.md lists
 //! the same differences with their reasons. Requests are built the way Vulcand's tests build
 //! them: the host is given apart from the URL (empty when a case gives none), the method is `GET`
 //! when a case gives none, and the path is what `http::Uri` (which the proxy's HTTP parser uses)
@@ -791,7 +791,7 @@ fn headers_are_matched_on_their_first_value() {
     );
 }
 
-// ---- Deliberate differences (each listed, with its reason, in the README) ------------------
+// ---- Deliberate differences (each listed, with its reason, in docs/ROUTES.md) -------------
 
 #[test]
 fn difference_precedence_never_depends_on_load_order() {

@@ -47,23 +47,26 @@ fn layered_index_answers_as_a_fresh_index() {
     let registry = Registry::new();
     let mut compiler = Compiler::new();
     for b in ["b0", "b1"] {
-        let _ = state.apply(put(format!("backends/{b}/backend"), r#"{"Type":"http"}"#.into()));
-        let _ = state.apply(put(format!("backends/{b}/servers/s1"), r#"{"URL":"http://127.0.0.1:9"}"#.into()));
+        state.apply(put(format!("backends/{b}/backend"), r#"{"Type":"http"}"#.into())).expect("backend");
+        state.apply(put(format!("backends/{b}/servers/s1"), r#"{"URL":"http://127.0.0.1:9"}"#.into())).expect("server");
     }
     let probes = probes();
     let mut compactions = 0;
+    // Two empty routers agree on everything: these show the comparison ran over real routes.
+    let (mut most_routes, mut routed) = (0, 0);
     let mut table = RoutingTable::empty();
     for step in 0..1200u64 {
         let id = format!("f{}", rng.next() % 30);
         match rng.next() % 10 {
             0 => {
-                let _ = state.apply(Change::Delete { key: format!("frontends/{id}/frontend") });
+                state.apply(Change::Delete { key: format!("frontends/{id}/frontend") }).expect("delete");
             }
             1 => {
                 let port = 1000 + rng.next() % 5;
                 let b = rng.pick(&["b0", "b1"]);
-                let _ = state
-                    .apply(put(format!("backends/{b}/servers/s2"), format!(r#"{{"URL":"http://127.0.0.1:{port}"}}"#)));
+                state
+                    .apply(put(format!("backends/{b}/servers/s2"), format!(r#"{{"URL":"http://127.0.0.1:{port}"}}"#)))
+                    .expect("server");
             }
             _ => {
                 let route = rng.pick(ROUTES).replace('`', "\\\"");
@@ -74,6 +77,7 @@ fn layered_index_answers_as_a_fresh_index() {
             }
         }
         let validation = state.validate();
+        assert!(validation.errors.is_empty(), "step {step}: {:?}", validation.errors);
         let config = Arc::new(validation.config);
         let (next, retired) = compiler.compile(config.clone(), &validation.delta, step + 1, &registry);
         registry.retire(retired);
@@ -96,13 +100,17 @@ fn layered_index_answers_as_a_fresh_index() {
                 .collect(),
         );
         assert_eq!(table.router.len(), config.frontends.len());
+        most_routes = most_routes.max(table.router.len());
         for (method, host, path, headers) in &probes {
             let req = Request { method, host, path, headers };
             let want = fresh.find(&req).map(|id| id.to_string());
             let got = table.router.find(&req).map(|f| f.id.to_string());
+            routed += usize::from(got.is_some());
             assert_eq!(got, want, "step {step}: {method} {host}{path} {headers:?}");
         }
     }
+    assert!(most_routes >= 20, "at most {most_routes} routes at once");
+    assert!(routed > 1200 * probes.len() / 2, "only {routed} probes routed");
     assert!(compactions > 10);
     // Enough route changes that the overlay also folded into the base by itself.
     assert!(table.router.pending() <= COMPACT_AT);
@@ -113,10 +121,11 @@ fn a_changed_backend_recompiles_its_users_and_drains_what_left() {
     let mut state = ConfigState::new();
     let registry = Registry::new();
     let mut compiler = Compiler::new();
-    let _ = state.apply(put("backends/b/backend".into(), r#"{"Type":"http"}"#.into()));
-    let _ = state.apply(put("backends/b/servers/s1".into(), r#"{"URL":"http://127.0.0.1:9001"}"#.into()));
-    let _ = state
-        .apply(put("frontends/f/frontend".into(), r#"{"Type":"http","BackendId":"b","Route":"Path(`/`)"}"#.into()));
+    state.apply(put("backends/b/backend".into(), r#"{"Type":"http"}"#.into())).expect("backend");
+    state.apply(put("backends/b/servers/s1".into(), r#"{"URL":"http://127.0.0.1:9001"}"#.into())).expect("server");
+    state
+        .apply(put("frontends/f/frontend".into(), r#"{"Type":"http","BackendId":"b","Route":"Path(`/`)"}"#.into()))
+        .expect("frontend");
     let v = state.validate();
     let (t1, retired) = compiler.compile(Arc::new(v.config), &v.delta, 1, &registry);
     assert!(retired.is_empty());
@@ -126,7 +135,7 @@ fn a_changed_backend_recompiles_its_users_and_drains_what_left() {
     let s1 = f1.split.items()[0].servers.items()[0].clone();
 
     // The server moves: the frontend now reaches the new one, and the old one is handed back to drain.
-    let _ = state.apply(put("backends/b/servers/s1".into(), r#"{"URL":"http://127.0.0.1:9002"}"#.into()));
+    state.apply(put("backends/b/servers/s1".into(), r#"{"URL":"http://127.0.0.1:9002"}"#.into())).expect("server");
     let v = state.validate();
     let (t2, retired) = compiler.compile(Arc::new(v.config), &v.delta, 2, &registry);
     assert_eq!(retired.len(), 1);
@@ -137,7 +146,7 @@ fn a_changed_backend_recompiles_its_users_and_drains_what_left() {
     assert_eq!(t1.router.find(&req).expect("routed").split.items()[0].servers.items()[0].url, "http://127.0.0.1:9001");
 
     // An unrelated change leaves the compiled frontend as it was.
-    let _ = state.apply(put("backends/other/backend".into(), r#"{"Type":"http"}"#.into()));
+    state.apply(put("backends/other/backend".into(), r#"{"Type":"http"}"#.into())).expect("backend");
     let v = state.validate();
     let (t3, _) = compiler.compile(Arc::new(v.config), &v.delta, 3, &registry);
     assert!(Arc::ptr_eq(t3.router.find(&req).expect("routed"), f2));

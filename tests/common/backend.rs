@@ -204,3 +204,30 @@ pub fn dead_addr() -> SocketAddr {
     drop(l);
     a
 }
+
+/// A loopback address whose SYNs go unanswered, so a connect to it hangs until the caller's own timeout: a
+/// listener that never accepts, with its accept queue filled by connections the guard holds. Linux drops a
+/// SYN for a listener whose accept queue is full, and the connecting side retries for over a minute.
+pub struct Unanswered {
+    pub addr: SocketAddr,
+    _listener: socket2::Socket,
+    _held: Vec<std::net::TcpStream>,
+}
+
+pub fn unanswered() -> Unanswered {
+    let listener = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    listener.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into()).expect("bind");
+    listener.listen(0).expect("listen");
+    let addr = listener.local_addr().expect("addr").as_socket().expect("an IP address");
+    let mut held = Vec::new();
+    // A backlog of 0 still queues a connection or two; fill the queue until a connect is left unanswered.
+    loop {
+        match std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(500)) {
+            Ok(s) => held.push(s),
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => break,
+            Err(e) => panic!("filling the accept queue of {addr}: {e}"),
+        }
+        assert!(held.len() < 64, "the accept queue of {addr} never filled");
+    }
+    Unanswered { addr, _listener: listener, _held: held }
+}

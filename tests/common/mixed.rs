@@ -91,19 +91,37 @@ async fn fresh_connection(addr: SocketAddr) -> Result<(), String> {
     tokio::time::timeout(Duration::from_secs(15), fut).await.map_err(|_| "no answer in 15 s".to_string())?
 }
 
+/// The streamed response, read slowly. A stall (no head, or no body bytes, for 15 s) is a failure, as is the
+/// whole taking more than 120 s: a stream a hot upgrade left hanging must not pass unseen.
 async fn stream_slowly(c: &HttpClient, url: &str) -> Result<(), String> {
+    const STALL: Duration = Duration::from_secs(15);
     let req = http::Request::get(url).body(Full::default()).map_err(|e| e.to_string())?;
-    let resp = c.request(req).await.map_err(|e| format!("{e:?}"))?;
-    if resp.status() != 200 {
-        return Err(format!("status {}", resp.status()));
-    }
-    let mut body = resp.into_body();
-    let mut n = 0u64;
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| format!("after {n} bytes: {e:?}"))?;
-        n += frame.data_ref().map(|d| d.len() as u64).unwrap_or(0);
-        tokio::time::sleep(STREAM_PAUSE).await;
-    }
+    let whole = async {
+        let resp = tokio::time::timeout(STALL, c.request(req))
+            .await
+            .map_err(|_| "no response head in 15 s".to_string())?
+            .map_err(|e| format!("{e:?}"))?;
+        if resp.status() != 200 {
+            return Err(format!("status {}", resp.status()));
+        }
+        let mut body = resp.into_body();
+        let mut n = 0u64;
+        loop {
+            let Some(frame) = tokio::time::timeout(STALL, body.frame())
+                .await
+                .map_err(|_| format!("stalled for 15 s after {n} bytes"))?
+            else {
+                break;
+            };
+            let frame = frame.map_err(|e| format!("after {n} bytes: {e:?}"))?;
+            n += frame.data_ref().map(|d| d.len() as u64).unwrap_or(0);
+            tokio::time::sleep(STREAM_PAUSE).await;
+        }
+        Ok(n)
+    };
+    let n = tokio::time::timeout(Duration::from_secs(120), whole)
+        .await
+        .map_err(|_| "streamed response not finished in 120 s".to_string())??;
     if n != STREAM_BYTES {
         return Err(format!("short body: {n} of {STREAM_BYTES}"));
     }
@@ -209,19 +227,28 @@ impl MixedLoad {
         });
         spawn_loop!(|counts: Arc<Counts>| async move {
             let t = Instant::now();
-            match ws_session(addr, &counts).await {
-                Ok(()) => counts.done(&AtomicUsize::new(0), t),
-                Err(e) => counts.fail("websocket", e),
+            match tokio::time::timeout(Duration::from_secs(60), ws_session(addr, &counts)).await {
+                Ok(Ok(())) => counts.done(&AtomicUsize::new(0), t),
+                Ok(Err(e)) => counts.fail("websocket", e),
+                Err(_) => counts.fail("websocket", "session not finished in 60 s"),
             }
         });
         MixedLoad { stop, counts, tasks }
     }
 
-    /// Stops the clients (each finishes what it is doing) and returns the counts.
+    /// Stops the clients (each finishes what it is doing) and returns the counts. A client still busy after
+    /// 150 s (longer than any one bounded exchange above) is hung: it is stopped and counted as a failure.
     pub async fn stop(self) -> Arc<Counts> {
         self.stop.store(true, Ordering::Relaxed);
-        for t in self.tasks {
-            let _ = tokio::time::timeout(Duration::from_secs(30), t).await;
+        for mut t in self.tasks {
+            match tokio::time::timeout(Duration::from_secs(150), &mut t).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => self.counts.fail("client task", e),
+                Err(_) => {
+                    t.abort();
+                    self.counts.fail("client task", "hung: still busy 150 s after the load was stopped");
+                }
+            }
         }
         self.counts
     }

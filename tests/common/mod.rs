@@ -97,6 +97,8 @@ pub struct FicusOptions {
     pub extra: Vec<String>,
     /// Extra environment variables for the process.
     pub env: Vec<(String, String)>,
+    /// Open-file limit (soft and hard) of the process, as `ulimit -n` would set it.
+    pub nofile: Option<u64>,
 }
 
 impl Ficus {
@@ -138,6 +140,19 @@ impl Ficus {
         }
         if let Some(t) = tls_addr {
             cmd.arg("--tls-listen").arg(t.to_string());
+        }
+        if let Some(n) = opts.nofile {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: only setrlimit, which is async-signal-safe, runs between fork and exec.
+            unsafe {
+                cmd.pre_exec(move || {
+                    let lim = libc::rlimit { rlim_cur: n as libc::rlim_t, rlim_max: n as libc::rlim_t };
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
         }
         let child = cmd.spawn().expect("spawn ficus");
         let mut f = Ficus { child, addr, admin, tls_addr, log, _logdir: logdir };
@@ -374,5 +389,15 @@ pub async fn wait_paths(ficus: &Ficus, ok: &[&str], gone: &[&str], limit: Durati
             ficus.log_text()
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits until `cond` holds, polling every 10 ms, and fails naming `what` after 30 s: a generous bound, since
+/// the machine running the suite may be busy and only the condition matters, not how soon it comes.
+pub async fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }

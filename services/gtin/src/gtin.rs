@@ -283,6 +283,38 @@ mod tests {
         assert_eq!(key("9780471117094"), 9_780_471_117_094);
     }
 
+    /// Check digits published by others, the oracle for `check_digit`: the fixtures below that are built with
+    /// `check_digit` itself (`with_check`, `code_of`, the synthetic catalogue) would agree with a wrong one.
+    const PUBLISHED: &[(&str, &str)] = &[
+        ("6291041500213", "GS1 General Specifications, check digit calculation example (GTIN-13)"),
+        ("376104250021234569", "GS1 General Specifications, SSCC example (18 digits, same mod-10 rule)"),
+        ("614141000036", "GS1 US, example GTIN-12 of company prefix 0614141"),
+        ("4006381333931", "EAN-13 example printed in most references on the symbology"),
+        ("96385074", "EAN-8 example printed in most references on the symbology"),
+        ("9780306406157", "ISBN-13 example printed in most references on ISBN"),
+    ];
+
+    #[test]
+    fn check_digits_match_published_gs1_examples() {
+        for (code, source) in PUBLISHED {
+            let digits: Vec<u8> = code.bytes().map(|b| b - b'0').collect();
+            let (body, check) = digits.split_at(digits.len() - 1);
+            assert_eq!(check_digit(body), check[0], "{code} ({source})");
+            if matches!(code.len(), 8 | 12 | 13 | 14) {
+                assert!(Gtin::parse(code).is_ok(), "{code} ({source})");
+                // Every other last digit is refused, naming the published one.
+                for wrong in (0..10u8).filter(|&d| d != check[0]) {
+                    let bad = format!("{}{wrong}", &code[..code.len() - 1]);
+                    assert_eq!(
+                        Gtin::parse(&bad),
+                        Err(GtinError::CheckDigit { expected: check[0], got: wrong }),
+                        "{bad} ({source})"
+                    );
+                }
+            }
+        }
+    }
+
     #[test]
     fn every_length_of_one_code_is_one_key() {
         let k = key("123456789012");

@@ -288,13 +288,24 @@ mod tests {
 
     #[test]
     fn backoff_grows_with_jitter_and_resets() {
-        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
-        let first = b.next();
-        assert!(first >= Duration::from_millis(50) && first <= Duration::from_millis(100), "{first:?}");
-        for _ in 0..10 {
-            assert!(b.next() <= Duration::from_secs(2));
+        let (min, max) = (Duration::from_millis(100), Duration::from_secs(2));
+        let mut b = Backoff::new(min, max);
+        // Wait k lies in the upper half of min * 2^k, capped at max: each doubling shows in the lower bound.
+        let mut at_cap = Vec::new();
+        for k in 0..30u32 {
+            let base = min.saturating_mul(2u32.saturating_pow(k)).min(max);
+            let wait = b.next();
+            assert!(wait >= base / 2 && wait <= base, "wait {k}: {wait:?} not in [{:?}, {base:?}]", base / 2);
+            if base == max {
+                at_cap.push(wait);
+            }
         }
+        assert!(at_cap.len() > 20, "the cap was reached late: {at_cap:?}");
+        at_cap.sort();
+        at_cap.dedup();
+        assert!(at_cap.len() > 1, "no jitter at the cap: {at_cap:?}");
         b.reset();
-        assert!(b.next() <= Duration::from_millis(100));
+        let wait = b.next();
+        assert!(wait >= min / 2 && wait <= min, "after a reset: {wait:?}");
     }
 }

@@ -175,3 +175,21 @@ pub async fn get(url: &str) -> anyhow::Result<Reply> {
 pub async fn within<T>(limit: Duration, test: impl Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
     tokio::time::timeout(limit, test).await.map_err(|_| anyhow!("test timed out after {limit:?}"))?
 }
+
+/// Whether the server has read everything `client` sent it: the server's end of that connection (found in
+/// /proc/net/tcp) has an empty receive queue. Before the server accepts and reads, the request waits there.
+pub fn server_read_all(server: SocketAddr, client: SocketAddr) -> bool {
+    fn hex(a: SocketAddr) -> Option<String> {
+        match a {
+            // /proc/net/tcp prints the IPv4 address as the kernel's u32 in host order (little-endian here).
+            SocketAddr::V4(v4) => Some(format!("{:08X}:{:04X}", u32::from_le_bytes(v4.ip().octets()), v4.port())),
+            SocketAddr::V6(_) => None,
+        }
+    }
+    let (Some(local), Some(remote)) = (hex(server), hex(client)) else { return false };
+    let Ok(table) = std::fs::read_to_string("/proc/net/tcp") else { return false };
+    table.lines().skip(1).any(|line| {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        f.len() > 4 && f[1] == local && f[2] == remote && f[4].split(':').nth(1) == Some("00000000")
+    })
+}
