@@ -270,7 +270,12 @@ fn pieces(src: &str) -> Vec<Piece<'_>> {
     let mut at = 0;
     while let Some(open) = src[at..].find('<').map(|i| at + i) {
         match src[open + 1..].find('>') {
-            Some(len) if len > 0 => {
+            // No `>` anywhere after: the rest is text (and stopping here keeps a long run of
+            // `<`s from costing a scan each).
+            None => break,
+            // `<>` is text.
+            Some(0) => at = open + 1,
+            Some(len) => {
                 if open > text_start {
                     pieces.push(Piece::Text(&src[text_start..open]));
                 }
@@ -278,7 +283,6 @@ fn pieces(src: &str) -> Vec<Piece<'_>> {
                 at = open + len + 2;
                 text_start = at;
             }
-            _ => at = open + 1,
         }
     }
     if text_start < src.len() {
@@ -469,6 +473,9 @@ mod tests {
     fn a_lone_angle_bracket_is_text() {
         assert!(matches!(parse_path("/v1/<hello", 0), Ok(Parsed::Literal(s)) if s == "/v1/<hello"));
         assert!(matches!(parse_path("/a>b/<>", 0), Ok(Parsed::Literal(s)) if s == "/a>b/<>"));
+        // A long run of `<` with no `>` is text, read in one pass.
+        let many = format!("/{}", "<".repeat(100_000));
+        assert!(matches!(parse_path(&many, 0), Ok(Parsed::Literal(s)) if s == many));
         // Vulcand reads `<<a>` as a pattern named `<a`; names here are stricter.
         assert!(path_err("/<<a>").contains("name must be"));
     }
