@@ -410,13 +410,13 @@ mod fuzz {
 
     /// Every answer to arbitrary bytes is a well-formed status line with a known code, or a close; the
     /// gateway never dies, and it still serves a plain request afterwards. `FICUS_FUZZ_CASES` sets the run
-    /// length (64 by default, so the suite stays short; CI can raise it).
+    /// length (256 by default, a few seconds; CI can raise it).
     #[test]
     fn arbitrary_request_heads_never_break_the_gateway() {
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
         let s = rt.block_on(setup(&["--header-timeout", "2s"]));
         let addr = s.ficus.addr;
-        let cases = std::env::var("FICUS_FUZZ_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(64);
+        let cases = std::env::var("FICUS_FUZZ_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(256);
         let config = ProptestConfig { cases, failure_persistence: None, ..ProptestConfig::default() };
         proptest!(config, |(bytes in head())| {
             let answer = rt.block_on(async {
