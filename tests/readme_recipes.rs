@@ -1,9 +1,9 @@
 //! Every README block marked `<!-- recipe:NAME -->` runs verbatim here, against the real binaries, in a
-//! private network namespace (`unshare -rn`, no privilege needed) so the ports the README names are free, with what the README's
-//! text says is running (tests/readme_recipes.sh starts it). After each recipe a check fails the test when
-//! the recipe did not do what the README says. A recipe added to the README without a case here fails
-//! `every_recipe_has_a_case`. The etcdctl block has its own test (readme_etcdctl.rs); the two commands
-//! (`scripts/demo`, `scripts/test`) are run by `scripts/fresh-check`.
+//! private network namespace (`unshare -rn`, no privilege needed) so the ports the README names are free,
+//! with what the README's text says is running (tests/readme_recipes.sh starts it). After each recipe a check
+//! fails the test when the recipe did not do what the README says. A recipe added to the README without a
+//! case here fails `every_recipe_has_a_case`. The etcdctl block has its own test (readme_etcdctl.rs); the two
+//! commands (`scripts/demo`, `scripts/test`) are run by `scripts/fresh-check`.
 
 use std::path::Path;
 use std::process::Command;
