@@ -48,12 +48,12 @@ struct Cli {
     command: Command,
 }
 
-// Parsed once per process; boxing the big variant would save nothing that matters.
+// Parsed once at start: the size of the largest variant costs nothing worth a Box.
 #[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Run the gateway. Flags override the config file.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Hot-upgrade the serving gateway: it starts the binary again with the same sockets, waits until the
     /// new process is ready, then drains. Exits 1 (with the reason) if the upgrade failed.
     Upgrade {
@@ -210,6 +210,9 @@ struct ServeArgs {
     /// Turn the per-request access log off.
     #[arg(long)]
     no_access_log: bool,
+    /// Write the access log to this file instead of stdout; SIGHUP reopens it (logrotate).
+    #[arg(long, value_name = "PATH")]
+    access_log_file: Option<PathBuf>,
     /// Believe X-Forwarded-* headers from clients of the --listen/--tls-listen listeners.
     #[arg(long)]
     trust_forward_header: bool,
@@ -272,7 +275,7 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Serve(args) => serve(args),
+        Command::Serve(args) => serve(*args),
         Command::Apply { dir, etcd, dry_run, prune, force, max_txn_ops } => {
             let opts = ficus::ops::ApplyOptions { dry_run, prune, force, max_txn_ops: max_txn_ops as usize };
             operate(&etcd, |s| async move { apply(&dir, &s, &opts).await })
@@ -437,6 +440,9 @@ fn settings(args: ServeArgs) -> Result<Settings, String> {
     if args.no_access_log {
         s.log.access_log = false;
     }
+    if args.access_log_file.is_some() {
+        s.log.access_log_file = args.access_log_file;
+    }
     if let Some(d) = args.drain_timeout {
         s.drain_timeout = d;
     }
@@ -488,7 +494,18 @@ fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let _log_guard = telemetry::init_logging(settings.log.format, settings.log.access_log);
+    let access_file = settings.log.access_log_file.clone();
+    let _log_guards =
+        match telemetry::init_logging(settings.log.format, settings.log.access_log, access_file.as_deref()) {
+            Ok(guards) => guards,
+            Err(e) => {
+                let path = access_file.as_deref().unwrap_or(std::path::Path::new("")).display();
+                let e = format!("access log file {path}: {e}");
+                lifecycle::upgrade::report_failure(&e);
+                eprintln!("error: {e}");
+                return ExitCode::from(2);
+            }
+        };
     raise_fd_limit();
     // One thread is nginx's `worker_processes 1`: a single-threaded scheduler then skips the work-stealing
     // machinery (atomics, cross-thread wakeups) that only pays off with several workers.
@@ -510,6 +527,7 @@ fn serve(args: ServeArgs) -> ExitCode {
     let result = runtime.block_on(async move {
         let shutdown = Shutdown::new();
         tokio::spawn(lifecycle::watch_signals(shutdown.clone(), settings.drain_timeout));
+        tokio::spawn(telemetry::reopen_access_log_on_sighup(access_file.is_some()));
         ficus::app::run(settings, shutdown).await
     });
     // A single-threaded runtime ran on this thread: its buffered lines go out before the log is flushed.

@@ -103,7 +103,11 @@ impl Admin {
             "/metrics" => {
                 self.draining_gauges();
                 self.metrics.run_upkeep();
-                let mut r = text(StatusCode::OK, self.metrics.render());
+                let mut body = self.metrics.render();
+                if let Some(process) = crate::telemetry::process::ProcessStats::read() {
+                    process.render(&mut body);
+                }
+                let mut r = text(StatusCode::OK, body);
                 r.headers_mut()
                     .insert(header::CONTENT_TYPE, header::HeaderValue::from_static("text/plain; version=0.0.4"));
                 r
@@ -173,5 +177,24 @@ pub async fn serve(listener: TcpListener, admin: Arc<Admin>, shutdown: Shutdown)
             builder.http1().timer(TokioTimer::new()).header_read_timeout(Duration::from_secs(10));
             let _ = builder.serve_connection(TokioIo::new(stream), service).await;
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_own_and_configured_hosts_only() {
+        let hosts = AllowedHosts::new("127.0.0.1:8182".parse().unwrap(), &["Ops.Example".to_string()]);
+        for ok in ["localhost", "localhost:8182", "127.0.0.1:8182", "[::1]:8182", "[::1]", "ops.example:80"] {
+            assert!(hosts.allows(Some(ok)), "{ok}");
+        }
+        for bad in ["evil.example", "evil.example:8182", "localhost.evil.example", "127.0.0.2"] {
+            assert!(!hosts.allows(Some(bad)), "{bad}");
+        }
+        assert!(hosts.allows(None));
+        let hosts = AllowedHosts::new("10.1.2.3:8182".parse().unwrap(), &[]);
+        assert!(hosts.allows(Some("10.1.2.3:8182")));
     }
 }

@@ -117,13 +117,11 @@ impl Limits {
     }
 }
 
-// `rlim_t` is `u64` on Linux but not on every target, so the cast stays.
-#[allow(clippy::unnecessary_cast)]
 fn open_file_limit() -> Option<u64> {
     let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: getrlimit only writes the struct we pass.
     let ok = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0;
-    ok.then_some(lim.rlim_cur as u64)
+    ok.then_some(lim.rlim_cur)
 }
 
 #[cfg(test)]

@@ -71,8 +71,9 @@ pub struct RequestCtx {
     /// The client's `X-Request-Id` when it sent a usable one, else a fresh id. Sent upstream and back.
     pub request_id: HeaderValue,
     pub method: Method,
-    /// The request path as received, kept only when the access log is on (its lines name it).
-    pub log_path: Option<String>,
+    /// What the access log says about the request, taken only when the access log is on (its lines, and
+    /// the error exit's, name the path). The host is filled in by `route` once the head is checked.
+    pub log: Option<RequestLog>,
     /// Set by `route`.
     pub frontend: Option<Arc<Frontend>>,
     /// Set by `pick`, with their positions in the frontend's split and the backend's servers (metric slots).
@@ -87,16 +88,8 @@ impl RequestCtx {
             Some(id) if !id.is_empty() && id.len() <= 200 => id.clone(),
             _ => ids.next(),
         };
-        let log_path = access_log_enabled().then(|| req.uri().path().to_string());
-        RequestCtx {
-            start,
-            request_id,
-            method: req.method().clone(),
-            log_path,
-            frontend: None,
-            backend: None,
-            server: None,
-        }
+        let log = access_log_enabled().then(|| RequestLog::new(req, None));
+        RequestCtx { start, request_id, method: req.method().clone(), log, frontend: None, backend: None, server: None }
     }
 
     /// The frontend, backend and server once `pick` ran; an error for a phase that runs too early.
@@ -139,7 +132,7 @@ impl RequestCtx {
         } else {
             self.record(status, false);
             tracing::info!(target: "access", frontend = frontend.unwrap_or("-"), method = %self.method,
-                path = self.log_path.as_deref().unwrap_or("-"), status, peer = %conn.peer,
+                path = self.log.as_ref().map_or("-", |l| l.path.as_str()), status, peer = %conn.peer,
                 duration_ms = self.start.elapsed().as_secs_f64() * 1e3, request_id = ?self.request_id,
                 error = %err, "request");
         }
@@ -211,11 +204,11 @@ impl Proxy {
     /// The response phase: hop-by-hop headers out, the request id in, the client's version, and the body
     /// handed on with what must live as long as it (the in-flight guard, the pooled connection, the log line).
     fn respond(&self, ctx: RequestCtx, conn: &ConnInfo, sent: Sent) -> Response<ProxyBody> {
-        let RequestCtx { start, request_id, method, log_path, frontend, backend, server } = ctx;
+        let RequestCtx { start, request_id, method, log, frontend, backend, server } = ctx;
         let (frontend, (bi, backend), (si, server)) = match (frontend, backend, server) {
             (Some(f), Some(b), Some(s)) => (f, b, s),
             (frontend, backend, server) => {
-                let ctx = RequestCtx { start, request_id, method, log_path, frontend, backend, server };
+                let ctx = RequestCtx { start, request_id, method, log, frontend, backend, server };
                 return ctx.fail(conn, ProxyError::Internal("respond ran before a server was picked"));
             }
         };
@@ -237,12 +230,12 @@ impl Proxy {
         // downgrade a keep-alive HTTP/1.1 client).
         *resp.version_mut() = client_version;
         // The log phase runs when the body ends (see `Completion`): the request is counted and logged then.
-        let log = log_path.map(|path| AccessRecord {
+        let log = log.map(|request| AccessRecord {
             frontend: frontend.id.clone(),
             backend: backend.id.clone(),
             server: server.id.clone(),
             method,
-            path,
+            request,
             status: status.as_u16(),
             peer: conn.peer,
             request_id,
@@ -300,6 +293,9 @@ fn route(
     // here with both: hyper's parser keeps the chunked framing and drops Content-Length, and the upstream
     // request is re-framed from the body (tests/proxy.rs covers it).
     let host = headers::check_head(req, limits)?;
+    if let Some(log) = ctx.log.as_mut() {
+        log.host = host.clone();
+    }
     let path =
         path::normalize(req.uri().path(), limits.encoded_slash).map_err(|e| ProxyError::BadRequest(e.reason()))?;
     let host_str = host.as_ref().and_then(|h| h.to_str().ok()).unwrap_or("");
@@ -433,13 +429,61 @@ fn access_log_enabled() -> bool {
     tracing::enabled!(target: "access", tracing::Level::INFO)
 }
 
+/// What the access log says about the request itself, taken before the request is forwarded. Header values
+/// are reference-counted, so keeping them costs no copy of their bytes.
+pub struct RequestLog {
+    path: String,
+    query: Option<String>,
+    host: Option<HeaderValue>,
+    user_agent: Option<HeaderValue>,
+    referer: Option<HeaderValue>,
+    version: Version,
+    /// The request body's declared length (Content-Length); `None` for a streamed (chunked) body.
+    bytes_in: Option<u64>,
+}
+
+impl RequestLog {
+    fn new<B>(req: &Request<B>, host: Option<&HeaderValue>) -> Self {
+        let bytes_in = match content_length(req.headers()) {
+            Some(n) => Some(n),
+            None if req.headers().contains_key(header::TRANSFER_ENCODING) => None,
+            // HTTP/1.1 without either header, and HTTP/2 without one, carry no body worth logging here.
+            None => Some(0),
+        };
+        RequestLog {
+            path: req.uri().path().to_string(),
+            query: req.uri().query().map(str::to_string),
+            host: host.cloned(),
+            user_agent: req.headers().get(header::USER_AGENT).cloned(),
+            referer: req.headers().get(header::REFERER).cloned(),
+            version: req.version(),
+            bytes_in,
+        }
+    }
+}
+
+fn protocol(v: Version) -> &'static str {
+    match v {
+        Version::HTTP_09 => "HTTP/0.9",
+        Version::HTTP_10 => "HTTP/1.0",
+        Version::HTTP_11 => "HTTP/1.1",
+        Version::HTTP_2 => "HTTP/2.0",
+        Version::HTTP_3 => "HTTP/3.0",
+        _ => "HTTP",
+    }
+}
+
+fn header_text(h: &Option<HeaderValue>) -> Option<std::borrow::Cow<'_, str>> {
+    h.as_ref().map(|h| String::from_utf8_lossy(h.as_bytes()))
+}
+
 /// One access-log line, written when the response body ends.
 pub struct AccessRecord {
     frontend: Arc<str>,
     backend: Arc<str>,
     server: Arc<str>,
     method: Method,
-    path: String,
+    request: RequestLog,
     status: u16,
     peer: SocketAddr,
     request_id: HeaderValue,
@@ -448,14 +492,22 @@ pub struct AccessRecord {
 
 impl AccessRecord {
     fn emit(self, bytes: u64) {
+        let r = &self.request;
+        let (host, user_agent, referer) = (header_text(&r.host), header_text(&r.user_agent), header_text(&r.referer));
         telemetry::access::AccessLine {
             frontend: &self.frontend,
             backend: &self.backend,
             server: &self.server,
             method: self.method.as_str(),
-            path: &self.path,
+            host: host.as_deref(),
+            path: &r.path,
+            query: r.query.as_deref(),
+            protocol: protocol(r.version),
             status: self.status,
-            bytes,
+            bytes_in: r.bytes_in,
+            bytes_out: bytes,
+            user_agent: user_agent.as_deref(),
+            referer: referer.as_deref(),
             peer: self.peer,
             duration_ms: self.start.elapsed().as_secs_f64() * 1e3,
             request_id: self.request_id.to_str().unwrap_or("-"),

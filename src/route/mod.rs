@@ -7,57 +7,12 @@
 //!
 //! # Language
 //!
-//! A route is one or more matchers joined by `&&`. Arguments are double-quoted (only `\"` and `\\`
-//! are escapes; any other backslash is kept as written, so `"\d+"` is the regexp `\d+`) or
-//! backtick-quoted (raw). Whitespace between tokens is free. `||`, `!` and parentheses are rejected
-//! with an error saying so: Vulcand routes only ever join matchers with `&&`.
-//!
-//! | matcher | matches |
-//! |---|---|
-//! | `Host(h)` | the request host, ASCII case-insensitively, ignoring any `:port` |
-//! | `HostRegexp(re)` | the host (lower-cased, no port) against `^(?:re)$`, case-insensitively |
-//! | `Path(p)` | the whole path; `/a` does not match `/a/` |
-//! | `PathPrefix(p)` | a plain string prefix of the path: `/api` matches `/api`, `/api/x` **and** `/apix`; write `/api/` to stop at a segment boundary |
-//! | `PathRegexp(re)` | the path against `^(?:re)`: anchored at the start, open at the end unless `re` ends in `$` |
-//! | `Method(m)` | the method, exactly and case-sensitively (HTTP methods are case-sensitive) |
-//! | `MethodRegexp(re)` | the method against `^(?:re)$` |
-//! | `Header(name, value)` | any value of the header (name case-insensitive) equal to `value` byte for byte |
-//! | `HeaderRegexp(name, re)` | any value of the header containing a match of `re` (unanchored search) |
-//!
-//! `Path` and `Host` take segment patterns, each filling a whole segment (path segments are split by
-//! `/`, host labels by `.`): `<name>` or `<string:name>` matches one non-empty segment, `<int:name>`
-//! one segment of ASCII digits, and `<path:name>` (Path only, last) the rest of the path, slashes
-//! included, possibly empty: `Path("/static/<path:file>")` matches `/static/` and `/static/a/b` but
-//! not `/static`. A route has at most one host, one path and one method matcher, and any number of
-//! header matchers. Paths are matched as given, minus any query string: percent-decoding and
-//! dot-segment removal are the proxy's job before matching.
-//!
-//! # Precedence
-//!
-//! Among the routes whose matchers all match a request, the winner is the one with the greatest
-//! rank, comparing these keys in order until one differs:
-//!
-//! 1. higher `priority` (given by the caller per route);
-//! 2. host specificity: exact `Host` > `Host` with `<name>` labels (more literal characters first) >
-//!    `HostRegexp` > no host matcher;
-//! 3. path specificity: exact literal `Path` > `Path` with segment patterns (more literal
-//!    characters first, counting the `/`s; then one without `<path:>` before one with it) >
-//!    `PathPrefix` (longer prefix first) > `PathRegexp` > no path matcher;
-//! 4. more matchers over fewer (a header-gated canary beats the plain route it shadows);
-//! 5. smaller route id (byte-wise lexicographic), so the choice never depends on input order.
-//!
-//! For `GET http://shop.example.com/stores/7/gtins/123`, with all priorities 0:
-//!
-//! ```text
-//! Host("shop.example.com") && Path("/stores/<s>/gtins/<g>")  wins: exact host, pattern path
-//! Host("<sub>.example.com") && Path("/stores/7/gtins/123")   loses on rule 2 despite its exact path
-//! Path("/stores/7/gtins/123")                                loses on rule 2 (no host)
-//! Host("shop.example.com") && PathPrefix("/stores/")         loses on rule 3
-//! Host("shop.example.com") && PathRegexp("/.*")              loses on rule 3: a catch-all never beats a Path
-//! ```
-//!
-//! and `Header("X-Canary", "1") && Path("/x")` beats `Path("/x")` when the header is sent (rule 4).
-//! Two routes given with the same id are the caller's bug; [`Router::build`] keeps the first.
+//! The matchers, segment patterns, quoting, precedence rules and error messages are specified once, in
+//! `docs/ROUTES.md`; this module implements that document, and its tests follow it. That document's
+//! "For Vulcand users" section lists where Ficus deliberately differs from Vulcand, and
+//! `vulcand_compat` checks both against Vulcand's own published route cases. `rank::rank` is the one
+//! implementation of the precedence rules. Two routes given with the same id are the caller's bug;
+//! [`Router::build`] keeps the first.
 //!
 //! # Example
 //!
@@ -85,14 +40,19 @@
 //!
 //! Requests never scan the whole table. Routes are bucketed by exact host (a hash map), by host
 //! pattern or regexp (a short list), or into the no-host bucket; inside a bucket, `Path` and
-//! `PathPrefix` routes live in a trie of path segments and the rest in rank-sorted lists. Each
-//! route's rank is packed into one integer at build time, and a search skips every subtree whose
-//! best rank cannot beat what it already found.
+//! `PathPrefix` routes live in a trie of path segments and the rest in rank-sorted lists. A
+//! pattern segment that starts with text (`v<int:n>`) cannot be a trie edge, so its route waits
+//! at the node before that segment and has its whole path checked when it is a candidate. Path
+//! regexps are unanchored, so they cannot hang under a literal prefix in the trie: they sit in
+//! their host bucket's rank-sorted list, best first, and the search stops at the first one that
+//! matches. Each route's rank is packed into one integer at build time, and a search skips every
+//! subtree whose best rank cannot beat what it already found.
 //!
 //! Files: `parse` (route string to [`RouteExpr`]), `pattern` (`<name>` segment patterns), `expr`
-//! ([`RouteExpr`] and the per-matcher checks), `rank` (precedence as one `u128`), `hosts` (the
-//! exact-host table), `trie` (the path trie's flat arenas), `index` ([`Router`]: buckets and the
-//! search).
+//! ([`RouteExpr`] and the per-matcher checks), `specificity` (how specific a regexp is), `rank`
+//! (precedence as one `u128`), `hosts` (the exact-host table), `trie` (the path trie's flat
+//! arenas), `index` ([`Router`]: buckets and the search), `vulcand_compat` (Vulcand's published
+//! route cases, test-only).
 
 #![forbid(unsafe_code)]
 
@@ -102,7 +62,10 @@ mod index;
 mod parse;
 mod pattern;
 mod rank;
+mod specificity;
 mod trie;
+#[cfg(test)]
+mod vulcand_compat;
 
 use std::sync::Arc;
 

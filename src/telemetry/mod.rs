@@ -1,13 +1,15 @@
 //! Metric names (all of them, in one place), metric handles prepared at table-build time, and log setup.
 //!
 //! Per request the proxy touches only pre-resolved handles: a counter for (frontend, backend, server,
-//! status class) is registered the first time that combination is seen and then reused, so the hot path
-//! never formats labels or hashes a metric key.
+//! status) is registered the first time that combination is seen and then reused, so the hot path never
+//! formats labels or hashes a metric key.
 
 pub mod access;
 pub mod batch;
+pub mod process;
 
 use metrics::{Counter, Histogram};
+use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -27,21 +29,59 @@ pub const CONFIG_FRONTENDS: &str = "ficus_config_frontends";
 pub const CONFIG_SERVERS: &str = "ficus_config_servers";
 pub const DRAINING_SERVERS: &str = "ficus_draining_servers";
 pub const DRAINING_INFLIGHT: &str = "ficus_draining_inflight";
+pub const BUILD_INFO: &str = "ficus_build_info";
+
+/// The `frontend` label of requests that matched no frontend (404, or 400 before matching); no frontend id
+/// can take this value (ids have no parentheses).
+pub const UNROUTED: &str = "(unrouted)";
+/// The `backend` or `server` label of a request answered before one was picked (503 no server, 413, ...).
+pub const NONE: &str = "(none)";
 
 /// Latency buckets in seconds: fine below 10 ms where a proxy's own overhead lives, coarse above.
 pub const LATENCY_BUCKETS: &[f64] =
     &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
 
-const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+/// How many distinct status codes a series keeps its own lock-free handle for; a proxy answers with a few
+/// (200, 304, 404, 502, ...). Further codes are still counted exactly, through the recorder's own lookup.
+const CODES_PER_SERIES: usize = 8;
 
-fn class_index(status: u16) -> usize {
-    match status {
-        100..=199 => 0,
-        200..=299 => 1,
-        300..=399 => 2,
-        400..=499 => 3,
-        _ => 4,
+/// The `code`-labelled counters of one (frontend, backend, server): the label is the exact status (`200`,
+/// `404`), as Prometheus' Go client and Traefik write it. The first requests with a new status claim a slot
+/// (a compare-and-swap), later ones find it by a scan of a few atomics: no lock, no allocation.
+struct StatusCounters {
+    codes: [AtomicU16; CODES_PER_SERIES],
+    counters: [OnceLock<Counter>; CODES_PER_SERIES],
+}
+
+impl StatusCounters {
+    fn new() -> Self {
+        StatusCounters {
+            codes: std::array::from_fn(|_| AtomicU16::new(0)),
+            counters: std::array::from_fn(|_| OnceLock::new()),
+        }
     }
+
+    fn increment(&self, status: u16, labels: (&str, &str, &str)) {
+        for (code, counter) in self.codes.iter().zip(&self.counters) {
+            let mut seen = code.load(Ordering::Acquire);
+            if seen == 0 {
+                seen = match code.compare_exchange(0, status, Ordering::AcqRel, Ordering::Acquire) {
+                    Ok(_) => status,
+                    Err(other) => other,
+                };
+            }
+            if seen == status {
+                counter.get_or_init(|| request_counter(labels, status)).increment(1);
+                return;
+            }
+        }
+        request_counter(labels, status).increment(1);
+    }
+}
+
+fn request_counter((frontend, backend, server): (&str, &str, &str), status: u16) -> Counter {
+    metrics::counter!(REQUESTS_TOTAL, "frontend" => frontend.to_string(), "backend" => backend.to_string(),
+        "server" => server.to_string(), "code" => status.to_string())
 }
 
 /// Request counters and the latency histogram of one frontend.
@@ -49,7 +89,9 @@ pub struct FrontendMetrics {
     frontend: Arc<str>,
     /// Start of each backend's servers in `slots`, in split order; one extra slot per backend for "no server".
     offsets: Box<[usize]>,
-    slots: Box<[OnceLock<[Counter; 5]>]>,
+    slots: Box<[OnceLock<StatusCounters>]>,
+    /// Requests answered before a backend was picked.
+    no_backend: OnceLock<StatusCounters>,
     latency: OnceLock<Histogram>,
 }
 
@@ -66,6 +108,7 @@ impl FrontendMetrics {
             frontend: frontend.into(),
             offsets: offsets.into_boxed_slice(),
             slots: (0..total).map(|_| OnceLock::new()).collect(),
+            no_backend: OnceLock::new(),
             latency: OnceLock::new(),
         }
     }
@@ -87,36 +130,23 @@ impl FrontendMetrics {
             };
             (idx < next).then_some(idx)
         });
+        let b = backend.map_or(NONE, |(_, b)| b);
+        let s = server.map_or(NONE, |(_, s)| s);
         let counters = match slot {
-            Some(idx) => self.slots[idx].get_or_init(|| {
-                let b = backend.map(|(_, b)| b).unwrap_or("");
-                let s = server.map(|(_, s)| s).unwrap_or("");
-                status_counters(&self.frontend, b, s)
-            }),
-            None => unrouted_counters(),
+            Some(idx) => &self.slots[idx],
+            None => &self.no_backend,
         };
-        counters[class_index(status)].increment(1);
+        counters.get_or_init(StatusCounters::new).increment(status, (&self.frontend, b, s));
         self.latency
             .get_or_init(|| metrics::histogram!(REQUEST_DURATION, "frontend" => self.frontend.to_string()))
             .record(elapsed.as_secs_f64());
     }
 }
 
-fn status_counters(frontend: &str, backend: &str, server: &str) -> [Counter; 5] {
-    CLASSES.map(|class| {
-        metrics::counter!(REQUESTS_TOTAL, "frontend" => frontend.to_string(), "backend" => backend.to_string(),
-            "server" => server.to_string(), "code" => class)
-    })
-}
-
-/// Requests that matched no frontend (404) share one set of counters.
-pub fn unrouted_counters() -> &'static [Counter; 5] {
-    static UNROUTED: OnceLock<[Counter; 5]> = OnceLock::new();
-    UNROUTED.get_or_init(|| status_counters("", "", ""))
-}
-
+/// Requests that matched no frontend (404, or a 400 before matching): `frontend="(unrouted)"`.
 pub fn count_unrouted(status: u16) {
-    unrouted_counters()[class_index(status)].increment(1);
+    static UNROUTED_COUNTERS: OnceLock<StatusCounters> = OnceLock::new();
+    UNROUTED_COUNTERS.get_or_init(StatusCounters::new).increment(status, (UNROUTED, NONE, NONE));
 }
 
 /// Upstream failures by kind (`connect`, `timeout`, `reset`, ...). Rare, so labels are built per call.
@@ -136,12 +166,16 @@ pub fn install_metrics() -> Result<metrics_exporter_prometheus::PrometheusHandle
     // A second install (tests running several apps in one process) keeps the first recorder; still usable.
     let _ = metrics::set_global_recorder(recorder);
     describe();
+    metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
     Ok(handle)
 }
 
 fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
-    describe_counter!(REQUESTS_TOTAL, "Requests answered, by frontend, backend, server and status class");
+    describe_counter!(
+        REQUESTS_TOTAL,
+        "Requests answered, by frontend, backend, server and status code (frontend=\"(unrouted)\" when none matched)"
+    );
     describe_histogram!(REQUEST_DURATION, Unit::Seconds, "Time from request head to response head, by frontend");
     describe_counter!(UPSTREAM_ERRORS_TOTAL, "Failed upstream exchanges, by backend, server and kind");
     describe_gauge!(OPEN_CONNECTIONS, "Client connections open now, by listener");
@@ -159,6 +193,7 @@ fn describe() {
     describe_gauge!(CONFIG_SERVERS, "Servers in the routing table (draining excluded)");
     describe_gauge!(DRAINING_SERVERS, "Servers that left the config and still have requests in flight");
     describe_gauge!(DRAINING_INFLIGHT, "Requests in flight on a draining server, by backend and server");
+    describe_gauge!(BUILD_INFO, "Always 1; the version label is the running Ficus version");
 }
 
 /// Log output format.
@@ -169,27 +204,78 @@ pub enum LogFormat {
     Json,
 }
 
+/// Where log lines go, and what keeps them flowing until the process exits.
+pub struct LogGuards {
+    _stdout: tracing_appender::non_blocking::WorkerGuard,
+    _access: Option<tracing_appender::non_blocking::WorkerGuard>,
+}
+
 /// Sets up tracing. `RUST_LOG` overrides the default filter. Logs go through a background writer so a slow
 /// terminal or pipe never stalls request handling (access-log lines in batches per runtime thread, see
-/// [`batch`] and [`access`]); the guard flushes it on exit.
-pub fn init_logging(format: LogFormat, access_log: bool) -> tracing_appender::non_blocking::WorkerGuard {
+/// [`batch`] and [`access`]); the guards flush them on exit. With `access_file`, access lines (the batched
+/// ones and the `access` target's other lines) go to that file, reopened on SIGHUP, and the rest to stdout.
+pub fn init_logging(
+    format: LogFormat,
+    access_log: bool,
+    access_file: Option<&std::path::Path>,
+) -> std::io::Result<LogGuards> {
+    use tracing_subscriber::fmt::writer::MakeWriterExt;
     use tracing_subscriber::EnvFilter;
     let (writer, guard) = tracing_appender::non_blocking(std::io::stdout());
     let default = if access_log { "info" } else { "info,access=off" };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
     access::set_format(format);
+    let access_writer = match access_file {
+        Some(path) => Some(tracing_appender::non_blocking(access::ReopeningFile::open(path.to_path_buf())?)),
+        None => None,
+    };
     // Other log lines are few (config changes, warnings, errors) and wanted at once: they go to the writer
     // thread line by line, as before; only access lines are batched.
-    batch::set_sink(writer.clone());
-    let builder =
-        tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer).with_target(true).with_ansi(ansi);
-    let result = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    let (access_guard, result) = match access_writer {
+        Some((file, file_guard)) => {
+            batch::set_sink(file.clone());
+            let is_access = |m: &tracing::Metadata<'_>| m.target() == "access";
+            let make = writer.with_filter(move |m| !is_access(m)).and(file.with_filter(is_access));
+            let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(make).with_target(true);
+            let result = match format {
+                // The file gets no colours, and stdout keeps them only on a terminal.
+                LogFormat::Text => builder.with_ansi(false).try_init(),
+                LogFormat::Json => builder.json().flatten_event(true).try_init(),
+            };
+            (Some(file_guard), result)
+        }
+        None => {
+            batch::set_sink(writer.clone());
+            let builder =
+                tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer).with_target(true).with_ansi(ansi);
+            let result = match format {
+                LogFormat::Text => builder.try_init(),
+                LogFormat::Json => builder.json().flatten_event(true).try_init(),
+            };
+            (None, result)
+        }
     };
     if let Err(e) = result {
         eprintln!("logging already set up: {e}");
     }
-    guard
+    Ok(LogGuards { _stdout: guard, _access: access_guard })
+}
+
+/// Reopens the access-log file on every SIGHUP (what logrotate sends after moving the file away). Without
+/// an access-log file SIGHUP is only logged: it no longer stops the process, as its default action would.
+pub async fn reopen_access_log_on_sighup(has_file: bool) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        tracing::warn!("cannot listen for SIGHUP; the access log will not be reopened");
+        return;
+    };
+    while hup.recv().await.is_some() {
+        if has_file {
+            access::request_reopen();
+            tracing::info!("SIGHUP: reopening the access log before its next line");
+        } else {
+            tracing::info!("SIGHUP: no access-log file to reopen");
+        }
+    }
 }

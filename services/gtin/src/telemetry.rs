@@ -4,7 +4,7 @@
 
 use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder, PrometheusHandle};
 
-/// Counter, labels `route` and `status`.
+/// Counter, labels `route` and `code` (the exact status, `200`; the label name Ficus and Prometheus' clients use).
 pub const HTTP_REQUESTS: &str = "gtin_http_requests_total";
 /// Histogram (seconds), label `route`: whole request handling, body read to response built.
 pub const HTTP_DURATION: &str = "gtin_http_request_duration_seconds";
@@ -45,7 +45,7 @@ pub fn install_metrics() -> Result<PrometheusHandle, BuildError> {
     let handle = PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Suffix("duration_seconds".into()), &LATENCY_BUCKETS)?
         .install_recorder()?;
-    metrics::describe_counter!(HTTP_REQUESTS, "HTTP requests by route and status");
+    metrics::describe_counter!(HTTP_REQUESTS, "HTTP requests by route and status code");
     metrics::describe_histogram!(HTTP_DURATION, metrics::Unit::Seconds, "request handling time by route");
     metrics::describe_histogram!(LOOKUP_DURATION, metrics::Unit::Seconds, "snapshot lookup time");
     metrics::describe_counter!(LOOKUPS, "GTIN lookups by result");

@@ -137,7 +137,7 @@ fn gtin_table_through_http() {
             panic!("metrics is not text")
         };
         assert_eq!(status, 200);
-        assert!(text.contains("gtin_http_requests_total{route=\"gtin\",status=\"200\"}"), "{text}");
+        assert!(text.contains("gtin_http_requests_total{route=\"gtin\",code=\"200\"}"), "{text}");
         assert!(text.contains("gtin_snapshot_products 6"), "{text}");
         assert!(text.contains("gtin_lookup_duration_seconds_bucket"), "{text}");
 

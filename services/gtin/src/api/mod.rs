@@ -65,8 +65,8 @@ where
 {
     let started = Instant::now();
     let (route, response) = dispatch(&app, req).await;
-    let status = response.status().as_u16().to_string();
-    metrics::counter!(t::HTTP_REQUESTS, "route" => route, "status" => status).increment(1);
+    let code = response.status().as_u16().to_string();
+    metrics::counter!(t::HTTP_REQUESTS, "route" => route, "code" => code).increment(1);
     metrics::histogram!(t::HTTP_DURATION, "route" => route).record(started.elapsed().as_secs_f64());
     response
 }
