@@ -301,14 +301,14 @@ async fn an_upstream_body_cut_short_is_counted_and_logged_as_an_upstream_failure
     assert!(ficus.log_shows("status=502").await, "{}", ficus.log_text());
     let text =
         String::from_utf8_lossy(&get(&http1_client(), &format!("http://{}/metrics", ficus.admin)).await.1).into_owned();
-    let count = |class: &str| {
+    let count = |code: &str| {
         text.lines()
-            .filter(|l| l.starts_with("ficus_requests_total") && l.contains(&format!("code=\"{class}\"")))
+            .filter(|l| l.starts_with("ficus_requests_total") && l.contains(&format!("code=\"{code}\"")))
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
             .sum::<f64>()
     };
-    assert_eq!(count("5xx"), 2.0, "{text}");
-    assert_eq!(count("2xx"), 0.0, "{text}");
+    assert_eq!(count("502"), 2.0, "{text}");
+    assert_eq!(count("200"), 0.0, "{text}");
     assert_eq!(ficus.metric("ficus_upstream_errors_total").await, 2.0);
 }
 
@@ -410,13 +410,13 @@ mod fuzz {
 
     /// Every answer to arbitrary bytes is a well-formed status line with a known code, or a close; the
     /// gateway never dies, and it still serves a plain request afterwards. `FICUS_FUZZ_CASES` sets the run
-    /// length (64 by default, so the suite stays short; CI can raise it).
+    /// length (256 by default, a few seconds; CI can raise it).
     #[test]
     fn arbitrary_request_heads_never_break_the_gateway() {
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
         let s = rt.block_on(setup(&["--header-timeout", "2s"]));
         let addr = s.ficus.addr;
-        let cases = std::env::var("FICUS_FUZZ_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(64);
+        let cases = std::env::var("FICUS_FUZZ_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(256);
         let config = ProptestConfig { cases, failure_persistence: None, ..ProptestConfig::default() };
         proptest!(config, |(bytes in head())| {
             let answer = rt.block_on(async {
