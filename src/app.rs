@@ -368,3 +368,36 @@ async fn keyed_listeners(
         let _ = task.await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shipped_config_parses_with_its_limits_filled_in() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/ficus.toml");
+        let s = Settings::load(&path).unwrap();
+        assert_eq!(s.limits, Limits::default());
+        let text = std::fs::read_to_string(&path).unwrap();
+        // The commented-out [limits] block, uncommented, is valid and says the defaults.
+        let uncommented: String = text
+            .lines()
+            .map(|l| match l.strip_prefix("# ") {
+                Some(rest)
+                    if rest.starts_with("[limits]")
+                        || rest.starts_with("max_")
+                        || rest.starts_with("encoded_slash")
+                        || rest.starts_with("header_timeout") =>
+                {
+                    rest
+                }
+                _ => l,
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        let s: Settings = toml::from_str(&uncommented).unwrap();
+        assert_eq!(s.limits, Limits::default());
+        let bad: Result<Settings, _> = toml::from_str("[limits]\nmax_head_bytes = \"big\"\n");
+        assert!(bad.unwrap_err().to_string().contains("max_head_bytes"));
+    }
+}

@@ -179,3 +179,22 @@ pub async fn serve(listener: TcpListener, admin: Arc<Admin>, shutdown: Shutdown)
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_own_and_configured_hosts_only() {
+        let hosts = AllowedHosts::new("127.0.0.1:8182".parse().unwrap(), &["Ops.Example".to_string()]);
+        for ok in ["localhost", "localhost:8182", "127.0.0.1:8182", "[::1]:8182", "[::1]", "ops.example:80"] {
+            assert!(hosts.allows(Some(ok)), "{ok}");
+        }
+        for bad in ["evil.example", "evil.example:8182", "localhost.evil.example", "127.0.0.2"] {
+            assert!(!hosts.allows(Some(bad)), "{bad}");
+        }
+        assert!(hosts.allows(None));
+        let hosts = AllowedHosts::new("10.1.2.3:8182".parse().unwrap(), &[]);
+        assert!(hosts.allows(Some("10.1.2.3:8182")));
+    }
+}

@@ -203,14 +203,14 @@ async fn serve_h1<I>(
 
 type H1Conn<I> = http1::UpgradeableConnection<TokioIo<head::LineGuard<Rewind<I>>>, ConnService>;
 
-/// After hyper refused a head (it wrote 431 itself) or the request line was too long (414 is written here):
-/// the polite close, so a client still sending reads the answer.
+/// After hyper refused a head (it wrote 400 or 431 itself) or the request line was too long (414 is written
+/// here): the polite close, so a client still sending reads the answer.
 async fn refused<I: Socket>(conn: Box<H1Conn<I>>, e: &hyper::Error) {
     let Some(parts) = conn.into_parts() else { return };
     let (mut io, tripped) = parts.io.into_inner().into_inner();
     if tripped {
         head::linger_close(&mut io, head::URI_TOO_LONG).await;
-    } else if e.is_parse_too_large() {
+    } else if e.is_parse() {
         head::linger_close(&mut io, b"").await;
     }
 }

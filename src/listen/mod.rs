@@ -182,8 +182,12 @@ pub async fn serve(
     h1.timer(TokioTimer::new())
         .header_read_timeout(None)
         .keep_alive(true)
-        .max_buf_size(limits.max_head_bytes.max(crate::proxy::limits::MIN_HEAD_BYTES))
-        .max_headers(limits.max_headers);
+        .max_buf_size(limits.max_head_bytes.max(crate::proxy::limits::MIN_HEAD_BYTES));
+    // hyper's own default is 100 on an uninitialised stack array; any other count makes it fill one per
+    // request head, so it is only set when it differs.
+    if limits.max_headers != crate::proxy::limits::DEFAULT_MAX_HEADERS {
+        h1.max_headers(limits.max_headers);
+    }
     let mut h2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
     h2.timer(TokioTimer::new())
         .keep_alive_interval(Some(Duration::from_secs(30)))

@@ -323,6 +323,56 @@ mod tests {
         assert_eq!(h[&X_FORWARDED_FOR], "1.2.3.4, 10.0.0.9");
     }
 
+    fn req(version: Version, uri: &str, headers: &[(&str, &str)]) -> Request<()> {
+        let mut b = Request::builder().version(version).uri(uri);
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        b.body(()).unwrap()
+    }
+
+    #[test]
+    fn one_host_per_request() {
+        let l = Limits::default();
+        let h1 = Version::HTTP_11;
+        assert_eq!(check_head(&req(h1, "/", &[("host", "a.com")]), &l).unwrap().unwrap(), "a.com");
+        let two = req(h1, "/", &[("host", "a.com"), ("host", "b.com")]);
+        assert!(matches!(check_head(&two, &l), Err(ProxyError::BadRequest(_))));
+        assert!(matches!(check_head(&req(h1, "/", &[]), &l), Err(ProxyError::BadRequest(_))));
+        assert_eq!(check_head(&req(Version::HTTP_10, "/", &[]), &l).unwrap(), None);
+        // Absolute form: the target's authority wins, userinfo dropped.
+        let abs = req(h1, "http://u@secret.local:81/x", &[("host", "127.0.0.1")]);
+        assert_eq!(check_head(&abs, &l).unwrap().unwrap(), "secret.local:81");
+        // HTTP/2: :authority wins; a differing host header is refused, an equal one kept.
+        let h2 = Version::HTTP_2;
+        assert_eq!(check_head(&req(h2, "http://a.com/", &[]), &l).unwrap().unwrap(), "a.com");
+        assert_eq!(check_head(&req(h2, "http://a.com/", &[("host", "A.com")]), &l).unwrap().unwrap(), "A.com");
+        assert!(check_head(&req(h2, "http://a.com/", &[("host", "b.com")]), &l).is_err());
+    }
+
+    #[test]
+    fn transfer_encoding_is_chunked_alone_and_sizes_are_bounded() {
+        let l = Limits::default();
+        let h1 = Version::HTTP_11;
+        let te = |v: &str| check_head(&req(h1, "/", &[("host", "a"), ("transfer-encoding", v)]), &l);
+        assert!(te("chunked").is_ok());
+        assert!(te("Chunked").is_ok());
+        assert!(matches!(te("gzip, chunked"), Err(ProxyError::UnsupportedCoding)));
+        assert!(matches!(te("identity, chunked"), Err(ProxyError::UnsupportedCoding)));
+        assert!(matches!(te("chunked, chunked"), Err(ProxyError::BadRequest(_))));
+        let twice = req(h1, "/", &[("host", "a"), ("transfer-encoding", "chunked"), ("transfer-encoding", "chunked")]);
+        assert!(matches!(check_head(&twice, &l), Err(ProxyError::BadRequest(_))));
+
+        let long = "x".repeat(l.max_header_bytes);
+        let r = req(h1, "/", &[("host", "a"), ("x-long", &long)]);
+        assert!(matches!(check_head(&r, &l), Err(ProxyError::HeadTooLarge(_))));
+        let target = format!("/{}", "p".repeat(l.max_request_line_bytes));
+        assert!(matches!(check_head(&req(h1, &target, &[("host", "a")]), &l), Err(ProxyError::UriTooLong { .. })));
+        let few = Limits { max_headers: 2, ..l };
+        let r = req(h1, "/", &[("host", "a"), ("x-1", "1"), ("x-2", "2")]);
+        assert!(matches!(check_head(&r, &few), Err(ProxyError::HeadTooLarge(_))));
+    }
+
     #[test]
     fn request_ids_differ() {
         let ids = RequestIds::new();
