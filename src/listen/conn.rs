@@ -165,7 +165,8 @@ async fn serve_h1<I>(
             quiet += 1;
             if PARK_AFTER * quiet >= head_timeout {
                 tracing::debug!("no request within the header read timeout; closing");
-                timed_out(conn).await;
+                // A response stuck in hyper's write buffer (the client stopped reading) gets no 408 after it.
+                timed_out(conn, !state.write_blocked()).await;
                 return;
             }
             // A response the client has not read yet still sits in hyper's write buffer: keep it.
@@ -217,10 +218,10 @@ async fn refused<I: Socket>(conn: Box<H1Conn<I>>, e: &hyper::Error) {
 
 /// The header read timeout: a client that sent part of a head is told 408 (RFC 9110 section 15.5.9); one
 /// that sent nothing since its last response is closed quietly, as an idle keep-alive connection.
-async fn timed_out<I: Socket>(conn: Box<H1Conn<I>>) {
+async fn timed_out<I: Socket>(conn: Box<H1Conn<I>>, may_answer: bool) {
     let Some(parts) = conn.into_parts() else { return };
     let (mut io, _) = parts.io.into_inner().into_inner();
-    if !parts.read_buf.is_empty() || !io.prefix.is_empty() {
+    if may_answer && (!parts.read_buf.is_empty() || !io.prefix.is_empty()) {
         head::linger_close(&mut io, head::REQUEST_TIMEOUT).await;
     }
 }

@@ -50,9 +50,9 @@ pub(super) enum MethodMatch {
     Regexp(Rx),
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
 /// Every header matcher looks at the header's first value only, as Vulcand does (Go's
 /// `Header.Get`): a client cannot reach a gated route by adding a second line of the header.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum HeaderMatch {
     Exact {
         name: HeaderName,
@@ -173,12 +173,7 @@ impl RouteExpr {
             None => true,
             Some(p) => p.matches(path_without_query(req.path)),
         };
-        let method_ok = match &self.method {
-            None => true,
-            Some(MethodMatch::Exact(m)) => m == req.method,
-            Some(MethodMatch::Regexp(rx)) => rx.re.is_match(req.method.as_str()),
-        };
-        host_ok && path_ok && method_ok && self.headers.iter().all(|h| h.matches(req.headers))
+        host_ok && path_ok && self.method_and_headers_match(req)
     }
 
     /// How many matchers the route has (precedence rule 4).
@@ -205,6 +200,10 @@ impl RouteExpr {
         if self.has_prefixed_path() && !self.path.as_ref().is_some_and(|p| p.matches(path_without_query(req.path))) {
             return false;
         }
+        self.method_and_headers_match(req)
+    }
+
+    fn method_and_headers_match(&self, req: &Request<'_>) -> bool {
         let method_ok = match &self.method {
             None => true,
             Some(MethodMatch::Exact(m)) => m == req.method,
