@@ -7,7 +7,7 @@
 use crate::admin::{self, Admin};
 use crate::lifecycle::Shutdown;
 use crate::listen::{self, ListenerConfig};
-use crate::model::{parse_duration, Protocol, ValidatedConfig};
+use crate::model::{Protocol, ValidatedConfig};
 use crate::proxy::limits::Limits;
 use crate::proxy::Proxy;
 use crate::source::etcd::EtcdSettings;
@@ -18,6 +18,7 @@ use crate::telemetry::LogFormat;
 use crate::upstream::Registry;
 use arc_swap::ArcSwap;
 use serde::Deserialize;
+use serve::duration::de_duration;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -110,10 +111,6 @@ fn default_format() -> LogFormat {
 }
 fn default_true() -> bool {
     true
-}
-fn de_duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-    let s = String::deserialize(d)?;
-    parse_duration(&s).map_err(serde::de::Error::custom)
 }
 
 impl Default for AdminSettings {

@@ -18,7 +18,6 @@ use http::{header, Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use metrics_exporter_prometheus::PrometheusHandle;
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -147,37 +146,32 @@ fn json<T: serde::Serialize>(value: &T) -> Response<Full<Bytes>> {
     }
 }
 
-/// Serves the admin endpoints until shutdown.
+/// How long an admin client may take to send a request head: short, so idle clients cannot hold the few
+/// admin connections for long.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Serves the admin endpoints until shutdown, through the serving kit's loop: a full admin listener closes new
+/// connections at once (counted as refused), and at shutdown its in-flight answers finish.
 pub async fn serve(listener: TcpListener, admin: Arc<Admin>, shutdown: Shutdown) {
     tracing::info!(addr = ?listener.local_addr().ok(), "admin listening");
-    let mut cap = crate::listen::accept::Cap::new("admin", MAX_CONNECTIONS);
-    let mut backoff = crate::listen::accept::Backoff::default();
-    loop {
-        let (stream, _) = tokio::select! {
-            res = listener.accept() => match res {
-                Ok(pair) => pair,
-                Err(e) => {
-                    backoff.failed("admin", &e).await;
-                    continue;
-                }
-            },
-            _ = shutdown.wait() => return,
-        };
-        backoff.succeeded();
-        let Some(permit) = cap.admit("admin") else { continue };
+    let options = serve::http::Options {
+        name: "admin",
+        max_connections: MAX_CONNECTIONS,
+        when_full: serve::http::WhenFull::Close,
+        refused: metrics::counter!(crate::telemetry::CONNECTIONS_REFUSED_TOTAL, "listener" => "admin"),
+        open: None,
+        header_read_timeout: HEADER_READ_TIMEOUT,
+        drain_timeout: Duration::from_secs(5),
+        http2_max_concurrent_streams: 16,
+    };
+    let service = move |_peer| {
         let admin = admin.clone();
-        tokio::spawn(async move {
-            let _permit = permit;
-            let service = service_fn(move |req| {
-                let admin = admin.clone();
-                async move { Ok::<_, Infallible>(admin.answer(&req)) }
-            });
-            // A bounded head wait, so idle clients cannot hold the few admin connections for long.
-            let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-            builder.http1().timer(TokioTimer::new()).header_read_timeout(Duration::from_secs(10));
-            let _ = builder.serve_connection(TokioIo::new(stream), service).await;
-        });
-    }
+        service_fn(move |req| {
+            let admin = admin.clone();
+            async move { Ok::<_, Infallible>(admin.answer(&req)) }
+        })
+    };
+    serve::http::serve(listener, options, service, async move { shutdown.wait().await }).await;
 }
 
 #[cfg(test)]

@@ -44,26 +44,21 @@ impl Shutdown {
     }
 }
 
-/// Waits for SIGTERM or SIGINT, triggers `shutdown`, then exits the process on a second signal.
-pub async fn watch_signals(shutdown: Shutdown, drain_timeout: Duration) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
-        tracing::error!("cannot install signal handlers; SIGTERM will kill the process without draining");
-        return;
-    };
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM: draining"),
-        _ = int.recv() => tracing::info!("SIGINT: draining"),
+/// Waits for SIGTERM or SIGINT and triggers `shutdown`; a second signal exits the process at once. The
+/// two-signal rule is the serving kit's, the same in every binary; the handlers are installed when this is
+/// called.
+pub fn watch_signals(shutdown: Shutdown, drain_timeout: Duration) -> impl std::future::Future<Output = ()> {
+    let first = serve::signals::shutdown_on_signal();
+    async move {
+        let first = match first {
+            Ok(first) => first,
+            Err(e) => {
+                tracing::error!(error = %e, "SIGTERM will kill the process without draining");
+                return;
+            }
+        };
+        first.await;
+        tracing::info!(deadline_s = drain_timeout.as_secs_f64(), "waiting for in-flight requests");
+        shutdown.trigger();
     }
-    tracing::info!(
-        deadline_s = drain_timeout.as_secs_f64(),
-        "stopped accepting; waiting for in-flight requests (send the signal again to exit now)"
-    );
-    shutdown.trigger();
-    tokio::select! {
-        _ = term.recv() => {},
-        _ = int.recv() => {},
-    }
-    tracing::warn!("second signal: exiting without waiting");
-    std::process::exit(130);
 }

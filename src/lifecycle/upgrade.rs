@@ -15,6 +15,7 @@
 use super::inherit;
 use super::{systemd, Shutdown};
 use serde::Deserialize;
+use serve::duration::de_duration;
 use std::ffi::OsString;
 use std::fs::File;
 use std::io::{Read, Write};
@@ -46,11 +47,6 @@ pub struct ProcessSettings {
 
 fn default_upgrade_timeout() -> Duration {
     Duration::from_secs(30)
-}
-
-fn de_duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-    let s = String::deserialize(d)?;
-    crate::model::parse_duration(&s).map_err(serde::de::Error::custom)
 }
 
 impl Default for ProcessSettings {

@@ -8,7 +8,6 @@
 //! from the process a hot upgrade replaces, and are kept on a list to hand to the next one
 //! (`lifecycle::inherit`).
 
-pub mod accept;
 mod conn;
 mod drain;
 mod head;
@@ -194,8 +193,9 @@ pub async fn serve(
         .max_header_list_size(u32::try_from(limits.max_head_bytes).unwrap_or(u32::MAX));
     let parked = metrics::gauge!(telemetry::PARKED_CONNECTIONS, "listener" => cfg.name.clone());
     let protocols = Arc::new(conn::Protocols { h1, h2, parked, max_request_line: limits.max_request_line_bytes });
-    let mut cap = accept::Cap::new(&cfg.name, limits.connection_cap());
-    let mut backoff = accept::Backoff::default();
+    let refused = metrics::counter!(telemetry::CONNECTIONS_REFUSED_TOTAL, "listener" => cfg.name.clone());
+    let mut cap = serve::accept::Cap::new(limits.connection_cap(), refused);
+    let mut backoff = serve::accept::Backoff::default();
     tracing::info!(listener = %name, addr = ?local, protocol = ?cfg.protocol, max_connections = limits.connection_cap(),
         "listening");
 

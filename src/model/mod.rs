@@ -15,7 +15,7 @@ mod state;
 mod validate;
 mod validated;
 
-pub use duration::{format_duration, parse_duration, DurationError, GoDuration};
+pub use duration::{de_duration, format_duration, parse_duration, DurationError, GoDuration};
 pub use key::{Key, KeyError};
 pub use spec::*;
 pub use state::{Change, ConfigState, Rejection};

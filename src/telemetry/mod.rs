@@ -196,13 +196,8 @@ fn describe() {
     describe_gauge!(BUILD_INFO, "Always 1; the version label is the running Ficus version");
 }
 
-/// Log output format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum LogFormat {
-    Text,
-    Json,
-}
+/// Log output format, shared with the companion services.
+pub use serve::logging::LogFormat;
 
 /// Where log lines go, and what keeps them flowing until the process exits.
 pub struct LogGuards {
@@ -220,10 +215,9 @@ pub fn init_logging(
     access_file: Option<&std::path::Path>,
 ) -> std::io::Result<LogGuards> {
     use tracing_subscriber::fmt::writer::MakeWriterExt;
-    use tracing_subscriber::EnvFilter;
     let (writer, guard) = tracing_appender::non_blocking(std::io::stdout());
     let default = if access_log { "info" } else { "info,access=off" };
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let filter = serve::logging::filter(default);
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
     access::set_format(format);
     let access_writer = match access_file {

@@ -1,9 +1,10 @@
-//! Calendar and duration helpers shared by the snapshot (file names, `updated` dates), the sync job (`UPD_DT`,
-//! report names, `--every`) and the API (`"updated":"2024-01-31"`). Hand-written because the service only needs
-//! UTC civil dates and a few duration units, not a time-zone library.
+//! Calendar helpers shared by the snapshot (file names, `updated` dates), the sync job (`UPD_DT`,
+//! report names) and the API (`"updated":"2024-01-31"`). Hand-written because the service only needs
+//! UTC civil dates, not a time-zone library. Durations (`--every`, `--drain-timeout`) are
+//! Go's, read by the serving kit.
 
 use std::fmt;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 /// A calendar date held as the integer `yyyymmdd`, the form both the legacy export and the snapshot use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -123,46 +124,6 @@ pub fn unix_now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid duration {input:?}: {why} (examples: 500ms, 30s, 10m, 24h, 1h30m, 7d)")]
-pub struct DurationError {
-    input: String,
-    why: &'static str,
-}
-
-/// Parses durations such as `30s`, `10m`, `24h`, `1h30m`, `500ms` or `7d`.
-pub fn parse_duration(input: &str) -> Result<Duration, DurationError> {
-    let err = |why| DurationError { input: input.to_string(), why };
-    let text = input.trim();
-    if text.is_empty() {
-        return Err(err("empty"));
-    }
-    let mut total = Duration::ZERO;
-    let mut rest = text;
-    while !rest.is_empty() {
-        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
-        if digits == 0 {
-            return Err(err("expected a number"));
-        }
-        let amount: u64 = rest[..digits].parse().map_err(|_| err("number too large"))?;
-        rest = &rest[digits..];
-        let unit_len = rest.bytes().take_while(u8::is_ascii_alphabetic).count();
-        let unit = match &rest[..unit_len] {
-            "ms" => Duration::from_millis(1),
-            "s" => Duration::from_secs(1),
-            "m" => Duration::from_secs(60),
-            "h" => Duration::from_secs(3600),
-            "d" => Duration::from_secs(86_400),
-            "" => return Err(err("missing unit")),
-            _ => return Err(err("unknown unit")),
-        };
-        rest = &rest[unit_len..];
-        let part = u32::try_from(amount).ok().and_then(|a| unit.checked_mul(a)).ok_or_else(|| err("too long"))?;
-        total = total.checked_add(part).ok_or_else(|| err("too long"))?;
-    }
-    Ok(total)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -186,17 +147,5 @@ mod tests {
         // 2024-02-29T12:34:56Z, a leap day.
         assert_eq!(UtcTime::from_unix(1_709_210_096).rfc3339(), "2024-02-29T12:34:56Z");
         assert_eq!(UtcTime::from_unix(1_735_689_599).compact(), "20241231T235959");
-    }
-
-    #[test]
-    fn durations_parse() {
-        assert_eq!(parse_duration("30s").unwrap(), Duration::from_secs(30));
-        assert_eq!(parse_duration("10m").unwrap(), Duration::from_secs(600));
-        assert_eq!(parse_duration("24h").unwrap(), Duration::from_secs(86_400));
-        assert_eq!(parse_duration("1h30m").unwrap(), Duration::from_secs(5_400));
-        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
-        for bad in ["", "h", "10", "10x", "-5s", "99999999999999999999s", "5 s"] {
-            assert!(parse_duration(bad).is_err(), "{bad}");
-        }
     }
 }

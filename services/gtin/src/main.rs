@@ -29,8 +29,9 @@ enum Command {
         listen: SocketAddr,
         #[arg(long, env = "GTIN_DATA")]
         data: PathBuf,
-        /// How long in-flight requests may take to finish after SIGTERM (e.g. 10s).
-        #[arg(long, default_value = "10s", value_parser = duration)]
+        /// How long in-flight requests may take to finish after SIGTERM (Go's form: 10s, 1m30s); a second
+        /// signal exits at once.
+        #[arg(long, default_value = "10s", value_parser = serve::duration::arg)]
         drain_timeout: Duration,
         #[arg(long, default_value_t = 10_000)]
         max_connections: usize,
@@ -49,8 +50,9 @@ enum Command {
         /// Base URL of the running service (POSTs <URL>/admin/reload after publishing).
         #[arg(long)]
         notify: Option<String>,
-        /// Keep syncing at this interval (e.g. 30s, 10m, 24h) until SIGTERM/SIGINT.
-        #[arg(long, value_parser = duration)]
+        /// Keep syncing at this interval (Go's form: 30s, 10m, 24h, 168h; no `d`) until
+        /// SIGTERM/SIGINT.
+        #[arg(long, value_parser = serve::duration::arg)]
         every: Option<Duration>,
     },
     /// Check a snapshot file completely (checksum, slot order, every record).
@@ -107,13 +109,9 @@ enum Command {
     },
 }
 
-fn duration(s: &str) -> Result<Duration, String> {
-    clock::parse_duration(s).map_err(|e| e.to_string())
-}
-
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    telemetry::init_logging();
+    serve::logging::init(serve::logging::LogFormat::Text);
     match cli.command {
         Command::Serve { listen, data, drain_timeout, max_connections, threads } => {
             let mut runtime = tokio::runtime::Builder::new_multi_thread();
@@ -124,7 +122,8 @@ fn main() -> anyhow::Result<()> {
             runtime.block_on(async {
                 let metrics = telemetry::install_metrics().context("installing the metrics recorder")?;
                 let options = ServeOptions { listen, data, drain_timeout, max_connections };
-                server::serve(options, Some(metrics), server::shutdown_signal()).await?;
+                let shutdown = serve::signals::shutdown_on_signal()?;
+                server::serve(options, Some(metrics), shutdown).await?;
                 anyhow::Ok(())
             })
         }
@@ -170,7 +169,7 @@ async fn run_sync(options: SyncOptions, every: Option<Duration>) -> anyhow::Resu
         result?;
         return Ok(());
     };
-    let shutdown = server::shutdown_signal();
+    let shutdown = serve::signals::shutdown_on_signal()?;
     tokio::pin!(shutdown);
     loop {
         let (_, result) = sync::sync_once(&options).await;

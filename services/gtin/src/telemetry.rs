@@ -1,6 +1,6 @@
-//! Observability in one place: every metric name the service exports, the Prometheus recorder, and the log
-//! subscriber. Handlers and the store refer to the constants here, so the full list of series can be read in one
-//! screen (the Sozu habit).
+//! Observability in one place: every metric name the service exports and the Prometheus recorder (logging is
+//! the serving kit's). Handlers and the store refer to the constants here, so the full list of series can be
+//! read in one screen (the Sozu habit).
 
 use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder, PrometheusHandle};
 
@@ -22,6 +22,8 @@ pub const SNAPSHOT_BUILT_AT: &str = "gtin_snapshot_built_at_seconds";
 pub const RELOADS: &str = "gtin_snapshot_reloads_total";
 /// Gauge: open client connections.
 pub const CONNECTIONS: &str = "gtin_http_connections";
+/// Counter: connections that found the service at `--max-connections` and waited in the accept queue.
+pub const CONNECTIONS_WAITED: &str = "gtin_http_connections_waited_total";
 
 const LATENCY_BUCKETS: [f64; 14] = [
     0.000_000_5,
@@ -54,15 +56,7 @@ pub fn install_metrics() -> Result<PrometheusHandle, BuildError> {
     metrics::describe_gauge!(SNAPSHOT_BUILT_AT, "build time of the served snapshot, Unix seconds");
     metrics::describe_counter!(RELOADS, "snapshot reloads and rollbacks by result");
     metrics::describe_gauge!(CONNECTIONS, "open client connections");
+    metrics::describe_counter!(CONNECTIONS_WAITED, "connections that waited for a free slot at the cap");
     metrics::gauge!(SNAPSHOT_GENERATION).set(0.0);
     Ok(handle)
-}
-
-/// Logs to stderr, filtered by `RUST_LOG` (default `info`).
-pub fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    // Colour codes only for a person at a terminal, never into log files.
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).try_init();
 }

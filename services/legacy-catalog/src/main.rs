@@ -3,7 +3,6 @@
 //! It prints one line to stdout once it accepts connections (`legacy-catalog listening on http://ADDR`),
 //! which scripts and the tests wait for; everything else is tracing output on stderr.
 
-use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,8 +10,6 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use legacy_catalog::{server, App, Catalog, DirtyRate, Stopped};
-use tokio::signal::unix::{signal, SignalKind};
-use tracing_subscriber::EnvFilter;
 
 /// The legacy catalog monolith stand-in: HTML pages, a 12-digit-only GTIN lookup, a bulk export.
 #[derive(Debug, Parser)]
@@ -33,7 +30,8 @@ struct Args {
     /// Artificial delay before every response except /health, in milliseconds.
     #[arg(long, env = "LEGACY_CATALOG_LATENCY_MS", default_value_t = 0)]
     latency_ms: u64,
-    /// On SIGTERM/SIGINT, how long in-flight requests may take to finish, in milliseconds.
+    /// On SIGTERM/SIGINT, how long in-flight requests may take to finish, in milliseconds (a second
+    /// signal exits at once).
     #[arg(long, env = "LEGACY_CATALOG_GRACE_MS", default_value_t = 5_000)]
     grace_ms: u64,
 }
@@ -41,26 +39,14 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+    serve::logging::init(serve::logging::LogFormat::Text);
 
     let catalog = Catalog::new(args.seed, args.products)?;
     let dirty_rate = DirtyRate::new(args.dirty_rate)?;
     let app = App::new(catalog, dirty_rate, Duration::from_millis(args.latency_ms));
     // Install the handlers before announcing the address, so a SIGTERM sent right after the announcement is
-    // a graceful stop and not the default "terminate now".
-    let mut terminate = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-    let shutdown = async move {
-        let name = tokio::select! {
-            _ = terminate.recv() => "SIGTERM",
-            _ = interrupt.recv() => "SIGINT",
-        };
-        tracing::info!(signal = name, "shutting down");
-    };
+    // a graceful stop and not the default "terminate now". A second signal exits at once.
+    let shutdown = serve::signals::shutdown_on_signal()?;
 
     let listener = server::bind(args.listen).await?;
     let addr = listener.local_addr().context("reading the bound address")?;

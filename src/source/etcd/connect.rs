@@ -6,9 +6,9 @@
 //! before anyone relies on the client.
 
 use super::{rpc, EtcdError};
-use crate::model::GoDuration;
 use etcd_client::{Certificate, Client, ConnectOptions, GetOptions, Identity, TlsOptions};
 use serde::Deserialize;
+use serve::duration::de_duration;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -63,9 +63,6 @@ fn default_retry_min() -> Duration {
 fn default_retry_max() -> Duration {
     // Reconnecting is cheap for etcd; a long backoff only delays config after an outage.
     Duration::from_secs(2)
-}
-fn de_duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-    GoDuration::deserialize(d).map(|g| g.0)
 }
 
 impl EtcdSettings {

@@ -1,10 +1,11 @@
-//! The accept step of every listener (the proxy's and the admin one): a cap on open connections, and a
-//! bounded back-off when accept itself fails.
+//! The accept step of every listener (the gateway's, its admin one, and the companion services' through
+//! [`crate::http`]): a cap on open connections, and a bounded back-off when accept itself fails.
 //!
 //! The cap keeps the process under its open-file limit, so when a flood of idle connections arrives the
 //! connections already open go on being served and the admin listener, capped separately out of the
 //! descriptors reserved for it, still answers. A connection over the cap is accepted and closed at once
-//! (rather than left in the kernel's queue, where its client would hang) and counted. Accept errors
+//! (rather than left in the kernel's queue, where its client would hang) and counted; a service that prefers
+//! backpressure waits for a free slot instead ([`Cap::wait`]), counted and logged the same way. Accept errors
 //! (EMFILE, ENFILE, ENOBUFS) back off from 5 ms up to 1 s instead of spinning, and are logged at most once
 //! per [`LOG_EVERY`] with the number that were not.
 
@@ -26,13 +27,28 @@ pub struct Cap {
 }
 
 impl Cap {
-    pub fn new(listener: &str, limit: usize) -> Self {
-        Cap {
-            permits: Arc::new(Semaphore::new(limit)),
-            limit,
-            refused: metrics::counter!(crate::telemetry::CONNECTIONS_REFUSED_TOTAL, "listener" => listener.to_string()),
-            log: RateLog::default(),
+    /// `refused` counts the connections that found the listener full (each binary names its own series).
+    pub fn new(limit: usize, refused: metrics::Counter) -> Self {
+        Cap { permits: Arc::new(Semaphore::new(limit.max(1))), limit: limit.max(1), refused, log: RateLog::default() }
+    }
+
+    /// Waits for a free slot, so a full listener leaves new clients in the kernel's accept queue (backpressure)
+    /// rather than closing them. Counted and logged like a refusal when it has to wait.
+    pub async fn wait(&mut self, listener: &str) -> OwnedSemaphorePermit {
+        if let Ok(p) = self.permits.clone().try_acquire_owned() {
+            return p;
         }
+        self.refused.increment(1);
+        if let Some(missed) = self.log.due() {
+            tracing::warn!(
+                listener,
+                limit = self.limit,
+                not_logged = missed,
+                "connection limit reached; new clients wait"
+            );
+        }
+        // The semaphore is owned here and never closed, so acquiring cannot fail.
+        self.permits.clone().acquire_owned().await.expect("the cap's semaphore is never closed")
     }
 
     /// A permit held for the life of the connection, or `None` when the listener is full (counted, and
@@ -111,7 +127,7 @@ mod tests {
 
     #[test]
     fn the_cap_refuses_past_its_limit_and_frees_with_the_permit() {
-        let mut cap = Cap::new("t", 2);
+        let mut cap = Cap::new(2, metrics::Counter::noop());
         let a = cap.admit("t").unwrap();
         let _b = cap.admit("t").unwrap();
         assert!(cap.admit("t").is_none());
