@@ -29,10 +29,10 @@ pub fn shutdown_on_signal() -> Result<impl Future<Output = ()>, SignalError> {
     Ok(async move {
         let (mut term, mut int) = (term, int);
         let name = next(&mut term, &mut int).await;
-        tracing::info!(signal = name, "draining: stopped accepting (send the signal again to exit now)");
+        tracing::info!("{name}: draining; shutting down once in-flight requests finish (send it again to exit now)");
         tokio::spawn(async move {
             let name = next(&mut term, &mut int).await;
-            tracing::warn!(signal = name, "second signal: exiting without waiting");
+            tracing::warn!("second signal ({name}): exiting without waiting");
             std::process::exit(EXIT_ON_SECOND_SIGNAL);
         });
     })

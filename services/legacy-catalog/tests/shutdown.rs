@@ -1,5 +1,6 @@
 //! SIGTERM: the listener closes, in-flight requests finish, idle keep-alive connections are closed at once,
-//! and an export still running at the end of the grace period is cut (no `#END` trailer).
+//! an export still running at the end of the grace period is cut (no `#END` trailer), and a second signal
+//! exits at once (status 130) without waiting for the drain.
 
 mod common;
 
@@ -89,6 +90,31 @@ async fn an_export_still_running_at_the_deadline_is_cut() -> anyhow::Result<()> 
         let text = String::from_utf8_lossy(&text);
         assert!(!text.contains("#END rows="), "a cut export has no trailer");
         assert!(server.logged("export cut short", Duration::from_secs(2)));
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_second_signal_exits_at_once_without_waiting_for_the_drain() -> anyhow::Result<()> {
+    // The request takes ten minutes and so does the grace period: only the second signal can end the process.
+    let mut server = Server::start(&["--products", "1000", "--latency-ms", "600000", "--grace-ms", "600000"])?;
+    let addr = server.addr;
+    within(Duration::from_secs(60), async {
+        let mut conn = tokio::net::TcpStream::connect(addr).await?;
+        let local = conn.local_addr()?;
+        conn.write_all(b"GET /stores/1/gtins/123456789012 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").await?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !server_read_all(addr, local) {
+            assert!(Instant::now() < deadline, "the server never read the request");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        server.terminate()?;
+        assert!(server.logged("SIGTERM: draining", Duration::from_secs(20)), "{}", server.stderr());
+        server.terminate()?;
+        let status = server.wait_exit(Duration::from_secs(20))?;
+        assert_eq!(status.code(), Some(130), "{status}");
+        assert!(server.stderr().contains("second signal"), "{}", server.stderr());
         Ok(())
     })
     .await

@@ -31,10 +31,15 @@ pub struct Service {
 
 impl Service {
     pub fn start(data: &Path, log_dir: &Path) -> anyhow::Result<Service> {
+        Service::start_draining_for(data, log_dir, "5s")
+    }
+
+    /// Like `start`, with the given `--drain-timeout`.
+    pub fn start_draining_for(data: &Path, log_dir: &Path, drain: &str) -> anyhow::Result<Service> {
         let log = log_dir.join(format!("serve-{}.log", std::process::id()));
         let log_file = std::fs::File::create(&log)?;
         let mut child = Command::new(BIN)
-            .args(["serve", "--listen", "127.0.0.1:0", "--drain-timeout", "5s", "--data"])
+            .args(["serve", "--listen", "127.0.0.1:0", "--drain-timeout", drain, "--data"])
             .arg(data)
             .env("RUST_LOG", "info")
             .stdout(Stdio::piped())
@@ -67,17 +72,42 @@ impl Service {
 
     /// Sends SIGTERM and waits (bounded) for the exit status.
     pub fn terminate(&mut self, within: Duration) -> anyhow::Result<std::process::ExitStatus> {
+        self.signal_term()?;
+        self.wait_exit(within)
+    }
+
+    /// Sends SIGTERM and returns at once.
+    pub fn signal_term(&self) -> anyhow::Result<()> {
         let status = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status()?;
         if !status.success() {
             bail!("kill -TERM failed");
         }
+        Ok(())
+    }
+
+    /// Waits (bounded) until the service's log contains `needle`.
+    pub fn logged(&self, needle: &str, within: Duration) -> bool {
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            if std::fs::read_to_string(&self.log).is_ok_and(|l| l.contains(needle)) {
+                return true;
+            }
+            if std::time::Instant::now() > deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits (bounded) for the exit status.
+    pub fn wait_exit(&mut self, within: Duration) -> anyhow::Result<std::process::ExitStatus> {
         let deadline = std::time::Instant::now() + within;
         loop {
             if let Some(status) = self.child.try_wait()? {
                 return Ok(status);
             }
             if std::time::Instant::now() > deadline {
-                bail!("service did not exit within {within:?} of SIGTERM");
+                bail!("service did not exit within {within:?}");
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -247,4 +277,22 @@ impl http_body::Body for Chunks {
 pub fn run(within: Duration, test: impl std::future::Future<Output = anyhow::Result<()>>) {
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     rt.block_on(async { tokio::time::timeout(within, test).await.expect("test timed out") }).expect("test failed");
+}
+
+/// Whether the server has read everything `client` sent it: the server's end of that connection (found in
+/// /proc/net/tcp) has an empty receive queue. Before the server accepts and reads, the request waits there.
+pub fn server_read_all(server: SocketAddr, client: SocketAddr) -> bool {
+    fn hex(a: SocketAddr) -> Option<String> {
+        match a {
+            // /proc/net/tcp prints the IPv4 address as the kernel's u32 in host order (little-endian here).
+            SocketAddr::V4(v4) => Some(format!("{:08X}:{:04X}", u32::from_le_bytes(v4.ip().octets()), v4.port())),
+            SocketAddr::V6(_) => None,
+        }
+    }
+    let (Some(local), Some(remote)) = (hex(server), hex(client)) else { return false };
+    let Ok(table) = std::fs::read_to_string("/proc/net/tcp") else { return false };
+    table.lines().skip(1).any(|line| {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        f.len() > 4 && f[1] == local && f[2] == remote && f[4].split(':').nth(1) == Some("00000000")
+    })
 }
