@@ -289,7 +289,9 @@ pub async fn run(settings: Settings, shutdown: Shutdown) -> Result<(), AppError>
         let listener = listen::bind_admin(addr).map_err(|source| AppError::Admin { addr, source })?;
         let hosts = admin::AllowedHosts::new(addr, &settings.admin.allowed_hosts);
         let admin = Arc::new(Admin { metrics, status, registry, table: table.clone(), hosts });
-        tokio::spawn(admin::serve(listener, admin, shutdown.clone()));
+        // Never longer than the proxy listeners' own head timeout, so one setting bounds every idle client.
+        let head_timeout = settings.limits.header_timeout.min(admin::HEADER_READ_TIMEOUT);
+        tokio::spawn(admin::serve(listener, admin, head_timeout, shutdown.clone()));
     }
     tracing::info!(generation = table.load().generation, "ficus ready");
     let process = crate::lifecycle::upgrade::ready(&settings.process, shutdown.clone()).await?;

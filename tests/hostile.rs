@@ -1,6 +1,7 @@
 //! Hostile input against a real gateway process, byte for byte over raw sockets: oversized and unfinished
 //! request heads, ambiguous hosts, lenient framing, encoded paths that would skip a frontend, upstream bodies
-//! that fail after their head, slow heads, a listener at its connection cap, and a fuzzed request head.
+//! that fail after their head, slow heads (on the proxy and the admin listener), a listener at its connection
+//! cap, and a fuzzed request head.
 //! Each repro of the hardening issue has a test here.
 
 mod common;
@@ -332,6 +333,25 @@ async fn the_admin_listener_answers_loopback_and_configured_hosts_only() {
         let req = format!("GET /config HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
         assert_eq!(status_of(admin, req.as_bytes()).await, want, "{host}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_listener_closes_a_connection_that_sends_no_head_within_its_timeout() {
+    let s = setup(&["--header-timeout", "1s"]).await;
+    let admin = s.ficus.admin;
+    let mut silent = TcpStream::connect(admin).await.expect("connect");
+    let mut unfinished = TcpStream::connect(admin).await.expect("connect");
+    unfinished.write_all(b"GET /status HTTP/1.1\r\nHost: 127.0.0.1\r\n").await.expect("write");
+    for (name, conn) in [("silent", &mut silent), ("unfinished", &mut unfinished)] {
+        let mut rest = Vec::new();
+        // The bound is far past the timeout: ending at all (EOF or reset) is what the admin listener must do.
+        let ended = tokio::time::timeout(Duration::from_secs(30), conn.read_to_end(&mut rest)).await;
+        assert!(ended.is_ok(), "{name}: the admin listener held the connection open");
+        assert!(!String::from_utf8_lossy(&rest).contains(" 200 "), "{name}: answered without a head");
+    }
+    // The closed connections gave their slots back: the admin listener still answers.
+    let req = b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
+    assert_eq!(status_of(admin, req).await, 200);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -146,13 +146,13 @@ fn json<T: serde::Serialize>(value: &T) -> Response<Full<Bytes>> {
     }
 }
 
-/// How long an admin client may take to send a request head: short, so idle clients cannot hold the few
-/// admin connections for long.
+/// The longest an admin client may take to send a request head (shorter when the proxy listeners' own
+/// `header_timeout` is): short, so idle clients cannot hold the few admin connections for long.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Serves the admin endpoints until shutdown, through the serving kit's loop: a full admin listener closes new
 /// connections at once (counted as refused), and at shutdown its in-flight answers finish.
-pub async fn serve(listener: TcpListener, admin: Arc<Admin>, shutdown: Shutdown) {
+pub async fn serve(listener: TcpListener, admin: Arc<Admin>, header_read_timeout: Duration, shutdown: Shutdown) {
     tracing::info!(addr = ?listener.local_addr().ok(), "admin listening");
     let options = serve::http::Options {
         name: "admin",
@@ -160,7 +160,7 @@ pub async fn serve(listener: TcpListener, admin: Arc<Admin>, shutdown: Shutdown)
         when_full: serve::http::WhenFull::Close,
         refused: metrics::counter!(crate::telemetry::CONNECTIONS_REFUSED_TOTAL, "listener" => "admin"),
         open: None,
-        header_read_timeout: HEADER_READ_TIMEOUT,
+        header_read_timeout,
         drain_timeout: Duration::from_secs(5),
         http2_max_concurrent_streams: 16,
     };

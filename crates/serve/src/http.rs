@@ -6,12 +6,15 @@
 //!   (the admin listener, which must stay answerable with few descriptors) or leave them in the kernel's
 //!   accept queue (the services: backpressure); both counted, and logged at a bounded rate;
 //! - accept errors (EMFILE and the like) backed off and logged at a bounded rate ([`crate::accept::Backoff`]);
-//! - a header read timeout on every HTTP/1 connection, so an idle client cannot hold a slot;
+//! - a header read timeout on every connection, so an idle client cannot hold a slot: hyper's own timeout
+//!   covers an HTTP/1 head once it has begun, but the auto builder first waits, unbounded, for the bytes that
+//!   tell HTTP/1 from the h2c preface; [`first_bytes`] bounds that wait too;
 //! - on shutdown (mini-redis style, one future): stop accepting, close idle keep-alive connections, let
 //!   in-flight requests finish (HTTP/1.1 then closes, HTTP/2 sends GOAWAY), bounded by a drain deadline.
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::body::Incoming;
@@ -19,7 +22,7 @@ use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tracing::Instrument;
 
 use crate::accept::{Backoff, Cap};
@@ -82,6 +85,9 @@ where
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder.http1().timer(TokioTimer::new()).header_read_timeout(options.header_read_timeout);
     builder.http2().timer(TokioTimer::new()).max_concurrent_streams(options.http2_max_concurrent_streams);
+    // Shared with each connection's task, which starts serving only once the client has begun its request.
+    let builder = Arc::new(builder);
+    let header_read_timeout = options.header_read_timeout;
     let graceful = GracefulShutdown::new();
     let mut cap = Cap::new(options.max_connections, options.refused);
     let mut backoff = Backoff::default();
@@ -116,16 +122,22 @@ where
         if let Err(error) = stream.set_nodelay(true) {
             tracing::debug!(%error, %peer, "could not set TCP_NODELAY");
         }
-        let connection = builder.serve_connection(TokioIo::new(stream), service(peer)).into_owned();
-        let connection = graceful.watch(connection);
+        let service = service(peer);
+        let builder = Arc::clone(&builder);
+        let watcher = graceful.watcher();
         let open = options.open.clone();
         if let Some(g) = &open {
             g.increment(1.0);
         }
         tokio::spawn(
             async move {
-                if let Err(error) = connection.await {
-                    tracing::debug!(%error, "connection ended with an error");
+                if first_bytes(&stream, header_read_timeout).await {
+                    let connection = builder.serve_connection(TokioIo::new(stream), service).into_owned();
+                    if let Err(error) = watcher.watch(connection).await {
+                        tracing::debug!(%error, "connection ended with an error");
+                    }
+                } else {
+                    tracing::debug!(?header_read_timeout, "closed: no request within the header timeout");
                 }
                 if let Some(g) = open {
                     g.decrement(1.0);
@@ -148,4 +160,25 @@ where
             Stopped::DeadlinePassed
         }
     }
+}
+
+/// What an h2c client sends first; anything else is HTTP/1.
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Waits, at most `within`, until the client has sent enough for hyper to tell HTTP/1 from h2c: one byte
+/// that is not the start of the h2c preface, or the whole preface. `false` when the client sent nothing in
+/// time or closed: the caller drops the connection.
+async fn first_bytes(stream: &TcpStream, within: Duration) -> bool {
+    let wait = async {
+        let mut buf = [0u8; 24];
+        loop {
+            match stream.peek(&mut buf).await {
+                Ok(0) | Err(_) => return false,
+                Ok(n) if n >= H2_PREFACE.len() || buf[..n] != H2_PREFACE[..n] => return true,
+                // A part of the preface: `peek` would return the same bytes at once, so wait a little for more.
+                Ok(_) => tokio::time::sleep(Duration::from_millis(5)).await,
+            }
+        }
+    };
+    tokio::time::timeout(within, wait).await.unwrap_or(false)
 }
