@@ -19,6 +19,10 @@
 //! - [`ops`]: operator commands that write etcd (`apply`, `export`, `canary`, `drain`), beside the flow;
 //!   [`check`] validates a routes directory the way the gateway would load it.
 //! - [`app`] wires them together and owns start and stop order; `main.rs` parses the command line.
+//!
+//! Below all of them, the serving kit (`crates/serve`, shared with the companion services): the connection
+//! cap and accept back-off, the admin listener's accept loop, the two-signal shutdown, the log format and
+//! filter, Go's duration grammar.
 
 pub mod admin;
 pub mod app;

@@ -13,7 +13,7 @@ use std::time::Duration;
 pub struct GoDuration(pub Duration);
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("bad duration `{input}`: {why} (Go's form: 300ms, 1.5h, 2h45m; units ns, us, ms, s, m, h)")]
+#[error("bad duration `{input}`: {why}")]
 pub struct DurationError {
     pub input: String,
     pub why: &'static str,
@@ -79,7 +79,7 @@ pub fn parse_duration(input: &str) -> Result<Duration, DurationError> {
             s = &s[frac_len..];
         }
         if int_len == 0 && frac_len == 0 {
-            return Err(err("expected a number"));
+            return Err(err("expected a number, then a unit: 300ms, 1.5h, 2h45m"));
         }
         let unit_len = s.find(|c: char| c == '.' || c.is_ascii_digit()).unwrap_or(s.len());
         let unit: u64 = match &s[..unit_len] {
@@ -89,9 +89,9 @@ pub fn parse_duration(input: &str) -> Result<Duration, DurationError> {
             "s" => 1_000_000_000,
             "m" => 60 * 1_000_000_000,
             "h" => 3_600 * 1_000_000_000,
-            "" => return Err(err("missing unit")),
+            "" => return Err(err("missing unit (ns, us, ms, s, m, h)")),
             "d" => return Err(err("no `d` unit (as in Go): write hours, 168h for a week")),
-            _ => return Err(err("unknown unit")),
+            _ => return Err(err("unknown unit (ns, us, ms, s, m, h)")),
         };
         s = &s[unit_len..];
         if v > MAX_NANOS / unit {

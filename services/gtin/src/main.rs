@@ -1,6 +1,7 @@
 //! The `gtin-service` command line: `serve` runs the lookup service, `sync` pulls the legacy export into a new
-//! snapshot, `verify` checks a snapshot file, and `bench-build` / `gen-export` produce synthetic data for
-//! measurements. Only argument parsing and wiring live here; the work is in the library.
+//! snapshot, `verify` checks a snapshot file, `gen-export` produces a synthetic legacy export, and (built with
+//! the `bench` feature only) `bench-build` / `bench-lookup` / `bench-memory` measure. Only argument parsing
+//! and wiring live here; the work is in the library.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -9,10 +10,12 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 
+#[cfg(feature = "bench")]
+use gtin::bench;
 use gtin::server::{self, ServeOptions};
 use gtin::snapshot::Snapshot;
 use gtin::sync::{self, SyncOptions};
-use gtin::{bench, clock, synth, telemetry};
+use gtin::{clock, synth, telemetry};
 
 #[derive(Parser)]
 #[command(name = "gtin-service", version, about = "GTIN lookup service over an immutable memory-mapped snapshot")]
@@ -57,6 +60,7 @@ enum Command {
     },
     /// Check a snapshot file completely (checksum, slot order, every record).
     Verify { file: PathBuf },
+    #[cfg(feature = "bench")]
     /// Build a snapshot of N synthetic products and print build time, open time, lookup latency and RSS.
     BenchBuild {
         #[arg(long, default_value_t = 1_000_000)]
@@ -70,12 +74,14 @@ enum Command {
         #[arg(long)]
         verify: bool,
     },
+    #[cfg(feature = "bench")]
     /// Time lookups on an existing snapshot file: random keys, and hot sets of 4096 and 64 products.
     BenchLookup {
         file: PathBuf,
         #[arg(long, default_value_t = 1_000_000)]
         lookups: usize,
     },
+    #[cfg(feature = "bench")]
     /// Cost of one random cache-line read in a buffer as large as a snapshot, with 4 KB and 2 MB pages,
     /// anonymous and file-backed: the floor under a lookup. Also the cost of the timer.
     #[command(hide = true)]
@@ -133,31 +139,11 @@ fn main() -> anyhow::Result<()> {
             runtime.block_on(run_sync(options, every))
         }
         Command::Verify { file } => verify(file),
+        #[cfg(feature = "bench")]
         Command::BenchBuild { products, data, lookups, verify } => bench_build(products, data, lookups, verify),
-        Command::BenchLookup { file, lookups } => {
-            let r = bench::lookup_existing(&file, lookups)?;
-            println!("products            {}", r.products);
-            println!("open                {:.2?}", r.open);
-            println!("timed               Snapshot::get per lookup: hash, probe, decode the whole record");
-            for (name, p) in [
-                ("uniform keys", r.uniform),
-                ("  home line only", r.home_line),
-                ("  find_slot only", r.find_slot),
-                ("  get, again", r.get_again),
-                ("  get, line cached", r.get_cached),
-                ("hot 4096 products", r.hot_4096),
-                ("hot 64 products", r.hot_64),
-            ] {
-                println!("{name:<20}p50 {:?}  p99 {:?}  p99.9 {:?}", p.p50, p.p99, p.p999);
-            }
-            let total = r.displacement.iter().sum::<u64>().max(1) as f64;
-            let shares: Vec<String> =
-                r.displacement.iter().map(|&c| format!("{:.1}%", 100.0 * c as f64 / total)).collect();
-            println!("slots past home     {} (0, 1, 2, ..., the last: {} or more)", shares.join(" "), shares.len() - 1);
-            println!("batches of 100      mean {:?} per lookup (uniform keys, prefetching 8 ahead)", r.batched_mean);
-            println!("memory after        {}", r.memory);
-            Ok(())
-        }
+        #[cfg(feature = "bench")]
+        Command::BenchLookup { file, lookups } => bench_lookup(&file, lookups),
+        #[cfg(feature = "bench")]
         Command::BenchMemory { bytes, dir, hops, timed, only } => bench_memory(bytes, &dir, hops, timed, &only),
         Command::GenExport { products, seed, dirty_every, out } => gen_export(products, seed, dirty_every, out),
     }
@@ -203,6 +189,32 @@ fn verify(file: PathBuf) -> anyhow::Result<()> {
     Ok(())
 }
 
+#[cfg(feature = "bench")]
+fn bench_lookup(file: &std::path::Path, lookups: usize) -> anyhow::Result<()> {
+    let r = bench::lookup_existing(file, lookups)?;
+    println!("products            {}", r.products);
+    println!("open                {:.2?}", r.open);
+    println!("timed               Snapshot::get per lookup: hash, probe, decode the whole record");
+    for (name, p) in [
+        ("uniform keys", r.uniform),
+        ("  home line only", r.home_line),
+        ("  find_slot only", r.find_slot),
+        ("  get, again", r.get_again),
+        ("  get, line cached", r.get_cached),
+        ("hot 4096 products", r.hot_4096),
+        ("hot 64 products", r.hot_64),
+    ] {
+        println!("{name:<20}p50 {:?}  p99 {:?}  p99.9 {:?}", p.p50, p.p99, p.p999);
+    }
+    let total = r.displacement.iter().sum::<u64>().max(1) as f64;
+    let shares: Vec<String> = r.displacement.iter().map(|&c| format!("{:.1}%", 100.0 * c as f64 / total)).collect();
+    println!("slots past home     {} (0, 1, 2, ..., the last: {} or more)", shares.join(" "), shares.len() - 1);
+    println!("batches of 100      mean {:?} per lookup (uniform keys, prefetching 8 ahead)", r.batched_mean);
+    println!("memory after        {}", r.memory);
+    Ok(())
+}
+
+#[cfg(feature = "bench")]
 fn bench_build(products: u64, data: Option<PathBuf>, lookups: usize, verify: bool) -> anyhow::Result<()> {
     let temp = match &data {
         Some(_) => None,
@@ -255,6 +267,7 @@ fn bench_build(products: u64, data: Option<PathBuf>, lookups: usize, verify: boo
     Ok(())
 }
 
+#[cfg(feature = "bench")]
 fn bench_memory(bytes: usize, dir: &std::path::Path, hops: usize, timed: usize, only: &[String]) -> anyhow::Result<()> {
     use gtin::memprobe::{self, Backing};
     let t = memprobe::timer(timed);
@@ -287,10 +300,12 @@ fn bench_memory(bytes: usize, dir: &std::path::Path, hops: usize, timed: usize, 
     Ok(())
 }
 
+#[cfg(feature = "bench")]
 fn rate(n: u64, d: Duration) -> f64 {
     n as f64 / d.as_secs_f64().max(1e-9)
 }
 
+#[cfg(feature = "bench")]
 fn tempfile_dir() -> anyhow::Result<PathBuf> {
     let dir = std::env::temp_dir().join(format!("gtin-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
