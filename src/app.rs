@@ -181,19 +181,8 @@ pub async fn run(settings: Settings, shutdown: Shutdown) -> Result<(), AppError>
     settings.limits.validate()?;
     let metrics = crate::telemetry::install_metrics().map_err(AppError::Metrics)?;
     {
-        // Histogram samples pile up between scrapes; fold them in regularly so memory stays flat even when
-        // nobody scrapes /metrics.
-        let metrics = metrics.clone();
         let shutdown = shutdown.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(5));
-            loop {
-                tokio::select! {
-                    _ = tick.tick() => metrics.run_upkeep(),
-                    _ = shutdown.wait() => return,
-                }
-            }
-        });
+        tokio::spawn(serve::upkeep::metrics_upkeep(metrics.clone(), async move { shutdown.wait().await }));
     }
     let table: SharedTable = Arc::new(ArcSwap::from_pointee(RoutingTable::empty()));
     let registry = Arc::new(Registry::new());

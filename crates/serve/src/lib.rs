@@ -9,6 +9,7 @@
 //! - [`signals`]: the two-signal shutdown (the first SIGTERM/SIGINT drains, a second one exits now).
 //! - [`logging`]: text or JSON lines filtered by `RUST_LOG`.
 //! - [`duration`]: Go's duration grammar (Vulcand stores timeouts that way) and its serde helpers.
+//! - [`upkeep`]: the Prometheus recorder's periodic upkeep.
 
 #![forbid(unsafe_code)]
 
@@ -17,3 +18,4 @@ pub mod duration;
 pub mod http;
 pub mod logging;
 pub mod signals;
+pub mod upkeep;

@@ -58,14 +58,7 @@ pub async fn serve(
         api::publish_gauges(&loaded);
     }
     if let Some(handle) = metrics.clone() {
-        // Histograms need periodic upkeep; the recorder does not run any task of its own.
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(5));
-            loop {
-                tick.tick().await;
-                handle.run_upkeep();
-            }
-        });
+        tokio::spawn(serve::upkeep::metrics_upkeep(handle, std::future::pending()));
     }
     let app = Arc::new(App { store, metrics });
     // Tests and scripts that bind port 0 read the real address from this line.
