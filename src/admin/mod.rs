@@ -150,8 +150,9 @@ fn json<T: serde::Serialize>(value: &T) -> Response<Full<Bytes>> {
 /// Serves the admin endpoints until shutdown.
 pub async fn serve(listener: TcpListener, admin: Arc<Admin>, shutdown: Shutdown) {
     tracing::info!(addr = ?listener.local_addr().ok(), "admin listening");
-    let mut cap = crate::listen::accept::Cap::new("admin", MAX_CONNECTIONS);
-    let mut backoff = crate::listen::accept::Backoff::default();
+    let refused = metrics::counter!(crate::telemetry::CONNECTIONS_REFUSED_TOTAL, "listener" => "admin");
+    let mut cap = crate::lifecycle::accept::Cap::new(MAX_CONNECTIONS, refused);
+    let mut backoff = crate::lifecycle::accept::Backoff::default();
     loop {
         let (stream, _) = tokio::select! {
             res = listener.accept() => match res {

@@ -4,6 +4,7 @@
 //! keep-alive connections politely); a second one exits at once. `upgrade` hands the listening sockets to a
 //! new process (SIGUSR2, `ficus upgrade`), `systemd` speaks sd_notify, `tracker` counts what a drain waits for.
 
+pub mod accept;
 pub mod inherit;
 pub mod systemd;
 pub mod tracker;

@@ -8,7 +8,6 @@
 //! from the process a hot upgrade replaces, and are kept on a list to hand to the next one
 //! (`lifecycle::inherit`).
 
-pub mod accept;
 mod conn;
 mod drain;
 mod head;
@@ -16,6 +15,7 @@ mod tls;
 
 pub use tls::{server_config, SniResolver};
 
+use crate::lifecycle::accept;
 use crate::lifecycle::inherit;
 use crate::lifecycle::tracker::Tracker;
 use crate::lifecycle::Shutdown;
@@ -194,7 +194,8 @@ pub async fn serve(
         .max_header_list_size(u32::try_from(limits.max_head_bytes).unwrap_or(u32::MAX));
     let parked = metrics::gauge!(telemetry::PARKED_CONNECTIONS, "listener" => cfg.name.clone());
     let protocols = Arc::new(conn::Protocols { h1, h2, parked, max_request_line: limits.max_request_line_bytes });
-    let mut cap = accept::Cap::new(&cfg.name, limits.connection_cap());
+    let refused = metrics::counter!(telemetry::CONNECTIONS_REFUSED_TOTAL, "listener" => cfg.name.clone());
+    let mut cap = accept::Cap::new(limits.connection_cap(), refused);
     let mut backoff = accept::Backoff::default();
     tracing::info!(listener = %name, addr = ?local, protocol = ?cfg.protocol, max_connections = limits.connection_cap(),
         "listening");

@@ -1,5 +1,6 @@
-//! The accept step of every listener (the proxy's and the admin one): a cap on open connections, and a
-//! bounded back-off when accept itself fails.
+//! The accept step of every listener (the proxy's in `listen`, the admin one): a cap on open connections,
+//! and a bounded back-off when accept itself fails. Here, beside shutdown and drain, because every serving
+//! loop needs it; the caller hands in the counter the cap bites on, so this knows no metric names.
 //!
 //! The cap keeps the process under its open-file limit, so when a flood of idle connections arrives the
 //! connections already open go on being served and the admin listener, capped separately out of the
@@ -26,13 +27,9 @@ pub struct Cap {
 }
 
 impl Cap {
-    pub fn new(listener: &str, limit: usize) -> Self {
-        Cap {
-            permits: Arc::new(Semaphore::new(limit)),
-            limit,
-            refused: metrics::counter!(crate::telemetry::CONNECTIONS_REFUSED_TOTAL, "listener" => listener.to_string()),
-            log: RateLog::default(),
-        }
+    /// `refused` counts the connections closed at the cap.
+    pub fn new(limit: usize, refused: metrics::Counter) -> Self {
+        Cap { permits: Arc::new(Semaphore::new(limit)), limit, refused, log: RateLog::default() }
     }
 
     /// A permit held for the life of the connection, or `None` when the listener is full (counted, and
@@ -111,7 +108,7 @@ mod tests {
 
     #[test]
     fn the_cap_refuses_past_its_limit_and_frees_with_the_permit() {
-        let mut cap = Cap::new("t", 2);
+        let mut cap = Cap::new(2, metrics::Counter::noop());
         let a = cap.admit("t").unwrap();
         let _b = cap.admit("t").unwrap();
         assert!(cap.admit("t").is_none());
