@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs one README recipe verbatim, for tests/readme_recipes.rs, inside a private network namespace (started
-# with `unshare -n`), so the ports the README names (8080, 8081, 8082, 8083, 8182) are this run's alone.
+# with `unshare -rn`), so the ports the README names (8080, 8081, 8082, 8083, 8182) are this run's alone.
 #   readme_recipes.sh MODE BEFORE RECIPE CHECK
 # MODE says what runs before the recipe, as the README's text around it describes:
 #   files   legacy catalog, GTIN blue and green (synced), Ficus on a copy of routes/ ($ROUTES)

@@ -269,7 +269,7 @@ async fn drain_deadline_cuts_what_still_runs_on_a_removed_server() {
         assert!(Instant::now() < deadline, "{status}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert!(ficus.log_text().contains("drain deadline reached"), "{}", ficus.log_text());
+    assert!(ficus.log_shows("drain deadline reached").await, "{}", ficus.log_text());
 }
 
 /// Waits until `url` is answered 200 by backend `want`; connection errors count as not yet.

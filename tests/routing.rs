@@ -158,3 +158,30 @@ async fn dot_segments_cannot_escape_a_prefix_route() {
         }
     }
 }
+
+/// Vulcand's route semantics, end to end: header-value patterns, a pattern after text in a segment,
+/// unanchored regexps, first-value headers, and the more specific of two regexps.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vulcand_route_semantics_through_the_proxy() {
+    let (routes, _b) = setup(&[
+        ("ctype", "Header(`Content-Type`, `application/<subtype>`) && Path(`/h`)", 0),
+        ("versioned", "Path(`/v<int:version>/domains/<name>`)", 0),
+        ("unanchored", "PathRegexp(`/r1`)", 0),
+        ("catchall", "PathRegexp(`/.*`)", 0),
+        ("stream", "PathRegexp(`/stream-bytes/.*`)", 0),
+    ])
+    .await;
+    let ficus = Ficus::start(routes.path()).await;
+    let c = http1_client();
+    let json = [("content-type", "application/json")];
+    assert_eq!(winner(&c, &ficus, "GET", "x", "/h", &json).await, "ctype");
+    assert_eq!(winner(&c, &ficus, "GET", "x", "/h", &[("content-type", "text/html")]).await, "catchall");
+    // Only the first value counts.
+    let two = [("content-type", "text/html"), ("content-type", "application/json")];
+    assert_eq!(winner(&c, &ficus, "GET", "x", "/h", &two).await, "catchall");
+    assert_eq!(winner(&c, &ficus, "GET", "x", "/v42/domains/d1", &[]).await, "versioned");
+    assert_eq!(winner(&c, &ficus, "GET", "x", "/v42abc/domains/d1", &[]).await, "catchall");
+    // `/r1` anywhere in the path, and `/x/r1` is more specific by its literal prefix than `/.*`.
+    assert_eq!(winner(&c, &ficus, "GET", "x", "/x/r1", &[]).await, "unanchored");
+    assert_eq!(winner(&c, &ficus, "GET", "x", "/stream-bytes/100", &[]).await, "stream");
+}

@@ -337,8 +337,13 @@ async fn socket_activation_serves_on_the_passed_socket() {
         assert!(Instant::now() < deadline, "{}", std::fs::read_to_string(&log).unwrap_or_default());
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let text = std::fs::read_to_string(&log).unwrap_or_default();
-    assert!(text.contains("using the inherited socket"), "{text}");
+    // Log lines reach the file through a writer thread: wait for the line rather than read the file once.
+    let read_log = || std::fs::read_to_string(&log).unwrap_or_default();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !read_log().contains("using the inherited socket") {
+        assert!(Instant::now() < deadline, "{}", read_log());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     // The activated socket is handed on at an upgrade too.
     let ctl = run.control();
     let (ok, msg) = tokio::task::spawn_blocking(move || upgrade_at(&ctl)).await.unwrap();

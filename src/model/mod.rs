@@ -1,22 +1,25 @@
 //! The configuration model: what the sources deliver (key, JSON value), decoded and validated.
 //!
 //! Data flow: `source/` hands raw `(key, value)` changes to [`ConfigState::apply`], which decodes each value on
-//! its own ([`decode`]) and keeps the last value that decoded. [`validate`] then checks the whole state across
-//! keys (a frontend's backends exist, a certificate matches its key) and produces a [`ValidatedConfig`] that
-//! `table/` compiles. Every problem is a [`ConfigError`] naming the key and field; a bad value never removes a
-//! good one.
+//! its own ([`decode`], with the per-key checks of `check`) and keeps the last value that decoded.
+//! [`ConfigState::validate`] then runs the incremental cross-key engine (`validate`: a frontend's backends
+//! exist, servers and middlewares have their parent) and produces a [`ValidatedConfig`] (the types of
+//! `validated`) that `table/` compiles. Every problem is a [`ConfigError`] naming the key and field; a bad value
+//! never removes a good one.
 
+mod check;
 mod duration;
 mod key;
 mod spec;
 mod state;
 mod validate;
+mod validated;
 
 pub use duration::{format_duration, parse_duration, DurationError, GoDuration};
 pub use key::{Key, KeyError};
 pub use spec::*;
 pub use state::{Change, ConfigState, Rejection};
-pub use validate::{
+pub use validated::{
     Delta, Protocol, UpstreamSettings, ValidatedBackend, ValidatedConfig, ValidatedFrontend, ValidatedHost,
     ValidatedListener, ValidatedMiddleware, ValidatedServer, Validation,
 };
@@ -72,7 +75,7 @@ pub fn decode(key: &Key, value: &[u8]) -> Result<Spec, ConfigError> {
         Key::Host { .. } => Spec::Host(json(key, value)?),
         Key::Listener { .. } => Spec::Listener(json(key, value)?),
     };
-    validate::check_one(key, &spec)?;
+    check::check_one(key, &spec)?;
     Ok(spec)
 }
 

@@ -4,9 +4,9 @@
 //! value (if any) stays in force. This is the one place that rule is implemented, so etcd and the routes
 //! directory behave the same.
 
-use super::validate::{Dirty, Entity, Problems};
-use super::{decode, ConfigError, FrontendSpec, Key, Spec, ValidatedConfig, ValidatedFrontend};
-use std::collections::{BTreeMap, HashMap, HashSet};
+use super::validate::{Engine, Inputs};
+use super::{decode, ConfigError, Key, Spec, ValidatedFrontend, Validation};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 /// One change from a source, in source order.
@@ -35,22 +35,14 @@ pub struct Rejection {
 
 #[derive(Debug, Default)]
 pub struct ConfigState {
-    pub(super) specs: BTreeMap<Key, Spec>,
+    specs: BTreeMap<Key, Spec>,
     /// Raw bytes per key, so a re-list or a directory rescan skips values that did not change.
     raw: BTreeMap<String, Vec<u8>>,
     rejected: BTreeMap<String, Rejection>,
-    /// Frontends as they last passed the cross-key checks, served while a newer value names a missing backend.
-    pub(super) good_frontends: BTreeMap<String, FrontendSpec>,
     /// Each frontend in `specs`, checked and with its route parsed, by id: done once per value, not per reload.
-    pub(super) parsed_frontends: HashMap<String, Arc<ValidatedFrontend>>,
-    /// What the next cross-key pass must revisit.
-    pub(super) dirty: Dirty,
-    /// The outcome of the cross-key passes so far, updated entity by entity.
-    pub(super) validated: ValidatedConfig,
-    pub(super) problems: BTreeMap<Entity, Problems>,
-    /// Backend id to the frontends whose values name it; and the reverse.
-    pub(super) backend_users: HashMap<String, HashSet<String>>,
-    pub(super) frontend_uses: HashMap<String, Vec<String>>,
+    parsed_frontends: HashMap<String, Arc<ValidatedFrontend>>,
+    /// The cross-key pass and its state between passes.
+    engine: Engine,
 }
 
 impl ConfigState {
@@ -67,12 +59,12 @@ impl ConfigState {
                 let was_rejected = self.rejected.remove(&key).is_some();
                 if let Ok(parsed) = Key::parse(&key) {
                     if let Key::Frontend { frontend } = &parsed {
-                        self.good_frontends.remove(frontend);
+                        self.engine.frontend_deleted(frontend);
                         self.parsed_frontends.remove(frontend);
                     }
                     let was_spec = self.specs.remove(&parsed).is_some();
                     if was_spec {
-                        self.dirty.mark(&parsed);
+                        self.engine.changed(&parsed);
                     }
                     return Ok(was_spec || was_raw || was_rejected);
                 }
@@ -94,14 +86,14 @@ impl ConfigState {
                     Ok(spec) => {
                         if let (Key::Frontend { frontend }, Spec::Frontend(f)) = (&parsed, &spec) {
                             // decode just checked this value, so this only fails on a bug; then validate parses it.
-                            match super::validate::frontend(&parsed, frontend, f) {
+                            match super::check::frontend(&parsed, frontend, f) {
                                 Ok(vf) => self.parsed_frontends.insert(frontend.clone(), Arc::new(vf)),
                                 Err(_) => self.parsed_frontends.remove(frontend),
                             };
                         }
                         self.rejected.remove(&key);
                         self.raw.insert(key, value);
-                        self.dirty.mark(&parsed);
+                        self.engine.changed(&parsed);
                         self.specs.insert(parsed, spec);
                         Ok(true)
                     }
@@ -157,17 +149,18 @@ impl ConfigState {
         self.rejected.len()
     }
 
+    /// The cross-key pass, over what changed since the last pass only: a change costs what it touches, not a
+    /// walk of every key. The result is the whole config all the same (its maps are persistent, so handing out
+    /// a copy per pass is cheap), with every problem present now.
+    pub fn validate(&mut self) -> Validation {
+        self.engine.validate(&Inputs { specs: &self.specs, parsed_frontends: &self.parsed_frontends })
+    }
+
     /// Makes the next pass revisit everything, as a pass over a fresh state would: the reference the
     /// incremental pass is checked against.
     #[cfg(test)]
     pub(super) fn mark_all_dirty(&mut self) {
-        let keys: Vec<Key> = self.specs.keys().cloned().collect();
-        for key in &keys {
-            self.dirty.mark(key);
-        }
-        self.dirty.backends.extend(self.validated.backends.keys().cloned());
-        self.dirty.frontends.extend(self.validated.frontends.keys().cloned());
-        self.dirty.frontends.extend(self.good_frontends.keys().cloned());
+        self.engine.mark_all_dirty(&self.specs);
     }
 }
 

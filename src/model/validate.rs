@@ -1,342 +1,45 @@
-//! Validation: per-key checks at decode time (`check_one`) and the cross-key pass (`ConfigState::validate`)
-//! that produces the [`ValidatedConfig`] the routing table is compiled from. The cross-key pass is
-//! incremental: it revisits only the entities whose keys changed (and the frontends naming a backend that came
-//! or went), and keeps each entity's problems filed under it.
+//! The incremental cross-key engine: turns the decoded state into the [`ValidatedConfig`] that `table/`
+//! compiles. It revisits only the entities whose keys changed (and the frontends naming a backend that came or
+//! went), and keeps each entity's problems filed under it. Its state is private to this file: `ConfigState`
+//! tells it which keys changed and asks it for a pass, nothing more.
 //!
 //! Cross-key rules: a frontend's backends must exist (a newer value naming a missing backend leaves the last
 //! good value serving; a new frontend stays out), servers and middlewares need their parent. Features that are
 //! decoded but not implemented yet are reported as `unsupported`, never silently ignored.
 
+use super::check::{frontend, host, listener, server, upstream_settings};
 use super::{
-    BackendSpec, ConfigError, ConfigState, FrontendSettings, FrontendSpec, HostSpec, Key, ListenerSpec, MiddlewareSpec,
-    ServerSpec, Spec,
+    ConfigError, Delta, FrontendSpec, Key, Spec, ValidatedBackend, ValidatedConfig, ValidatedFrontend,
+    ValidatedMiddleware, Validation,
 };
-use crate::route::{self, RouteExpr};
-use http::uri::{Authority, Scheme};
-use imbl::OrdMap;
-use serde::Serialize;
-use std::net::SocketAddr;
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
-use std::time::Duration;
 
-/// Weights are relative; this bound keeps the precomputed balancing sequences small.
-pub const MAX_WEIGHT: u32 = 10_000;
-
-const MIDDLEWARE_TYPES: &[&str] = &["ratelimit", "connlimit", "rewrite", "cbreaker", "trace"];
-
-/// The config as the table is compiled from it. The maps are persistent (copies share structure), so every
-/// generation can keep its own copy for `/config` without copying 10,000 frontends per change.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct ValidatedConfig {
-    pub backends: OrdMap<String, ValidatedBackend>,
-    /// Shared with the model's per-key cache: an unchanged frontend is the same `Arc` in every generation, which
-    /// is how the table compiler knows it can keep what it compiled before.
-    pub frontends: OrdMap<String, Arc<ValidatedFrontend>>,
-    pub hosts: OrdMap<String, ValidatedHost>,
-    pub listeners: OrdMap<String, ValidatedListener>,
+/// What the engine reads: the decoded values by key, and each frontend already checked with its route parsed
+/// (done once per value when it arrived, not per pass).
+pub(super) struct Inputs<'a> {
+    pub specs: &'a BTreeMap<Key, Spec>,
+    pub parsed_frontends: &'a HashMap<String, Arc<ValidatedFrontend>>,
 }
 
-#[derive(Debug, Clone, Serialize)]
-pub struct ValidatedBackend {
-    pub id: String,
-    pub settings: UpstreamSettings,
-    pub servers: Vec<ValidatedServer>,
-}
-
-/// Backend settings with defaults filled in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-pub struct UpstreamSettings {
-    #[serde(serialize_with = "ser_duration")]
-    pub dial_timeout: Duration,
-    #[serde(serialize_with = "ser_duration")]
-    pub read_timeout: Duration,
-    #[serde(serialize_with = "ser_duration")]
-    pub tls_handshake_timeout: Duration,
-    #[serde(serialize_with = "ser_duration")]
-    pub keep_alive_period: Duration,
-    pub max_idle_per_host: u32,
-    #[serde(serialize_with = "ser_duration")]
-    pub drain_timeout: Duration,
-}
-
-impl Default for UpstreamSettings {
-    fn default() -> Self {
-        // Vulcand's defaults, except Read: a proxy that never times out a hung upstream holds its slot forever.
-        UpstreamSettings {
-            dial_timeout: Duration::from_secs(5),
-            read_timeout: Duration::from_secs(60),
-            tls_handshake_timeout: Duration::from_secs(10),
-            keep_alive_period: Duration::from_secs(30),
-            max_idle_per_host: 256,
-            drain_timeout: Duration::from_secs(30),
-        }
-    }
-}
-
-fn ser_duration<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&super::format_duration(*d))
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct ValidatedServer {
-    pub id: String,
-    pub url: String,
-    #[serde(skip)]
-    pub scheme: Scheme,
-    #[serde(skip)]
-    pub authority: Authority,
-    pub weight: u32,
-    pub draining: bool,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct ValidatedFrontend {
-    pub id: String,
-    pub route: String,
-    #[serde(skip)]
-    pub expr: RouteExpr,
-    pub priority: i32,
-    /// `(backend id, weight)`; one entry with weight 1 for a plain `BackendId`.
-    pub backends: Vec<(String, u32)>,
-    pub settings: FrontendSettings,
-    pub middlewares: Vec<ValidatedMiddleware>,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct ValidatedMiddleware {
-    pub id: String,
-    pub kind: String,
-    pub priority: i32,
-}
-
-#[derive(Clone, Serialize)]
-pub struct ValidatedHost {
-    pub name: String,
-    pub default: bool,
-    #[serde(skip)]
-    pub certified_key: Arc<rustls::sign::CertifiedKey>,
-}
-
-impl std::fmt::Debug for ValidatedHost {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ValidatedHost").field("name", &self.name).field("default", &self.default).finish()
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Protocol {
-    Http,
-    Https,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct ValidatedListener {
-    pub id: String,
-    pub protocol: Protocol,
-    pub address: SocketAddr,
-}
-
-/// The outcome of the cross-key pass.
+/// The engine's state between passes.
 #[derive(Debug, Default)]
-pub struct Validation {
-    pub config: ValidatedConfig,
-    /// What changed since the previous pass.
-    pub delta: Delta,
-    /// Values left out (or replaced by their last good value).
-    pub errors: Vec<ConfigError>,
-    /// Values in force but with a part that Ficus does not act on yet.
-    pub unsupported: Vec<ConfigError>,
-}
-
-/// Per-key checks that need no other key; run at decode time so a bad value never replaces a good one.
-pub(super) fn check_one(key: &Key, spec: &Spec) -> Result<(), ConfigError> {
-    let key_id = match key {
-        Key::Backend { backend } => backend,
-        Key::Server { server, .. } => server,
-        Key::Frontend { frontend } => frontend,
-        Key::Middleware { middleware, .. } => middleware,
-        Key::Host { host } => host,
-        Key::Listener { listener } => listener,
-    };
-    let declared_id = match spec {
-        Spec::Backend(BackendSpec { id, .. })
-        | Spec::Server(ServerSpec { id, .. })
-        | Spec::Frontend(FrontendSpec { id, .. })
-        | Spec::Middleware(MiddlewareSpec { id, .. })
-        | Spec::Listener(ListenerSpec { id, .. }) => id.as_deref(),
-        Spec::Host(HostSpec { name, .. }) => name.as_deref(),
-    };
-    if let Some(declared) = declared_id {
-        if declared != key_id {
-            let field = if matches!(spec, Spec::Host(_)) { "Name" } else { "Id" };
-            return Err(ConfigError::new(
-                key,
-                Some(field),
-                format!("`{declared}` differs from the key's id `{key_id}`"),
-            ));
-        }
-    }
-    match spec {
-        Spec::Backend(b) => check_type(key, &b.kind),
-        Spec::Server(s) => server(key, key_id, s).map(|_| ()),
-        Spec::Frontend(f) => frontend(key, key_id, f).map(|_| ()),
-        Spec::Middleware(m) => {
-            if MIDDLEWARE_TYPES.contains(&m.kind.as_str()) {
-                Ok(())
-            } else {
-                Err(ConfigError::new(
-                    key,
-                    Some("Type"),
-                    format!("unknown middleware type `{}` (known: {})", m.kind, MIDDLEWARE_TYPES.join(", ")),
-                ))
-            }
-        }
-        Spec::Host(h) => host(key, key_id, h).map(|_| ()),
-        Spec::Listener(l) => listener(key, key_id, l).map(|_| ()),
-    }
-}
-
-fn check_type(key: &Key, kind: &str) -> Result<(), ConfigError> {
-    if kind == "http" {
-        Ok(())
-    } else {
-        Err(ConfigError::new(key, Some("Type"), format!("unsupported type `{kind}` (only `http`)")))
-    }
-}
-
-fn server(key: &Key, id: &str, s: &ServerSpec) -> Result<ValidatedServer, ConfigError> {
-    let bad = |msg: String| ConfigError::new(key, Some("URL"), msg);
-    let uri: http::Uri = s.url.parse().map_err(|e| bad(format!("`{}` is not a URL: {e}", s.url)))?;
-    let scheme = uri.scheme().cloned().ok_or_else(|| bad(format!("`{}` has no scheme (http://host:port)", s.url)))?;
-    if scheme != Scheme::HTTP {
-        return Err(bad(format!("scheme `{scheme}` is not supported for servers (only http)")));
-    }
-    let authority = uri.authority().cloned().ok_or_else(|| bad(format!("`{}` has no host", s.url)))?;
-    if authority.as_str().contains('@') {
-        return Err(bad("credentials in server URLs are not supported".to_string()));
-    }
-    let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-    if path != "/" && !path.is_empty() {
-        return Err(bad(format!("path `{path}` is not supported: a server URL names scheme, host and port only")));
-    }
-    let weight = s.weight.unwrap_or(1);
-    if weight > MAX_WEIGHT {
-        return Err(ConfigError::new(key, Some("Weight"), format!("{weight} is above the maximum {MAX_WEIGHT}")));
-    }
-    Ok(ValidatedServer { id: id.to_string(), url: s.url.clone(), scheme, authority, weight, draining: s.draining })
-}
-
-pub(super) fn frontend(key: &Key, id: &str, f: &FrontendSpec) -> Result<ValidatedFrontend, ConfigError> {
-    check_type(key, &f.kind)?;
-    let expr = route::parse(&f.route).map_err(|e| ConfigError::new(key, Some("Route"), e))?;
-    let backends = match (&f.backend_id, &f.backends) {
-        (Some(_), Some(_)) => {
-            return Err(ConfigError::new(key, Some("Backends"), "set either BackendId or Backends, not both"));
-        }
-        (None, None) => return Err(ConfigError::new(key, Some("BackendId"), "missing: set BackendId or Backends")),
-        (Some(b), None) if b.is_empty() => return Err(ConfigError::new(key, Some("BackendId"), "empty")),
-        (Some(b), None) => vec![(b.clone(), 1)],
-        (None, Some(list)) => {
-            if list.is_empty() {
-                return Err(ConfigError::new(key, Some("Backends"), "empty list"));
-            }
-            let mut out: Vec<(String, u32)> = Vec::with_capacity(list.len());
-            for (i, wb) in list.iter().enumerate() {
-                if out.iter().any(|(id, _)| *id == wb.id) {
-                    return Err(ConfigError::new(
-                        key,
-                        Some(&format!("Backends[{i}].Id")),
-                        format!("`{}` listed twice", wb.id),
-                    ));
-                }
-                if wb.weight > MAX_WEIGHT {
-                    let field = format!("Backends[{i}].Weight");
-                    return Err(ConfigError::new(
-                        key,
-                        Some(&field),
-                        format!("{} is above the maximum {MAX_WEIGHT}", wb.weight),
-                    ));
-                }
-                out.push((wb.id.clone(), wb.weight));
-            }
-            if out.iter().all(|(_, w)| *w == 0) {
-                return Err(ConfigError::new(key, Some("Backends"), "all weights are 0"));
-            }
-            out
-        }
-    };
-    Ok(ValidatedFrontend {
-        id: id.to_string(),
-        route: f.route.clone(),
-        expr,
-        priority: f.priority,
-        backends,
-        settings: f.settings.clone(),
-        middlewares: Vec::new(),
-    })
-}
-
-fn host(key: &Key, id: &str, h: &HostSpec) -> Result<ValidatedHost, ConfigError> {
-    use rustls_pki_types::pem::PemObject;
-    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-    let kp = h.settings.key_pair.as_ref().ok_or_else(|| ConfigError::new(key, Some("Settings.KeyPair"), "missing"))?;
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(kp.cert.as_bytes())
-        .collect::<Result<_, _>>()
-        .map_err(|e| ConfigError::new(key, Some("Settings.KeyPair.Cert"), format!("bad PEM: {e}")))?;
-    if certs.is_empty() {
-        return Err(ConfigError::new(key, Some("Settings.KeyPair.Cert"), "no certificate in PEM"));
-    }
-    let private = PrivateKeyDer::from_pem_slice(kp.key.as_bytes())
-        .map_err(|e| ConfigError::new(key, Some("Settings.KeyPair.Key"), format!("bad PEM private key: {e}")))?;
-    let signing = rustls::crypto::ring::sign::any_supported_type(&private)
-        .map_err(|e| ConfigError::new(key, Some("Settings.KeyPair.Key"), format!("unusable private key: {e}")))?;
-    let certified = rustls::sign::CertifiedKey::new(certs, signing);
-    certified.keys_match().map_err(|e| {
-        ConfigError::new(key, Some("Settings.KeyPair"), format!("certificate and key do not match: {e}"))
-    })?;
-    Ok(ValidatedHost { name: id.to_ascii_lowercase(), default: h.settings.default, certified_key: Arc::new(certified) })
-}
-
-fn listener(key: &Key, id: &str, l: &ListenerSpec) -> Result<ValidatedListener, ConfigError> {
-    let protocol = match l.protocol.as_str() {
-        "http" => Protocol::Http,
-        "https" => Protocol::Https,
-        other => {
-            return Err(ConfigError::new(
-                key,
-                Some("Protocol"),
-                format!("unsupported protocol `{other}` (http or https)"),
-            ))
-        }
-    };
-    if l.address.network != "tcp" {
-        return Err(ConfigError::new(
-            key,
-            Some("Address.Network"),
-            format!("unsupported network `{}` (only tcp)", l.address.network),
-        ));
-    }
-    let address = l.address.address.parse().map_err(|e| {
-        ConfigError::new(key, Some("Address.Address"), format!("`{}`: {e} (expected ip:port)", l.address.address))
-    })?;
-    Ok(ValidatedListener { id: id.to_string(), protocol, address })
-}
-
-/// What one validation pass changed, so the table compiler touches only that.
-#[derive(Debug, Default, Clone)]
-pub struct Delta {
-    /// Backends whose validated value may differ (added, changed or removed).
-    pub backends: Vec<String>,
-    /// Frontends whose validated value may differ (added, changed, removed, or a named backend came or went).
-    pub frontends: Vec<String>,
-    pub hosts: bool,
-    pub listeners: bool,
+pub(super) struct Engine {
+    /// Frontends as they last passed the cross-key checks, served while a newer value names a missing backend.
+    good_frontends: BTreeMap<String, FrontendSpec>,
+    /// What the next pass must revisit.
+    dirty: Dirty,
+    /// The outcome of the passes so far, updated entity by entity.
+    validated: ValidatedConfig,
+    problems: BTreeMap<Entity, Problems>,
+    /// Backend id to the frontends whose values name it; and the reverse.
+    backend_users: HashMap<String, HashSet<String>>,
+    frontend_uses: HashMap<String, Vec<String>>,
 }
 
 /// The entity a problem is filed under, so revalidating one entity replaces exactly its own problems.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub(super) enum Entity {
+enum Entity {
     Backend(String),
     Frontend(String),
     Host(String),
@@ -344,22 +47,22 @@ pub(super) enum Entity {
 }
 
 #[derive(Debug, Default)]
-pub(super) struct Problems {
+struct Problems {
     errors: Vec<ConfigError>,
     unsupported: Vec<ConfigError>,
 }
 
 /// Entities touched since the last cross-key pass.
 #[derive(Debug, Default)]
-pub(super) struct Dirty {
-    pub(super) backends: std::collections::BTreeSet<String>,
-    pub(super) frontends: std::collections::BTreeSet<String>,
-    pub(super) hosts: std::collections::BTreeSet<String>,
-    pub(super) listeners: std::collections::BTreeSet<String>,
+struct Dirty {
+    backends: BTreeSet<String>,
+    frontends: BTreeSet<String>,
+    hosts: BTreeSet<String>,
+    listeners: BTreeSet<String>,
 }
 
 impl Dirty {
-    pub(super) fn mark(&mut self, key: &Key) {
+    fn mark(&mut self, key: &Key) {
         match key {
             Key::Backend { backend } | Key::Server { backend, .. } => self.backends.insert(backend.clone()),
             Key::Frontend { frontend } | Key::Middleware { frontend, .. } => self.frontends.insert(frontend.clone()),
@@ -369,18 +72,38 @@ impl Dirty {
     }
 }
 
-impl ConfigState {
-    /// The cross-key pass, over what changed since the last pass only: a change costs what it touches, not a
-    /// walk of every key. The result is the whole config all the same (its maps are persistent, so handing out
-    /// a copy per pass is cheap), with every problem present now. Records which frontends passed, so a later
-    /// bad value can fall back to them.
-    pub fn validate(&mut self) -> Validation {
+impl Engine {
+    /// A key's value was put or deleted: its entity is revisited by the next pass.
+    pub(super) fn changed(&mut self, key: &Key) {
+        self.dirty.mark(key);
+    }
+
+    /// A frontend's key was deleted: its last good value goes with it.
+    pub(super) fn frontend_deleted(&mut self, id: &str) {
+        self.good_frontends.remove(id);
+    }
+
+    /// Makes the next pass revisit everything, as a pass over a fresh state would: the reference the
+    /// incremental pass is checked against.
+    #[cfg(test)]
+    pub(super) fn mark_all_dirty(&mut self, specs: &BTreeMap<Key, Spec>) {
+        for key in specs.keys() {
+            self.dirty.mark(key);
+        }
+        self.dirty.backends.extend(self.validated.backends.keys().cloned());
+        self.dirty.frontends.extend(self.validated.frontends.keys().cloned());
+        self.dirty.frontends.extend(self.good_frontends.keys().cloned());
+    }
+
+    /// One pass over what changed since the last one. Records which frontends passed, so a later bad value
+    /// can fall back to them.
+    pub(super) fn validate(&mut self, inputs: &Inputs<'_>) -> Validation {
         let mut delta = Delta::default();
         let dirty = std::mem::take(&mut self.dirty);
         let mut frontends = dirty.frontends;
         for id in dirty.backends {
             let existed = self.validated.backends.contains_key(&id);
-            self.validate_backend(&id);
+            self.validate_backend(inputs, &id);
             if existed != self.validated.backends.contains_key(&id) {
                 if let Some(users) = self.backend_users.get(&id) {
                     frontends.extend(users.iter().cloned());
@@ -389,15 +112,15 @@ impl ConfigState {
             delta.backends.push(id);
         }
         for id in frontends {
-            self.validate_frontend(&id);
+            self.validate_frontend(inputs, &id);
             delta.frontends.push(id);
         }
         for id in dirty.hosts {
-            self.validate_host(&id);
+            self.validate_host(inputs, &id);
             delta.hosts = true;
         }
         for id in dirty.listeners {
-            self.validate_listener(&id);
+            self.validate_listener(inputs, &id);
             delta.listeners = true;
         }
         let mut v = Validation { config: self.validated.clone(), delta, ..Validation::default() };
@@ -416,15 +139,15 @@ impl ConfigState {
         }
     }
 
-    fn validate_backend(&mut self, id: &str) {
+    fn validate_backend(&mut self, inputs: &Inputs<'_>, id: &str) {
         let mut p = Problems::default();
         let key = Key::Backend { backend: id.to_string() };
         let servers_from = Key::Server { backend: id.to_string(), server: String::new() };
-        let servers = self
+        let servers = inputs
             .specs
             .range(servers_from..)
             .take_while(|(k, _)| matches!(k, Key::Server { backend, .. } if backend == id));
-        match self.specs.get(&key) {
+        match inputs.specs.get(&key) {
             Some(Spec::Backend(b)) => {
                 if b.settings.tls.is_some() {
                     p.unsupported.push(ConfigError::new(
@@ -465,11 +188,11 @@ impl ConfigState {
         self.file(Entity::Backend(id.to_string()), p);
     }
 
-    fn validate_frontend(&mut self, id: &str) {
+    fn validate_frontend(&mut self, inputs: &Inputs<'_>, id: &str) {
         let mut p = Problems::default();
         let key = Key::Frontend { frontend: id.to_string() };
         let middlewares_from = Key::Middleware { frontend: id.to_string(), middleware: String::new() };
-        let middlewares: Vec<ValidatedMiddleware> = self
+        let middlewares: Vec<ValidatedMiddleware> = inputs
             .specs
             .range(middlewares_from..)
             .map_while(|(k, spec)| match (k, spec) {
@@ -480,10 +203,10 @@ impl ConfigState {
             })
             .collect();
         let mut uses: Vec<String> = Vec::new();
-        let chosen = match self.specs.get(&key) {
+        let chosen = match inputs.specs.get(&key) {
             Some(Spec::Frontend(spec)) => {
                 // Parsed once when the value arrived (`ConfigState::apply`), not per pass.
-                let current = match self.parsed_frontends.get(id) {
+                let current = match inputs.parsed_frontends.get(id) {
                     Some(f) => Ok(f.clone()),
                     None => frontend(&key, id, spec).map(Arc::new),
                 };
@@ -591,11 +314,11 @@ impl ConfigState {
         }
     }
 
-    fn validate_host(&mut self, id: &str) {
+    fn validate_host(&mut self, inputs: &Inputs<'_>, id: &str) {
         let key = Key::Host { host: id.to_string() };
         let mut p = Problems::default();
         self.validated.hosts.remove(&id.to_ascii_lowercase());
-        match self.specs.get(&key) {
+        match inputs.specs.get(&key) {
             Some(Spec::Host(h)) => match host(&key, id, h) {
                 Ok(vh) => {
                     self.validated.hosts.insert(vh.name.clone(), vh);
@@ -608,11 +331,11 @@ impl ConfigState {
         self.file(Entity::Host(id.to_string()), p);
     }
 
-    fn validate_listener(&mut self, id: &str) {
+    fn validate_listener(&mut self, inputs: &Inputs<'_>, id: &str) {
         let key = Key::Listener { listener: id.to_string() };
         let mut p = Problems::default();
         self.validated.listeners.remove(id);
-        match self.specs.get(&key) {
+        match inputs.specs.get(&key) {
             Some(Spec::Listener(l)) => match listener(&key, id, l) {
                 Ok(vl) => {
                     self.validated.listeners.insert(vl.id.clone(), vl);
@@ -626,26 +349,10 @@ impl ConfigState {
     }
 }
 
-fn upstream_settings(b: &BackendSpec) -> UpstreamSettings {
-    let d = UpstreamSettings::default();
-    let t = &b.settings.timeouts;
-    let k = &b.settings.keep_alive;
-    // A zero timeout in Vulcand means "use the default", not "never wait".
-    let or = |v: Option<super::GoDuration>, dflt: Duration| v.map(|g| g.0).filter(|d| !d.is_zero()).unwrap_or(dflt);
-    UpstreamSettings {
-        dial_timeout: or(t.dial, d.dial_timeout),
-        read_timeout: or(t.read, d.read_timeout),
-        tls_handshake_timeout: or(t.tls_handshake, d.tls_handshake_timeout),
-        keep_alive_period: or(k.period, d.keep_alive_period),
-        max_idle_per_host: k.max_idle_conns_per_host.unwrap_or(d.max_idle_per_host),
-        drain_timeout: or(b.settings.drain_timeout, d.drain_timeout),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::Change;
+    use crate::model::{Change, ConfigState};
 
     fn put(s: &mut ConfigState, key: &str, value: &str) {
         s.apply(Change::Put { key: key.into(), value: value.as_bytes().to_vec() }).unwrap();
@@ -694,31 +401,6 @@ mod tests {
         let v = s.validate();
         assert!(v.errors.iter().any(|e| e.key == "backends/ghost/servers/s1"));
         assert!(v.unsupported.iter().any(|e| e.key == "frontends/f1/middlewares/rl"));
-    }
-
-    #[test]
-    fn per_key_checks() {
-        let mut s = ConfigState::new();
-        let bad = [
-            ("backends/b/servers/s", r#"{"URL":"ftp://x:1"}"#, "URL"),
-            ("backends/b/servers/s", r#"{"URL":"http://x:1/path"}"#, "URL"),
-            ("backends/b/servers/s", r#"{"URL":"http://x:1","Weight":20000}"#, "Weight"),
-            ("backends/b/servers/s", r#"{"Id":"t","URL":"http://x:1"}"#, "Id"),
-            ("frontends/f/frontend", r#"{"Type":"http","Route":"Path(`/`)"}"#, "BackendId"),
-            (
-                "frontends/f/frontend",
-                r#"{"Type":"http","Backends":[{"Id":"a","Weight":0}],"Route":"Path(`/`)"}"#,
-                "Backends",
-            ),
-            ("frontends/f/frontend", r#"{"Type":"tcp","BackendId":"a","Route":"Path(`/`)"}"#, "Type"),
-            ("frontends/f/middlewares/m", r#"{"Type":"magic"}"#, "Type"),
-            ("listeners/l", r#"{"Protocol":"http","Address":{"Network":"tcp","Address":"nope"}}"#, "Address.Address"),
-            ("hosts/h/host", r#"{"Settings":{"KeyPair":{"Cert":"x","Key":"y"}}}"#, "Settings.KeyPair.Cert"),
-        ];
-        for (key, value, field) in bad {
-            let e = s.apply(Change::Put { key: key.into(), value: value.as_bytes().to_vec() }).unwrap_err();
-            assert_eq!(e.field.as_deref(), Some(field), "{key} {value}: {e}");
-        }
     }
 
     /// The incremental pass must agree with a pass that revisits everything, after every change of a long

@@ -1,4 +1,6 @@
-//! What can go wrong on the request path, where the fault lies, and the status code that follows from it.
+//! What can go wrong on the request path, where the fault lies, whether sending the request again is safe,
+//! and the status code that follows. Every phase of the proxy returns a [`ProxyError`]; the one error exit
+//! counts, logs and answers it.
 
 use super::ProxyBody;
 use http::{header, HeaderValue, Response, StatusCode};
@@ -63,6 +65,17 @@ impl UpstreamFailure {
     }
 }
 
+/// Where the fault lies (the side of the proxy that caused it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorSource {
+    /// The client: a request that cannot be routed or forwarded as sent, or a body that failed or is too large.
+    Downstream,
+    /// The upstream server: unreachable, too slow, reset, or cut by its drain deadline.
+    Upstream,
+    /// Ficus itself: the config leaves no server to send to, or a phase ran out of order.
+    Internal,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
     #[error("no frontend matches this request")]
@@ -83,6 +96,9 @@ pub enum ProxyError {
     UnsupportedCoding,
     #[error("upstream {backend}/{server}: {}", describe(.failure))]
     Upstream { failure: UpstreamFailure, backend: Arc<str>, server: Arc<str> },
+    /// A bug in the proxy: a state the phases should make impossible.
+    #[error("internal error: {0}")]
+    Internal(&'static str),
 }
 
 fn describe(f: &UpstreamFailure) -> String {
@@ -99,6 +115,41 @@ fn describe(f: &UpstreamFailure) -> String {
 }
 
 impl ProxyError {
+    /// Which side caused the failure.
+    pub fn error_source(&self) -> ErrorSource {
+        match self {
+            ProxyError::NoRoute
+            | ProxyError::BodyTooLarge { .. }
+            | ProxyError::BadRequest(_)
+            | ProxyError::HeadTooLarge(_)
+            | ProxyError::UriTooLong { .. }
+            | ProxyError::UnsupportedCoding => ErrorSource::Downstream,
+            ProxyError::Upstream { failure: UpstreamFailure::ClientBody { .. }, .. } => ErrorSource::Downstream,
+            ProxyError::Upstream { .. } => ErrorSource::Upstream,
+            ProxyError::NoBackend | ProxyError::NoServer { .. } | ProxyError::Internal(_) => ErrorSource::Internal,
+        }
+    }
+
+    /// True when no server can have seen any of the request, so sending it again (to another server) cannot
+    /// do anything twice, whatever its method: nothing was sent yet, or the connection to the server failed.
+    /// A request that may have reached a server (a reset, a timeout waiting for the response) is not safe
+    /// here; whether its method makes it safe anyway is for the caller to decide.
+    pub fn retry_safe(&self) -> bool {
+        match self {
+            ProxyError::NoBackend | ProxyError::NoServer { .. } => true,
+            ProxyError::Upstream { failure, .. } => {
+                matches!(failure, UpstreamFailure::Connect(_) | UpstreamFailure::DialTimeout)
+            }
+            ProxyError::NoRoute
+            | ProxyError::BodyTooLarge { .. }
+            | ProxyError::BadRequest(_)
+            | ProxyError::HeadTooLarge(_)
+            | ProxyError::UriTooLong { .. }
+            | ProxyError::UnsupportedCoding
+            | ProxyError::Internal(_) => false,
+        }
+    }
+
     pub fn status(&self) -> StatusCode {
         match self {
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
@@ -108,6 +159,7 @@ impl ProxyError {
             ProxyError::HeadTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ProxyError::UriTooLong { .. } => StatusCode::URI_TOO_LONG,
             ProxyError::UnsupportedCoding => StatusCode::NOT_IMPLEMENTED,
+            ProxyError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ProxyError::Upstream { failure, .. } => match failure {
                 UpstreamFailure::Connect(_) | UpstreamFailure::Reset(_) | UpstreamFailure::DrainDeadline(_) => {
                     StatusCode::BAD_GATEWAY
@@ -129,6 +181,7 @@ impl ProxyError {
             ProxyError::HeadTooLarge(_) => "header_too_large",
             ProxyError::UriTooLong { .. } => "uri_too_long",
             ProxyError::UnsupportedCoding => "transfer_coding_not_implemented",
+            ProxyError::Internal(_) => "internal",
             ProxyError::Upstream { failure, .. } => match failure {
                 UpstreamFailure::Connect(_) => "upstream_unreachable",
                 UpstreamFailure::DialTimeout => "upstream_connect_timeout",
@@ -169,5 +222,53 @@ impl ProxyError {
         resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
         resp.headers_mut().insert(super::headers::X_REQUEST_ID.clone(), request_id.clone());
         resp
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn upstream(failure: UpstreamFailure) -> ProxyError {
+        ProxyError::Upstream { failure, backend: "b".into(), server: "s".into() }
+    }
+
+    #[test]
+    fn the_status_follows_from_where_the_fault_lies() {
+        let cases = [
+            (ProxyError::NoRoute, ErrorSource::Downstream, 404),
+            (ProxyError::BadRequest("x"), ErrorSource::Downstream, 400),
+            (ProxyError::BodyTooLarge { limit: 1 }, ErrorSource::Downstream, 413),
+            (ProxyError::HeadTooLarge("x"), ErrorSource::Downstream, 431),
+            (ProxyError::UriTooLong { limit: 1 }, ErrorSource::Downstream, 414),
+            (ProxyError::UnsupportedCoding, ErrorSource::Downstream, 501),
+            (
+                upstream(UpstreamFailure::ClientBody { message: "gone".into(), too_large: false }),
+                ErrorSource::Downstream,
+                400,
+            ),
+            (ProxyError::NoBackend, ErrorSource::Internal, 503),
+            (ProxyError::NoServer { backend: "b".into() }, ErrorSource::Internal, 503),
+            (ProxyError::Internal("x"), ErrorSource::Internal, 500),
+            (upstream(UpstreamFailure::Connect("refused".into())), ErrorSource::Upstream, 502),
+            (upstream(UpstreamFailure::Reset("reset".into())), ErrorSource::Upstream, 502),
+            (upstream(UpstreamFailure::DialTimeout), ErrorSource::Upstream, 504),
+            (upstream(UpstreamFailure::Timeout(Duration::from_secs(1))), ErrorSource::Upstream, 504),
+        ];
+        for (err, source, status) in cases {
+            assert_eq!((err.error_source(), err.status().as_u16()), (source, status), "{err}");
+        }
+    }
+
+    #[test]
+    fn only_a_request_no_server_can_have_seen_is_safe_to_send_again() {
+        assert!(ProxyError::NoServer { backend: "b".into() }.retry_safe());
+        assert!(upstream(UpstreamFailure::Connect("refused".into())).retry_safe());
+        assert!(upstream(UpstreamFailure::DialTimeout).retry_safe());
+        assert!(!upstream(UpstreamFailure::Reset("reset".into())).retry_safe());
+        assert!(!upstream(UpstreamFailure::Timeout(Duration::from_secs(1))).retry_safe());
+        assert!(!upstream(UpstreamFailure::DrainDeadline(Duration::from_secs(1))).retry_safe());
+        assert!(!ProxyError::BodyTooLarge { limit: 1 }.retry_safe());
+        assert!(!ProxyError::NoRoute.retry_safe());
     }
 }

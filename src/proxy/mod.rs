@@ -1,15 +1,22 @@
-//! The request path. One fixed series of phases per request:
+//! The request path: one fixed series of phases per request over one [`RequestCtx`], each phase a function.
 //!
 //! ```text
-//!  match route ──> pick backend ──> pick server ──> build upstream request ──> send ──> filter response ──> log
-//!  (404)           (503)            (503)           hop-by-hop, X-Forwarded-*,  (502/504)  hop-by-hop,       on body end
-//!                                                   Host, X-Request-Id                     X-Request-Id
+//!  route ──> request_filter ──> pick ──> upstream_request ──> send ──> respond ──> log (when the body ends)
+//!  (400,     (the frontend's     (503)    hop-by-hop,           (502,    hop-by-hop,
+//!   404)      middleware chain            X-Forwarded-*, Host,   504)    X-Request-Id, 101 tunnels
+//!             runs here)                  X-Request-Id, (413)
+//!        \________________\______________\____________________\──> fail: count, log, answer
 //! ```
 //!
-//! The table is loaded once per request and that `Arc` is held until the response head is built (the chosen
-//! server's `Arc` lives until the body ends), so a reload in the middle of a request changes nothing for it.
-//! Errors are small JSON bodies that name the frontend, and say where the fault is: 404 no route, 503 no
-//! server, 502 upstream unreachable or reset, 504 upstream timeout.
+//! Every phase that can fail returns a [`ProxyError`], and every failure leaves through the one error exit,
+//! [`RequestCtx::fail`], which counts it, logs it with the request id and answers it with a small JSON body
+//! that names the frontend. The error says where the fault lies (downstream, upstream, internal), the status
+//! follows from it (404 no route, 503 no server, 502 upstream unreachable or reset, 504 upstream timeout), and
+//! it says whether sending the request again is safe.
+//!
+//! The table is loaded once per request and that `Arc` is held until a server is picked (the chosen frontend,
+//! backend and server `Arc`s live in the context until the response head is built, the server's until the
+//! body ends), so a reload in the middle of a request changes nothing for it.
 
 mod body;
 mod error;
@@ -19,17 +26,21 @@ pub mod path;
 
 pub use crate::upstream::{RequestBody, RequestBodyError};
 pub use body::{Completion, ProxyBody};
-pub use error::{ProxyError, UpstreamFailure};
+pub use error::{ErrorSource, ProxyError, UpstreamFailure};
 
 use crate::lifecycle::tracker::Tracker;
 use crate::route::Request as RouteRequest;
-use crate::table::{Frontend, SharedTable};
+use crate::table::{Backend, Frontend, RoutingTable, SharedTable};
 use crate::telemetry;
+use crate::upstream::pool::Conn;
+use crate::upstream::{InflightGuard, Server};
 use headers::{RequestIds, X_REQUEST_ID};
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
+use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
+use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
@@ -53,6 +64,100 @@ impl ConnInfo {
     }
 }
 
+/// What one request carries through the phases: set up before routing, filled in by each phase, and read by
+/// the error exit and the access log. It lives on the request's stack and allocates nothing of its own.
+pub struct RequestCtx {
+    pub start: Instant,
+    /// The client's `X-Request-Id` when it sent a usable one, else a fresh id. Sent upstream and back.
+    pub request_id: HeaderValue,
+    pub method: Method,
+    /// What the access log says about the request, taken only when the access log is on (its lines, and
+    /// the error exit's, name the path). The host is filled in by `route` once the head is checked.
+    pub log: Option<RequestLog>,
+    /// Set by `route`.
+    pub frontend: Option<Arc<Frontend>>,
+    /// Set by `pick`, with their positions in the frontend's split and the backend's servers (metric slots).
+    pub backend: Option<(usize, Arc<Backend>)>,
+    pub server: Option<(usize, Arc<Server>)>,
+}
+
+impl RequestCtx {
+    fn new(req: &Request<Incoming>, ids: &RequestIds) -> Self {
+        let start = Instant::now();
+        let request_id = match req.headers().get(&X_REQUEST_ID) {
+            Some(id) if !id.is_empty() && id.len() <= 200 => id.clone(),
+            _ => ids.next(),
+        };
+        let log = access_log_enabled().then(|| RequestLog::new(req, None));
+        RequestCtx { start, request_id, method: req.method().clone(), log, frontend: None, backend: None, server: None }
+    }
+
+    /// The frontend, backend and server once `pick` ran; an error for a phase that runs too early.
+    fn picked(&self) -> Result<(&Frontend, &Backend, &Arc<Server>), ProxyError> {
+        match (&self.frontend, &self.backend, &self.server) {
+            (Some(f), Some((_, b)), Some((_, s))) => Ok((f, b, s)),
+            _ => Err(ProxyError::Internal("a phase ran before a server was picked")),
+        }
+    }
+
+    /// Counts the answer in the frontend's metrics (or the unrouted ones). `with_server`: the request reached
+    /// the picked server, so the server's own slot counts it (otherwise the backend's "no server" slot).
+    fn record(&self, status: u16, with_server: bool) {
+        let Some(frontend) = &self.frontend else {
+            telemetry::count_unrouted(status);
+            return;
+        };
+        let backend = self.backend.as_ref().map(|(i, b)| (*i, &*b.id));
+        let server = if with_server { self.server.as_ref().map(|(i, s)| (*i, &*s.id)) } else { None };
+        frontend.metrics.record(backend, server, status, self.start.elapsed());
+    }
+
+    /// The one error exit: counts the failure, logs it with the request id, and answers it.
+    fn fail(self, conn: &ConnInfo, err: ProxyError) -> Response<ProxyBody> {
+        let status = err.status().as_u16();
+        let frontend = self.frontend.as_ref().map(|f| &*f.id);
+        if let ProxyError::Upstream { failure, backend, server } = &err {
+            telemetry::upstream_error(backend, server, failure.kind());
+            self.record(status, true);
+            let (method, request_id) = (&self.method, &self.request_id);
+            let frontend = frontend.unwrap_or("-");
+            match failure {
+                UpstreamFailure::DrainDeadline(_) => tracing::warn!(target: "access", frontend, %backend, %server,
+                    %method, status, ?request_id, "cut by the server's drain deadline"),
+                UpstreamFailure::Timeout(_) => tracing::warn!(target: "access", frontend, %backend, %server,
+                    %method, status, ?request_id, "upstream timed out"),
+                _ => tracing::warn!(target: "access", frontend, %backend, %server, %method, status,
+                    error = %err, ?request_id, "upstream request failed"),
+            }
+        } else {
+            self.record(status, false);
+            tracing::info!(target: "access", frontend = frontend.unwrap_or("-"), method = %self.method,
+                path = self.log.as_ref().map_or("-", |l| l.path.as_str()), status, peer = %conn.peer,
+                duration_ms = self.start.elapsed().as_secs_f64() * 1e3, request_id = ?self.request_id,
+                error = %err, "request");
+        }
+        err.response(frontend, &self.request_id)
+    }
+}
+
+/// What `upstream_request` hands to `send`: the request for the server, and what the response phase needs
+/// from the client's request.
+struct Prepared {
+    req: Request<RequestBody>,
+    client_upgrade: Option<OnUpgrade>,
+    client_version: Version,
+}
+
+/// What `send` hands to `respond`: the upstream's response head and everything that must live as long as
+/// its body.
+struct Sent {
+    resp: Response<Incoming>,
+    conn: Conn<RequestBody>,
+    guard: InflightGuard,
+    client_upgrade: Option<OnUpgrade>,
+    client_version: Version,
+}
+
 /// Shared by every connection of every listener.
 pub struct Proxy {
     pub table: SharedTable,
@@ -72,193 +177,47 @@ impl Proxy {
         self
     }
 
-    pub async fn handle(&self, conn: &ConnInfo, mut req: Request<Incoming>) -> Response<ProxyBody> {
-        let start = Instant::now();
+    pub async fn handle(&self, conn: &ConnInfo, req: Request<Incoming>) -> Response<ProxyBody> {
+        let mut ctx = RequestCtx::new(&req, &self.ids);
+        match self.forward(&mut ctx, conn, req).await {
+            Ok(sent) => self.respond(ctx, conn, sent),
+            Err(err) => ctx.fail(conn, err),
+        }
+    }
+
+    /// The phases up to the upstream's response head, each one able to end the request with an error.
+    async fn forward(
+        &self,
+        ctx: &mut RequestCtx,
+        conn: &ConnInfo,
+        mut req: Request<Incoming>,
+    ) -> Result<Sent, ProxyError> {
         let table = self.table.load_full();
-
-        let request_id = match req.headers().get(&X_REQUEST_ID) {
-            Some(id) if !id.is_empty() && id.len() <= 200 => id.clone(),
-            _ => self.ids.next(),
-        };
-        // Phase 1: check the head (sizes, one host, framing), normalise the path, match.
-        // A request with both Content-Length and Transfer-Encoding (the request-smuggling shape) never reaches
-        // here with both: hyper's parser keeps the chunked framing and drops Content-Length, and the upstream
-        // request is re-framed from the body (tests/proxy.rs covers it).
-        let host_value = match headers::check_head(&req, &self.limits) {
-            Ok(h) => h,
-            Err(err) => return reject(&req, conn, err, &request_id, start),
-        };
-        let host = host_value.as_ref().and_then(|h| h.to_str().ok()).unwrap_or("");
-        let path = match path::normalize(req.uri().path(), self.limits.encoded_slash) {
-            Ok(p) => p,
-            Err(e) => return reject(&req, conn, ProxyError::BadRequest(e.reason()), &request_id, start),
-        };
-        let found =
-            table.router.find(&RouteRequest { method: req.method(), host, path: &path, headers: req.headers() });
-        let normalized_path = match path {
-            std::borrow::Cow::Owned(p) => Some(p),
-            std::borrow::Cow::Borrowed(_) => None,
-        };
-        let Some(frontend) = found.cloned() else {
-            telemetry::count_unrouted(404);
-            let err = ProxyError::NoRoute;
-            log_error(&req, conn, None, &err, &request_id, start);
-            return err.response(None, &request_id);
-        };
-
-        // Phase 2: pick the backend of the split, then a server of that backend.
-        let Some((bi, backend)) = frontend.split.pick_indexed() else {
-            return self.fail(&frontend, None, &req, conn, ProxyError::NoBackend, &request_id, start);
-        };
-        let backend = backend.clone();
-        let Some((si, server)) = backend.servers.pick_indexed() else {
-            let err = ProxyError::NoServer { backend: backend.id.clone() };
-            return self.fail(&frontend, Some((bi, &backend.id)), &req, conn, err, &request_id, start);
-        };
-        let server = server.clone();
+        let (host, normalized_path) = route(ctx, &table, &self.limits, &req)?;
+        request_filter(ctx, &mut req)?;
+        pick(ctx)?;
         drop(table);
+        let prepared = upstream_request(ctx, conn, req, host, normalized_path)?;
+        send(ctx, prepared).await
+    }
 
-        if let (Some(limit), Some(len)) = (frontend.max_body_bytes, content_length(req.headers())) {
-            if len > limit {
-                let err = ProxyError::BodyTooLarge { limit };
-                return self.fail(&frontend, Some((bi, &backend.id)), &req, conn, err, &request_id, start);
-            }
-        }
-
-        // Phase 3: the upstream request.
-        let upgrade = headers::is_upgrade(req.headers());
-        let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
-        let upgrade_value = if upgrade { req.headers().get(header::UPGRADE).cloned() } else { None };
-        let method = req.method().clone();
-        let client_version = req.version();
-        let log_req = access_log_enabled().then(|| RequestLog::new(&req, host_value.as_ref()));
-        let (mut parts, body) = req.into_parts();
-        headers::strip_hop_by_hop(&mut parts.headers);
-        // Room for what is added below (X-Forwarded-*, Host, X-Request-Id) in one step: hyper sizes the map to
-        // the headers it parsed, so each insert would otherwise grow it.
-        parts.headers.reserve(5);
-        if let Some(proto) = upgrade_value {
-            parts.headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-            parts.headers.insert(header::UPGRADE, proto);
-        }
-        let trust = frontend.trust_forward_header || conn.trust_forward_header;
-        headers::set_forwarded(&mut parts.headers, trust, &conn.client_ip, &conn.proto, host_value.as_ref());
-        let upstream_host = match (&frontend.hostname, frontend.pass_host_header, &host_value) {
-            (Some(h), _, _) => h.clone(),
-            (None, true, Some(h)) => h.clone(),
-            _ => server.host_header.clone(),
-        };
-        parts.headers.insert(header::HOST, upstream_host);
-        parts.headers.insert(X_REQUEST_ID.clone(), request_id.clone());
-        // Origin form (`/path?query`): the server is reached directly, and the Host header names it.
-        let origin_form = match normalized_path {
-            Some(p) => {
-                let pq = match parts.uri.query() {
-                    Some(q) => format!("{p}?{q}"),
-                    None => p,
-                };
-                Uri::try_from(pq).ok()
-            }
-            // An HTTP/1.1 request target usually is origin form already, and is forwarded as it came.
-            None if parts.uri.scheme().is_none() && parts.uri.authority().is_none() => {
-                Some(std::mem::take(&mut parts.uri))
-            }
-            None => Some(parts.uri.path_and_query().cloned().map_or_else(|| Uri::from_static("/"), Uri::from)),
-        };
-        parts.uri = match origin_form {
-            Some(u) if !u.path().is_empty() => u,
-            Some(_) => Uri::from_static("/"),
-            None => {
-                let err = ProxyError::BadRequest("request target cannot be forwarded");
-                return self.fail(
-                    &frontend,
-                    Some((bi, &backend.id)),
-                    &Request::from_parts(parts, ()),
-                    conn,
-                    err,
-                    &request_id,
-                    start,
-                );
+    /// The response phase: hop-by-hop headers out, the request id in, the client's version, and the body
+    /// handed on with what must live as long as it (the in-flight guard, the pooled connection, the log line).
+    fn respond(&self, ctx: RequestCtx, conn: &ConnInfo, sent: Sent) -> Response<ProxyBody> {
+        let RequestCtx { start, request_id, method, log, frontend, backend, server } = ctx;
+        let (frontend, (bi, backend), (si, server)) = match (frontend, backend, server) {
+            (Some(f), Some(b), Some(s)) => (f, b, s),
+            (frontend, backend, server) => {
+                let ctx = RequestCtx { start, request_id, method, log, frontend, backend, server };
+                return ctx.fail(conn, ProxyError::Internal("respond ran before a server was picked"));
             }
         };
-        // Upstreams speak HTTP/1.1 whatever the client spoke.
-        parts.version = Version::HTTP_11;
-        let upstream_req = Request::from_parts(parts, RequestBody::new(body, frontend.max_body_bytes));
-
-        // Phase 4: send, bounded by the backend's Read timeout (time to the response head).
-        let guard = server.begin();
-        let sent = tokio::select! {
-            // Counted from the request's start, read once already, rather than from another clock read.
-            sent = tokio::time::timeout_at(
-                tokio::time::Instant::from_std(start) + backend.settings.read_timeout,
-                server.pool.send(upstream_req, start),
-            ) => sent,
-            _ = server.aborted() => {
-                telemetry::upstream_error(&backend.id, &server.id, "drain_deadline");
-                let err = ProxyError::Upstream {
-                    failure: UpstreamFailure::DrainDeadline(backend.settings.drain_timeout),
-                    server: server.id.clone(),
-                    backend: backend.id.clone(),
-                };
-                let status = err.status().as_u16();
-                frontend.metrics.record(Some((bi, &backend.id)), Some((si, &server.id)), status, start.elapsed());
-                tracing::warn!(target: "access", frontend = %frontend.id, backend = %backend.id, server = %server.id,
-                    method = %method, status, request_id = ?request_id, "cut by the server's drain deadline");
-                return err.response(Some(&frontend.id), &request_id);
-            }
-        };
-        let (mut resp, upstream_conn) = match sent {
-            Ok(Ok(pair)) => pair,
-            Ok(Err(e)) => {
-                let failure = UpstreamFailure::classify(&e);
-                telemetry::upstream_error(&backend.id, &server.id, failure.kind());
-                let err = ProxyError::Upstream { failure, server: server.id.clone(), backend: backend.id.clone() };
-                let status = err.status().as_u16();
-                frontend.metrics.record(Some((bi, &backend.id)), Some((si, &server.id)), status, start.elapsed());
-                tracing::warn!(target: "access", frontend = %frontend.id, backend = %backend.id, server = %server.id,
-                    method = %method, status, error = %e, request_id = ?request_id, "upstream request failed");
-                return err.response(Some(&frontend.id), &request_id);
-            }
-            Err(_) => {
-                telemetry::upstream_error(&backend.id, &server.id, "timeout");
-                let err = ProxyError::Upstream {
-                    failure: UpstreamFailure::Timeout(backend.settings.read_timeout),
-                    server: server.id.clone(),
-                    backend: backend.id.clone(),
-                };
-                frontend.metrics.record(Some((bi, &backend.id)), Some((si, &server.id)), 504, start.elapsed());
-                tracing::warn!(target: "access", frontend = %frontend.id, backend = %backend.id, server = %server.id,
-                    method = %method, status = 504, request_id = ?request_id, "upstream timed out");
-                return err.response(Some(&frontend.id), &request_id);
-            }
-        };
-
-        // Phase 5: the response.
+        let Sent { mut resp, conn: upstream_conn, guard, client_upgrade, client_version } = sent;
         let status = resp.status();
         if status == StatusCode::SWITCHING_PROTOCOLS {
             if let Some(client_upgrade) = client_upgrade {
                 let upstream_upgrade = hyper::upgrade::on(&mut resp);
-                let frontend_id = frontend.id.clone();
-                let tunnel = self.tunnels.enter();
-                tokio::spawn(async move {
-                    // The in-flight guard lives as long as the tunnel, so a drain waits for it too.
-                    let (guard, _tunnel) = (guard, tunnel);
-                    match tokio::try_join!(client_upgrade, upstream_upgrade) {
-                        Ok((client, upstream)) => {
-                            let mut client = TokioIo::new(client);
-                            let mut upstream = TokioIo::new(upstream);
-                            tokio::select! {
-                                res = tokio::io::copy_bidirectional(&mut client, &mut upstream) => if let Err(e) = res {
-                                    tracing::debug!(frontend = %frontend_id, error = %e, "upgraded connection ended");
-                                },
-                                _ = guard.server().aborted() => {
-                                    tracing::info!(frontend = %frontend_id, "upgraded connection cut by the drain deadline");
-                                }
-                            }
-                        }
-                        Err(e) => tracing::warn!(frontend = %frontend_id, error = %e, "upgrade failed"),
-                    }
-                });
+                self.tunnel(frontend.id.clone(), client_upgrade, upstream_upgrade, guard);
                 frontend.metrics.record(Some((bi, &backend.id)), Some((si, &server.id)), 101, start.elapsed());
                 let (parts, _) = resp.into_parts();
                 return Response::from_parts(parts, ProxyBody::empty());
@@ -270,7 +229,8 @@ impl Proxy {
         // Answer in the client's protocol version, not the upstream's (an HTTP/1.0 upstream must not
         // downgrade a keep-alive HTTP/1.1 client).
         *resp.version_mut() = client_version;
-        let log = log_req.map(|request| AccessRecord {
+        // The log phase runs when the body ends (see `Completion`): the request is counted and logged then.
+        let log = log.map(|request| AccessRecord {
             frontend: frontend.id.clone(),
             backend: backend.id.clone(),
             server: server.id.clone(),
@@ -295,34 +255,170 @@ impl Proxy {
         Response::from_parts(parts, ProxyBody::Upstream { body, done: Some(done) })
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn fail<B>(
-        &self,
-        frontend: &Frontend,
-        backend: Option<(usize, &str)>,
-        req: &Request<B>,
-        conn: &ConnInfo,
-        err: ProxyError,
-        request_id: &HeaderValue,
-        start: Instant,
-    ) -> Response<ProxyBody> {
-        frontend.metrics.record(backend, None, err.status().as_u16(), start.elapsed());
-        log_error(req, conn, Some(&frontend.id), &err, request_id, start);
-        err.response(Some(&frontend.id), request_id)
+    /// A 101 answer: the two upgraded connections are joined in a task of their own, which a drain waits for.
+    fn tunnel(&self, frontend: Arc<str>, client: OnUpgrade, upstream: OnUpgrade, guard: InflightGuard) {
+        let tunnel = self.tunnels.enter();
+        tokio::spawn(async move {
+            // The in-flight guard lives as long as the tunnel, so a drain waits for it too.
+            let (guard, _tunnel) = (guard, tunnel);
+            match tokio::try_join!(client, upstream) {
+                Ok((client, upstream)) => {
+                    let mut client = TokioIo::new(client);
+                    let mut upstream = TokioIo::new(upstream);
+                    tokio::select! {
+                        res = tokio::io::copy_bidirectional(&mut client, &mut upstream) => if let Err(e) = res {
+                            tracing::debug!(%frontend, error = %e, "upgraded connection ended");
+                        },
+                        _ = guard.server().aborted() => {
+                            tracing::info!(%frontend, "upgraded connection cut by the drain deadline");
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!(%frontend, error = %e, "upgrade failed"),
+            }
+        });
     }
 }
 
-/// A request refused before it matched a frontend.
-fn reject<B>(
-    req: &Request<B>,
+/// The route phase: the head checked (sizes, one host, framing), the path normalised, then the frontend whose
+/// route matches. Returns the request's host and the normalised path when it differs from the one received
+/// (the upstream gets it).
+fn route(
+    ctx: &mut RequestCtx,
+    table: &RoutingTable,
+    limits: &limits::Limits,
+    req: &Request<Incoming>,
+) -> Result<(Option<HeaderValue>, Option<String>), ProxyError> {
+    // A request with both Content-Length and Transfer-Encoding (the request-smuggling shape) never reaches
+    // here with both: hyper's parser keeps the chunked framing and drops Content-Length, and the upstream
+    // request is re-framed from the body (tests/proxy.rs covers it).
+    let host = headers::check_head(req, limits)?;
+    if let Some(log) = ctx.log.as_mut() {
+        log.host = host.clone();
+    }
+    let path =
+        path::normalize(req.uri().path(), limits.encoded_slash).map_err(|e| ProxyError::BadRequest(e.reason()))?;
+    let host_str = host.as_ref().and_then(|h| h.to_str().ok()).unwrap_or("");
+    let found =
+        table.router.find(&RouteRequest { method: req.method(), host: host_str, path: &path, headers: req.headers() });
+    ctx.frontend = Some(found.ok_or(ProxyError::NoRoute)?.clone());
+    let normalized = match path {
+        Cow::Owned(p) => Some(p),
+        Cow::Borrowed(_) => None,
+    };
+    Ok((host, normalized))
+}
+
+/// The middleware phase. The frontend's middleware chain (rate limits, connection limits, rewrites, circuit
+/// breakers), compiled into the table with the frontend, runs here: it may change the request, or end it with
+/// an error that the one error exit answers. Frontends have no chain yet, so this costs nothing.
+#[inline]
+fn request_filter(_ctx: &mut RequestCtx, _req: &mut Request<Incoming>) -> Result<(), ProxyError> {
+    Ok(())
+}
+
+/// The pick phase: the backend of the frontend's split, then a server of that backend.
+fn pick(ctx: &mut RequestCtx) -> Result<(), ProxyError> {
+    let frontend = ctx.frontend.as_ref().ok_or(ProxyError::Internal("pick ran before route"))?;
+    let (bi, backend) = frontend.split.pick_indexed().ok_or(ProxyError::NoBackend)?;
+    let backend = backend.clone();
+    let picked = backend.servers.pick_indexed().map(|(si, server)| (si, server.clone()));
+    let (si, server) = match picked {
+        Some(picked) => picked,
+        None => {
+            let err = ProxyError::NoServer { backend: backend.id.clone() };
+            ctx.backend = Some((bi, backend));
+            return Err(err);
+        }
+    };
+    ctx.backend = Some((bi, backend));
+    ctx.server = Some((si, server));
+    Ok(())
+}
+
+/// The upstream request phase: the client's request turned into the one sent to the server. Hop-by-hop
+/// headers out; X-Forwarded-*, Host and X-Request-Id in; origin-form target; HTTP/1.1; the body wrapped in
+/// the frontend's size limit.
+fn upstream_request(
+    ctx: &RequestCtx,
     conn: &ConnInfo,
-    err: ProxyError,
-    id: &HeaderValue,
-    start: Instant,
-) -> Response<ProxyBody> {
-    telemetry::count_unrouted(err.status().as_u16());
-    log_error(req, conn, None, &err, id, start);
-    err.response(None, id)
+    mut req: Request<Incoming>,
+    host: Option<HeaderValue>,
+    normalized_path: Option<String>,
+) -> Result<Prepared, ProxyError> {
+    let (frontend, _, server) = ctx.picked()?;
+    if let (Some(limit), Some(len)) = (frontend.max_body_bytes, content_length(req.headers())) {
+        if len > limit {
+            return Err(ProxyError::BodyTooLarge { limit });
+        }
+    }
+    let upgrade = headers::is_upgrade(req.headers());
+    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+    let upgrade_value = if upgrade { req.headers().get(header::UPGRADE).cloned() } else { None };
+    let client_version = req.version();
+    let (mut parts, body) = req.into_parts();
+    headers::strip_hop_by_hop(&mut parts.headers);
+    // Room for what is added below (X-Forwarded-*, Host, X-Request-Id) in one step: hyper sizes the map to
+    // the headers it parsed, so each insert would otherwise grow it.
+    parts.headers.reserve(5);
+    if let Some(proto) = upgrade_value {
+        parts.headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        parts.headers.insert(header::UPGRADE, proto);
+    }
+    let trust = frontend.trust_forward_header || conn.trust_forward_header;
+    headers::set_forwarded(&mut parts.headers, trust, &conn.client_ip, &conn.proto, host.as_ref());
+    let upstream_host = match (&frontend.hostname, frontend.pass_host_header, host) {
+        (Some(h), _, _) => h.clone(),
+        (None, true, Some(h)) => h,
+        _ => server.host_header.clone(),
+    };
+    parts.headers.insert(header::HOST, upstream_host);
+    parts.headers.insert(X_REQUEST_ID.clone(), ctx.request_id.clone());
+    // Origin form (`/path?query`): the server is reached directly, and the Host header names it.
+    let origin_form = match normalized_path {
+        Some(p) => {
+            let pq = match parts.uri.query() {
+                Some(q) => format!("{p}?{q}"),
+                None => p,
+            };
+            Uri::try_from(pq).ok()
+        }
+        // An HTTP/1.1 request target usually is origin form already, and is forwarded as it came.
+        None if parts.uri.scheme().is_none() && parts.uri.authority().is_none() => Some(std::mem::take(&mut parts.uri)),
+        None => Some(parts.uri.path_and_query().cloned().map_or_else(|| Uri::from_static("/"), Uri::from)),
+    };
+    parts.uri = match origin_form {
+        Some(u) if !u.path().is_empty() => u,
+        Some(_) => Uri::from_static("/"),
+        None => return Err(ProxyError::BadRequest("request target cannot be forwarded")),
+    };
+    // Upstreams speak HTTP/1.1 whatever the client spoke.
+    parts.version = Version::HTTP_11;
+    let req = Request::from_parts(parts, RequestBody::new(body, frontend.max_body_bytes));
+    Ok(Prepared { req, client_upgrade, client_version })
+}
+
+/// The send phase: the request to the picked server, bounded by the backend's Read timeout (time to the
+/// response head) and cut when the server's drain deadline passes.
+async fn send(ctx: &RequestCtx, prepared: Prepared) -> Result<Sent, ProxyError> {
+    let Prepared { req: upstream_req, client_upgrade, client_version } = prepared;
+    let (_, backend, server) = ctx.picked()?;
+    let upstream_error =
+        |failure| ProxyError::Upstream { failure, server: server.id.clone(), backend: backend.id.clone() };
+    let guard = server.begin();
+    let sent = tokio::select! {
+        // Counted from the request's start, read once already, rather than from another clock read.
+        sent = tokio::time::timeout_at(
+            tokio::time::Instant::from_std(ctx.start) + backend.settings.read_timeout,
+            server.pool.send(upstream_req, ctx.start),
+        ) => sent,
+        _ = server.aborted() => return Err(upstream_error(UpstreamFailure::DrainDeadline(backend.settings.drain_timeout))),
+    };
+    match sent {
+        Ok(Ok((resp, conn))) => Ok(Sent { resp, conn, guard, client_upgrade, client_version }),
+        Ok(Err(e)) => Err(upstream_error(UpstreamFailure::classify(&e))),
+        Err(_) => Err(upstream_error(UpstreamFailure::Timeout(backend.settings.read_timeout))),
+    }
 }
 
 fn content_length(h: &http::HeaderMap) -> Option<u64> {
@@ -333,22 +429,9 @@ fn access_log_enabled() -> bool {
     tracing::enabled!(target: "access", tracing::Level::INFO)
 }
 
-fn log_error<B>(
-    req: &Request<B>,
-    conn: &ConnInfo,
-    frontend: Option<&str>,
-    err: &ProxyError,
-    id: &HeaderValue,
-    start: Instant,
-) {
-    tracing::info!(target: "access", frontend = frontend.unwrap_or("-"), method = %req.method(), path = %req.uri().path(),
-        status = err.status().as_u16(), peer = %conn.peer, duration_ms = start.elapsed().as_secs_f64() * 1e3,
-        request_id = ?id, error = %err, "request");
-}
-
 /// What the access log says about the request itself, taken before the request is forwarded. Header values
 /// are reference-counted, so keeping them costs no copy of their bytes.
-struct RequestLog {
+pub struct RequestLog {
     path: String,
     query: Option<String>,
     host: Option<HeaderValue>,

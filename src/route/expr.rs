@@ -30,7 +30,7 @@ pub(super) enum HostMatch {
     /// Lower-cased.
     Exact(Box<str>),
     Pattern(Pattern),
-    /// Compiled as `^(?:re)$`, case-insensitive.
+    /// Unanchored, case-insensitive, against the lower-cased host without its port.
     Regexp(Rx),
 }
 
@@ -39,22 +39,31 @@ pub(super) enum PathMatch {
     Exact(Box<str>),
     Pattern(Pattern),
     Prefix(Box<str>),
-    /// Compiled as `^(?:re)`.
+    /// Unanchored: `/r1` matches `/x/r1` unless the regexp says `^`.
     Regexp(Rx),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum MethodMatch {
     Exact(Method),
-    /// Compiled as `^(?:re)$`.
+    /// Unanchored.
     Regexp(Rx),
 }
 
+/// Every header matcher looks at the header's first value only, as Vulcand does (Go's
+/// `Header.Get`): a client cannot reach a gated route by adding a second line of the header.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum HeaderMatch {
     Exact {
         name: HeaderName,
         value: HeaderValue,
+    },
+    /// `application/<subtype>`: the value split by `/`, as a path pattern is. `src` is the
+    /// pattern's canonical form, for ordering.
+    Pattern {
+        name: HeaderName,
+        pattern: Pattern,
+        src: Box<str>,
     },
     /// Unanchored search over the raw bytes, since header values need not be UTF-8.
     Regexp {
@@ -69,6 +78,10 @@ pub(super) enum HeaderMatch {
 pub(super) struct Rx {
     pub(super) src: Box<str>,
     pub(super) re: regex::Regex,
+    /// How specific the regexp is, for precedence: the bytes of the literal prefix every match
+    /// starts with, then the literal bytes every match contains.
+    pub(super) prefix_len: usize,
+    pub(super) literal_len: usize,
 }
 
 /// [`Rx`] over bytes, for header values.
@@ -96,7 +109,7 @@ impl HostMatch {
     pub(super) fn matches(&self, host: &str) -> bool {
         match self {
             HostMatch::Exact(h) => **h == *host,
-            HostMatch::Pattern(p) => p.matches_host(host),
+            HostMatch::Pattern(p) => p.matches_split(host),
             HostMatch::Regexp(rx) => rx.re.is_match(host),
         }
     }
@@ -116,23 +129,34 @@ impl PathMatch {
 impl HeaderMatch {
     pub(super) fn name(&self) -> &HeaderName {
         match self {
-            HeaderMatch::Exact { name, .. } | HeaderMatch::Regexp { name, .. } => name,
+            HeaderMatch::Exact { name, .. } | HeaderMatch::Pattern { name, .. } | HeaderMatch::Regexp { name, .. } => {
+                name
+            }
         }
     }
 
-    /// Sort key for the canonical order: by name, exact before regexp, then by argument.
+    /// Sort key for the canonical order: by name, exact before pattern before regexp, then by
+    /// argument.
     pub(super) fn sort_key(&self) -> (&str, u8, &[u8]) {
         match self {
             HeaderMatch::Exact { name, value } => (name.as_str(), 0, value.as_bytes()),
-            HeaderMatch::Regexp { name, re } => (name.as_str(), 1, re.src.as_bytes()),
+            HeaderMatch::Pattern { name, src, .. } => (name.as_str(), 1, src.as_bytes()),
+            HeaderMatch::Regexp { name, re } => (name.as_str(), 2, re.src.as_bytes()),
         }
     }
 
     fn matches(&self, headers: &http::HeaderMap) -> bool {
-        let mut values = headers.get_all(self.name()).iter();
+        // `get` is the first value; a missing header matches nothing.
+        let Some(first) = headers.get(self.name()) else {
+            return false;
+        };
         match self {
-            HeaderMatch::Exact { value, .. } => values.any(|v| v == value),
-            HeaderMatch::Regexp { re, .. } => values.any(|v| re.re.is_match(v.as_bytes())),
+            HeaderMatch::Exact { value, .. } => first == value,
+            // Patterns compare text; a value that is not UTF-8 cannot match one.
+            HeaderMatch::Pattern { pattern, .. } => {
+                std::str::from_utf8(first.as_bytes()).is_ok_and(|v| pattern.matches_split(v))
+            }
+            HeaderMatch::Regexp { re, .. } => re.re.is_match(first.as_bytes()),
         }
     }
 }
@@ -149,7 +173,7 @@ impl RouteExpr {
             None => true,
             Some(p) => p.matches(path_without_query(req.path)),
         };
-        host_ok && path_ok && self.matches_method_and_headers(req)
+        host_ok && path_ok && self.method_and_headers_match(req)
     }
 
     /// How many matchers the route has (precedence rule 4).
@@ -160,8 +184,26 @@ impl RouteExpr {
             + self.headers.len()
     }
 
-    /// The checks the index leaves to each candidate route.
-    pub(super) fn matches_method_and_headers(&self, req: &Request<'_>) -> bool {
+    /// Whether the index leaves checks to each candidate: a method, headers, or path segments
+    /// the trie cannot index (`v<int:n>`).
+    pub(super) fn checked_per_candidate(&self) -> bool {
+        self.method.is_some() || !self.headers.is_empty() || self.has_prefixed_path()
+    }
+
+    fn has_prefixed_path(&self) -> bool {
+        matches!(&self.path, Some(PathMatch::Pattern(p)) if p.prefixed())
+    }
+
+    /// The checks the index leaves to each candidate route (see
+    /// [`checked_per_candidate`](Self::checked_per_candidate)); host and path otherwise passed.
+    pub(super) fn matches_unindexed(&self, req: &Request<'_>) -> bool {
+        if self.has_prefixed_path() && !self.path.as_ref().is_some_and(|p| p.matches(path_without_query(req.path))) {
+            return false;
+        }
+        self.method_and_headers_match(req)
+    }
+
+    fn method_and_headers_match(&self, req: &Request<'_>) -> bool {
         let method_ok = match &self.method {
             None => true,
             Some(MethodMatch::Exact(m)) => m == req.method,
@@ -240,6 +282,7 @@ impl fmt::Display for RouteExpr {
                     let value = String::from_utf8_lossy(value.as_bytes());
                     matcher(f, "Header", &[name.as_str(), &value])?
                 }
+                HeaderMatch::Pattern { name, src, .. } => matcher(f, "Header", &[name.as_str(), src])?,
                 HeaderMatch::Regexp { name, re } => matcher(f, "HeaderRegexp", &[name.as_str(), &re.src])?,
             }
         }
@@ -291,8 +334,10 @@ mod tests {
         assert!(!get(r, "xapi.example.com", "/"));
         assert!(get(r#"Host("[::1]")"#, "[::1]:8080", "/"));
         assert!(get(r#"HostRegexp("API\.example\.(com|net)")"#, "api.EXAMPLE.net:80", "/"));
-        assert!(!get(r#"HostRegexp("api\.example\.com")"#, "api.example.com.evil", "/"));
-        assert!(!get(r#"HostRegexp("example\.com")"#, "xexample.com", "/"));
+        // Unanchored, as in Vulcand: anchor with `^` and `$` to mean the whole host.
+        assert!(get(r#"HostRegexp("api\.example\.com")"#, "api.example.com.evil", "/"));
+        assert!(get(r#"HostRegexp("example\.com")"#, "xexample.com", "/"));
+        assert!(!get(r#"HostRegexp("^example\.com$")"#, "xexample.com", "/"));
     }
 
     #[test]
@@ -312,7 +357,11 @@ mod tests {
         assert!(!get(r#"PathRegexp("/api/.*")"#, "h", "/xapi/x"));
         assert!(get(r#"PathRegexp("/api")"#, "h", "/api/more"), "end left open");
         assert!(!get(r#"PathRegexp("/api$")"#, "h", "/api/more"));
-        assert!(!get(r#"PathRegexp("/a|/b")"#, "h", "/x/b"), "alternation stays anchored");
+        // Unanchored, as in Vulcand.
+        assert!(get(r#"PathRegexp("/r1")"#, "h", "/x/r1"));
+        assert!(get(r#"PathRegexp("/a|/b")"#, "h", "/x/b"));
+        assert!(!get(r#"PathRegexp("^/r1")"#, "h", "/x/r1"));
+        assert!(!get(r#"PathRegexp("/r1")"#, "h", "/x?/r1"), "the query is not part of the path");
     }
 
     #[test]
@@ -321,19 +370,33 @@ mod tests {
         assert!(!req_matches(r#"Method("GET")"#, "get", "h", "/", &[]));
         assert!(!req_matches(r#"Method("GET")"#, "POST", "h", "/", &[]));
         assert!(req_matches(r#"MethodRegexp("GET|HEAD")"#, "HEAD", "h", "/", &[]));
-        assert!(!req_matches(r#"MethodRegexp("GET")"#, "GETX", "h", "/", &[]));
+        assert!(req_matches(r#"MethodRegexp("GET")"#, "GETX", "h", "/", &[]), "unanchored");
+        assert!(!req_matches(r#"MethodRegexp("^GET$")"#, "GETX", "h", "/", &[]));
     }
 
     #[test]
-    fn headers_match_any_value_with_case_insensitive_names() {
+    fn headers_match_the_first_value_with_case_insensitive_names() {
         let r = r#"Header("X-Canary", "1")"#;
         assert!(req_matches(r, "GET", "h", "/", &[("x-canary", "1")]));
-        assert!(req_matches(r, "GET", "h", "/", &[("X-CANARY", "0"), ("x-canary", "1")]));
+        assert!(req_matches(r, "GET", "h", "/", &[("X-CANARY", "1"), ("x-canary", "0")]));
+        assert!(!req_matches(r, "GET", "h", "/", &[("X-CANARY", "0"), ("x-canary", "1")]));
         assert!(!req_matches(r, "GET", "h", "/", &[("x-canary", "10")]));
         assert!(!req_matches(r, "GET", "h", "/", &[]));
         let r = r#"HeaderRegexp("User-Agent", "Mobile")"#;
         assert!(req_matches(r, "GET", "h", "/", &[("user-agent", "Foo Mobile/1.0")]));
         assert!(!req_matches(r, "GET", "h", "/", &[("user-agent", "Desktop")]));
+        assert!(!req_matches(r, "GET", "h", "/", &[("user-agent", "Desktop"), ("user-agent", "Mobile")]));
+        let r = r#"Header("Content-Type", "application/<subtype>")"#;
+        assert!(req_matches(r, "GET", "h", "/", &[("content-type", "application/json")]));
+        assert!(!req_matches(r, "GET", "h", "/", &[("content-type", "text/html")]));
+        assert!(!req_matches(
+            r,
+            "GET",
+            "h",
+            "/",
+            &[("content-type", "text/html"), ("content-type", "application/json")]
+        ));
+        assert!(!req_matches(r, "GET", "h", "/", &[]));
     }
 
     #[test]

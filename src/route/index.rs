@@ -94,7 +94,7 @@ impl<T> Router<T> {
         let mut ranks = Vec::with_capacity(routes.len());
         for (index, (spec, order)) in routes.into_iter().zip(id_order).enumerate() {
             let rank = rank::rank(spec.priority, &spec.expr, order);
-            let plain = spec.expr.method.is_none() && spec.expr.headers.is_empty();
+            let plain = !spec.expr.checked_per_candidate();
             let slot = Slot { rank, route: arena_index(index), plain };
             let bucket = match &spec.expr.host {
                 Some(HostMatch::Exact(host)) => exact_hosts.entry(host.clone()).or_default(),
@@ -255,7 +255,7 @@ fn regexp_gate(host_regexps: &[(HostMatch, Ranked)]) -> Option<RegexSet> {
     let sources: Vec<String> = host_regexps
         .iter()
         .filter_map(|(host, _)| match host {
-            HostMatch::Regexp(rx) => Some(format!("^(?:{})$", rx.src)),
+            HostMatch::Regexp(rx) => Some(rx.src.to_string()),
             _ => None,
         })
         .collect();
@@ -386,13 +386,14 @@ impl Search<'_> {
         }
     }
 
-    /// Checks what the index did not (method, headers) and records the route if it matches.
+    /// Checks what the index did not (method, headers, partial-segment paths) and records the
+    /// route if it matches.
     fn accept(&mut self, slot: Slot) -> bool {
         if self.excluded.is_some_and(|set| set.contains(slot.route as usize)) {
             return false;
         }
-        let matched = slot.plain
-            || self.exprs.get(slot.route as usize).is_some_and(|expr| expr.matches_method_and_headers(self.req));
+        let matched =
+            slot.plain || self.exprs.get(slot.route as usize).is_some_and(|expr| expr.matches_unindexed(self.req));
         if matched {
             self.best = slot;
         }

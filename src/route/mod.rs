@@ -8,8 +8,11 @@
 //! # Language
 //!
 //! The matchers, segment patterns, quoting, precedence rules and error messages are specified once, in
-//! `docs/ROUTES.md`; this module implements that document, and its tests follow it. Two routes given with
-//! the same id are the caller's bug; [`Router::build`] keeps the first.
+//! `docs/ROUTES.md`; this module implements that document, and its tests follow it. That document's
+//! "For Vulcand users" section lists where Ficus deliberately differs from Vulcand, and
+//! `vulcand_compat` checks both against Vulcand's own published route cases. `rank::rank` is the one
+//! implementation of the precedence rules. Two routes given with the same id are the caller's bug;
+//! [`Router::build`] keeps the first.
 //!
 //! # Example
 //!
@@ -37,14 +40,19 @@
 //!
 //! Requests never scan the whole table. Routes are bucketed by exact host (a hash map), by host
 //! pattern or regexp (a short list), or into the no-host bucket; inside a bucket, `Path` and
-//! `PathPrefix` routes live in a trie of path segments and the rest in rank-sorted lists. Each
-//! route's rank is packed into one integer at build time, and a search skips every subtree whose
-//! best rank cannot beat what it already found.
+//! `PathPrefix` routes live in a trie of path segments and the rest in rank-sorted lists. A
+//! pattern segment that starts with text (`v<int:n>`) cannot be a trie edge, so its route waits
+//! at the node before that segment and has its whole path checked when it is a candidate. Path
+//! regexps are unanchored, so they cannot hang under a literal prefix in the trie: they sit in
+//! their host bucket's rank-sorted list, best first, and the search stops at the first one that
+//! matches. Each route's rank is packed into one integer at build time, and a search skips every
+//! subtree whose best rank cannot beat what it already found.
 //!
 //! Files: `parse` (route string to [`RouteExpr`]), `pattern` (`<name>` segment patterns), `expr`
-//! ([`RouteExpr`] and the per-matcher checks), `rank` (precedence as one `u128`), `hosts` (the
-//! exact-host table), `trie` (the path trie's flat arenas), `index` ([`Router`]: buckets and the
-//! search).
+//! ([`RouteExpr`] and the per-matcher checks), `specificity` (how specific a regexp is), `rank`
+//! (precedence as one `u128`), `hosts` (the exact-host table), `trie` (the path trie's flat
+//! arenas), `index` ([`Router`]: buckets and the search), `vulcand_compat` (Vulcand's published
+//! route cases, test-only).
 
 #![forbid(unsafe_code)]
 
@@ -54,7 +62,10 @@ mod index;
 mod parse;
 mod pattern;
 mod rank;
+mod specificity;
 mod trie;
+#[cfg(test)]
+mod vulcand_compat;
 
 use std::sync::Arc;
 

@@ -8,6 +8,7 @@ use http::{HeaderName, HeaderValue, Method};
 
 use super::expr::{BytesRx, HeaderMatch, HostMatch, MethodMatch, PathMatch, RouteExpr, Rx};
 use super::pattern::{self, Parsed, MAX_SEGMENTS};
+use super::specificity;
 
 /// Compiled-size cap for every regexp, so a hostile or careless route cannot make the reload
 /// step (or matching) slow or huge.
@@ -220,7 +221,7 @@ impl Builder {
                         Parsed::Pattern(p) => HostMatch::Pattern(p),
                     }
                 } else {
-                    HostMatch::Regexp(regexp(matcher, pos, &arg.value, true, true)?)
+                    HostMatch::Regexp(regexp(matcher, pos, &arg.value, true)?)
                 };
                 self.host = Some((matcher, host));
             }
@@ -233,7 +234,7 @@ impl Builder {
                         Parsed::Pattern(p) => PathMatch::Pattern(p),
                     },
                     Matcher::PathPrefix => PathMatch::Prefix(prefix(arg)?.into()),
-                    _ => PathMatch::Regexp(regexp(matcher, pos, &arg.value, false, false)?),
+                    _ => PathMatch::Regexp(regexp(matcher, pos, &arg.value, false)?),
                 };
                 self.path = Some((matcher, path));
             }
@@ -245,7 +246,7 @@ impl Builder {
                         .map_err(|_| bad_argument(matcher, "not a valid HTTP method token", arg.pos))?;
                     MethodMatch::Exact(method)
                 } else {
-                    MethodMatch::Regexp(regexp(matcher, pos, &arg.value, true, false)?)
+                    MethodMatch::Regexp(regexp(matcher, pos, &arg.value, false)?)
                 };
                 self.method = Some((matcher, method));
             }
@@ -255,9 +256,17 @@ impl Builder {
                     .map_err(|_| bad_argument(matcher, "not a valid header name", name_arg.pos))?;
                 let value_arg = arg();
                 let header = if matcher == Matcher::Header {
-                    let value = HeaderValue::from_str(&value_arg.value)
-                        .map_err(|_| bad_argument(matcher, "not a valid header value", value_arg.pos))?;
-                    HeaderMatch::Exact { name, value }
+                    match pattern::parse_header(&value_arg.value, value_arg.pos)? {
+                        Parsed::Literal(value) => {
+                            let value = HeaderValue::from_str(&value)
+                                .map_err(|_| bad_argument(matcher, "not a valid header value", value_arg.pos))?;
+                            HeaderMatch::Exact { name, value }
+                        }
+                        Parsed::Pattern(pattern) => {
+                            let src = pattern.to_string().into();
+                            HeaderMatch::Pattern { name, pattern, src }
+                        }
+                    }
                 } else {
                     HeaderMatch::Regexp { name, re: bytes_regexp(matcher, pos, &value_arg.value)? }
                 };
@@ -314,19 +323,17 @@ fn prefix(arg: Arg) -> Result<String, ParseError> {
     Ok(arg.value)
 }
 
-/// Compiles a user regexp inside our anchors: `^(?:re)`, plus `$` when `anchor_end`.
-fn regexp(matcher: Matcher, pos: usize, src: &str, anchor_end: bool, case_insensitive: bool) -> Result<Rx, ParseError> {
+/// Compiles a `HostRegexp`, `PathRegexp` or `MethodRegexp` as written: unanchored, as Go's
+/// `regexp.MatchString` in Vulcand, so `^` and `$` are the user's to add.
+fn regexp(matcher: Matcher, pos: usize, src: &str, case_insensitive: bool) -> Result<Rx, ParseError> {
     let bad = |e: regex::Error| ParseError::BadRegexp { matcher: matcher.name(), error: e.to_string(), pos };
-    // Compile the pattern alone first: its errors then point into what the user wrote, and an
-    // unbalanced `)` cannot close our anchoring group early and escape the anchors.
-    regex::RegexBuilder::new(src).size_limit(REGEX_SIZE_LIMIT).build().map_err(bad)?;
-    let end = if anchor_end { "$" } else { "" };
-    let re = regex::RegexBuilder::new(&format!("^(?:{src}){end}"))
+    let re = regex::RegexBuilder::new(src)
         .size_limit(REGEX_SIZE_LIMIT)
         .case_insensitive(case_insensitive)
         .build()
         .map_err(bad)?;
-    Ok(Rx { src: src.into(), re })
+    let (prefix_len, literal_len) = specificity::of(src);
+    Ok(Rx { src: src.into(), re, prefix_len, literal_len })
 }
 
 /// Compiles a `HeaderRegexp` value regexp: unanchored, over bytes.

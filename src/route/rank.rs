@@ -6,20 +6,20 @@
 use super::expr::{HostMatch, PathMatch, RouteExpr};
 
 /// Packs the precedence keys of a route, most significant first, so that a greater integer means
-/// a route that wins. Fields and widths (126 bits in all):
+/// a route that wins. Fields and widths (125 bits in all):
 ///
 /// | bits | key | higher wins |
 /// |---|---|---|
 /// | 32 | priority | offset so that `i32::MIN` is 0 |
 /// | 2 | host class | exact 3, pattern 2, regexp 1, none 0 |
-/// | 16 | host pattern literal characters | patterns only |
+/// | 12 | host literal characters | patterns: literal characters; regexps: literal bytes every match contains |
 /// | 3 | path class | exact 4, pattern 3, prefix 2, regexp 1, none 0 |
-/// | 24 | pattern literal characters, or prefix length | patterns and prefixes |
-/// | 1 | pattern has no `<path:>` | patterns only |
-/// | 16 | matcher count | |
+/// | 24 | path, first measure | patterns: literal characters; prefixes: length; regexps: literal prefix every match starts with |
+/// | 12 | path, second measure | patterns: 1 without `<path:>`; regexps: literal bytes every match contains |
+/// | 8 | matcher count | |
 /// | 32 | inverted position in id order | smaller id wins |
 ///
-/// Lengths saturate at their field width; beyond that (hosts over 64 KiB, paths over 16 MiB)
+/// Lengths saturate at their field width; beyond that (hosts over 4 KiB, paths over 16 MiB)
 /// the next key decides. `id_order` is the route's position among all ids sorted ascending. The
 /// id field is never zero, so every rank is at least 1 and 0 can stand for "nothing found".
 /// Width of the id tie-break field, the lowest bits of a rank.
@@ -29,26 +29,26 @@ pub(super) fn rank(priority: i32, expr: &RouteExpr, id_order: usize) -> u128 {
     let (host_class, host_literals) = match &expr.host {
         Some(HostMatch::Exact(_)) => (3, 0),
         Some(HostMatch::Pattern(p)) => (2, p.literal_len()),
-        Some(HostMatch::Regexp(_)) => (1, 0),
+        Some(HostMatch::Regexp(rx)) => (1, rx.literal_len),
         None => (0, 0),
     };
-    let (path_class, path_len, no_rest) = match &expr.path {
-        Some(PathMatch::Exact(_)) => (4, 0, false),
-        Some(PathMatch::Pattern(p)) => (3, p.literal_len(), !p.has_rest()),
-        Some(PathMatch::Prefix(p)) => (2, p.len(), false),
-        Some(PathMatch::Regexp(_)) => (1, 0, false),
-        None => (0, 0, false),
+    let (path_class, path_first, path_second) = match &expr.path {
+        Some(PathMatch::Exact(_)) => (4, 0, 0),
+        Some(PathMatch::Pattern(p)) => (3, p.literal_len(), usize::from(!p.has_rest())),
+        Some(PathMatch::Prefix(p)) => (2, p.len(), 0),
+        Some(PathMatch::Regexp(rx)) => (1, rx.prefix_len, rx.literal_len),
+        None => (0, 0, 0),
     };
     let priority = i64::from(priority) - i64::from(i32::MIN);
     let id_field = u64::from(u32::MAX) - (id_order as u64).min(u64::from(u32::MAX) - 1);
     Packer(0)
         .push(32, u64::try_from(priority).unwrap_or(0))
         .push(2, host_class)
-        .push(16, host_literals as u64)
+        .push(12, host_literals as u64)
         .push(3, path_class)
-        .push(24, path_len as u64)
-        .push(1, u64::from(no_rest))
-        .push(16, expr.matcher_count() as u64)
+        .push(24, path_first as u64)
+        .push(12, path_second as u64)
+        .push(8, expr.matcher_count() as u64)
         .push(ID_BITS, id_field)
         .0
 }
@@ -103,6 +103,7 @@ mod tests {
             (0, r#"Host("<x>.example.com")"#),
             (0, r#"Host("<x>.com")"#),
             (0, r#"HostRegexp(".*\.example\.com")"#),
+            (0, r#"HostRegexp(".*\.com")"#),
             (0, r#"Method("GET") && Header("X-A", "1")"#),
         ]);
         descending(&[
@@ -124,6 +125,15 @@ mod tests {
             (0, r#"PathPrefix("/")"#),
             (0, r#"PathRegexp("/api/v1/users/.*")"#),
             (0, r#"Method("GET")"#),
+        ]);
+        // Between regexps: the longer literal prefix, then more literal bytes.
+        descending(&[
+            (0, r#"PathRegexp("/stream-bytes/.*x")"#),
+            (0, r#"PathRegexp("/stream-bytes/.*")"#),
+            (0, r#"PathRegexp("/stream.*")"#),
+            (0, r#"PathRegexp("/.*bytes")"#),
+            (0, r#"PathRegexp("/.*")"#),
+            (0, r#"PathRegexp(".*")"#),
         ]);
         // Equal literal characters: the pattern without `<path:>` goes first.
         descending(&[(0, r#"Path("/a/<b>")"#), (0, r#"Path("/a/<path:b>")"#)]);

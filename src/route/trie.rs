@@ -87,7 +87,8 @@ impl Span {
 pub(super) struct Slot {
     pub(super) rank: u128,
     pub(super) route: u32,
-    /// No method or header matchers: once the index has matched host and path, the route
+    /// Nothing left for [`RouteExpr::matches_unindexed`](super::RouteExpr) (no method or header
+    /// matchers, no partial-segment path): once the index has matched host and path, the route
     /// matches, and checking it need not touch the route at all.
     pub(super) plain: bool,
 }
@@ -357,7 +358,11 @@ impl NodeBuilder {
                         Segment::Literal(literal) => node.literal(literal),
                         Segment::Param(_) => node.param.get_or_insert_with(Box::default),
                         Segment::Int(_) => node.int.get_or_insert_with(Box::default),
-                        Segment::Rest(_) => {
+                        // The trie indexes whole segments only: a route whose segment starts with
+                        // text and ends in a pattern waits at the node before it, takes whatever
+                        // follows like a `<path:>` route, and has its whole path checked when it
+                        // is a candidate (its slot is not `plain`).
+                        Segment::Rest(_) | Segment::Prefixed { .. } => {
                             node.catch_all.push(slot);
                             return;
                         }

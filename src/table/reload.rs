@@ -280,3 +280,31 @@ impl Reloader {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Change;
+    use arc_swap::ArcSwap;
+
+    fn reloader() -> Reloader {
+        let table: SharedTable = Arc::new(ArcSwap::from_pointee(RoutingTable::empty()));
+        let status = Arc::new(StatusBoard::default());
+        Reloader::new(table, Arc::new(Registry::new()), status, SourceStatus::default()).0
+    }
+
+    #[test]
+    fn errors_name_the_location_the_source_gave_for_the_key() {
+        let mut r = reloader();
+        let key = "backends/b1/servers/s1";
+        let locations = Locations::from([(key.to_string(), "routes/backends/b1/servers/s1.json".to_string())]);
+        r.apply(SourceEvent::Snapshot { revision: 1, entries: vec![(key.into(), b"nope".to_vec())], locations });
+        assert_eq!(r.file_hint(key), "routes/backends/b1/servers/s1.json");
+        // A source without locations (etcd) names the key alone.
+        assert_eq!(r.file_hint("backends/b2/backend"), "");
+        // A deleted key's location goes with it; a new snapshot replaces them all.
+        let changes = vec![Change::Delete { key: key.into() }];
+        r.apply(SourceEvent::Changes { revision: 2, changes, locations: Locations::new() });
+        assert_eq!(r.file_hint(key), "");
+    }
+}

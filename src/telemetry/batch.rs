@@ -1,13 +1,14 @@
 //! Access-log lines gathered per runtime thread and handed to the log writer thread in batches.
 //!
 //! With one access-log line per request, handing each line to the writer thread on its own costs a channel
-//! send, a wake-up of that thread and a `write` to stdout per request: measured, a millisecond of p99 at
-//! 10,000 req/s on two cores. So a runtime thread appends its lines to a buffer of its own and passes the
+//! send, a wake-up of that thread and a `write` per request: measured, about a millisecond of p99 at load
+//! (docs/PERFORMANCE.md has the figures). So a runtime thread appends its lines to a buffer of its own and passes the
 //! buffer on when it fills ([`LIMIT`]) or when the thread runs out of work ([`flush_thread`], called as the
 //! thread goes idle, and when it stops). A line therefore waits at most until its thread is next idle, which
 //! under load is a fraction of a millisecond and at worst the time to fill the buffer. Access lines from any
 //! other thread, and every other log line (few, and wanted at once), go straight to the writer thread, so an
-//! access line can appear a little after a later warning.
+//! access line can appear a little after a later warning. The writer thread writes to stdout, or to the
+//! access-log file when one is configured ([`super::access::ReopeningFile`]).
 
 use std::cell::RefCell;
 use std::io::Write;

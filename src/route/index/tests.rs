@@ -263,6 +263,36 @@ fn odd_hosts() {
 
 use crate::test_rng::Rng;
 
+#[test]
+fn partial_segment_patterns_wait_before_their_segment_and_are_checked() {
+    let r = router(&[
+        ("versioned", 0, r#"Path("/v<int:version>/domains/<name>")"#),
+        ("any", 0, r#"Path("/<version>/domains/<name>")"#),
+        ("literal", 0, r#"Path("/v2/domains/special")"#),
+        ("api", 0, r#"Host("a.com") && Path("/api/v<int:n>")"#),
+    ]);
+    // One more literal character (the `v`) than `any`.
+    assert_eq!(find(&r, "h", "/v42/domains/d1"), Some("versioned"));
+    assert_eq!(find(&r, "h", "/v42abc/domains/d1"), Some("any"));
+    assert_eq!(find(&r, "h", "/v2/domains/special"), Some("literal"));
+    assert_eq!(find(&r, "a.com", "/api/v3"), Some("api"));
+    assert_eq!(find(&r, "a.com", "/api/v3?x=1"), Some("api"));
+    assert_eq!(find(&r, "a.com", "/api/vx"), None);
+    assert_eq!(find(&r, "a.com", "/api/v3/"), None);
+}
+
+#[test]
+fn regexp_routes_rank_by_their_literal_prefix() {
+    let r = router(&[
+        ("a-catchall", 0, r#"PathRegexp("/.*")"#),
+        ("stream", 0, r#"PathRegexp("/stream-bytes/.*")"#),
+        ("b-unanchored", 0, r#"PathRegexp("bytes")"#),
+    ]);
+    assert_eq!(find(&r, "h", "/stream-bytes/100"), Some("stream"));
+    assert_eq!(find(&r, "h", "/x/bytes"), Some("b-unanchored"), "5 literal characters beat 1");
+    assert_eq!(find(&r, "h", "/x"), Some("a-catchall"));
+}
+
 /// The router must pick exactly what "highest rank among all matching routes" picks.
 #[test]
 fn agrees_with_the_reference_semantics() {
@@ -273,7 +303,9 @@ fn agrees_with_the_reference_semantics() {
         r#"Host("b.com")"#,
         r#"Host("<x>.com")"#,
         r#"Host("<int:n>.b.com")"#,
+        r#"Host("x<int:n>.b.com")"#,
         r#"HostRegexp("(a|b)\.com")"#,
+        r#"HostRegexp("^b\.com$")"#,
     ];
     const PATHS: &[&str] = &[
         "",
@@ -289,6 +321,10 @@ fn agrees_with_the_reference_semantics() {
         r#"Path("/<path:p>")"#,
         r#"Path("/a/<path:p>")"#,
         r#"Path("/<x>/<int:y>/<path:z>")"#,
+        r#"Path("/a<x>")"#,
+        r#"Path("/a/b<int:n>")"#,
+        r#"Path("/<x>/a<y>/<path:z>")"#,
+        r#"Path("/a/<x")"#,
         r#"PathPrefix("/")"#,
         r#"PathPrefix("/a")"#,
         r#"PathPrefix("/a/")"#,
@@ -298,16 +334,24 @@ fn agrees_with_the_reference_semantics() {
         r#"PathRegexp("/a.*")"#,
         r#"PathRegexp(".*b$")"#,
         r#"PathRegexp("/[0-9]+")"#,
+        r#"PathRegexp("^/a/b")"#,
+        r#"PathRegexp("b/")"#,
     ];
     const METHODS: &[&str] = &["", "", "", r#"Method("GET")"#, r#"Method("POST")"#, r#"MethodRegexp("P.*")"#];
-    const HEADERS: &[&str] = &["", "", "", r#"Header("X-A", "1")"#, r#"HeaderRegexp("X-B", "z")"#];
-    const REQ_HOSTS: &[&str] = &["a.com", "A.com:80", "b.com", "c.com", "1.b.com", "x.b.com", ""];
+    const HEADERS: &[&str] =
+        &["", "", "", r#"Header("X-A", "1")"#, r#"HeaderRegexp("X-B", "z")"#, r#"Header("X-B", "x<y>")"#];
+    const REQ_HOSTS: &[&str] = &["a.com", "A.com:80", "b.com", "c.com", "1.b.com", "x.b.com", "x1.b.com", "ab.com", ""];
     const REQ_PATHS: &[&str] = &[
         "/", "/a", "/a/", "/a/b", "/a/1", "/a/12/", "/ab", "/abc", "//a", "/x/b", "/b", "", "/a/b/c", "/1/2/3",
-        "/a?q=1", "/a/1/x/y", "/a/?x", "/?q", "/a/b?x/y", "/ab?", "?",
+        "/a?q=1", "/a/1/x/y", "/a/?x", "/?q", "/a/b?x/y", "/ab?", "?", "/a/b12", "/ab1", "/x/ay/z", "/a/<x",
     ];
     const REQ_METHODS: &[&str] = &["GET", "POST", "PUT"];
-    let req_headers = [headers(&[]), headers(&[("x-a", "1")]), headers(&[("x-b", "xyz"), ("x-a", "2")])];
+    let req_headers = [
+        headers(&[]),
+        headers(&[("x-a", "1")]),
+        headers(&[("x-b", "xyz"), ("x-a", "2")]),
+        headers(&[("x-a", "2"), ("x-a", "1"), ("x-b", "q"), ("x-b", "xz")]),
+    ];
 
     let mut rng = Rng(0x2545_F491_4F6C_DD1D);
     let (mut asked, mut found) = (0, 0);
@@ -338,7 +382,7 @@ fn agrees_with_the_reference_semantics() {
                 method: &method,
                 host: rng.pick(REQ_HOSTS),
                 path: rng.pick(REQ_PATHS),
-                headers: &req_headers[(rng.next() % 3) as usize],
+                headers: &req_headers[(rng.next() % 4) as usize],
             };
             let expected = r
                 .iter()

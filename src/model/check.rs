@@ -1,0 +1,235 @@
+//! Per-key checks: everything that can be said about one key's value without looking at another key. They run
+//! when a value arrives (`ConfigState::apply`), so a bad value never replaces a good one, and the cross-key pass
+//! (`validate`) builds the validated types from values that already passed them.
+
+use super::{BackendSpec, ConfigError, FrontendSpec, HostSpec, Key, ListenerSpec, MiddlewareSpec, ServerSpec, Spec};
+use super::{Protocol, UpstreamSettings, ValidatedFrontend, ValidatedHost, ValidatedListener, ValidatedServer};
+use crate::route;
+use http::uri::Scheme;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Weights are relative; this bound keeps the precomputed balancing sequences small.
+pub const MAX_WEIGHT: u32 = 10_000;
+
+const MIDDLEWARE_TYPES: &[&str] = &["ratelimit", "connlimit", "rewrite", "cbreaker", "trace"];
+
+/// Per-key checks that need no other key; run at decode time so a bad value never replaces a good one.
+pub(super) fn check_one(key: &Key, spec: &Spec) -> Result<(), ConfigError> {
+    let key_id = match key {
+        Key::Backend { backend } => backend,
+        Key::Server { server, .. } => server,
+        Key::Frontend { frontend } => frontend,
+        Key::Middleware { middleware, .. } => middleware,
+        Key::Host { host } => host,
+        Key::Listener { listener } => listener,
+    };
+    let declared_id = match spec {
+        Spec::Backend(BackendSpec { id, .. })
+        | Spec::Server(ServerSpec { id, .. })
+        | Spec::Frontend(FrontendSpec { id, .. })
+        | Spec::Middleware(MiddlewareSpec { id, .. })
+        | Spec::Listener(ListenerSpec { id, .. }) => id.as_deref(),
+        Spec::Host(HostSpec { name, .. }) => name.as_deref(),
+    };
+    if let Some(declared) = declared_id {
+        if declared != key_id {
+            let field = if matches!(spec, Spec::Host(_)) { "Name" } else { "Id" };
+            return Err(ConfigError::new(
+                key,
+                Some(field),
+                format!("`{declared}` differs from the key's id `{key_id}`"),
+            ));
+        }
+    }
+    match spec {
+        Spec::Backend(b) => check_type(key, &b.kind),
+        Spec::Server(s) => server(key, key_id, s).map(|_| ()),
+        Spec::Frontend(f) => frontend(key, key_id, f).map(|_| ()),
+        Spec::Middleware(m) => {
+            if MIDDLEWARE_TYPES.contains(&m.kind.as_str()) {
+                Ok(())
+            } else {
+                Err(ConfigError::new(
+                    key,
+                    Some("Type"),
+                    format!("unknown middleware type `{}` (known: {})", m.kind, MIDDLEWARE_TYPES.join(", ")),
+                ))
+            }
+        }
+        Spec::Host(h) => host(key, key_id, h).map(|_| ()),
+        Spec::Listener(l) => listener(key, key_id, l).map(|_| ()),
+    }
+}
+
+fn check_type(key: &Key, kind: &str) -> Result<(), ConfigError> {
+    if kind == "http" {
+        Ok(())
+    } else {
+        Err(ConfigError::new(key, Some("Type"), format!("unsupported type `{kind}` (only `http`)")))
+    }
+}
+
+pub(super) fn server(key: &Key, id: &str, s: &ServerSpec) -> Result<ValidatedServer, ConfigError> {
+    let bad = |msg: String| ConfigError::new(key, Some("URL"), msg);
+    let uri: http::Uri = s.url.parse().map_err(|e| bad(format!("`{}` is not a URL: {e}", s.url)))?;
+    let scheme = uri.scheme().cloned().ok_or_else(|| bad(format!("`{}` has no scheme (http://host:port)", s.url)))?;
+    if scheme != Scheme::HTTP {
+        return Err(bad(format!("scheme `{scheme}` is not supported for servers (only http)")));
+    }
+    let authority = uri.authority().cloned().ok_or_else(|| bad(format!("`{}` has no host", s.url)))?;
+    if authority.as_str().contains('@') {
+        return Err(bad("credentials in server URLs are not supported".to_string()));
+    }
+    let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    if path != "/" && !path.is_empty() {
+        return Err(bad(format!("path `{path}` is not supported: a server URL names scheme, host and port only")));
+    }
+    let weight = s.weight.unwrap_or(1);
+    if weight > MAX_WEIGHT {
+        return Err(ConfigError::new(key, Some("Weight"), format!("{weight} is above the maximum {MAX_WEIGHT}")));
+    }
+    Ok(ValidatedServer { id: id.to_string(), url: s.url.clone(), scheme, authority, weight, draining: s.draining })
+}
+
+pub(super) fn frontend(key: &Key, id: &str, f: &FrontendSpec) -> Result<ValidatedFrontend, ConfigError> {
+    check_type(key, &f.kind)?;
+    let expr = route::parse(&f.route).map_err(|e| ConfigError::new(key, Some("Route"), e))?;
+    let backends = match (&f.backend_id, &f.backends) {
+        (Some(_), Some(_)) => {
+            return Err(ConfigError::new(key, Some("Backends"), "set either BackendId or Backends, not both"));
+        }
+        (None, None) => return Err(ConfigError::new(key, Some("BackendId"), "missing: set BackendId or Backends")),
+        (Some(b), None) if b.is_empty() => return Err(ConfigError::new(key, Some("BackendId"), "empty")),
+        (Some(b), None) => vec![(b.clone(), 1)],
+        (None, Some(list)) => {
+            if list.is_empty() {
+                return Err(ConfigError::new(key, Some("Backends"), "empty list"));
+            }
+            let mut out: Vec<(String, u32)> = Vec::with_capacity(list.len());
+            for (i, wb) in list.iter().enumerate() {
+                if out.iter().any(|(id, _)| *id == wb.id) {
+                    return Err(ConfigError::new(
+                        key,
+                        Some(&format!("Backends[{i}].Id")),
+                        format!("`{}` listed twice", wb.id),
+                    ));
+                }
+                if wb.weight > MAX_WEIGHT {
+                    let field = format!("Backends[{i}].Weight");
+                    return Err(ConfigError::new(
+                        key,
+                        Some(&field),
+                        format!("{} is above the maximum {MAX_WEIGHT}", wb.weight),
+                    ));
+                }
+                out.push((wb.id.clone(), wb.weight));
+            }
+            if out.iter().all(|(_, w)| *w == 0) {
+                return Err(ConfigError::new(key, Some("Backends"), "all weights are 0"));
+            }
+            out
+        }
+    };
+    Ok(ValidatedFrontend {
+        id: id.to_string(),
+        route: f.route.clone(),
+        expr,
+        priority: f.priority,
+        backends,
+        settings: f.settings.clone(),
+        middlewares: Vec::new(),
+    })
+}
+
+pub(super) fn host(key: &Key, id: &str, h: &HostSpec) -> Result<ValidatedHost, ConfigError> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let kp = h.settings.key_pair.as_ref().ok_or_else(|| ConfigError::new(key, Some("Settings.KeyPair"), "missing"))?;
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(kp.cert.as_bytes())
+        .collect::<Result<_, _>>()
+        .map_err(|e| ConfigError::new(key, Some("Settings.KeyPair.Cert"), format!("bad PEM: {e}")))?;
+    if certs.is_empty() {
+        return Err(ConfigError::new(key, Some("Settings.KeyPair.Cert"), "no certificate in PEM"));
+    }
+    let private = PrivateKeyDer::from_pem_slice(kp.key.as_bytes())
+        .map_err(|e| ConfigError::new(key, Some("Settings.KeyPair.Key"), format!("bad PEM private key: {e}")))?;
+    let signing = rustls::crypto::ring::sign::any_supported_type(&private)
+        .map_err(|e| ConfigError::new(key, Some("Settings.KeyPair.Key"), format!("unusable private key: {e}")))?;
+    let certified = rustls::sign::CertifiedKey::new(certs, signing);
+    certified.keys_match().map_err(|e| {
+        ConfigError::new(key, Some("Settings.KeyPair"), format!("certificate and key do not match: {e}"))
+    })?;
+    Ok(ValidatedHost { name: id.to_ascii_lowercase(), default: h.settings.default, certified_key: Arc::new(certified) })
+}
+
+pub(super) fn listener(key: &Key, id: &str, l: &ListenerSpec) -> Result<ValidatedListener, ConfigError> {
+    let protocol = match l.protocol.as_str() {
+        "http" => Protocol::Http,
+        "https" => Protocol::Https,
+        other => {
+            return Err(ConfigError::new(
+                key,
+                Some("Protocol"),
+                format!("unsupported protocol `{other}` (http or https)"),
+            ))
+        }
+    };
+    if l.address.network != "tcp" {
+        return Err(ConfigError::new(
+            key,
+            Some("Address.Network"),
+            format!("unsupported network `{}` (only tcp)", l.address.network),
+        ));
+    }
+    let address = l.address.address.parse().map_err(|e| {
+        ConfigError::new(key, Some("Address.Address"), format!("`{}`: {e} (expected ip:port)", l.address.address))
+    })?;
+    Ok(ValidatedListener { id: id.to_string(), protocol, address })
+}
+
+pub(super) fn upstream_settings(b: &BackendSpec) -> UpstreamSettings {
+    let d = UpstreamSettings::default();
+    let t = &b.settings.timeouts;
+    let k = &b.settings.keep_alive;
+    // A zero timeout in Vulcand means "use the default", not "never wait".
+    let or = |v: Option<super::GoDuration>, dflt: Duration| v.map(|g| g.0).filter(|d| !d.is_zero()).unwrap_or(dflt);
+    UpstreamSettings {
+        dial_timeout: or(t.dial, d.dial_timeout),
+        read_timeout: or(t.read, d.read_timeout),
+        tls_handshake_timeout: or(t.tls_handshake, d.tls_handshake_timeout),
+        keep_alive_period: or(k.period, d.keep_alive_period),
+        max_idle_per_host: k.max_idle_conns_per_host.unwrap_or(d.max_idle_per_host),
+        drain_timeout: or(b.settings.drain_timeout, d.drain_timeout),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::model::{Change, ConfigState};
+
+    #[test]
+    fn each_bad_value_is_refused_naming_its_field() {
+        let mut s = ConfigState::new();
+        let bad = [
+            ("backends/b/servers/s", r#"{"URL":"ftp://x:1"}"#, "URL"),
+            ("backends/b/servers/s", r#"{"URL":"http://x:1/path"}"#, "URL"),
+            ("backends/b/servers/s", r#"{"URL":"http://x:1","Weight":20000}"#, "Weight"),
+            ("backends/b/servers/s", r#"{"Id":"t","URL":"http://x:1"}"#, "Id"),
+            ("frontends/f/frontend", r#"{"Type":"http","Route":"Path(`/`)"}"#, "BackendId"),
+            (
+                "frontends/f/frontend",
+                r#"{"Type":"http","Backends":[{"Id":"a","Weight":0}],"Route":"Path(`/`)"}"#,
+                "Backends",
+            ),
+            ("frontends/f/frontend", r#"{"Type":"tcp","BackendId":"a","Route":"Path(`/`)"}"#, "Type"),
+            ("frontends/f/middlewares/m", r#"{"Type":"magic"}"#, "Type"),
+            ("listeners/l", r#"{"Protocol":"http","Address":{"Network":"tcp","Address":"nope"}}"#, "Address.Address"),
+            ("hosts/h/host", r#"{"Settings":{"KeyPair":{"Cert":"x","Key":"y"}}}"#, "Settings.KeyPair.Cert"),
+        ];
+        for (key, value, field) in bad {
+            let e = s.apply(Change::Put { key: key.into(), value: value.as_bytes().to_vec() }).unwrap_err();
+            assert_eq!(e.field.as_deref(), Some(field), "{key} {value}: {e}");
+        }
+    }
+}
