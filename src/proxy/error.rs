@@ -96,6 +96,9 @@ pub enum ProxyError {
     UnsupportedCoding,
     #[error("upstream {backend}/{server}: {}", describe(.failure))]
     Upstream { failure: UpstreamFailure, backend: Arc<str>, server: Arc<str> },
+    /// A middleware of the frontend's chain refused the request (a rate or connection limit).
+    #[error("refused by middleware `{}` ({})", .0.middleware, .0.reason)]
+    Rejected(crate::middleware::Rejected),
     /// A bug in the proxy: a state the phases should make impossible.
     #[error("internal error: {0}")]
     Internal(&'static str),
@@ -123,7 +126,8 @@ impl ProxyError {
             | ProxyError::BadRequest(_)
             | ProxyError::HeadTooLarge(_)
             | ProxyError::UriTooLong { .. }
-            | ProxyError::UnsupportedCoding => ErrorSource::Downstream,
+            | ProxyError::UnsupportedCoding
+            | ProxyError::Rejected(_) => ErrorSource::Downstream,
             ProxyError::Upstream { failure: UpstreamFailure::ClientBody { .. }, .. } => ErrorSource::Downstream,
             ProxyError::Upstream { .. } => ErrorSource::Upstream,
             ProxyError::NoBackend | ProxyError::NoServer { .. } | ProxyError::Internal(_) => ErrorSource::Internal,
@@ -146,6 +150,7 @@ impl ProxyError {
             | ProxyError::HeadTooLarge(_)
             | ProxyError::UriTooLong { .. }
             | ProxyError::UnsupportedCoding
+            | ProxyError::Rejected(_)
             | ProxyError::Internal(_) => false,
         }
     }
@@ -159,6 +164,8 @@ impl ProxyError {
             ProxyError::HeadTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ProxyError::UriTooLong { .. } => StatusCode::URI_TOO_LONG,
             ProxyError::UnsupportedCoding => StatusCode::NOT_IMPLEMENTED,
+            // Vulcand answers 429 for both its rate and its connection limits.
+            ProxyError::Rejected(_) => StatusCode::TOO_MANY_REQUESTS,
             ProxyError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ProxyError::Upstream { failure, .. } => match failure {
                 UpstreamFailure::Connect(_) | UpstreamFailure::Reset(_) | UpstreamFailure::DrainDeadline(_) => {
@@ -181,6 +188,8 @@ impl ProxyError {
             ProxyError::HeadTooLarge(_) => "header_too_large",
             ProxyError::UriTooLong { .. } => "uri_too_long",
             ProxyError::UnsupportedCoding => "transfer_coding_not_implemented",
+            ProxyError::Rejected(r) if r.reason == "connections" => "too_many_connections",
+            ProxyError::Rejected(_) => "rate_limited",
             ProxyError::Internal(_) => "internal",
             ProxyError::Upstream { failure, .. } => match failure {
                 UpstreamFailure::Connect(_) => "upstream_unreachable",
@@ -213,6 +222,7 @@ impl ProxyError {
                 }
             }
             ProxyError::BodyTooLarge { limit } => body["limit"] = (*limit).into(),
+            ProxyError::Rejected(r) => body["middleware"] = r.middleware.as_ref().into(),
             _ => {}
         }
         let mut bytes = body.to_string().into_bytes();
@@ -221,6 +231,9 @@ impl ProxyError {
         *resp.status_mut() = self.status();
         resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
         resp.headers_mut().insert(super::headers::X_REQUEST_ID.clone(), request_id.clone());
+        if let ProxyError::Rejected(crate::middleware::Rejected { retry_after: Some(secs), .. }) = self {
+            resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(*secs));
+        }
         resp
     }
 }
@@ -242,6 +255,15 @@ mod tests {
             (ProxyError::HeadTooLarge("x"), ErrorSource::Downstream, 431),
             (ProxyError::UriTooLong { limit: 1 }, ErrorSource::Downstream, 414),
             (ProxyError::UnsupportedCoding, ErrorSource::Downstream, 501),
+            (
+                ProxyError::Rejected(crate::middleware::Rejected {
+                    middleware: "rl".into(),
+                    reason: "rate",
+                    retry_after: Some(1),
+                }),
+                ErrorSource::Downstream,
+                429,
+            ),
             (
                 upstream(UpstreamFailure::ClientBody { message: "gone".into(), too_large: false }),
                 ErrorSource::Downstream,

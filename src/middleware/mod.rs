@@ -1,0 +1,188 @@
+//! A frontend's middleware chain: compiled at reload from the frontend's [`ValidatedMiddleware`]s, stored in the
+//! compiled frontend of the routing table, and run by the proxy's `request_filter` phase, after `route` and
+//! before `pick`. Each middleware may end the request (429) or let it through, holding what it must hold until
+//! the response ends (a connection slot).
+//!
+//! Why an enum-dispatched slice and not tower layers: the chain runs inside a phase function over a borrowed
+//! request, not as a `Service` that owns the request and returns a future. Tower layers would box a service
+//! stack per frontend, turn every middleware into a future and a `poll_ready`, and make an empty chain cost a
+//! call through the stack; a `Box<[Middleware]>` costs one length check when empty and one `match` per
+//! middleware otherwise, and a rejection is a plain `Err` for the proxy's one error exit. Middlewares that
+//! rewrite the request or answer from the response (rewrite, cbreaker) fit the same shape: a variant here and
+//! a call in the phase that owns what they change.
+//!
+//! State that must outlive a table (token buckets, connection counts) lives in limiters kept by the
+//! [`Registry`], keyed by frontend id, middleware id and value: a reload that leaves a middleware's key and
+//! value alone hands the new table the same limiter, so an unrelated write never resets a bucket, and a changed
+//! value starts fresh with the new settings.
+
+mod connlimit;
+mod ratelimit;
+
+pub use connlimit::{ConnGuard, ConnLimiter};
+pub use ratelimit::RateLimiter;
+
+use crate::model::{MiddlewareConfig, ValidatedMiddleware, Variable};
+use crate::telemetry;
+use http::{HeaderMap, HeaderValue};
+use metrics::Counter;
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex, Weak};
+
+/// A compiled chain, in order (smaller Priority first, ties by id). Empty for most frontends: no allocation.
+pub type Chain = Box<[Middleware]>;
+
+pub struct Middleware {
+    pub id: Arc<str>,
+    pub kind: Kind,
+    /// `ficus_middleware_rejected_total{frontend,middleware,reason}`, resolved at compile time.
+    rejected: Counter,
+}
+
+pub enum Kind {
+    RateLimit(Arc<RateLimiter>),
+    ConnLimit(Arc<ConnLimiter>),
+}
+
+impl Kind {
+    fn reason(&self) -> &'static str {
+        match self {
+            Kind::RateLimit(_) => "rate",
+            Kind::ConnLimit(_) => "connections",
+        }
+    }
+}
+
+/// What the chain reads of a request: worked out by the proxy, borrowed here.
+pub struct Input<'a> {
+    pub client_ip: IpAddr,
+    pub host: Option<&'a HeaderValue>,
+    pub headers: &'a HeaderMap,
+}
+
+/// A request a middleware refused.
+#[derive(Debug, Clone)]
+pub struct Rejected {
+    pub middleware: Arc<str>,
+    pub reason: &'static str,
+    /// Seconds until a request may pass again (rate limits), for `Retry-After`.
+    pub retry_after: Option<u64>,
+}
+
+/// What an admitted request holds until its response ends: the connection slots it took. Empty (no
+/// allocation) unless the chain has a connection limit.
+#[derive(Default)]
+pub struct Admitted {
+    #[allow(dead_code)] // Held for its Drop, which gives the slots back.
+    slots: Vec<ConnGuard>,
+}
+
+/// Runs the chain in order. The first middleware that refuses ends it; slots taken by earlier ones are given
+/// back as the partial `Admitted` drops.
+pub fn run(chain: &[Middleware], input: &Input<'_>) -> Result<Admitted, Rejected> {
+    let mut admitted = Admitted::default();
+    for m in chain {
+        let refused = match &m.kind {
+            Kind::RateLimit(r) => r.admit(input).err().map(Some),
+            Kind::ConnLimit(c) => match c.acquire(input) {
+                Some(slot) => {
+                    admitted.slots.push(slot);
+                    None
+                }
+                None => Some(None),
+            },
+        };
+        if let Some(retry_after) = refused {
+            m.rejected.increment(1);
+            return Err(Rejected { middleware: m.id.clone(), reason: m.kind.reason(), retry_after });
+        }
+    }
+    Ok(admitted)
+}
+
+/// The variable's value for one request, as bytes, written into `buf` when it has to be built (an IP).
+fn key_of<'a>(variable: &Variable, input: &'a Input<'_>, buf: &'a mut [u8; 16]) -> &'a [u8] {
+    match variable {
+        Variable::ClientIp => match input.client_ip {
+            IpAddr::V4(v4) => {
+                buf[..4].copy_from_slice(&v4.octets());
+                &buf[..4]
+            }
+            IpAddr::V6(v6) => {
+                *buf = v6.octets();
+                &buf[..]
+            }
+        },
+        Variable::RequestHost => input.host.map_or(&[][..], HeaderValue::as_bytes),
+        // A missing header counts as the empty value, as in Vulcand: such requests share one bucket.
+        Variable::Header(name) => input.headers.get(name).map_or(&[][..], HeaderValue::as_bytes),
+    }
+}
+
+/// Limiters by frontend id, middleware id and value, kept while some table uses them. Owned by the table
+/// compiler; only reloads touch it, never requests.
+#[derive(Default)]
+pub struct Registry {
+    rate: Kept<RateLimiter>,
+    conn: Kept<ConnLimiter>,
+}
+
+impl Registry {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Compiles one frontend's chain, reusing the limiters of unchanged middlewares.
+    pub fn compile(&self, frontend: &str, middlewares: &[ValidatedMiddleware]) -> Chain {
+        let mut chain = Vec::with_capacity(middlewares.len());
+        for m in middlewares {
+            let key = (frontend.to_string(), m.id.clone(), m.value.clone());
+            let kind = match &m.config {
+                MiddlewareConfig::RateLimit(c) => {
+                    Kind::RateLimit(reuse(&self.rate, key, || RateLimiter::new(c.clone())))
+                }
+                MiddlewareConfig::ConnLimit(c) => {
+                    Kind::ConnLimit(reuse(&self.conn, key, || ConnLimiter::new(c.clone())))
+                }
+                MiddlewareConfig::Unsupported => continue,
+            };
+            let rejected = metrics::counter!(telemetry::MIDDLEWARE_REJECTED_TOTAL,
+                "frontend" => frontend.to_string(), "middleware" => m.id.clone(), "reason" => kind.reason());
+            chain.push(Middleware { id: m.id.as_str().into(), kind, rejected });
+        }
+        chain.into_boxed_slice()
+    }
+}
+
+fn reuse<T>(map: &Kept<T>, key: (String, String, String), make: impl FnOnce() -> T) -> Arc<T> {
+    let mut map = map.lock().unwrap_or_else(|p| p.into_inner());
+    // Limiters no table holds any more are gone for good: forget them.
+    map.retain(|_, w| w.strong_count() > 0);
+    if let Some(kept) = map.get(&key).and_then(Weak::upgrade) {
+        return kept;
+    }
+    let made = Arc::new(make());
+    map.insert(key, Arc::downgrade(&made));
+    made
+}
+
+/// The shard a key's state lives in: limiters split their maps so concurrent requests rarely meet on a lock.
+fn shard_of(key: &[u8], shards: usize) -> usize {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = SHARD_HASH.build_hasher();
+    h.write(key);
+    (h.finish() as usize) % shards
+}
+
+static SHARD_HASH: std::sync::LazyLock<std::collections::hash_map::RandomState> =
+    std::sync::LazyLock::new(std::collections::hash_map::RandomState::new);
+
+/// Shards per limiter.
+const SHARDS: usize = 16;
+
+/// A limiter's per-value state (a schedule, a count) in `SHARDS` maps.
+type Shards = Box<[Mutex<HashMap<Box<[u8]>, u64>>]>;
+
+/// Limiters by (frontend id, middleware id, value), held weakly: a limiter lives as long as a table uses it.
+type Kept<T> = Mutex<HashMap<(String, String, String), Weak<T>>>;
