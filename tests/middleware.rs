@@ -314,3 +314,51 @@ async fn the_chain_runs_in_priority_order_then_by_id() {
     let (code, body) = get(&c, &url).await;
     assert_eq!((code, json(&body)["middleware"].as_str()), (429, Some("a")), "a runs before z at equal priority");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rewrite_sends_the_rewritten_path_upstream_and_redirect_answers_302() {
+    let b = TestBackend::start("b").await;
+    let (routes, ficus) = setup(&b).await;
+    // Vulcand's documented example: strip a prefix.
+    put(
+        &routes,
+        &ficus,
+        "frontends/f/middlewares/rw",
+        r#"{"Type":"rewrite","Priority":1,"Middleware":{"Regexp":"/foo(.*)","Replacement":"$1","RewriteBody":false,"Redirect":false}}"#,
+    )
+    .await;
+    let c = http1_client();
+    let (code, body) = get(&c, &ficus.url("/foo/bar?x=1")).await;
+    assert_eq!(code, 200);
+    assert_eq!(json(&body)["path"], "/bar", "{}", String::from_utf8_lossy(&body));
+    let (code, body) = get(&c, &ficus.url("/other")).await;
+    assert_eq!((code, json(&body)["path"].as_str()), (200, Some("/other")), "no match: unchanged");
+    // Redirect: the client is sent to the rewritten URL and the backend never sees the request.
+    put(
+        &routes,
+        &ficus,
+        "frontends/f/middlewares/rw",
+        r#"{"Type":"rewrite","Middleware":{"Regexp":"^http://([^/]+)/old/(.*)$","Replacement":"https://$1/new/$2","Redirect":true}}"#,
+    )
+    .await;
+    let hits = b.hits();
+    let (parts, body) = get_with(&c, &ficus.url("/old/page?q=1"), None).await;
+    assert_eq!(parts.status, 302, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(parts.headers["location"], format!("https://{}/new/page?q=1", ficus.addr));
+    assert_eq!(b.hits(), hits);
+    assert_eq!(get(&c, &ficus.url("/else")).await.0, 200);
+    // A bad regexp is refused by key and field; the last good rewrite keeps working.
+    let status = put(
+        &routes,
+        &ficus,
+        "frontends/f/middlewares/rw",
+        r#"{"Type":"rewrite","Middleware":{"Regexp":"(","Replacement":"x"}}"#,
+    )
+    .await;
+    let rejected = status["rejected"].as_array().cloned().unwrap_or_default();
+    assert!(
+        rejected.iter().any(|r| r["key"] == "frontends/f/middlewares/rw" && r["field"] == "Middleware.Regexp"),
+        "{status}"
+    );
+    assert_eq!(get_with(&c, &ficus.url("/old/page"), None).await.0.status, 302);
+}

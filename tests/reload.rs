@@ -128,9 +128,9 @@ async fn bad_input_is_refused_by_key_and_good_routes_keep_serving() {
             "frontends/gtin/middlewares/rl: Middleware: missing field `PeriodSeconds`",
         ),
         (
-            "frontends/gtin/middlewares/rw",
-            r#"{"Type":"rewrite","Middleware":{"Regexp":"/foo(.*)","Replacement":"$1"}}"#,
-            "frontends/gtin/middlewares/rw: Type: middleware type `rewrite` is not supported yet",
+            "frontends/gtin/middlewares/cb",
+            r#"{"Type":"cbreaker","Middleware":{"Condition":"NetworkErrorRatio() > 0.5"}}"#,
+            "frontends/gtin/middlewares/cb: Type: middleware type `cbreaker` is not supported yet",
         ),
         (
             "frontends/gtin/middlewares/x",

@@ -1,15 +1,16 @@
 //! A frontend's middleware chain: compiled at reload from the frontend's [`ValidatedMiddleware`]s, stored in the
 //! compiled frontend of the routing table, and run by the proxy's `request_filter` phase, after `route` and
-//! before `pick`. Each middleware may end the request (429) or let it through, holding what it must hold until
-//! the response ends (a connection slot).
+//! before `pick`. Each middleware may end the request (429, or a rewrite's 302), change where it goes (a
+//! rewrite's path and query), or let it through holding what it must hold until the response ends (a
+//! connection slot).
 //!
 //! Why an enum-dispatched slice and not tower layers: the chain runs inside a phase function over a borrowed
 //! request, not as a `Service` that owns the request and returns a future. Tower layers would box a service
 //! stack per frontend, turn every middleware into a future and a `poll_ready`, and make an empty chain cost a
 //! call through the stack; a `Box<[Middleware]>` costs one length check when empty and one `match` per
 //! middleware otherwise, and a rejection is a plain `Err` for the proxy's one error exit. Middlewares that
-//! rewrite the request or answer from the response (rewrite, cbreaker) fit the same shape: a variant here and
-//! a call in the phase that owns what they change.
+//! act on the response (cbreaker, a body rewrite) will fit the same shape: a variant here and a call in the
+//! phase that owns what they change.
 //!
 //! State that must outlive a table (token buckets, connection counts) lives in limiters kept by the
 //! [`Registry`], keyed by frontend id, middleware id and value: a reload that leaves a middleware's key and
@@ -18,9 +19,11 @@
 
 mod connlimit;
 mod ratelimit;
+mod rewrite;
 
 pub use connlimit::{ConnGuard, ConnLimiter};
 pub use ratelimit::RateLimiter;
+pub use rewrite::Rewriter;
 
 use crate::model::{MiddlewareConfig, ValidatedMiddleware, Variable};
 use crate::telemetry;
@@ -36,20 +39,23 @@ pub type Chain = Box<[Middleware]>;
 pub struct Middleware {
     pub id: Arc<str>,
     pub kind: Kind,
-    /// `ficus_middleware_rejected_total{frontend,middleware,reason}`, resolved at compile time.
-    rejected: Counter,
+    /// `ficus_middleware_rejected_total{frontend,middleware,reason}`, resolved at compile time; for the
+    /// middlewares that refuse requests.
+    rejected: Option<Counter>,
 }
 
 pub enum Kind {
     RateLimit(Arc<RateLimiter>),
     ConnLimit(Arc<ConnLimiter>),
+    Rewrite(Rewriter),
 }
 
 impl Kind {
-    fn reason(&self) -> &'static str {
+    fn reason(&self) -> Option<&'static str> {
         match self {
-            Kind::RateLimit(_) => "rate",
-            Kind::ConnLimit(_) => "connections",
+            Kind::RateLimit(_) => Some("rate"),
+            Kind::ConnLimit(_) => Some("connections"),
+            Kind::Rewrite(_) => None,
         }
     }
 }
@@ -59,6 +65,19 @@ pub struct Input<'a> {
     pub client_ip: IpAddr,
     pub host: Option<&'a HeaderValue>,
     pub headers: &'a HeaderMap,
+    /// The client spoke TLS (or a trusted proxy in front says `X-Forwarded-Proto: https`): the URL a rewrite
+    /// matches starts `https://`.
+    pub https: bool,
+    /// The request target as received (path and query).
+    pub target: &'a str,
+}
+
+impl Input<'_> {
+    /// The request's URL as Vulcand's rewrite sees it: `scheme://host` and the request target.
+    fn url(&self) -> String {
+        let host = self.host.map_or("", |h| h.to_str().unwrap_or(""));
+        format!("{}://{host}{}", if self.https { "https" } else { "http" }, self.target)
+    }
 }
 
 /// A request a middleware refused.
@@ -70,18 +89,30 @@ pub struct Rejected {
     pub retry_after: Option<u64>,
 }
 
-/// What an admitted request holds until its response ends: the connection slots it took. Empty (no
-/// allocation) unless the chain has a connection limit.
+/// What an admitted request holds until its response ends (the connection slots it took), and the path and
+/// query a rewrite gave it. Empty (no allocation) unless the chain has a connection limit or a rewrite matched.
 #[derive(Default)]
 pub struct Admitted {
     #[allow(dead_code)] // Held for its Drop, which gives the slots back.
     slots: Vec<ConnGuard>,
+    /// The path and query to send upstream instead of the client's.
+    pub rewritten: Option<String>,
 }
 
-/// Runs the chain in order. The first middleware that refuses ends it; slots taken by earlier ones are given
-/// back as the partial `Admitted` drops.
-pub fn run(chain: &[Middleware], input: &Input<'_>) -> Result<Admitted, Rejected> {
+/// Why the chain ended a request before a server was picked.
+#[derive(Debug, Clone)]
+pub enum Stop {
+    Rejected(Rejected),
+    /// A rewrite with `Redirect` matched: answer 302 with this `Location`.
+    Redirect(String),
+}
+
+/// Runs the chain in order. The first middleware that refuses or redirects ends it; slots taken by earlier
+/// ones are given back as the partial `Admitted` drops. Each rewrite sees the URL as earlier rewrites left it.
+pub fn run(chain: &[Middleware], input: &Input<'_>) -> Result<Admitted, Stop> {
     let mut admitted = Admitted::default();
+    let mut url: Option<String> = None;
+    let mut rewritten = false;
     for m in chain {
         let refused = match &m.kind {
             Kind::RateLimit(r) => r.admit(input).err().map(Some),
@@ -92,11 +123,28 @@ pub fn run(chain: &[Middleware], input: &Input<'_>) -> Result<Admitted, Rejected
                 }
                 None => Some(None),
             },
+            Kind::Rewrite(rw) => {
+                let current = url.get_or_insert_with(|| input.url());
+                if let Some(new) = rw.apply(current) {
+                    if rw.config.redirect && new != *current {
+                        return Err(Stop::Redirect(new));
+                    }
+                    *current = new;
+                    rewritten = true;
+                }
+                None
+            }
         };
         if let Some(retry_after) = refused {
-            m.rejected.increment(1);
-            return Err(Rejected { middleware: m.id.clone(), reason: m.kind.reason(), retry_after });
+            if let Some(c) = &m.rejected {
+                c.increment(1);
+            }
+            let reason = m.kind.reason().unwrap_or("refused");
+            return Err(Stop::Rejected(Rejected { middleware: m.id.clone(), reason, retry_after }));
         }
+    }
+    if rewritten {
+        admitted.rewritten = url.as_deref().map(rewrite::path_and_query);
     }
     Ok(admitted)
 }
@@ -145,10 +193,13 @@ impl Registry {
                 MiddlewareConfig::ConnLimit(c) => {
                     Kind::ConnLimit(reuse(&self.conn, key, || ConnLimiter::new(c.clone())))
                 }
+                MiddlewareConfig::Rewrite(c) => Kind::Rewrite(Rewriter { config: c.clone() }),
                 MiddlewareConfig::Unsupported => continue,
             };
-            let rejected = metrics::counter!(telemetry::MIDDLEWARE_REJECTED_TOTAL,
-                "frontend" => frontend.to_string(), "middleware" => m.id.clone(), "reason" => kind.reason());
+            let rejected = kind.reason().map(|reason| {
+                metrics::counter!(telemetry::MIDDLEWARE_REJECTED_TOTAL,
+                    "frontend" => frontend.to_string(), "middleware" => m.id.clone(), "reason" => reason)
+            });
             chain.push(Middleware { id: m.id.as_str().into(), kind, rejected });
         }
         chain.into_boxed_slice()

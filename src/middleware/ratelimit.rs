@@ -98,13 +98,25 @@ mod tests {
     fn exactly_burst_pass_then_the_wait_is_one_interval() {
         let l = limiter(1, 60, 3, Variable::ClientIp);
         let headers = HeaderMap::new();
-        let input = Input { client_ip: IpAddr::V4(Ipv4Addr::LOCALHOST), host: None, headers: &headers };
+        let input = Input {
+            client_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            host: None,
+            headers: &headers,
+            https: false,
+            target: "/",
+        };
         for _ in 0..3 {
             assert_eq!(l.admit(&input), Ok(()));
         }
         let wait = l.admit(&input).unwrap_err();
         assert!((59..=60).contains(&wait), "{wait}");
-        let other = Input { client_ip: IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)), host: None, headers: &headers };
+        let other = Input {
+            client_ip: IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)),
+            host: None,
+            headers: &headers,
+            https: false,
+            target: "/",
+        };
         assert_eq!(l.admit(&other), Ok(()), "another client has its own bucket");
     }
 
@@ -114,7 +126,13 @@ mod tests {
         let mut headers = HeaderMap::new();
         for i in 0..(SHARD_CAP * SHARDS * 2) {
             headers.insert("x-user", HeaderValue::from_str(&i.to_string()).unwrap());
-            let input = Input { client_ip: IpAddr::V4(Ipv4Addr::LOCALHOST), host: None, headers: &headers };
+            let input = Input {
+                client_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+                host: None,
+                headers: &headers,
+                https: false,
+                target: "/",
+            };
             assert_eq!(l.admit(&input), Ok(()));
         }
         assert!(l.tracked() <= SHARD_CAP * SHARDS);

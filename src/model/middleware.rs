@@ -28,6 +28,7 @@ pub struct ValidatedMiddleware {
 pub enum MiddlewareConfig {
     RateLimit(RateLimitConfig),
     ConnLimit(ConnLimitConfig),
+    Rewrite(RewriteConfig),
     /// A Vulcand type Ficus decodes but does not act on yet (`rewrite`, `cbreaker`, `trace`): reported as
     /// unsupported, never silently dropped.
     Unsupported,
@@ -49,6 +50,30 @@ pub struct RateLimitConfig {
 pub struct ConnLimitConfig {
     pub connections: u64,
     pub variable: Variable,
+}
+
+/// Vulcand's `rewrite`: the request's URL (`scheme://host/path?query`, as received) is matched against
+/// `Regexp`; on a match every match is replaced by `Replacement` (`$1`, `${name}` expand groups) and the
+/// request goes on with the new path and query, or, with `Redirect`, is answered 302 to the new URL.
+#[derive(Debug, Clone, Serialize)]
+pub struct RewriteConfig {
+    #[serde(serialize_with = "ser_regex")]
+    pub regexp: regex::Regex,
+    pub replacement: String,
+    /// Vulcand's response-body templating: not acted on yet (the body passes unchanged).
+    pub rewrite_body: bool,
+    pub redirect: bool,
+}
+
+impl PartialEq for RewriteConfig {
+    fn eq(&self, o: &Self) -> bool {
+        self.regexp.as_str() == o.regexp.as_str()
+            && (&self.replacement, self.rewrite_body, self.redirect) == (&o.replacement, o.rewrite_body, o.redirect)
+    }
+}
+
+fn ser_regex<S: Serializer>(r: &regex::Regex, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(r.as_str())
 }
 
 /// Vulcand's request variables: what a limit counts by.
@@ -103,6 +128,18 @@ struct RateLimitSpec {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "PascalCase")]
+struct RewriteSpec {
+    regexp: String,
+    #[serde(default)]
+    replacement: String,
+    #[serde(default)]
+    rewrite_body: bool,
+    #[serde(default)]
+    redirect: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "PascalCase")]
 struct ConnLimitSpec {
     connections: u64,
     variable: String,
@@ -136,6 +173,26 @@ pub(super) fn check(key: &Key, id: &str, m: &MiddlewareSpec) -> Result<Validated
             MiddlewareConfig::ConnLimit(ConnLimitConfig {
                 connections: s.connections,
                 variable: variable(key, &s.variable)?,
+            })
+        }
+        "rewrite" => {
+            let s: RewriteSpec = settings(key, &m.middleware)?;
+            let regexp = regex::Regex::new(&s.regexp)
+                .map_err(|e| ConfigError::new(key, Some("Middleware.Regexp"), format!("bad regexp: {e}")))?;
+            // Vulcand fills `{{...}}` in the result from the request; a literal `{{` left in a URL would send the
+            // request somewhere else than the operator meant, so such a value is refused until templates exist.
+            if s.replacement.contains("{{") {
+                return Err(ConfigError::new(
+                    key,
+                    Some("Middleware.Replacement"),
+                    "templates ({{...}}) are not supported yet",
+                ));
+            }
+            MiddlewareConfig::Rewrite(RewriteConfig {
+                regexp,
+                replacement: s.replacement,
+                rewrite_body: s.rewrite_body,
+                redirect: s.redirect,
             })
         }
         k if KNOWN.contains(&k) => MiddlewareConfig::Unsupported,
@@ -186,8 +243,10 @@ mod tests {
                 .unwrap();
         let MiddlewareConfig::ConnLimit(c) = cl.config else { panic!("connlimit") };
         assert_eq!(c.variable.to_string(), "request.header.x-user");
-        let rw = check_json(r#"{"Type":"rewrite","Middleware":{"Regexp":"/foo(.*)","Replacement":"$1"}}"#).unwrap();
-        assert_eq!(rw.config, MiddlewareConfig::Unsupported);
+        let rw = check_json(r#"{"Type":"rewrite","Middleware":{"Regexp":"/foo(.*)","Replacement":"$1","RewriteBody":false,"Redirect":false}}"#).unwrap();
+        assert!(matches!(rw.config, MiddlewareConfig::Rewrite(RewriteConfig { redirect: false, .. })));
+        let cb = check_json(r#"{"Type":"cbreaker","Middleware":{"Condition":"NetworkErrorRatio() > 0.5"}}"#).unwrap();
+        assert_eq!(cb.config, MiddlewareConfig::Unsupported);
     }
 
     #[test]
@@ -215,6 +274,11 @@ mod tests {
                 "Middleware.Extra",
             ),
             (r#"{"Type":"magic","Middleware":{}}"#, "Type"),
+            (r#"{"Type":"rewrite","Middleware":{"Regexp":"(","Replacement":"x"}}"#, "Middleware.Regexp"),
+            (
+                r#"{"Type":"rewrite","Middleware":{"Regexp":"a","Replacement":"{{.Request.Host}}"}}"#,
+                "Middleware.Replacement",
+            ),
         ];
         for (json, field) in cases {
             let e = check_json(json).unwrap_err();

@@ -18,7 +18,9 @@ mod validated;
 
 pub use duration::{format_duration, parse_duration, DurationError, GoDuration};
 pub use key::{Key, KeyError};
-pub use middleware::{ConnLimitConfig, MiddlewareConfig, RateLimitConfig, ValidatedMiddleware, Variable};
+pub use middleware::{
+    ConnLimitConfig, MiddlewareConfig, RateLimitConfig, RewriteConfig, ValidatedMiddleware, Variable,
+};
 pub use spec::*;
 pub use state::{Change, ConfigState, Rejection};
 pub use validated::{

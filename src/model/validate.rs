@@ -286,6 +286,11 @@ impl Engine {
                                 m.kind
                             ),
                         )),
+                        MiddlewareConfig::Rewrite(r) if r.rewrite_body => p.unsupported.push(ConfigError::new(
+                            mkey,
+                            Some("Middleware.RewriteBody"),
+                            "response body templates are not supported yet; the URL is rewritten, the body passes unchanged",
+                        )),
                         MiddlewareConfig::RateLimit(r) if r.rate_var.is_some() => p.unsupported.push(ConfigError::new(
                             mkey,
                             Some("Middleware.RateVar"),
@@ -415,7 +420,7 @@ mod tests {
         put(
             &mut s,
             "frontends/f1/middlewares/rl",
-            r#"{"Type":"rewrite","Middleware":{"Regexp":"/a","Replacement":"/b"}}"#,
+            r#"{"Type":"cbreaker","Middleware":{"Condition":"NetworkErrorRatio() > 0.5"}}"#,
         );
         let v = s.validate();
         assert!(v.errors.iter().any(|e| e.key == "backends/ghost/servers/s1"));

@@ -3,6 +3,7 @@
 //! counts, logs and answers it.
 
 use super::ProxyBody;
+use bytes::Bytes;
 use http::{header, HeaderValue, Response, StatusCode};
 use std::sync::Arc;
 use std::time::Duration;
@@ -99,6 +100,10 @@ pub enum ProxyError {
     /// A middleware of the frontend's chain refused the request (a rate or connection limit).
     #[error("refused by middleware `{}` ({})", .0.middleware, .0.reason)]
     Rejected(crate::middleware::Rejected),
+    /// Not a failure: a rewrite middleware with `Redirect` answers 302 itself. It leaves through the same exit
+    /// as every answer the proxy makes without a server, so it is counted and logged the same way.
+    #[error("redirected to {}", String::from_utf8_lossy(.location.as_bytes()))]
+    Redirect { location: HeaderValue },
     /// A bug in the proxy: a state the phases should make impossible.
     #[error("internal error: {0}")]
     Internal(&'static str),
@@ -127,7 +132,8 @@ impl ProxyError {
             | ProxyError::HeadTooLarge(_)
             | ProxyError::UriTooLong { .. }
             | ProxyError::UnsupportedCoding
-            | ProxyError::Rejected(_) => ErrorSource::Downstream,
+            | ProxyError::Rejected(_)
+            | ProxyError::Redirect { .. } => ErrorSource::Downstream,
             ProxyError::Upstream { failure: UpstreamFailure::ClientBody { .. }, .. } => ErrorSource::Downstream,
             ProxyError::Upstream { .. } => ErrorSource::Upstream,
             ProxyError::NoBackend | ProxyError::NoServer { .. } | ProxyError::Internal(_) => ErrorSource::Internal,
@@ -151,6 +157,7 @@ impl ProxyError {
             | ProxyError::UriTooLong { .. }
             | ProxyError::UnsupportedCoding
             | ProxyError::Rejected(_)
+            | ProxyError::Redirect { .. }
             | ProxyError::Internal(_) => false,
         }
     }
@@ -166,6 +173,7 @@ impl ProxyError {
             ProxyError::UnsupportedCoding => StatusCode::NOT_IMPLEMENTED,
             // Vulcand answers 429 for both its rate and its connection limits.
             ProxyError::Rejected(_) => StatusCode::TOO_MANY_REQUESTS,
+            ProxyError::Redirect { .. } => StatusCode::FOUND,
             ProxyError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ProxyError::Upstream { failure, .. } => match failure {
                 UpstreamFailure::Connect(_) | UpstreamFailure::Reset(_) | UpstreamFailure::DrainDeadline(_) => {
@@ -190,6 +198,7 @@ impl ProxyError {
             ProxyError::UnsupportedCoding => "transfer_coding_not_implemented",
             ProxyError::Rejected(r) if r.reason == "connections" => "too_many_connections",
             ProxyError::Rejected(_) => "rate_limited",
+            ProxyError::Redirect { .. } => "redirect",
             ProxyError::Internal(_) => "internal",
             ProxyError::Upstream { failure, .. } => match failure {
                 UpstreamFailure::Connect(_) => "upstream_unreachable",
@@ -204,6 +213,14 @@ impl ProxyError {
 
     /// The JSON error answer. Upstream details (addresses, OS errors) stay in the log, not in the body.
     pub fn response(&self, frontend: Option<&str>, request_id: &HeaderValue) -> Response<ProxyBody> {
+        if let ProxyError::Redirect { location } = self {
+            // What Vulcand sends: the status text as the body.
+            let mut resp = Response::new(ProxyBody::full(Bytes::from_static(b"Found")));
+            *resp.status_mut() = StatusCode::FOUND;
+            resp.headers_mut().insert(header::LOCATION, location.clone());
+            resp.headers_mut().insert(super::headers::X_REQUEST_ID.clone(), request_id.clone());
+            return resp;
+        }
         let mut body = serde_json::json!({
             "error": self.code(),
             "status": self.status().as_u16(),

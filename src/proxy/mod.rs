@@ -206,8 +206,8 @@ impl Proxy {
         mut req: Request<Incoming>,
     ) -> Result<Sent, ProxyError> {
         let table = self.table.load_full();
-        let (host, normalized_path) = route(ctx, &table, &self.limits, &req)?;
-        request_filter(ctx, conn, host.as_ref(), &mut req)?;
+        let (host, mut normalized_path) = route(ctx, &table, &self.limits, &req)?;
+        request_filter(ctx, conn, host.as_ref(), &mut req, &mut normalized_path)?;
         pick(ctx)?;
         drop(table);
         let prepared = upstream_request(ctx, conn, req, host, normalized_path)?;
@@ -323,23 +323,43 @@ fn route(
     Ok((host, normalized))
 }
 
-/// The middleware phase. The frontend's middleware chain (rate and connection limits), compiled into the table
-/// with the frontend, runs here in Priority order: it may end the request with a 429 that the one error exit
-/// answers, or admit it with connection slots the response body holds until it ends. A frontend without
-/// middlewares pays one length check.
+/// The middleware phase. The frontend's middleware chain (rate and connection limits, rewrites), compiled into
+/// the table with the frontend, runs here in Priority order: it may end the request with a 429 or a 302 that the
+/// one error exit answers, replace the request target, or admit the request with connection slots the response
+/// body holds until it ends. A frontend without middlewares pays one length check.
 #[inline]
 fn request_filter(
     ctx: &mut RequestCtx,
     conn: &ConnInfo,
     host: Option<&HeaderValue>,
     req: &mut Request<Incoming>,
+    normalized_path: &mut Option<String>,
 ) -> Result<(), ProxyError> {
     let frontend = ctx.frontend.as_ref().ok_or(ProxyError::Internal("request_filter ran before route"))?;
     if frontend.chain.is_empty() {
         return Ok(());
     }
-    let input = middleware::Input { client_ip: conn.peer.ip(), host, headers: req.headers() };
-    ctx.admitted = middleware::run(&frontend.chain, &input).map_err(ProxyError::Rejected)?;
+    let trust = frontend.trust_forward_header || conn.trust_forward_header;
+    let https = conn.tls
+        || (trust
+            && req.headers().get("x-forwarded-proto").is_some_and(|p| p.as_bytes().eq_ignore_ascii_case(b"https")));
+    let target = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
+    let input = middleware::Input { client_ip: conn.peer.ip(), host, headers: req.headers(), https, target };
+    let mut admitted = middleware::run(&frontend.chain, &input).map_err(|stop| match stop {
+        middleware::Stop::Rejected(r) => ProxyError::Rejected(r),
+        middleware::Stop::Redirect(to) => match HeaderValue::try_from(to) {
+            Ok(location) => ProxyError::Redirect { location },
+            Err(_) => ProxyError::Internal("a rewrite produced a Location that is not a header value"),
+        },
+    })?;
+    if let Some(pq) = admitted.rewritten.take() {
+        // The rewritten target replaces the client's, normalised path included: the operator's regexp said
+        // what the server gets.
+        *req.uri_mut() =
+            Uri::try_from(pq).map_err(|_| ProxyError::Internal("a rewrite produced an invalid request target"))?;
+        *normalized_path = None;
+    }
+    ctx.admitted = admitted;
     Ok(())
 }
 
