@@ -207,14 +207,17 @@ impl Registry {
 }
 
 fn reuse<T>(map: &Kept<T>, key: (String, String, String), make: impl FnOnce() -> T) -> Arc<T> {
-    let mut map = map.lock().unwrap_or_else(|p| p.into_inner());
-    // Limiters no table holds any more are gone for good: forget them.
-    map.retain(|_, w| w.strong_count() > 0);
-    if let Some(kept) = map.get(&key).and_then(Weak::upgrade) {
-        return kept;
+    let mut kept = map.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(live) = kept.map.get(&key).and_then(Weak::upgrade) {
+        return live;
+    }
+    if kept.map.len() >= kept.sweep_at {
+        // Limiters no table holds any more are gone for good: forget them.
+        kept.map.retain(|_, w| w.strong_count() > 0);
+        kept.sweep_at = (kept.map.len() * 2).max(64);
     }
     let made = Arc::new(make());
-    map.insert(key, Arc::downgrade(&made));
+    kept.map.insert(key, Arc::downgrade(&made));
     made
 }
 
@@ -236,4 +239,55 @@ const SHARDS: usize = 16;
 type Shards = Box<[Mutex<HashMap<Box<[u8]>, u64>>]>;
 
 /// Limiters by (frontend id, middleware id, value), held weakly: a limiter lives as long as a table uses it.
-type Kept<T> = Mutex<HashMap<(String, String, String), Weak<T>>>;
+type Kept<T> = Mutex<KeptMap<T>>;
+
+struct KeptMap<T> {
+    map: HashMap<(String, String, String), Weak<T>>,
+    /// The size at which dead entries are next swept out: sweeping on every insert would make a full rebuild
+    /// of many frontends with middlewares quadratic; sweeping when the map doubled keeps it linear.
+    sweep_at: usize,
+}
+
+impl<T> Default for KeptMap<T> {
+    fn default() -> Self {
+        KeptMap { map: HashMap::new(), sweep_at: 64 }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{RateLimitConfig, Variable};
+
+    fn rl(id: &str, priority: i32, burst: u64) -> ValidatedMiddleware {
+        let config =
+            RateLimitConfig { requests: 1, period_seconds: 1, burst, variable: Variable::ClientIp, rate_var: None };
+        ValidatedMiddleware {
+            id: id.into(),
+            kind: "ratelimit".into(),
+            priority,
+            value: format!("ratelimit:{burst}"),
+            config: MiddlewareConfig::RateLimit(config),
+        }
+    }
+
+    fn limiter(chain: &Chain) -> &Arc<RateLimiter> {
+        match &chain[0].kind {
+            Kind::RateLimit(r) => r,
+            _ => panic!("a rate limit"),
+        }
+    }
+
+    #[test]
+    fn state_is_kept_while_key_and_value_are_unchanged() {
+        let registry = Registry::new();
+        let first = registry.compile("f", &[rl("m", 1, 3)]);
+        let again = registry.compile("f", &[rl("m", 7, 3)]);
+        assert!(Arc::ptr_eq(limiter(&first), limiter(&again)), "priority is not part of the state");
+        let changed = registry.compile("f", &[rl("m", 1, 4)]);
+        assert!(!Arc::ptr_eq(limiter(&first), limiter(&changed)), "a new value starts afresh");
+        let other = registry.compile("g", &[rl("m", 1, 3)]);
+        assert!(!Arc::ptr_eq(limiter(&first), limiter(&other)), "another frontend has its own");
+        assert!(registry.compile("f", &[]).is_empty());
+    }
+}
