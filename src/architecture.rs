@@ -22,10 +22,12 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("lifecycle", &["model"]),
     // Per-server state and pools, kept across tables.
     ("upstream", &["model"]),
+    // A frontend's middleware chain and its state kept across tables.
+    ("middleware", &["telemetry", "model"]),
     // The compiled table and the reload loop that builds it from source events.
-    ("table", &["route", "balance", "telemetry", "model", "source", "upstream"]),
+    ("table", &["route", "balance", "telemetry", "model", "source", "upstream", "middleware"]),
     // The request path, then the sockets that feed it, then what watches it all.
-    ("proxy", &["route", "telemetry", "model", "lifecycle", "upstream", "table"]),
+    ("proxy", &["route", "telemetry", "model", "lifecycle", "upstream", "middleware", "table"]),
     ("listen", &["telemetry", "model", "lifecycle", "table", "proxy"]),
     ("admin", &["telemetry", "lifecycle", "upstream", "table"]),
     // Beside the flow: checking and writing config.

@@ -11,6 +11,8 @@
 //!   the table to build and the proxy to match.
 //! - [`table`]: the compiled immutable [`table::RoutingTable`], the one `ArcSwap`, and the reload loop that
 //!   builds and publishes it.
+//! - [`middleware`]: a frontend's middleware chain (rate and connection limits, rewrites), compiled into the table, its
+//!   state kept across reloads; run by the proxy between route and pick.
 //! - [`proxy`]: the phases of a request (route, pick, forward, respond, log), with [`balance`] (exact weighted
 //!   choice) and [`upstream`] (pools and per-server state that survive table swaps, the body sent upstream).
 //! - [`listen`] and [`lifecycle`]: accept, TLS, HTTP/1.1 and HTTP/2; shutdown and drain, inherited sockets and
@@ -30,6 +32,7 @@ pub mod balance;
 pub mod check;
 pub mod lifecycle;
 pub mod listen;
+pub mod middleware;
 pub mod model;
 pub mod ops;
 pub mod proxy;

@@ -150,6 +150,25 @@ async fn oversized_request_heads_are_refused_with_431_and_a_long_request_line_wi
     // A head just under the limits is served.
     let fine = format!("GET /m HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Ok: {}\r\nConnection: close\r\n\r\n", "d".repeat(7000));
     assert_eq!(status_of(addr, fine.as_bytes()).await, 200);
+
+    // Every refusal is counted, those hyper answers before the proxy sees a request included (it writes its
+    // answer before the count, so the count is waited for).
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let text = String::from_utf8_lossy(&get(&http1_client(), &format!("http://{}/metrics", s.ficus.admin)).await.1)
+            .into_owned();
+        let count = |code: &str| {
+            text.lines()
+                .filter(|l| l.starts_with("ficus_requests_total{") && l.contains(&format!("code=\"{code}\"")))
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum::<f64>()
+        };
+        if count("431") == 5.0 && count("414") == 2.0 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "refused heads not counted as 5 x 431 and 2 x 414:\n{text}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

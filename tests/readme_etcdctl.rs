@@ -48,6 +48,28 @@ async fn readme_etcdctl_commands_run_verbatim() {
     assert_eq!(status["counts"]["frontends"], 2, "{status}");
     assert_eq!(status["counts"]["servers"], 3, "{status}");
     assert_eq!(status["counts"]["listeners"], 1, "{status}");
+    // The middlewares left in place are in their frontends' chains and enforce: the per-client rate limit lets
+    // its burst of 3 through (to servers that are not running here: 502) and refuses the 4th.
+    assert_eq!(status["chains"]["gtin"][0]["id"], "per-client", "{status}");
+    let legacy: Vec<&str> =
+        status["chains"]["legacy"].as_array().into_iter().flatten().filter_map(|m| m["id"].as_str()).collect();
+    assert_eq!(legacy, ["moved", "cl"], "{status}");
+    let c = http1_client();
+    let (parts, _) =
+        request_full(&c, http::Request::get(ficus.url("/catalog/42")).body(Default::default()).unwrap()).await;
+    assert_eq!(parts.status, 302);
+    assert_eq!(parts.headers["location"], format!("http://{}/products/42", ficus.addr));
+    let gtin = |client: &'static str| {
+        let req = http::Request::get(ficus.url("/stores/1/gtins/123456789012")).header("x-client", client);
+        request_full(&c, req.body(Default::default()).expect("request"))
+    };
+    for i in 0..3 {
+        assert_ne!(gtin("readme").await.0.status, 429, "request {i} of the burst");
+    }
+    let (parts, _) = gtin("readme").await;
+    assert_eq!(parts.status, 429);
+    assert!(parts.headers.contains_key("retry-after"));
+    assert_ne!(gtin("another").await.0.status, 429, "another client has its own bucket");
     let config = get(&http1_client(), &format!("http://{}/config", ficus.admin)).await.1;
     let config: serde_json::Value = serde_json::from_slice(&config).expect("config JSON");
     let gtin = &config["backends"]["gtin"]["servers"];

@@ -125,7 +125,12 @@ async fn bad_input_is_refused_by_key_and_good_routes_keep_serving() {
         (
             "frontends/gtin/middlewares/rl",
             r#"{"Type":"ratelimit","Middleware":{"Requests":1}}"#,
-            "frontends/gtin/middlewares/rl: Type: middleware type `ratelimit` is not supported yet",
+            "frontends/gtin/middlewares/rl: Middleware: missing field `PeriodSeconds`",
+        ),
+        (
+            "frontends/gtin/middlewares/cb",
+            r#"{"Type":"cbreaker","Middleware":{"Condition":"NetworkErrorRatio() > 0.5"}}"#,
+            "frontends/gtin/middlewares/cb: Type: middleware type `cbreaker` is not supported yet",
         ),
         (
             "frontends/gtin/middlewares/x",

@@ -210,8 +210,11 @@ async fn refused<I: Socket>(conn: Box<H1Conn<I>>, e: &hyper::Error) {
     let Some(parts) = conn.into_parts() else { return };
     let (mut io, tripped) = parts.io.into_inner().into_inner();
     if tripped {
+        crate::telemetry::count_unrouted(414);
         head::linger_close(&mut io, head::URI_TOO_LONG).await;
     } else if e.is_parse() {
+        // hyper answered this head itself before any request reached the proxy, so nothing else counts it.
+        crate::telemetry::count_unrouted(if e.is_parse_too_large() { 431 } else { 400 });
         head::linger_close(&mut io, b"").await;
     }
 }
@@ -222,6 +225,7 @@ async fn timed_out<I: Socket>(conn: Box<H1Conn<I>>, may_answer: bool) {
     let Some(parts) = conn.into_parts() else { return };
     let (mut io, _) = parts.io.into_inner().into_inner();
     if may_answer && (!parts.read_buf.is_empty() || !io.prefix.is_empty()) {
+        crate::telemetry::count_unrouted(408);
         head::linger_close(&mut io, head::REQUEST_TIMEOUT).await;
     }
 }

@@ -12,8 +12,6 @@ use std::time::Duration;
 /// Weights are relative; this bound keeps the precomputed balancing sequences small.
 pub const MAX_WEIGHT: u32 = 10_000;
 
-const MIDDLEWARE_TYPES: &[&str] = &["ratelimit", "connlimit", "rewrite", "cbreaker", "trace"];
-
 /// Per-key checks that need no other key; run at decode time so a bad value never replaces a good one.
 pub(super) fn check_one(key: &Key, spec: &Spec) -> Result<(), ConfigError> {
     let key_id = match key {
@@ -46,17 +44,7 @@ pub(super) fn check_one(key: &Key, spec: &Spec) -> Result<(), ConfigError> {
         Spec::Backend(b) => check_type(key, &b.kind),
         Spec::Server(s) => server(key, key_id, s).map(|_| ()),
         Spec::Frontend(f) => frontend(key, key_id, f).map(|_| ()),
-        Spec::Middleware(m) => {
-            if MIDDLEWARE_TYPES.contains(&m.kind.as_str()) {
-                Ok(())
-            } else {
-                Err(ConfigError::new(
-                    key,
-                    Some("Type"),
-                    format!("unknown middleware type `{}` (known: {})", m.kind, MIDDLEWARE_TYPES.join(", ")),
-                ))
-            }
-        }
+        Spec::Middleware(m) => super::middleware::check(key, key_id, m).map(|_| ()),
         Spec::Host(h) => host(key, key_id, h).map(|_| ()),
         Spec::Listener(l) => listener(key, key_id, l).map(|_| ()),
     }

@@ -10,6 +10,7 @@
 mod check;
 mod duration;
 mod key;
+mod middleware;
 mod spec;
 mod state;
 mod validate;
@@ -17,11 +18,14 @@ mod validated;
 
 pub use duration::{de_duration, format_duration, parse_duration, DurationError, GoDuration};
 pub use key::{Key, KeyError};
+pub use middleware::{
+    ConnLimitConfig, MiddlewareConfig, RateLimitConfig, RewriteConfig, ValidatedMiddleware, Variable,
+};
 pub use spec::*;
 pub use state::{Change, ConfigState, Rejection};
 pub use validated::{
     Delta, Protocol, UpstreamSettings, ValidatedBackend, ValidatedConfig, ValidatedFrontend, ValidatedHost,
-    ValidatedListener, ValidatedMiddleware, ValidatedServer, Validation,
+    ValidatedListener, ValidatedServer, Validation,
 };
 
 use serde::de::DeserializeOwned;

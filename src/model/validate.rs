@@ -9,8 +9,8 @@
 
 use super::check::{frontend, host, listener, server, upstream_settings};
 use super::{
-    ConfigError, Delta, FrontendSpec, Key, Spec, ValidatedBackend, ValidatedConfig, ValidatedFrontend,
-    ValidatedMiddleware, Validation,
+    ConfigError, Delta, FrontendSpec, Key, MiddlewareConfig, Spec, ValidatedBackend, ValidatedConfig,
+    ValidatedFrontend, ValidatedMiddleware, Validation,
 };
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
@@ -192,16 +192,20 @@ impl Engine {
         let mut p = Problems::default();
         let key = Key::Frontend { frontend: id.to_string() };
         let middlewares_from = Key::Middleware { frontend: id.to_string(), middleware: String::new() };
-        let middlewares: Vec<ValidatedMiddleware> = inputs
-            .specs
-            .range(middlewares_from..)
-            .map_while(|(k, spec)| match (k, spec) {
-                (Key::Middleware { frontend, middleware }, Spec::Middleware(m)) if frontend == id => {
-                    Some(ValidatedMiddleware { id: middleware.clone(), kind: m.kind.clone(), priority: m.priority })
-                }
-                _ => None,
-            })
-            .collect();
+        let mut middlewares: Vec<ValidatedMiddleware> = Vec::new();
+        for (k, spec) in inputs.specs.range(middlewares_from..) {
+            let (Key::Middleware { frontend, middleware }, Spec::Middleware(m)) = (k, spec) else { break };
+            if frontend != id {
+                break;
+            }
+            // Held values passed this check when they arrived, so it fails only on a bug; report it all the same.
+            match super::middleware::check(k, middleware, m) {
+                Ok(vm) => middlewares.push(vm),
+                Err(e) => p.errors.push(e),
+            }
+        }
+        // The chain's order: smaller Priority first, ties by middleware id.
+        middlewares.sort_by(|a, b| (a.priority, &a.id).cmp(&(b.priority, &b.id)));
         let mut uses: Vec<String> = Vec::new();
         let chosen = match inputs.specs.get(&key) {
             Some(Spec::Frontend(spec)) => {
@@ -273,11 +277,27 @@ impl Engine {
                 }
                 for m in &middlewares {
                     let mkey = Key::Middleware { frontend: id.to_string(), middleware: m.id.clone() };
-                    p.unsupported.push(ConfigError::new(
-                        mkey,
-                        Some("Type"),
-                        format!("middleware type `{}` is not supported yet; the frontend serves without it", m.kind),
-                    ));
+                    match &m.config {
+                        MiddlewareConfig::Unsupported => p.unsupported.push(ConfigError::new(
+                            mkey,
+                            Some("Type"),
+                            format!(
+                                "middleware type `{}` is not supported yet; the frontend serves without it",
+                                m.kind
+                            ),
+                        )),
+                        MiddlewareConfig::Rewrite(r) if r.rewrite_body => p.unsupported.push(ConfigError::new(
+                            mkey,
+                            Some("Middleware.RewriteBody"),
+                            "response body templates are not supported yet; the URL is rewritten, the body passes unchanged",
+                        )),
+                        MiddlewareConfig::RateLimit(r) if r.rate_var.is_some() => p.unsupported.push(ConfigError::new(
+                            mkey,
+                            Some("Middleware.RateVar"),
+                            "rates from a header are not supported yet; the configured rates are enforced",
+                        )),
+                        _ => {}
+                    }
                 }
                 if !middlewares.is_empty() {
                     Arc::make_mut(&mut f).middlewares = middlewares;
@@ -397,7 +417,11 @@ mod tests {
     fn orphans_and_unsupported_are_reported() {
         let mut s = base();
         put(&mut s, "backends/ghost/servers/s1", r#"{"URL":"http://127.0.0.1:1"}"#);
-        put(&mut s, "frontends/f1/middlewares/rl", r#"{"Type":"ratelimit","Middleware":{}}"#);
+        put(
+            &mut s,
+            "frontends/f1/middlewares/rl",
+            r#"{"Type":"cbreaker","Middleware":{"Condition":"NetworkErrorRatio() > 0.5"}}"#,
+        );
         let v = s.validate();
         assert!(v.errors.iter().any(|e| e.key == "backends/ghost/servers/s1"));
         assert!(v.unsupported.iter().any(|e| e.key == "frontends/f1/middlewares/rl"));
@@ -439,7 +463,7 @@ mod tests {
                 4 => Change::Delete { key: format!("frontends/{f}/frontend") },
                 5 => Change::Put {
                     key: format!("frontends/{f}/middlewares/m"),
-                    value: br#"{"Type":"ratelimit","Middleware":{}}"#.to_vec(),
+                    value: br#"{"Type":"ratelimit","Middleware":{"Requests":1,"PeriodSeconds":1,"Burst":3,"Variable":"client.ip"}}"#.to_vec(),
                 },
                 6 => Change::Delete { key: format!("frontends/{f}/middlewares/m") },
                 _ => Change::Put {

@@ -2,7 +2,7 @@
 //! value here passed its per-key checks (`check`) and the cross-key rules; the compiler can rely on that and
 //! never re-checks. Stored types are `*Spec` (`spec.rs`); these are their checked forms.
 
-use super::{ConfigError, FrontendSettings};
+use super::{ConfigError, FrontendSettings, ValidatedMiddleware};
 use crate::route::RouteExpr;
 use http::uri::{Authority, Scheme};
 use imbl::OrdMap;
@@ -87,13 +87,6 @@ pub struct ValidatedFrontend {
     pub backends: Vec<(String, u32)>,
     pub settings: FrontendSettings,
     pub middlewares: Vec<ValidatedMiddleware>,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct ValidatedMiddleware {
-    pub id: String,
-    pub kind: String,
-    pub priority: i32,
 }
 
 #[derive(Clone, Serialize)]

@@ -41,6 +41,8 @@ pub struct Completion {
     pub outcome: Outcome,
     /// Set when the upstream body failed: the kind of failure, for the error counter.
     pub failed: Option<&'static str>,
+    /// The connection slots the middleware chain gave the request, given back when the body ends.
+    pub admitted: crate::middleware::Admitted,
 }
 
 /// The frontend's counters and where in its split the request went, kept until the body ends.

@@ -3,6 +3,7 @@
 //! counts, logs and answers it.
 
 use super::ProxyBody;
+use bytes::Bytes;
 use http::{header, HeaderValue, Response, StatusCode};
 use std::sync::Arc;
 use std::time::Duration;
@@ -96,6 +97,13 @@ pub enum ProxyError {
     UnsupportedCoding,
     #[error("upstream {backend}/{server}: {}", describe(.failure))]
     Upstream { failure: UpstreamFailure, backend: Arc<str>, server: Arc<str> },
+    /// A middleware of the frontend's chain refused the request (a rate or connection limit).
+    #[error("refused by middleware `{}` ({})", .0.middleware, .0.reason)]
+    Rejected(crate::middleware::Rejected),
+    /// Not a failure: a rewrite middleware with `Redirect` answers 302 itself. It leaves through the same exit
+    /// as every answer the proxy makes without a server, so it is counted and logged the same way.
+    #[error("redirected to {}", String::from_utf8_lossy(.location.as_bytes()))]
+    Redirect { location: HeaderValue },
     /// A bug in the proxy: a state the phases should make impossible.
     #[error("internal error: {0}")]
     Internal(&'static str),
@@ -123,7 +131,9 @@ impl ProxyError {
             | ProxyError::BadRequest(_)
             | ProxyError::HeadTooLarge(_)
             | ProxyError::UriTooLong { .. }
-            | ProxyError::UnsupportedCoding => ErrorSource::Downstream,
+            | ProxyError::UnsupportedCoding
+            | ProxyError::Rejected(_)
+            | ProxyError::Redirect { .. } => ErrorSource::Downstream,
             ProxyError::Upstream { failure: UpstreamFailure::ClientBody { .. }, .. } => ErrorSource::Downstream,
             ProxyError::Upstream { .. } => ErrorSource::Upstream,
             ProxyError::NoBackend | ProxyError::NoServer { .. } | ProxyError::Internal(_) => ErrorSource::Internal,
@@ -146,6 +156,8 @@ impl ProxyError {
             | ProxyError::HeadTooLarge(_)
             | ProxyError::UriTooLong { .. }
             | ProxyError::UnsupportedCoding
+            | ProxyError::Rejected(_)
+            | ProxyError::Redirect { .. }
             | ProxyError::Internal(_) => false,
         }
     }
@@ -159,6 +171,9 @@ impl ProxyError {
             ProxyError::HeadTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ProxyError::UriTooLong { .. } => StatusCode::URI_TOO_LONG,
             ProxyError::UnsupportedCoding => StatusCode::NOT_IMPLEMENTED,
+            // Vulcand answers 429 for both its rate and its connection limits.
+            ProxyError::Rejected(_) => StatusCode::TOO_MANY_REQUESTS,
+            ProxyError::Redirect { .. } => StatusCode::FOUND,
             ProxyError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ProxyError::Upstream { failure, .. } => match failure {
                 UpstreamFailure::Connect(_) | UpstreamFailure::Reset(_) | UpstreamFailure::DrainDeadline(_) => {
@@ -181,6 +196,9 @@ impl ProxyError {
             ProxyError::HeadTooLarge(_) => "header_too_large",
             ProxyError::UriTooLong { .. } => "uri_too_long",
             ProxyError::UnsupportedCoding => "transfer_coding_not_implemented",
+            ProxyError::Rejected(r) if r.reason == "connections" => "too_many_connections",
+            ProxyError::Rejected(_) => "rate_limited",
+            ProxyError::Redirect { .. } => "redirect",
             ProxyError::Internal(_) => "internal",
             ProxyError::Upstream { failure, .. } => match failure {
                 UpstreamFailure::Connect(_) => "upstream_unreachable",
@@ -195,6 +213,14 @@ impl ProxyError {
 
     /// The JSON error answer. Upstream details (addresses, OS errors) stay in the log, not in the body.
     pub fn response(&self, frontend: Option<&str>, request_id: &HeaderValue) -> Response<ProxyBody> {
+        if let ProxyError::Redirect { location } = self {
+            // What Vulcand sends: the status text as the body.
+            let mut resp = Response::new(ProxyBody::full(Bytes::from_static(b"Found")));
+            *resp.status_mut() = StatusCode::FOUND;
+            resp.headers_mut().insert(header::LOCATION, location.clone());
+            resp.headers_mut().insert(super::headers::X_REQUEST_ID.clone(), request_id.clone());
+            return resp;
+        }
         let mut body = serde_json::json!({
             "error": self.code(),
             "status": self.status().as_u16(),
@@ -213,6 +239,7 @@ impl ProxyError {
                 }
             }
             ProxyError::BodyTooLarge { limit } => body["limit"] = (*limit).into(),
+            ProxyError::Rejected(r) => body["middleware"] = r.middleware.as_ref().into(),
             _ => {}
         }
         let mut bytes = body.to_string().into_bytes();
@@ -221,6 +248,9 @@ impl ProxyError {
         *resp.status_mut() = self.status();
         resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
         resp.headers_mut().insert(super::headers::X_REQUEST_ID.clone(), request_id.clone());
+        if let ProxyError::Rejected(crate::middleware::Rejected { retry_after: Some(secs), .. }) = self {
+            resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(*secs));
+        }
         resp
     }
 }
@@ -242,6 +272,15 @@ mod tests {
             (ProxyError::HeadTooLarge("x"), ErrorSource::Downstream, 431),
             (ProxyError::UriTooLong { limit: 1 }, ErrorSource::Downstream, 414),
             (ProxyError::UnsupportedCoding, ErrorSource::Downstream, 501),
+            (
+                ProxyError::Rejected(crate::middleware::Rejected {
+                    middleware: "rl".into(),
+                    reason: "rate",
+                    retry_after: Some(1),
+                }),
+                ErrorSource::Downstream,
+                429,
+            ),
             (
                 upstream(UpstreamFailure::ClientBody { message: "gone".into(), too_large: false }),
                 ErrorSource::Downstream,

@@ -29,6 +29,7 @@ pub use body::{Completion, ProxyBody};
 pub use error::{ErrorSource, ProxyError, UpstreamFailure};
 
 use crate::lifecycle::tracker::Tracker;
+use crate::middleware::{self, Admitted};
 use crate::route::Request as RouteRequest;
 use crate::table::{Backend, Frontend, RoutingTable, SharedTable};
 use crate::telemetry;
@@ -79,6 +80,9 @@ pub struct RequestCtx {
     /// Set by `pick`, with their positions in the frontend's split and the backend's servers (metric slots).
     pub backend: Option<(usize, Arc<Backend>)>,
     pub server: Option<(usize, Arc<Server>)>,
+    /// Set by `request_filter`: what the middleware chain gave the request (connection slots), held until
+    /// the response body ends; dropped on the error exit.
+    pub admitted: Admitted,
 }
 
 impl RequestCtx {
@@ -89,7 +93,16 @@ impl RequestCtx {
             _ => ids.next(),
         };
         let log = access_log_enabled().then(|| RequestLog::new(req, None));
-        RequestCtx { start, request_id, method: req.method().clone(), log, frontend: None, backend: None, server: None }
+        RequestCtx {
+            start,
+            request_id,
+            method: req.method().clone(),
+            log,
+            frontend: None,
+            backend: None,
+            server: None,
+            admitted: Admitted::default(),
+        }
     }
 
     /// The frontend, backend and server once `pick` ran; an error for a phase that runs too early.
@@ -193,8 +206,8 @@ impl Proxy {
         mut req: Request<Incoming>,
     ) -> Result<Sent, ProxyError> {
         let table = self.table.load_full();
-        let (host, normalized_path) = route(ctx, &table, &self.limits, &req)?;
-        request_filter(ctx, &mut req)?;
+        let (host, mut normalized_path) = route(ctx, &table, &self.limits, &req)?;
+        request_filter(ctx, conn, host.as_ref(), &mut req, &mut normalized_path)?;
         pick(ctx)?;
         drop(table);
         let prepared = upstream_request(ctx, conn, req, host, normalized_path)?;
@@ -204,11 +217,11 @@ impl Proxy {
     /// The response phase: hop-by-hop headers out, the request id in, the client's version, and the body
     /// handed on with what must live as long as it (the in-flight guard, the pooled connection, the log line).
     fn respond(&self, ctx: RequestCtx, conn: &ConnInfo, sent: Sent) -> Response<ProxyBody> {
-        let RequestCtx { start, request_id, method, log, frontend, backend, server } = ctx;
+        let RequestCtx { start, request_id, method, log, frontend, backend, server, admitted } = ctx;
         let (frontend, (bi, backend), (si, server)) = match (frontend, backend, server) {
             (Some(f), Some(b), Some(s)) => (f, b, s),
             (frontend, backend, server) => {
-                let ctx = RequestCtx { start, request_id, method, log, frontend, backend, server };
+                let ctx = RequestCtx { start, request_id, method, log, frontend, backend, server, admitted };
                 return ctx.fail(conn, ProxyError::Internal("respond ran before a server was picked"));
             }
         };
@@ -251,6 +264,7 @@ impl Proxy {
             abort_wait: None,
             outcome: body::Outcome { frontend, backend: bi, server: si, status: status.as_u16(), start },
             failed: None,
+            admitted,
         });
         Response::from_parts(parts, ProxyBody::Upstream { body, done: Some(done) })
     }
@@ -309,11 +323,43 @@ fn route(
     Ok((host, normalized))
 }
 
-/// The middleware phase. The frontend's middleware chain (rate limits, connection limits, rewrites, circuit
-/// breakers), compiled into the table with the frontend, runs here: it may change the request, or end it with
-/// an error that the one error exit answers. Frontends have no chain yet, so this costs nothing.
+/// The middleware phase. The frontend's middleware chain (rate and connection limits, rewrites), compiled into
+/// the table with the frontend, runs here in Priority order: it may end the request with a 429 or a 302 that the
+/// one error exit answers, replace the request target, or admit the request with connection slots the response
+/// body holds until it ends. A frontend without middlewares pays one length check.
 #[inline]
-fn request_filter(_ctx: &mut RequestCtx, _req: &mut Request<Incoming>) -> Result<(), ProxyError> {
+fn request_filter(
+    ctx: &mut RequestCtx,
+    conn: &ConnInfo,
+    host: Option<&HeaderValue>,
+    req: &mut Request<Incoming>,
+    normalized_path: &mut Option<String>,
+) -> Result<(), ProxyError> {
+    let frontend = ctx.frontend.as_ref().ok_or(ProxyError::Internal("request_filter ran before route"))?;
+    if frontend.chain.is_empty() {
+        return Ok(());
+    }
+    let trust = frontend.trust_forward_header || conn.trust_forward_header;
+    let https = conn.tls
+        || (trust
+            && req.headers().get("x-forwarded-proto").is_some_and(|p| p.as_bytes().eq_ignore_ascii_case(b"https")));
+    let target = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
+    let input = middleware::Input { client_ip: conn.peer.ip(), host, headers: req.headers(), https, target };
+    let mut admitted = middleware::run(&frontend.chain, &input).map_err(|stop| match stop {
+        middleware::Stop::Rejected(r) => ProxyError::Rejected(r),
+        middleware::Stop::Redirect(to) => match HeaderValue::try_from(to) {
+            Ok(location) => ProxyError::Redirect { location },
+            Err(_) => ProxyError::Internal("a rewrite produced a Location that is not a header value"),
+        },
+    })?;
+    if let Some(pq) = admitted.rewritten.take() {
+        // The rewritten target replaces the client's, normalised path included: the operator's regexp said
+        // what the server gets.
+        *req.uri_mut() =
+            Uri::try_from(pq).map_err(|_| ProxyError::Internal("a rewrite produced an invalid request target"))?;
+        *normalized_path = None;
+    }
+    ctx.admitted = admitted;
     Ok(())
 }
 

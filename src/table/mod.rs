@@ -147,6 +147,8 @@ pub struct Frontend {
     pub hostname: Option<HeaderValue>,
     pub max_body_bytes: Option<u64>,
     pub metrics: FrontendMetrics,
+    /// The middleware chain, in order; empty (no allocation, one length check per request) for most frontends.
+    pub chain: crate::middleware::Chain,
 }
 
 pub struct Backend {
@@ -221,6 +223,8 @@ pub struct Compiler {
     certs: Arc<CertStore>,
     /// Counts route changes, so a base index built in the background is installed only if still current.
     epoch: u64,
+    /// Middleware state (token buckets, connection counts) kept across generations while unchanged.
+    middleware_state: crate::middleware::Registry,
 }
 
 /// A snapshot of every current route, in the order the base index will hold them.
@@ -256,6 +260,7 @@ impl Compiler {
             overlay_router: Arc::default(),
             certs: Arc::default(),
             epoch: 0,
+            middleware_state: crate::middleware::Registry::new(),
         }
     }
 
@@ -361,7 +366,7 @@ impl Compiler {
             Some(o) => o.counter.clone(),
             None => self.counter(format!("f:{id}")),
         };
-        let compiled = compile_frontend(&id_arc, f, &self.backends, &counter);
+        let compiled = compile_frontend(&id_arc, f, &self.backends, &counter, &self.middleware_state);
         let slot = old.as_ref().map(|o| o.slot).unwrap_or_else(|| self.alloc_slot());
         self.slots.set(slot, Some(compiled.clone()));
         let same_route = old.as_ref().is_some_and(|o| o.spec.route == f.route && o.spec.priority == f.priority);
@@ -390,7 +395,8 @@ impl Compiler {
     /// Recompiles a frontend against its backends' new objects. Its route and slot stay.
     fn rebind(&mut self, id: &str) {
         let Some(entry) = self.frontends.get_mut(id) else { return };
-        entry.compiled = compile_frontend(&entry.id, &entry.spec, &self.backends, &entry.counter);
+        entry.compiled =
+            compile_frontend(&entry.id, &entry.spec, &self.backends, &entry.counter, &self.middleware_state);
         self.slots.set(entry.slot, Some(entry.compiled.clone()));
     }
 
@@ -491,6 +497,7 @@ fn compile_frontend(
     f: &ValidatedFrontend,
     backends: &HashMap<String, BackendEntry>,
     counter: &Arc<AtomicUsize>,
+    middleware_state: &crate::middleware::Registry,
 ) -> Arc<Frontend> {
     // Validation guarantees every named backend exists; filter anyway rather than trust it blindly.
     let split: Vec<(Arc<Backend>, u32)> =
@@ -506,6 +513,7 @@ fn compile_frontend(
         trust_forward_header: f.settings.trust_forward_header,
         hostname,
         max_body_bytes: (f.settings.limits.max_body_bytes > 0).then_some(f.settings.limits.max_body_bytes),
+        chain: middleware_state.compile(id, &f.middlewares),
     })
 }
 

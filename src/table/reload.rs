@@ -6,7 +6,7 @@
 //! good keep serving.
 
 use super::{Compiler, RoutingTable, SharedTable};
-use crate::model::{ConfigError, ConfigState, Rejection, ValidatedConfig};
+use crate::model::{ConfigError, ConfigState, MiddlewareConfig, Rejection, ValidatedConfig};
 use crate::route::Router;
 use crate::source::{Locations, SourceEvent, SourceStatus, MAX_PROBLEMS};
 use crate::telemetry;
@@ -27,6 +27,8 @@ pub struct Status {
     pub reloaded_at_unix: u64,
     pub source: SourceStatus,
     pub counts: Counts,
+    /// Each frontend's middleware chain in the order it runs (frontends without middleware are left out).
+    pub chains: std::collections::BTreeMap<String, Vec<ChainEntry>>,
     /// Keys whose latest value was refused (the previous good value, if any, still serves).
     pub rejected: Vec<Rejection>,
     /// Cross-key problems: values left out or replaced by their last good value.
@@ -34,6 +36,17 @@ pub struct Status {
     /// Values in force with a part Ficus does not act on yet.
     pub unsupported: Vec<ConfigError>,
     pub draining: Vec<DrainingServer>,
+}
+
+/// One middleware of a frontend's chain, as `/status` lists it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ChainEntry {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub priority: i32,
+    /// False for a type Ficus decodes but does not act on yet (it is also listed under `unsupported`).
+    pub enforced: bool,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -197,6 +210,20 @@ impl Reloader {
             listeners: config.listeners.len(),
             middlewares: config.frontends.values().map(|f| f.middlewares.len()).sum(),
         };
+        let chains = config
+            .frontends
+            .iter()
+            .filter(|(_, f)| !f.middlewares.is_empty())
+            .map(|(id, f)| {
+                let chain = f.middlewares.iter().map(|m| ChainEntry {
+                    id: m.id.clone(),
+                    kind: m.kind.clone(),
+                    priority: m.priority,
+                    enforced: !matches!(m.config, MiddlewareConfig::Unsupported),
+                });
+                (id.clone(), chain.collect())
+            })
+            .collect();
         let rejected: Vec<Rejection> = self.state.rejected().cloned().collect();
         let problems = rejected.len() + validation.errors.len();
         metrics::gauge!(telemetry::CONFIG_GENERATION).set(self.generation as f64);
@@ -211,6 +238,7 @@ impl Reloader {
             s.generation = generation;
             s.reloaded_at_unix = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
             s.counts = counts;
+            s.chains = chains;
             s.rejected = rejected;
             s.errors = validation.errors;
             s.unsupported = validation.unsupported;

@@ -30,6 +30,8 @@ pub const CONFIG_SERVERS: &str = "ficus_config_servers";
 pub const DRAINING_SERVERS: &str = "ficus_draining_servers";
 pub const DRAINING_INFLIGHT: &str = "ficus_draining_inflight";
 pub const BUILD_INFO: &str = "ficus_build_info";
+/// Requests a frontend's middleware refused, by `frontend`, `middleware` and `reason` (`rate`, `connections`).
+pub const MIDDLEWARE_REJECTED_TOTAL: &str = "ficus_middleware_rejected_total";
 
 /// The `frontend` label of requests that matched no frontend (404, or 400 before matching); no frontend id
 /// can take this value (ids have no parentheses).

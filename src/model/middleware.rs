@@ -1,0 +1,289 @@
+//! Vulcand's middleware values (`frontends/<f>/middlewares/<m>`), decoded and checked per key.
+//!
+//! `check` runs this when a value arrives, so a value with a missing or wrong field is refused naming the key
+//! and field (`Middleware.Burst`) and the middleware's last good value keeps enforcing. The cross-key pass
+//! turns each value into a [`ValidatedMiddleware`] that `table/` compiles into the frontend's chain. The JSON is
+//! Vulcand's, field for field (its docs/proxy.rst).
+
+use super::{ConfigError, Key, MiddlewareSpec};
+use http::HeaderName;
+use serde::{Deserialize, Serialize, Serializer};
+
+/// A checked middleware of one frontend, in the order of its chain: `(priority, id)`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ValidatedMiddleware {
+    pub id: String,
+    pub kind: String,
+    pub priority: i32,
+    pub config: MiddlewareConfig,
+    /// The value that identifies the middleware's state (type and settings, not priority): state such as token
+    /// buckets is kept across reloads while this and the key are unchanged.
+    #[serde(skip)]
+    pub value: String,
+}
+
+/// What a middleware does, as Ficus acts on it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MiddlewareConfig {
+    RateLimit(RateLimitConfig),
+    ConnLimit(ConnLimitConfig),
+    Rewrite(RewriteConfig),
+    /// A Vulcand type Ficus decodes but does not act on yet (`rewrite`, `cbreaker`, `trace`): reported as
+    /// unsupported, never silently dropped.
+    Unsupported,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RateLimitConfig {
+    pub requests: u64,
+    pub period_seconds: u64,
+    pub burst: u64,
+    pub variable: Variable,
+    /// Vulcand's `RateVar` (rates read from a header). Not acted on yet: the configured rates apply, which is
+    /// what Vulcand does when the header is missing.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate_var: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ConnLimitConfig {
+    pub connections: u64,
+    pub variable: Variable,
+}
+
+/// Vulcand's `rewrite`: the request's URL (`scheme://host/path?query`, as received) is matched against
+/// `Regexp`; on a match every match is replaced by `Replacement` (`$1`, `${name}` expand groups) and the
+/// request goes on with the new path and query, or, with `Redirect`, is answered 302 to the new URL.
+#[derive(Debug, Clone, Serialize)]
+pub struct RewriteConfig {
+    #[serde(serialize_with = "ser_regex")]
+    pub regexp: regex::Regex,
+    pub replacement: String,
+    /// Vulcand's response-body templating: not acted on yet (the body passes unchanged).
+    pub rewrite_body: bool,
+    pub redirect: bool,
+}
+
+impl PartialEq for RewriteConfig {
+    fn eq(&self, o: &Self) -> bool {
+        self.regexp.as_str() == o.regexp.as_str()
+            && (&self.replacement, self.rewrite_body, self.redirect) == (&o.replacement, o.rewrite_body, o.redirect)
+    }
+}
+
+fn ser_regex<S: Serializer>(r: &regex::Regex, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(r.as_str())
+}
+
+/// Vulcand's request variables: what a limit counts by.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Variable {
+    ClientIp,
+    RequestHost,
+    Header(HeaderName),
+}
+
+impl Variable {
+    fn parse(s: &str) -> Result<Variable, String> {
+        match s {
+            "client.ip" => Ok(Variable::ClientIp),
+            "request.host" => Ok(Variable::RequestHost),
+            _ => match s.strip_prefix("request.header.") {
+                Some(name) => HeaderName::from_bytes(name.as_bytes())
+                    .map(Variable::Header)
+                    .map_err(|_| format!("`{name}` is not a header name")),
+                None => Err(format!("unknown variable `{s}` (client.ip, request.host or request.header.<Name>)")),
+            },
+        }
+    }
+}
+
+impl std::fmt::Display for Variable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Variable::ClientIp => f.write_str("client.ip"),
+            Variable::RequestHost => f.write_str("request.host"),
+            Variable::Header(h) => write!(f, "request.header.{h}"),
+        }
+    }
+}
+
+impl Serialize for Variable {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "PascalCase")]
+struct RateLimitSpec {
+    requests: u64,
+    period_seconds: u64,
+    burst: u64,
+    variable: String,
+    #[serde(default)]
+    rate_var: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "PascalCase")]
+struct RewriteSpec {
+    regexp: String,
+    #[serde(default)]
+    replacement: String,
+    #[serde(default)]
+    rewrite_body: bool,
+    #[serde(default)]
+    redirect: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "PascalCase")]
+struct ConnLimitSpec {
+    connections: u64,
+    variable: String,
+}
+
+const KNOWN: &[&str] = &["ratelimit", "connlimit", "rewrite", "cbreaker", "trace"];
+
+/// Checks one middleware value and works out its config. Errors name the key and the field.
+pub(super) fn check(key: &Key, id: &str, m: &MiddlewareSpec) -> Result<ValidatedMiddleware, ConfigError> {
+    let config = match m.kind.as_str() {
+        "ratelimit" => {
+            let s: RateLimitSpec = settings(key, &m.middleware)?;
+            for (field, v) in [("Requests", s.requests), ("PeriodSeconds", s.period_seconds), ("Burst", s.burst)] {
+                if v == 0 {
+                    return Err(ConfigError::new(key, Some(&format!("Middleware.{field}")), "must be above 0"));
+                }
+            }
+            MiddlewareConfig::RateLimit(RateLimitConfig {
+                requests: s.requests,
+                period_seconds: s.period_seconds,
+                burst: s.burst,
+                variable: variable(key, &s.variable)?,
+                rate_var: (!s.rate_var.is_empty()).then_some(s.rate_var),
+            })
+        }
+        "connlimit" => {
+            let s: ConnLimitSpec = settings(key, &m.middleware)?;
+            if s.connections == 0 {
+                return Err(ConfigError::new(key, Some("Middleware.Connections"), "must be above 0"));
+            }
+            MiddlewareConfig::ConnLimit(ConnLimitConfig {
+                connections: s.connections,
+                variable: variable(key, &s.variable)?,
+            })
+        }
+        "rewrite" => {
+            let s: RewriteSpec = settings(key, &m.middleware)?;
+            let regexp = regex::Regex::new(&s.regexp)
+                .map_err(|e| ConfigError::new(key, Some("Middleware.Regexp"), format!("bad regexp: {e}")))?;
+            // Vulcand fills `{{...}}` in the result from the request; a literal `{{` left in a URL would send the
+            // request somewhere else than the operator meant, so such a value is refused until templates exist.
+            if s.replacement.contains("{{") {
+                return Err(ConfigError::new(
+                    key,
+                    Some("Middleware.Replacement"),
+                    "templates ({{...}}) are not supported yet",
+                ));
+            }
+            MiddlewareConfig::Rewrite(RewriteConfig {
+                regexp,
+                replacement: s.replacement,
+                rewrite_body: s.rewrite_body,
+                redirect: s.redirect,
+            })
+        }
+        k if KNOWN.contains(&k) => MiddlewareConfig::Unsupported,
+        other => {
+            return Err(ConfigError::new(
+                key,
+                Some("Type"),
+                format!("unknown middleware type `{other}` (known: {})", KNOWN.join(", ")),
+            ))
+        }
+    };
+    let value = format!("{}:{}", m.kind, m.middleware);
+    Ok(ValidatedMiddleware { id: id.to_string(), kind: m.kind.clone(), priority: m.priority, config, value })
+}
+
+fn variable(key: &Key, s: &str) -> Result<Variable, ConfigError> {
+    Variable::parse(s).map_err(|e| ConfigError::new(key, Some("Middleware.Variable"), e))
+}
+
+fn settings<T: serde::de::DeserializeOwned>(key: &Key, v: &serde_json::Value) -> Result<T, ConfigError> {
+    serde_path_to_error::deserialize(v).map_err(|e| {
+        let path = e.path().to_string();
+        let field =
+            if path == "." || path.is_empty() { "Middleware".to_string() } else { format!("Middleware.{path}") };
+        ConfigError::new(key, Some(&field), e.into_inner())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check_json(json: &str) -> Result<ValidatedMiddleware, ConfigError> {
+        let key = Key::parse("frontends/f/middlewares/m").unwrap();
+        let spec: MiddlewareSpec = serde_json::from_str(json).unwrap();
+        check(&key, "m", &spec)
+    }
+
+    #[test]
+    fn vulcands_documented_values_are_accepted() {
+        let rl = check_json(
+            r#"{"Id":"rl1","Priority":1,"Type":"ratelimit","Middleware":{"Requests":100,"PeriodSeconds":1,"Burst":3,"Variable":"client.ip"}}"#,
+        )
+        .unwrap();
+        assert!(matches!(rl.config, MiddlewareConfig::RateLimit(RateLimitConfig { requests: 100, burst: 3, .. })));
+        let cl =
+            check_json(r#"{"Type":"connlimit","Middleware":{"Connections":16,"Variable":"request.header.X-User"}}"#)
+                .unwrap();
+        let MiddlewareConfig::ConnLimit(c) = cl.config else { panic!("connlimit") };
+        assert_eq!(c.variable.to_string(), "request.header.x-user");
+        let rw = check_json(r#"{"Type":"rewrite","Middleware":{"Regexp":"/foo(.*)","Replacement":"$1","RewriteBody":false,"Redirect":false}}"#).unwrap();
+        assert!(matches!(rw.config, MiddlewareConfig::Rewrite(RewriteConfig { redirect: false, .. })));
+        let cb = check_json(r#"{"Type":"cbreaker","Middleware":{"Condition":"NetworkErrorRatio() > 0.5"}}"#).unwrap();
+        assert_eq!(cb.config, MiddlewareConfig::Unsupported);
+    }
+
+    #[test]
+    fn bad_values_name_their_field() {
+        let cases = [
+            (
+                r#"{"Type":"ratelimit","Middleware":{"Requests":1,"PeriodSeconds":1,"Variable":"client.ip"}}"#,
+                "Middleware",
+            ),
+            (
+                r#"{"Type":"ratelimit","Middleware":{"Requests":1,"PeriodSeconds":0,"Burst":1,"Variable":"client.ip"}}"#,
+                "Middleware.PeriodSeconds",
+            ),
+            (
+                r#"{"Type":"ratelimit","Middleware":{"Requests":"x","PeriodSeconds":1,"Burst":1,"Variable":"client.ip"}}"#,
+                "Middleware.Requests",
+            ),
+            (
+                r#"{"Type":"ratelimit","Middleware":{"Requests":1,"PeriodSeconds":1,"Burst":1,"Variable":"client.port"}}"#,
+                "Middleware.Variable",
+            ),
+            (r#"{"Type":"connlimit","Middleware":{"Connections":0,"Variable":"client.ip"}}"#, "Middleware.Connections"),
+            (
+                r#"{"Type":"connlimit","Middleware":{"Connections":1,"Variable":"client.ip","Extra":1}}"#,
+                "Middleware.Extra",
+            ),
+            (r#"{"Type":"magic","Middleware":{}}"#, "Type"),
+            (r#"{"Type":"rewrite","Middleware":{"Regexp":"(","Replacement":"x"}}"#, "Middleware.Regexp"),
+            (
+                r#"{"Type":"rewrite","Middleware":{"Regexp":"a","Replacement":"{{.Request.Host}}"}}"#,
+                "Middleware.Replacement",
+            ),
+        ];
+        for (json, field) in cases {
+            let e = check_json(json).unwrap_err();
+            assert_eq!(e.field.as_deref(), Some(field), "{json}: {e}");
+            assert_eq!(e.key, "frontends/f/middlewares/m");
+        }
+    }
+}
