@@ -50,13 +50,8 @@ pub struct Limits {
     pub encoded_slash: EncodedSlash,
     /// How long a client has to send a request head (slowloris protection); a partial head is then answered
     /// 408. Go-style duration in the config file.
-    #[serde(deserialize_with = "de_duration")]
+    #[serde(deserialize_with = "crate::model::de_duration")]
     pub header_timeout: Duration,
-}
-
-fn de_duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-    let s = String::deserialize(d)?;
-    crate::model::parse_duration(&s).map_err(serde::de::Error::custom)
 }
 
 pub const DEFAULT_MAX_HEAD_BYTES: usize = 32 * 1024;
