@@ -24,17 +24,21 @@ impl EtcdCluster {
         // elect leaders back to back and never settle. (A later flag overrides an earlier one.)
         let timing: Vec<String> =
             ["--heartbeat-interval", "50", "--election-timeout", "1000"].iter().map(|s| s.to_string()).collect();
-        let mut members: Vec<Etcd> =
-            (0..n).map(|i| Etcd::unstarted(&format!("m{i}"), timing.clone(), "http", Vec::new())).collect();
-        let cluster = members.iter().map(|m| m.initial_cluster.clone()).collect::<Vec<_>>().join(",");
-        for m in &mut members {
-            m.initial_cluster = cluster.clone();
-            m.launch();
+        for attempt in 1.. {
+            let mut members: Vec<Etcd> =
+                (0..n).map(|i| Etcd::unstarted(&format!("m{i}"), timing.clone(), "http", Vec::new())).collect();
+            let cluster = members.iter().map(|m| m.initial_cluster.clone()).collect::<Vec<_>>().join(",");
+            for m in &mut members {
+                m.initial_cluster = cluster.clone();
+                m.launch();
+            }
+            let taken = members.iter_mut().any(|m| m.wait_healthy(Duration::from_secs(30)).is_err());
+            if !taken {
+                return EtcdCluster { members };
+            }
+            assert!(attempt < 3, "etcd members lost their ports to other processes three times");
         }
-        for m in &mut members {
-            m.wait_healthy(Duration::from_secs(30));
-        }
-        EtcdCluster { members }
+        unreachable!()
     }
 
     /// Puts through a member that is up: right after a member dies the others may still be electing a leader.
@@ -66,8 +70,13 @@ impl EtcdCluster {
     }
 }
 
+/// etcd exited at start because another process held one of its ports.
+pub struct PortTaken;
+
 pub struct Etcd {
     child: Option<Child>,
+    /// Never healthy yet: its ports may still be re-picked.
+    fresh: bool,
     pub client_port: u16,
     pub peer_port: u16,
     pub dir: tempfile::TempDir,
@@ -98,6 +107,7 @@ impl Etcd {
         let peer_port = free_port();
         Etcd {
             child: None,
+            fresh: true,
             client_port: free_port(),
             peer_port,
             dir: tempfile::tempdir().expect("temp dir"),
@@ -117,9 +127,19 @@ impl Etcd {
         SocketAddr::from(([127, 0, 0, 1], self.client_port))
     }
 
+    /// Starts and waits until healthy. A port taken by another process between the pick and etcd's bind gets
+    /// fresh ports (first start only: a restart must keep its address).
     fn spawn(&mut self) {
-        self.launch();
-        self.wait_healthy(Duration::from_secs(20));
+        for attempt in 1.. {
+            self.launch();
+            if self.wait_healthy(Duration::from_secs(20)).is_ok() {
+                return;
+            }
+            assert!(attempt < 3 && self.fresh, "etcd could not bind its ports:\n{}", self.log_text());
+            self.client_port = free_port();
+            self.peer_port = free_port();
+            self.initial_cluster = format!("{}=http://127.0.0.1:{}", self.name, self.peer_port);
+        }
     }
 
     /// Starts the process without waiting: a cluster member is healthy only once a quorum runs.
@@ -165,15 +185,25 @@ impl Etcd {
         std::fs::read_to_string(self.dir.path().join("etcd.log")).unwrap_or_default()
     }
 
-    fn wait_healthy(&mut self, limit: Duration) {
+    /// Waits until etcd answers a health check. `Err` only when it exited because a port was taken (the caller
+    /// may retry on other ports); any other failure panics with etcd's log.
+    fn wait_healthy(&mut self, limit: Duration) -> Result<(), PortTaken> {
         let deadline = Instant::now() + limit;
         loop {
             if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
-                panic!("etcd exited early with {status}:\n{}", self.log_text());
+                self.child = None;
+                let log = self.log_text();
+                if log.contains("address already in use") {
+                    // Keep the next attempt's log free of this one's failure.
+                    let _ = std::fs::remove_file(self.dir.path().join("etcd.log"));
+                    return Err(PortTaken);
+                }
+                panic!("etcd exited early with {status}:\n{log}");
             }
             let out = self.ctl_output(&["endpoint", "health", "--command-timeout=1s"]);
             if out.status.success() {
-                return;
+                self.fresh = false;
+                return Ok(());
             }
             assert!(Instant::now() < deadline, "etcd not healthy in {limit:?}:\n{}", self.log_text());
             std::thread::sleep(Duration::from_millis(50));

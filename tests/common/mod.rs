@@ -21,10 +21,39 @@ use std::time::{Duration, Instant};
 
 pub type HttpClient = Client<HttpConnector, Full<Bytes>>;
 
-/// A port that was free a moment ago. The OS hands out ephemeral ports in sequence, so reuse within a test
-/// run is unlikely; the gateway fails loudly (and the test with it) if the port was taken meanwhile.
+/// A loopback port that is free now and that no outgoing connection will take before the child binds it.
+///
+/// Ports are drawn *below* the kernel's ephemeral range (`ip_local_port_range`, 32768 and up by default):
+/// the ephemeral range is where every client socket of every concurrent test gets its source port, so a port
+/// picked there and released can be taken by a connect() before etcd or Ficus binds it (CI saw exactly that).
+/// Each test process starts at its own offset and walks forward, checking each candidate with a real bind.
 pub fn free_port() -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let (low, high) = port_pool();
+    let span = u32::from(high - low);
+    let start = std::process::id().wrapping_mul(7919) % span;
+    for _ in 0..span {
+        let k = (start + NEXT.fetch_add(1, Ordering::Relaxed)) % span;
+        let port = low + k as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
     TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("bind an ephemeral port")
+}
+
+/// `[10000, start of the ephemeral range)`, or a fixed band when the range leaves too little room below it.
+fn port_pool() -> (u16, u16) {
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().and_then(|t| t.parse::<u16>().ok()))
+        .unwrap_or(32768);
+    if ephemeral_low >= 12000 {
+        (10000, ephemeral_low)
+    } else {
+        (61000, 65535)
+    }
 }
 
 /// A routes directory in a temp dir; files are named by key.
