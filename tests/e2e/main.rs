@@ -28,3 +28,4 @@ mod systemd;
 mod telemetry;
 mod tls_sni;
 mod upgrade;
+mod upstream_tls;
