@@ -4,7 +4,7 @@
 //! response body rendered as a template of the request (`RewriteBody`); and bad breaker values refused by key
 //! and field while the last good chain keeps enforcing.
 
-mod common;
+use crate::common;
 
 use bytes::Bytes;
 use common::backend::TestBackend;
