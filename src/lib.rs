@@ -13,7 +13,8 @@
 //!   > 0.5`), parsed and bound to a caller's vocabulary at config time, evaluated without allocating; a pure leaf.
 //! - [`table`]: the compiled immutable [`table::RoutingTable`], the one `ArcSwap`, and the reload loop that
 //!   builds and publishes it.
-//! - [`middleware`]: a frontend's middleware chain (rate and connection limits, rewrites), compiled into the table, its
+//! - [`middleware`]: a frontend's middleware chain (rate and connection limits, rewrites, circuit breakers,
+//!   traces), compiled into the table, its
 //!   state kept across reloads; run by the proxy between route and pick.
 //! - [`proxy`]: the phases of a request (route, pick, forward, respond, log), with [`balance`] (exact weighted
 //!   choice) and [`upstream`] (pools and per-server state that survive table swaps, the body sent upstream).
