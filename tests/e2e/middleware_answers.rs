@@ -2,7 +2,8 @@
 //! starts failing and heals (config from a real etcd), with its webhooks arriving at a real HTTP receiver;
 //! trace records arriving at a real UDP syslog listener; rates taken from a request header (`RateVar`); a
 //! response body rendered as a template of the request (`RewriteBody`); and bad breaker values refused by key
-//! and field while the last good chain keeps enforcing.
+//! and field while the last good chain keeps enforcing. Also two gaps of the request side: an open WebSocket
+//! holds its connection-limit slot, and `client.ip` is the forwarded client behind a trusted proxy.
 
 use crate::common;
 
@@ -354,4 +355,64 @@ async fn rewrite_body_renders_the_response_as_a_template_of_the_request() {
     assert_eq!(String::from_utf8_lossy(&body), r#"{"foo": "variable-value", "path": "/a/b"}"#);
     assert_eq!(parts.headers["content-length"], body.len().to_string().as_str());
     task.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_websocket_holds_its_connlimit_slot_until_the_tunnel_ends() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let b = TestBackend::start("b").await;
+    let routes = Routes::new();
+    routes.backend("b", &[("s1", b.addr)]);
+    routes.frontend("f", "b", "PathPrefix(`/`)");
+    routes.put(
+        "frontends/f/middlewares/cl",
+        r#"{"Type":"connlimit","Middleware":{"Connections":1,"Variable":"client.ip"}}"#,
+    );
+    let ficus = Ficus::start(routes.path()).await;
+    let c = http1_client();
+    assert_eq!(get(&c, &ficus.url("/x")).await.0, 200, "the slot is free");
+    let tcp = tokio::net::TcpStream::connect(ficus.addr).await.expect("connect");
+    let (mut ws, resp) =
+        tokio_tungstenite::client_async(format!("ws://{}/ws", ficus.addr), tcp).await.expect("upgrade through ficus");
+    assert_eq!(resp.status(), 101);
+    ws.send(Message::Text("ping".into())).await.expect("send");
+    let echo = tokio::time::timeout(Duration::from_secs(10), ws.next()).await.expect("echo in time");
+    assert_eq!(echo.expect("a message").expect("a frame").into_text().expect("text"), "ping");
+    assert_eq!(get(&c, &ficus.url("/x")).await.0, 429, "the open tunnel holds the one slot");
+    ws.close(None).await.expect("close");
+    drop(ws);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while get(&c, &ficus.url("/x")).await.0 != 200 {
+        assert!(Instant::now() < deadline, "the slot was never given back after the tunnel ended");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_ip_is_the_forwarded_client_only_when_the_frontend_trusts_the_forward_header() {
+    let b = TestBackend::start("b").await;
+    let routes = Routes::new();
+    routes.backend("b", &[("s1", b.addr)]);
+    routes.put(
+        "frontends/trusting/frontend",
+        r#"{"Type":"http","BackendId":"b","Route":"PathPrefix(`/t`)","Settings":{"TrustForwardHeader":true}}"#,
+    );
+    routes.frontend("plain", "b", "PathPrefix(`/p`)");
+    let limit =
+        r#"{"Type":"ratelimit","Middleware":{"Requests":1,"PeriodSeconds":3600,"Burst":1,"Variable":"client.ip"}}"#;
+    routes.put("frontends/trusting/middlewares/rl", limit);
+    routes.put("frontends/plain/middlewares/rl", limit);
+    let ficus = Ficus::start(routes.path()).await;
+    let c = http1_client();
+    let from = |path: &str, xff: &str| {
+        let req = http::Request::get(ficus.url(path)).header("x-forwarded-for", xff);
+        request(&c, req.body(Full::default()).expect("request"))
+    };
+    assert_eq!(from("/t", "6.6.6.6, 10.0.0.1").await.0, 200);
+    assert_eq!(from("/t", "10.0.0.1").await.0, 429, "the same forwarded client");
+    assert_eq!(from("/t", "10.0.0.1, 10.0.0.2").await.0, 200, "another forwarded client has its own bucket");
+    // Untrusted, the header is the client's claim: every request counts under the connection's address.
+    assert_eq!(from("/p", "10.0.0.3").await.0, 200);
+    assert_eq!(from("/p", "10.0.0.4").await.0, 429, "a claimed address does not buy a new bucket");
 }
