@@ -416,3 +416,59 @@ async fn client_ip_is_the_forwarded_client_only_when_the_frontend_trusts_the_for
     assert_eq!(from("/p", "10.0.0.3").await.0, 200);
     assert_eq!(from("/p", "10.0.0.4").await.0, 429, "a claimed address does not buy a new bucket");
 }
+
+fn ficus_cmd(args: &[&str]) -> (i32, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ficus")).args(args).output().expect("run ficus");
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    (out.status.code().unwrap_or(-1), text(&out.stdout), text(&out.stderr))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_and_apply_accept_every_middleware_type_and_refuse_a_bad_one_by_key_and_field() {
+    let routes = Routes::new();
+    routes.backend("b", &[("s1", "127.0.0.1:9".parse().unwrap())]);
+    routes.frontend("f", "b", "PathPrefix(`/`)");
+    let good = [
+        (
+            "rl",
+            r#"{"Type":"ratelimit","Priority":1,"Middleware":{"Requests":1,"PeriodSeconds":1,"Burst":3,"Variable":"client.ip","RateVar":"request.header.X-Rates"}}"#,
+        ),
+        ("cl", r#"{"Type":"connlimit","Priority":2,"Middleware":{"Connections":16,"Variable":"client.ip"}}"#),
+        ("rw", r#"{"Type":"rewrite","Priority":3,"Middleware":{"RewriteBody":true}}"#),
+        (
+            "cb",
+            r#"{"Type":"cbreaker","Priority":4,"Middleware":{"Condition":"LatencyAtQuantileMS(50.0) > 50","FallbackDuration":10000000000}}"#,
+        ),
+        ("tr", r#"{"Type":"trace","Priority":5,"Middleware":{"Addr":"syslog://127.0.0.1:5514","ReqHeaders":["X-A"]}}"#),
+    ];
+    for (id, value) in good {
+        routes.put(&format!("frontends/f/middlewares/{id}"), value);
+    }
+    let dir = routes.path().to_str().expect("utf-8 path");
+    let (code, out, err) = ficus_cmd(&["check", dir]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("0 errors"), "{out}");
+
+    let etcd = Etcd::start();
+    let ep = etcd.endpoint();
+    routes.put(
+        "frontends/f/middlewares/bad",
+        r#"{"Type":"cbreaker","Middleware":{"Condition":"ResponseCodeRatio(500, 600) > 0.5"}}"#,
+    );
+    let (code, out, err) = ficus_cmd(&["check", dir]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(out.contains("frontends/f/middlewares/bad: Middleware.Condition: at position 0"), "{out}{err}");
+    let (code, _, err) = ficus_cmd(&["apply", dir, "--etcd", &ep]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("frontends/f/middlewares/bad: Middleware.Condition"), "{err}");
+    assert!(err.contains("nothing was written"), "{err}");
+    assert_eq!(etcd.ctl(&["get", "--prefix", "/vulcand/", "--keys-only"]).trim(), "", "a refused plan wrote");
+
+    routes.delete("frontends/f/middlewares/bad");
+    let (code, out, err) = ficus_cmd(&["apply", dir, "--etcd", &ep]);
+    assert_eq!(code, 0, "{out}{err}");
+    let keys = etcd.ctl(&["get", "--prefix", "/vulcand/frontends/f/middlewares/", "--keys-only"]);
+    for (id, _) in good {
+        assert!(keys.contains(&format!("/vulcand/frontends/f/middlewares/{id}")), "{keys}");
+    }
+}
