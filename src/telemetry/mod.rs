@@ -32,6 +32,10 @@ pub const DRAINING_INFLIGHT: &str = "ficus_draining_inflight";
 pub const BUILD_INFO: &str = "ficus_build_info";
 /// Requests a frontend's middleware refused, by `frontend`, `middleware` and `reason` (`rate`, `connections`).
 pub const MIDDLEWARE_REJECTED_TOTAL: &str = "ficus_middleware_rejected_total";
+/// A frontend's circuit breaker state, by `frontend`: 0 standby, 1 tripped, 2 recovering.
+pub const CIRCUIT_STATE: &str = "ficus_circuit_state";
+/// Trace records dropped (the sender's queue was full or the socket refused them), by `frontend`.
+pub const TRACE_DROPPED_TOTAL: &str = "ficus_trace_dropped_total";
 
 /// The `frontend` label of requests that matched no frontend (404, or 400 before matching); no frontend id
 /// can take this value (ids have no parentheses).

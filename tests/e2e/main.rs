@@ -15,6 +15,7 @@ mod etcd_ops;
 mod etcd_watch;
 mod hostile;
 mod middleware;
+mod middleware_answers;
 mod pool;
 mod proxy;
 mod readme_etcdctl;
