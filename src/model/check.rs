@@ -41,7 +41,10 @@ pub(super) fn check_one(key: &Key, spec: &Spec) -> Result<(), ConfigError> {
         }
     }
     match spec {
-        Spec::Backend(b) => check_type(key, &b.kind),
+        Spec::Backend(b) => {
+            check_type(key, &b.kind)?;
+            super::health::health(key, b.settings.health_check.as_ref(), b.settings.outlier.as_ref()).map(|_| ())
+        }
         Spec::Server(s) => server(key, key_id, s).map(|_| ()),
         Spec::Frontend(f) => frontend(key, key_id, f).map(|_| ()),
         Spec::Middleware(m) => super::middleware::check(key, key_id, m).map(|_| ()),

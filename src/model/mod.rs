@@ -9,6 +9,7 @@
 
 mod check;
 mod duration;
+mod health;
 mod key;
 mod middleware;
 mod spec;
@@ -17,6 +18,7 @@ mod validate;
 mod validated;
 
 pub use duration::{de_duration, format_duration, parse_duration, DurationError, GoDuration};
+pub use health::{BackendHealth, HealthCheck, HealthCheckSpec, Outlier, OutlierSpec};
 pub use key::{Key, KeyError};
 pub use middleware::{
     ConnLimitConfig, MiddlewareConfig, RateLimitConfig, RewriteConfig, ValidatedMiddleware, Variable,

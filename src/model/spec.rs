@@ -34,6 +34,12 @@ pub struct BackendSettings {
     /// TLS lands rather than ignoring it.
     #[serde(default, rename = "TLS", skip_serializing_if = "Option::is_none")]
     pub tls: Option<serde_json::Value>,
+    /// Ficus: active health checks of every server of the backend.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_check: Option<super::HealthCheckSpec>,
+    /// Ficus: passive health, ejecting a server after consecutive connect errors or 5xx answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outlier: Option<super::OutlierSpec>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize)]

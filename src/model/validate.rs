@@ -170,9 +170,16 @@ impl Engine {
                     }
                 }
                 let settings = upstream_settings(b);
+                // Checked when the value arrived (check_one); a failure here would be a bug, and the backend
+                // then serves without health settings rather than not at all.
+                let health = super::health::health(&key, b.settings.health_check.as_ref(), b.settings.outlier.as_ref())
+                    .unwrap_or_else(|e| {
+                        p.errors.push(e);
+                        super::BackendHealth::default()
+                    });
                 self.validated
                     .backends
-                    .insert(id.to_string(), ValidatedBackend { id: id.to_string(), settings, servers: list });
+                    .insert(id.to_string(), ValidatedBackend { id: id.to_string(), settings, health, servers: list });
             }
             _ => {
                 for (k, _) in servers {

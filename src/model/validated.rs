@@ -27,6 +27,9 @@ pub struct ValidatedConfig {
 pub struct ValidatedBackend {
     pub id: String,
     pub settings: UpstreamSettings,
+    /// Active checks and passive ejection (Ficus extensions); kept out of `settings` so changing them keeps
+    /// the servers' pools.
+    pub health: super::BackendHealth,
     pub servers: Vec<ValidatedServer>,
 }
 

@@ -17,6 +17,7 @@ use crate::balance::Weighted;
 use crate::model::{Delta, UpstreamSettings, ValidatedBackend, ValidatedConfig, ValidatedFrontend};
 use crate::route::{Request, RouteSet, RouteSpec, Router};
 use crate::telemetry::FrontendMetrics;
+use crate::upstream::health::Policy;
 use crate::upstream::{Registry, Server};
 use arc_swap::ArcSwap;
 use http::HeaderValue;
@@ -156,6 +157,8 @@ pub struct Backend {
     /// Servers marked draining are not in here: they take no new requests.
     pub servers: Weighted<Arc<Server>>,
     pub settings: UpstreamSettings,
+    /// Whether picks skip unhealthy servers, and what passive health does with each exchange's outcome.
+    pub health: Policy,
 }
 
 /// SNI certificates by lower-case host name, plus the default for clients that send no (or an unknown) name.
@@ -241,7 +244,7 @@ impl Default for Compiler {
 }
 
 fn same_backend(a: &ValidatedBackend, b: &ValidatedBackend) -> bool {
-    a.id == b.id && a.settings == b.settings && a.servers == b.servers
+    a.id == b.id && a.settings == b.settings && a.health == b.health && a.servers == b.servers
 }
 
 impl Compiler {
@@ -288,12 +291,20 @@ impl Compiler {
             let old = self.backends.remove(id);
             if let Some(b) = new {
                 let counter = self.counter(format!("b:{id}"));
-                let servers =
-                    b.servers.iter().filter(|s| !s.draining).map(|s| (registry.server(id, s, b.settings), s.weight));
+                let servers: Vec<_> = b
+                    .servers
+                    .iter()
+                    .filter(|s| !s.draining)
+                    .map(|s| (registry.server(id, s, b.settings), s.weight))
+                    .collect();
+                for (server, _) in &servers {
+                    registry.health_check(server, b.health.check.as_ref());
+                }
                 let compiled = Arc::new(Backend {
                     id: id.as_str().into(),
-                    servers: Weighted::new(servers.collect(), counter),
+                    servers: Weighted::new(servers, counter),
                     settings: b.settings,
+                    health: Policy::new(b.health.outlier, b.health.check.is_some()),
                 });
                 self.backends.insert(id.clone(), BackendEntry { spec: b.clone(), compiled });
             } else {
