@@ -9,6 +9,8 @@
 //!   good value of every key kept.
 //! - [`route`]: the route language and its index, a pure leaf (no I/O, no `unsafe`) used by the model to parse,
 //!   the table to build and the proxy to match.
+//! - [`predicate`]: the expression language of breaker conditions and failover predicates (`NetworkErrorRatio()
+//!   > 0.5`), parsed and bound to a caller's vocabulary at config time, evaluated without allocating; a pure leaf.
 //! - [`table`]: the compiled immutable [`table::RoutingTable`], the one `ArcSwap`, and the reload loop that
 //!   builds and publishes it.
 //! - [`middleware`]: a frontend's middleware chain (rate and connection limits, rewrites), compiled into the table, its
@@ -36,6 +38,7 @@ pub mod listen;
 pub mod middleware;
 pub mod model;
 pub mod ops;
+pub mod predicate;
 pub mod proxy;
 pub mod route;
 pub mod source;

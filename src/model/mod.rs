@@ -7,6 +7,7 @@
 //! `validated`) that `table/` compiles. Every problem is a [`ConfigError`] naming the key and field; a bad value
 //! never removes a good one.
 
+mod cbreaker;
 mod check;
 mod duration;
 mod health;
@@ -14,9 +15,11 @@ mod key;
 mod middleware;
 mod spec;
 mod state;
+mod trace;
 mod validate;
 mod validated;
 
+pub use cbreaker::{BreakerFn, CircuitBreakerConfig, Fallback, Webhook, BREAKER_VOCABULARY};
 pub use duration::{de_duration, format_duration, parse_duration, DurationError, GoDuration};
 pub use health::{BackendHealth, HealthCheck, HealthCheckSpec, Outlier, OutlierSpec};
 pub use key::{Key, KeyError};
@@ -25,6 +28,7 @@ pub use middleware::{
 };
 pub use spec::*;
 pub use state::{Change, ConfigState, Rejection};
+pub use trace::{SyslogTarget, TraceConfig};
 pub use validated::{
     Delta, Protocol, UpstreamSettings, ValidatedBackend, ValidatedConfig, ValidatedFrontend, ValidatedHost,
     ValidatedListener, ValidatedServer, Validation,

@@ -293,16 +293,17 @@ impl Engine {
                                 m.kind
                             ),
                         )),
-                        MiddlewareConfig::Rewrite(r) if r.rewrite_body => p.unsupported.push(ConfigError::new(
-                            mkey,
-                            Some("Middleware.RewriteBody"),
-                            "response body templates are not supported yet; the URL is rewritten, the body passes unchanged",
-                        )),
-                        MiddlewareConfig::RateLimit(r) if r.rate_var.is_some() => p.unsupported.push(ConfigError::new(
-                            mkey,
-                            Some("Middleware.RateVar"),
-                            "rates from a header are not supported yet; the configured rates are enforced",
-                        )),
+                        MiddlewareConfig::CircuitBreaker(c) => {
+                            for (name, hook) in [("OnTripped", &c.on_tripped), ("OnStandby", &c.on_standby)] {
+                                if hook.as_ref().is_some_and(|h| h.url.scheme_str() == Some("https")) {
+                                    p.unsupported.push(ConfigError::new(
+                                        &mkey,
+                                        Some(&format!("Middleware.{name}.URL")),
+                                        "https webhooks are not sent yet (http:// ones are); the breaker works without it",
+                                    ));
+                                }
+                            }
+                        }
                         _ => {}
                     }
                 }
@@ -427,11 +428,12 @@ mod tests {
         put(
             &mut s,
             "frontends/f1/middlewares/rl",
-            r#"{"Type":"cbreaker","Middleware":{"Condition":"NetworkErrorRatio() > 0.5"}}"#,
+            r#"{"Type":"cbreaker","Middleware":{"Condition":"NetworkErrorRatio() > 0.5","OnTripped":{"URL":"https://h.example/x"}}}"#,
         );
         let v = s.validate();
         assert!(v.errors.iter().any(|e| e.key == "backends/ghost/servers/s1"));
-        assert!(v.unsupported.iter().any(|e| e.key == "frontends/f1/middlewares/rl"));
+        let u = v.unsupported.iter().find(|e| e.key == "frontends/f1/middlewares/rl").expect("https webhook reported");
+        assert_eq!(u.field.as_deref(), Some("Middleware.OnTripped.URL"));
     }
 
     /// The incremental pass must agree with a pass that revisits everything, after every change of a long

@@ -194,8 +194,17 @@ impl Proxy {
     pub async fn handle(&self, conn: &ConnInfo, req: Request<Incoming>) -> Response<ProxyBody> {
         let mut ctx = RequestCtx::new(&req, &self.ids);
         match self.forward(&mut ctx, conn, req).await {
-            Ok(sent) => self.respond(ctx, conn, sent),
-            Err(err) => ctx.fail(conn, err),
+            Ok(sent) => {
+                ctx.admitted.observe(sent.resp.status().as_u16(), Some(sent.resp.headers()), ctx.start.elapsed());
+                match ctx.admitted.template() {
+                    Some(view) => middleware_template(self.respond(ctx, conn, sent), &view).await,
+                    None => self.respond(ctx, conn, sent),
+                }
+            }
+            Err(err) => {
+                ctx.admitted.observe(err.status().as_u16(), None, ctx.start.elapsed());
+                ctx.fail(conn, err)
+            }
         }
     }
 
@@ -295,6 +304,38 @@ impl Proxy {
     }
 }
 
+/// A rewrite's `RewriteBody`: the answer's body, read whole (it stays bounded by `template::MAX_BODY`), is
+/// rendered as a template of the request. A body declared larger, or compressed, passes unchanged; one that
+/// turns out larger than the bound while read (or fails) is answered 502 with an empty body rather than
+/// buffered without end.
+async fn middleware_template(
+    resp: Response<ProxyBody>,
+    view: &middleware::template::RequestView,
+) -> Response<ProxyBody> {
+    use http_body_util::BodyExt;
+    let declared = content_length(resp.headers());
+    if declared.is_some_and(|n| n > middleware::template::MAX_BODY as u64)
+        || resp.headers().contains_key(header::CONTENT_ENCODING)
+        || resp.status() == StatusCode::SWITCHING_PROTOCOLS
+    {
+        return resp;
+    }
+    let (mut parts, body) = resp.into_parts();
+    let collected = http_body_util::Limited::new(body, middleware::template::MAX_BODY).collect().await;
+    let bytes = match collected {
+        Ok(c) => c.to_bytes(),
+        Err(e) => {
+            tracing::warn!(error = %e, "response body not templated: too large or failed");
+            parts.headers.remove(header::CONTENT_LENGTH);
+            parts.status = StatusCode::BAD_GATEWAY;
+            return Response::from_parts(parts, ProxyBody::empty());
+        }
+    };
+    let rendered = view.render(&bytes);
+    parts.headers.insert(header::CONTENT_LENGTH, HeaderValue::from(rendered.len()));
+    Response::from_parts(parts, ProxyBody::full(rendered))
+}
+
 /// The route phase: the head checked (sizes, one host, framing), the path normalised, then the frontend whose
 /// route matches. Returns the request's host and the normalised path when it differs from the one received
 /// (the upstream gets it).
@@ -345,13 +386,23 @@ fn request_filter(
         || (trust
             && req.headers().get("x-forwarded-proto").is_some_and(|p| p.as_bytes().eq_ignore_ascii_case(b"https")));
     let target = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
-    let input = middleware::Input { client_ip: conn.peer.ip(), host, headers: req.headers(), https, target };
+    let input = middleware::Input {
+        method: req.method(),
+        client_ip: conn.peer.ip(),
+        host,
+        headers: req.headers(),
+        https,
+        target,
+    };
     let mut admitted = middleware::run(&frontend.chain, &input).map_err(|stop| match stop {
         middleware::Stop::Rejected(r) => ProxyError::Rejected(r),
         middleware::Stop::Redirect(to) => match HeaderValue::try_from(to) {
             Ok(location) => ProxyError::Redirect { location },
             Err(_) => ProxyError::Internal("a rewrite produced a Location that is not a header value"),
         },
+        middleware::Stop::Respond { middleware, status, content_type, body } => {
+            ProxyError::Fallback { middleware, status, content_type, body }
+        }
     })?;
     if let Some(pq) = admitted.rewritten.take() {
         // The rewritten target replaces the client's, normalised path included: the operator's regexp said

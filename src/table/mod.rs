@@ -248,6 +248,11 @@ fn same_backend(a: &ValidatedBackend, b: &ValidatedBackend) -> bool {
 }
 
 impl Compiler {
+    /// The middleware state kept across tables (breakers for `/status`).
+    pub fn middleware_state(&self) -> &crate::middleware::Registry {
+        &self.middleware_state
+    }
+
     pub fn new() -> Self {
         Compiler {
             backends: HashMap::new(),

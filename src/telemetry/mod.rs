@@ -41,6 +41,10 @@ pub const HEALTH_CHECKS_TOTAL: &str = "ficus_health_checks_total";
 /// Failover decisions by `frontend` and `outcome`: `retried` (sent again), `budget` (refused by the retry
 /// budget), `not_replayable` (the body could not be sent again).
 pub const RETRIES_TOTAL: &str = "ficus_retries_total";
+/// A frontend's circuit breaker state, by `frontend`: 0 standby, 1 tripped, 2 recovering.
+pub const CIRCUIT_STATE: &str = "ficus_circuit_state";
+/// Trace records dropped (the sender's queue was full or the socket refused them), by `frontend`.
+pub const TRACE_DROPPED_TOTAL: &str = "ficus_trace_dropped_total";
 
 /// The `frontend` label of requests that matched no frontend (404, or 400 before matching); no frontend id
 /// can take this value (ids have no parentheses).
