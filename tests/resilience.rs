@@ -28,6 +28,8 @@ struct Counters {
     /// `POST /upload` requests, whether or not their body was read.
     uploads: AtomicUsize,
     checks: AtomicUsize,
+    /// Body bytes received by `/upload`.
+    upload_bytes: AtomicUsize,
     /// The status answered to requests (0: 200).
     answer: AtomicU16,
     /// The status answered to health checks (0: 200).
@@ -117,7 +119,9 @@ async fn answer(name: String, c: Arc<Counters>, req: Request<Incoming>) -> Resul
         if req.uri().path() == "/upload" {
             c.uploads.fetch_add(1, Ordering::SeqCst);
             // Read the whole body, as a real upload handler would.
-            let _ = req.into_body().collect().await;
+            if let Ok(body) = req.into_body().collect().await {
+                c.upload_bytes.fetch_add(body.to_bytes().len(), Ordering::SeqCst);
+            }
         }
         c.answer.load(Ordering::SeqCst)
     };
@@ -135,6 +139,12 @@ fn backend(routes: &Routes, settings: &str, servers: &[&Upstream]) {
         routes.put(&format!("backends/b/servers/{}", s.name), &format!(r#"{{"URL":"http://{}"}}"#, s.addr));
     }
     routes.frontend("f", "b", "PathPrefix(`/`)");
+}
+
+/// Frontend `f` (all paths to backend `b`) with the given frontend `Settings`.
+fn frontend_with(routes: &Routes, settings: &str) {
+    let v = format!(r#"{{"Type":"http","BackendId":"b","Route":"PathPrefix(`/`)","Settings":{settings}}}"#);
+    routes.put("frontends/f/frontend", &v);
 }
 
 async fn three() -> [Upstream; 3] {
@@ -308,4 +318,207 @@ async fn bad_health_settings_are_refused_by_field_and_the_last_good_value_keeps_
     }
     let at = servers[0].checks();
     wait_for("the last good checks to go on", || servers[0].checks() >= at + 3).await;
+}
+
+/// Clients sending GETs in a loop until told to stop; counts answers by status (0: no answer at all).
+struct SteadyLoad {
+    stop: tokio::sync::watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<BTreeMap<u16, usize>>>,
+}
+
+impl SteadyLoad {
+    fn start(ficus: &Ficus, clients: usize) -> SteadyLoad {
+        let (stop, rx) = tokio::sync::watch::channel(false);
+        let tasks = (0..clients)
+            .map(|_| {
+                let (url, rx) = (ficus.url("/x"), rx.clone());
+                tokio::spawn(async move {
+                    let client = http1_client();
+                    let mut out = BTreeMap::new();
+                    while !*rx.borrow() {
+                        let req = http::Request::get(&url).body(Full::default()).expect("request");
+                        let status = match tokio::time::timeout(Duration::from_secs(10), client.request(req)).await {
+                            Ok(Ok(resp)) => {
+                                let status = resp.status().as_u16();
+                                match resp.into_body().collect().await {
+                                    Ok(_) => status,
+                                    Err(_) => 0,
+                                }
+                            }
+                            _ => 0,
+                        };
+                        *out.entry(status).or_default() += 1;
+                    }
+                    out
+                })
+            })
+            .collect();
+        SteadyLoad { stop, tasks }
+    }
+
+    async fn stop(self) -> BTreeMap<u16, usize> {
+        let _ = self.stop.send(true);
+        let mut total = BTreeMap::new();
+        for t in self.tasks {
+            for (status, n) in t.await.expect("load task") {
+                *total.entry(status).or_default() += n;
+            }
+        }
+        total
+    }
+}
+
+const FAILOVER: &str = r#"{"FailoverPredicate":"IsNetworkError() && Attempts() <= 2"}"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_failover_no_request_fails_when_a_server_dies_under_load() {
+    let mut servers = three().await;
+    let routes = Routes::new();
+    // Passive ejection takes the dead server out after two failures, so retries stay few and within budget.
+    backend(&routes, r#"{"Outlier":{"Consecutive":2}}"#, &servers.iter().collect::<Vec<_>>());
+    frontend_with(&routes, FAILOVER);
+    let ficus = Ficus::start(routes.path()).await;
+    wait_paths(&ficus, &["/x"], &[], Duration::from_secs(10)).await;
+    let load = SteadyLoad::start(&ficus, 4);
+    wait_for("load on every server", || servers.iter().all(|s| s.requests() >= 20)).await;
+    servers[1].kill();
+    let at = servers[0].requests() + servers[2].requests();
+    wait_for("200 more requests after the kill", || servers[0].requests() + servers[2].requests() >= at + 200).await;
+    let counts = load.stop().await;
+    assert_eq!(counts.keys().copied().collect::<Vec<_>>(), [200], "{counts:?}\n{}", ficus.log_text());
+    assert!(ficus.metric("ficus_retries_total{frontend=\"f\",outcome=\"retried\"}").await >= 1.0);
+    assert_eq!(ficus.metric("ficus_retries_total{frontend=\"f\",outcome=\"budget_exhausted\"}").await, 0.0);
+    assert_eq!(health_state(&ficus, "s2").await, "ejected");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_failover_requests_fail_when_a_server_dies() {
+    // The control for the test above: the same kill without a predicate fails requests.
+    let mut servers = three().await;
+    let routes = Routes::new();
+    backend(&routes, "{}", &servers.iter().collect::<Vec<_>>());
+    let ficus = Ficus::start(routes.path()).await;
+    wait_paths(&ficus, &["/x"], &[], Duration::from_secs(10)).await;
+    servers[1].kill();
+    let counts = gets(&ficus, 9).await;
+    assert_eq!(counts.get(&502), Some(&3), "{counts:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_answering_503_gets_retries_only_within_the_budget() {
+    let servers = three().await;
+    for s in &servers {
+        s.counters.answer.store(503, Ordering::SeqCst);
+    }
+    let routes = Routes::new();
+    backend(&routes, "{}", &servers.iter().collect::<Vec<_>>());
+    frontend_with(
+        &routes,
+        r#"{"FailoverPredicate":"ResponseCode() == 503 && Attempts() <= 3","RetryBudget":{"Percent":20,"MinPerSecond":3}}"#,
+    );
+    let ficus = Ficus::start(routes.path()).await;
+    let client = http1_client();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while get(&client, &ficus.url("/x")).await.0 != 503 {
+        assert!(std::time::Instant::now() < deadline, "never routed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let before: usize = servers.iter().map(Upstream::requests).sum();
+    let started = std::time::Instant::now();
+    let n = 300;
+    let counts = gets(&ficus, n).await;
+    let seconds = started.elapsed().as_secs() as usize + 1;
+    assert_eq!(counts, BTreeMap::from([(503, n)]));
+    let sent = servers.iter().map(Upstream::requests).sum::<usize>() - before;
+    let retries = sent - n;
+    // 20% of the requests, the saved burst of 10, the floor of 3 a second (and the first request's share).
+    let bound = n / 5 + 10 + 3 * seconds + 1;
+    assert!(retries <= bound, "{retries} retries for {n} requests, bound {bound}");
+    assert!(retries >= n / 5, "the budget allows {} retries and they are used: {retries}", n / 5);
+    let metric = ficus.metric("ficus_retries_total{frontend=\"f\",outcome=\"retried\"}").await as usize;
+    assert!(metric >= retries, "every retry the servers saw is counted: {metric} < {retries}");
+    assert!(ficus.metric("ficus_retries_total{frontend=\"f\",outcome=\"budget_exhausted\"}").await >= 1.0);
+}
+
+/// A POST to `/upload` with a chunked body of `size` bytes, over its own connection; returns the status.
+async fn streamed_post(ficus: &Ficus, size: usize) -> u16 {
+    let mut conn = RawConn::connect(ficus.addr).await;
+    conn.send(b"POST /upload HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n").await;
+    let chunk = vec![b'p'; 16 * 1024];
+    let mut left = size;
+    while left > 0 {
+        let n = left.min(chunk.len());
+        conn.send(format!("{n:x}\r\n").as_bytes()).await;
+        conn.send(&chunk[..n]).await;
+        conn.send(b"\r\n").await;
+        left -= n;
+    }
+    conn.send(b"0\r\n\r\n").await;
+    tokio::time::timeout(Duration::from_secs(10), conn.response()).await.expect("answer within 10 s").0
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_streamed_post_is_never_sent_twice_and_a_small_one_is_replayed_whole() {
+    let servers = three().await;
+    for s in &servers {
+        s.counters.answer.store(503, Ordering::SeqCst);
+    }
+    let routes = Routes::new();
+    backend(&routes, "{}", &servers.iter().collect::<Vec<_>>());
+    frontend_with(
+        &routes,
+        r#"{"FailoverPredicate":"ResponseCode() == 503 && Attempts() < 2","RetryBudget":{"Percent":100}}"#,
+    );
+    let ficus = Ficus::start(routes.path()).await;
+    let client = http1_client();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while get(&client, &ficus.url("/x")).await.0 != 503 {
+        assert!(std::time::Instant::now() < deadline, "never routed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let uploads = || servers.iter().map(|s| s.counters.uploads.load(Ordering::SeqCst)).sum::<usize>();
+    let bytes = || servers.iter().map(|s| s.counters.upload_bytes.load(Ordering::SeqCst)).sum::<usize>();
+
+    // Streamed (chunked) and large: each goes out once, whatever the predicate says.
+    for _ in 0..3 {
+        assert_eq!(streamed_post(&ficus, 1 << 20).await, 503);
+    }
+    assert_eq!(uploads(), 3, "a streamed POST was sent twice");
+    assert_eq!(bytes(), 3 << 20);
+    // Large with a declared length: also once.
+    let big = http::Request::post(ficus.url("/upload")).body(Full::new(Bytes::from(vec![b'q'; 100_000]))).expect("req");
+    assert_eq!(request(&client, big).await.0, 503);
+    assert_eq!(uploads(), 4, "a POST above the replay limit was sent twice");
+    assert!(ficus.metric("ficus_retries_total{frontend=\"f\",outcome=\"not_replayable\"}").await >= 4.0);
+
+    // Small with a declared length: kept, and sent whole to a second server.
+    let small =
+        http::Request::post(ficus.url("/upload")).body(Full::new(Bytes::from_static(b"0123456789"))).expect("req");
+    assert_eq!(request(&client, small).await.0, 503);
+    assert_eq!(uploads(), 6, "the small POST went to two servers");
+    assert_eq!(bytes(), (3 << 20) + 100_000 + 20, "each attempt carried the whole body");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_failover_predicate_is_refused_by_field_and_the_last_good_frontend_serves() {
+    let servers = three().await;
+    let routes = Routes::new();
+    backend(&routes, "{}", &servers.iter().collect::<Vec<_>>());
+    frontend_with(&routes, FAILOVER);
+    let ficus = Ficus::start(routes.path()).await;
+    wait_paths(&ficus, &["/x"], &[], Duration::from_secs(10)).await;
+    frontend_with(&routes, r#"{"FailoverPredicate":"IsNetworkError() && Attempts() <= \"2\""}"#);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let status = ficus.status().await;
+        let rejected = status["rejected"].as_array().cloned().unwrap_or_default();
+        if let Some(r) = rejected.iter().find(|r| r["key"] == "frontends/f/frontend") {
+            assert_eq!(r["field"], "Settings.FailoverPredicate", "{r}");
+            assert!(r["message"].as_str().unwrap_or("").contains("position"), "{r}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "never refused: {status}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(gets(&ficus, 6).await, BTreeMap::from([(200, 6)]));
 }

@@ -129,6 +129,8 @@ pub(super) fn frontend(key: &Key, id: &str, f: &FrontendSpec) -> Result<Validate
         priority: f.priority,
         backends,
         settings: f.settings.clone(),
+        failover: super::failover::check(key, &f.settings.failover_predicate, f.settings.retry_budget.as_ref())?
+            .map(Arc::new),
         middlewares: Vec::new(),
     })
 }

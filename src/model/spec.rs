@@ -114,9 +114,12 @@ pub struct WeightedBackend {
 pub struct FrontendSettings {
     #[serde(default)]
     pub limits: Limits,
-    /// Vulcand's retry predicate. Decoded; validation refuses a non-empty one until retries land.
+    /// Vulcand's retry predicate: when an attempt ends this way, the request goes to another server.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub failover_predicate: String,
+    /// Ficus: the share of requests that may be retries (default 20%, at least 3 a second).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_budget: Option<super::RetryBudgetSpec>,
     /// Overrides the Host header sent upstream.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub hostname: String,

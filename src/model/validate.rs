@@ -275,13 +275,6 @@ impl Engine {
         };
         match chosen {
             Some(mut f) => {
-                if !f.settings.failover_predicate.is_empty() {
-                    p.unsupported.push(ConfigError::new(
-                        &key,
-                        Some("Settings.FailoverPredicate"),
-                        "retries are not supported yet; ignored",
-                    ));
-                }
                 for m in &middlewares {
                     let mkey = Key::Middleware { frontend: id.to_string(), middleware: m.id.clone() };
                     match &m.config {

@@ -89,6 +89,9 @@ pub struct ValidatedFrontend {
     /// `(backend id, weight)`; one entry with weight 1 for a plain `BackendId`.
     pub backends: Vec<(String, u32)>,
     pub settings: FrontendSettings,
+    /// `Settings.FailoverPredicate` bound, with the retry budget; `None` without a predicate.
+    #[serde(skip)]
+    pub failover: Option<Arc<super::FailoverConfig>>,
     pub middlewares: Vec<ValidatedMiddleware>,
 }
 

@@ -221,7 +221,7 @@ impl Proxy {
         pick(ctx)?;
         drop(table);
         let prepared = upstream_request(ctx, conn, req, host, normalized_path)?;
-        send(ctx, prepared).await
+        failover::send(ctx, prepared).await
     }
 
     /// The response phase: hop-by-hop headers out, the request id in, the client's version, and the body

@@ -148,6 +148,8 @@ pub struct Frontend {
     pub hostname: Option<HeaderValue>,
     pub max_body_bytes: Option<u64>,
     pub metrics: FrontendMetrics,
+    /// `Settings.FailoverPredicate` with its retry budget; `None` (one check per request) without a predicate.
+    pub failover: Option<crate::upstream::failover::Failover>,
     /// The middleware chain, in order; empty (no allocation, one length check per request) for most frontends.
     pub chain: crate::middleware::Chain,
 }
@@ -529,6 +531,7 @@ fn compile_frontend(
         trust_forward_header: f.settings.trust_forward_header,
         hostname,
         max_body_bytes: (f.settings.limits.max_body_bytes > 0).then_some(f.settings.limits.max_body_bytes),
+        failover: f.failover.as_ref().map(|c| crate::upstream::failover::Failover::new(id, c.clone())),
         chain: middleware_state.compile(id, &f.middlewares),
     })
 }

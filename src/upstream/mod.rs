@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
 mod body;
+pub mod failover;
 pub mod health;
 pub mod pool;
 
