@@ -69,7 +69,7 @@ impl<T> Weighted<T> {
     /// slots of the sequence are tried first (weights hold among the usable items); when those are all
     /// unusable, every item with a weight is tried once, so a usable one is found if there is one.
     #[inline]
-    pub fn pick_indexed_where(&self, usable: impl Fn(&T) -> bool) -> Option<(usize, &T)> {
+    pub fn pick_indexed_where(&self, usable: impl Fn(usize, &T) -> bool) -> Option<(usize, &T)> {
         if self.sequence.is_empty() {
             return None;
         }
@@ -77,10 +77,10 @@ impl<T> Weighted<T> {
         let len = self.sequence.len();
         let found = (0..len.min(self.items.len() * 2 + 1))
             .map(|i| self.sequence[(n + i) % len] as usize)
-            .find(|&idx| usable(&self.items[idx]))
+            .find(|&idx| usable(idx, &self.items[idx]))
             .or_else(|| {
                 let p = self.positive.len();
-                (0..p).map(|i| self.positive[(n + i) % p] as usize).find(|&idx| usable(&self.items[idx]))
+                (0..p).map(|i| self.positive[(n + i) % p] as usize).find(|&idx| usable(idx, &self.items[idx]))
             });
         found.map(|idx| (idx, &self.items[idx]))
     }
@@ -192,14 +192,14 @@ mod tests {
         assert!(w.pick_where(|_| false).is_none());
         let w = Weighted::new(vec![("a", 1), ("b", 1), ("c", 1)], Arc::default());
         for _ in 0..10 {
-            assert_ne!(w.pick_indexed_where(|s| *s != "b").map(|(_, s)| *s), Some("b"));
+            assert_ne!(w.pick_indexed_where(|_, s| *s != "b").map(|(_, s)| *s), Some("b"));
         }
-        assert_eq!(w.pick_indexed_where(|s| *s == "c").map(|(i, s)| (i, *s)), Some((2, "c")));
-        assert!(w.pick_indexed_where(|_| false).is_none());
+        assert_eq!(w.pick_indexed_where(|_, s| *s == "c").map(|(i, s)| (i, *s)), Some((2, "c")));
+        assert!(w.pick_indexed_where(|_, _| false).is_none());
         // The usable item is rare in the sequence: found all the same, every time.
         let w = Weighted::new(vec![("big", 999), ("small", 1), ("none", 0)], Arc::default());
         for _ in 0..20 {
-            assert_eq!(w.pick_indexed_where(|s| *s != "big").map(|(i, s)| (i, *s)), Some((1, "small")));
+            assert_eq!(w.pick_indexed_where(|_, s| *s != "big").map(|(i, s)| (i, *s)), Some((1, "small")));
         }
     }
 }

@@ -33,16 +33,13 @@ pub(super) fn pick_server<'b>(
         return backend.servers.pick_indexed();
     }
     let now = millis(start);
-    let healthy = |i: usize, s: &Arc<Server>| s.health.usable(now) && !tried.contains(&i);
-    let items = backend.servers.items();
-    let position = |s: &Arc<Server>| items.iter().position(|x| Arc::ptr_eq(x, s)).unwrap_or(usize::MAX);
-    if let Some(picked) = backend.servers.pick_indexed_where(|s| healthy(position(s), s)) {
+    if let Some(picked) = backend.servers.pick_indexed_where(|i, s| s.health.usable(now) && !tried.contains(&i)) {
         backend.health.picked_healthy(&backend.id);
         return Some(picked);
     }
     if !tried.is_empty() {
         // A retry that finds no other usable server: any server not tried yet, then any at all.
-        if let Some(picked) = backend.servers.pick_indexed_where(|s| !tried.contains(&position(s))) {
+        if let Some(picked) = backend.servers.pick_indexed_where(|i, _| !tried.contains(&i)) {
             return Some(picked);
         }
         return backend.servers.pick_indexed();

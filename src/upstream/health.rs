@@ -208,21 +208,22 @@ async fn check_loop(server: Weak<Server>, check: Arc<HealthCheck>) {
     tokio::time::sleep(check.interval.mul_f64(random_unit())).await;
     let mut conn: Option<SendRequest<Empty<Bytes>>> = None;
     let (mut passes, mut fails) = (0u32, 0u32);
-    let counters = match server.upgrade() {
+    // Worked out once: a server's address never changes (a new URL is a new server).
+    let (counters, target, host) = match server.upgrade() {
         Some(s) => {
             let counter = |result: &'static str| {
                 metrics::counter!(crate::telemetry::HEALTH_CHECKS_TOTAL, "backend" => s.backend.to_string(),
                     "server" => s.id.to_string(), "result" => result)
             };
-            [counter("fail"), counter("pass")]
+            let target = format!("{}:{}", s.authority.host(), s.authority.port_u16().unwrap_or(80));
+            let host = check.hostname.clone().unwrap_or_else(|| s.authority.to_string());
+            ([counter("fail"), counter("pass")], target, host)
         }
         None => return,
     };
     loop {
         let Some(s) = server.upgrade() else { return };
-        let target = format!("{}:{}", s.authority.host(), s.authority.port_u16().unwrap_or(80));
-        let host = check.hostname.as_deref().unwrap_or(s.authority.as_str());
-        let result = tokio::time::timeout(check.timeout, probe(&mut conn, &target, &check.path, host)).await;
+        let result = tokio::time::timeout(check.timeout, probe(&mut conn, &target, &check.path, &host)).await;
         let passed = match result {
             Ok(Ok(status)) if status.is_success() => true,
             Ok(Ok(status)) => {
