@@ -3,10 +3,8 @@
 //! loopback servers that can be killed (every connection closed) and restarted on the same port, and that
 //! count what reaches them.
 
-mod common;
-
+use crate::common::*;
 use bytes::Bytes;
-use common::*;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
