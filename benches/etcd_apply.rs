@@ -243,7 +243,8 @@ async fn main() {
     let mut lat = Vec::new();
     for n in 0..220 {
         let to = format!("http://moved.example/{n}");
-        let v = format!(r#"{{"Type":"rewrite","Middleware":{{"Regexp":"^.*$","Replacement":"{to}","Redirect":true}}}}"#);
+        let v =
+            format!(r#"{{"Type":"rewrite","Middleware":{{"Regexp":"^.*$","Replacement":"{to}","Redirect":true}}}}"#);
         let start = Instant::now();
         etcd.put(format!("{P}/frontends/pf/middlewares/mw"), v, None).await.expect("put");
         while get_location("/pb").await.as_deref() != Some(to.as_bytes()) {

@@ -22,7 +22,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     // Process lifecycle primitives passed everywhere (shutdown, drain tracking, inherited sockets, upgrade).
     ("lifecycle", &["model"]),
     // Per-server state and pools, kept across tables.
-    ("upstream", &["model"]),
+    ("upstream", &["telemetry", "predicate", "model"]),
     // A frontend's middleware chain and its state kept across tables.
     ("middleware", &["telemetry", "model", "predicate"]),
     // The compiled table and the reload loop that builds it from source events.

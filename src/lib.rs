@@ -17,7 +17,8 @@
 //!   traces), compiled into the table, its
 //!   state kept across reloads; run by the proxy between route and pick.
 //! - [`proxy`]: the phases of a request (route, pick, forward, respond, log), with [`balance`] (exact weighted
-//!   choice) and [`upstream`] (pools and per-server state that survive table swaps, the body sent upstream).
+//!   choice) and [`upstream`] (pools and per-server state that survive table swaps: in-flight counts, health
+//!   from active checks and passive ejection; the body sent upstream).
 //! - [`listen`] and [`lifecycle`]: accept, TLS, HTTP/1.1 and HTTP/2; shutdown and drain, inherited sockets and
 //!   hot upgrade, systemd socket activation and notification.
 //! - [`admin`] and [`telemetry`]: `/metrics`, `/status`, `/config`; metric names; logging.

@@ -10,6 +10,8 @@
 mod cbreaker;
 mod check;
 mod duration;
+pub mod failover;
+mod health;
 mod key;
 mod middleware;
 mod spec;
@@ -21,6 +23,8 @@ mod validated;
 
 pub use cbreaker::{BreakerFn, CircuitBreakerConfig, Fallback, Webhook, BREAKER_VOCABULARY};
 pub use duration::{de_duration, format_duration, parse_duration, DurationError, GoDuration};
+pub use failover::{FailoverConfig, FailoverFn, RetryBudgetSpec, FAILOVER_VOCABULARY};
+pub use health::{BackendHealth, HealthCheck, HealthCheckSpec, Outlier, OutlierSpec};
 pub use key::{Key, KeyError};
 pub use middleware::{
     ConnLimitConfig, MiddlewareConfig, RateLimitConfig, RewriteConfig, ValidatedMiddleware, Variable,

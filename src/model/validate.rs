@@ -164,7 +164,7 @@ impl Engine {
                 }
                 let settings = upstream_settings(b);
                 let any_https = list.iter().any(|s| s.scheme == http::uri::Scheme::HTTPS);
-                let tls = match super::upstream_tls::build(&key, b.settings.tls.as_ref(), settings.http2, any_https) {
+                let tls = match super::upstream_tls::build(&key, b.settings.tls.as_deref(), settings.http2, any_https) {
                     Ok(tls) => tls,
                     Err(e) => {
                         // No way to reach its https servers: they are left out, the rest serve.
@@ -173,9 +173,17 @@ impl Engine {
                         None
                     }
                 };
-                self.validated
-                    .backends
-                    .insert(id.to_string(), ValidatedBackend { id: id.to_string(), settings, tls, servers: list });
+                // Checked when the value arrived (check_one); a failure here would be a bug, and the backend
+                // then serves without health settings rather than not at all.
+                let health = super::health::health(&key, b.settings.health_check.as_ref(), b.settings.outlier.as_ref())
+                    .unwrap_or_else(|e| {
+                        p.errors.push(e);
+                        super::BackendHealth::default()
+                    });
+                self.validated.backends.insert(
+                    id.to_string(),
+                    ValidatedBackend { id: id.to_string(), settings, tls, health, servers: list },
+                );
             }
             _ => {
                 for (k, _) in servers {
@@ -271,13 +279,6 @@ impl Engine {
         };
         match chosen {
             Some(mut f) => {
-                if !f.settings.failover_predicate.is_empty() {
-                    p.unsupported.push(ConfigError::new(
-                        &key,
-                        Some("Settings.FailoverPredicate"),
-                        "retries are not supported yet; ignored",
-                    ));
-                }
                 for m in &middlewares {
                     let mkey = Key::Middleware { frontend: id.to_string(), middleware: m.id.clone() };
                     match &m.config {

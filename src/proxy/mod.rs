@@ -20,6 +20,7 @@
 
 mod body;
 mod error;
+mod failover;
 pub mod headers;
 pub mod limits;
 pub mod path;
@@ -220,7 +221,7 @@ impl Proxy {
         pick(ctx)?;
         drop(table);
         let prepared = upstream_request(ctx, conn, req, host, normalized_path)?;
-        send(ctx, prepared).await
+        failover::send(ctx, prepared).await
     }
 
     /// The response phase: hop-by-hop headers out, the request id in, the client's version, and the body
@@ -424,7 +425,7 @@ fn pick(ctx: &mut RequestCtx) -> Result<(), ProxyError> {
     let frontend = ctx.frontend.as_ref().ok_or(ProxyError::Internal("pick ran before route"))?;
     let (bi, backend) = frontend.split.pick_indexed().ok_or(ProxyError::NoBackend)?;
     let backend = backend.clone();
-    let picked = backend.servers.pick_indexed().map(|(si, server)| (si, server.clone()));
+    let picked = failover::pick_server(&backend, ctx.start, &[]).map(|(si, server)| (si, server.clone()));
     let (si, server) = match picked {
         Some(picked) => picked,
         None => {
@@ -516,11 +517,16 @@ async fn send(ctx: &RequestCtx, prepared: Prepared) -> Result<Sent, ProxyError> 
         ) => sent,
         _ = server.aborted() => return Err(upstream_error(UpstreamFailure::DrainDeadline(backend.settings.drain_timeout))),
     };
-    match sent {
-        Ok(Ok((resp, conn))) => Ok(Sent { resp, conn, guard, client_upgrade, client_version }),
-        Ok(Err(e)) => Err(upstream_error(UpstreamFailure::classify(&e))),
-        Err(_) => Err(upstream_error(UpstreamFailure::Timeout(backend.settings.read_timeout))),
-    }
+    let failure = match sent {
+        Ok(Ok((resp, conn))) => {
+            failover::observe(backend, server, ctx.start, Ok(resp.status().as_u16()));
+            return Ok(Sent { resp, conn, guard, client_upgrade, client_version });
+        }
+        Ok(Err(e)) => UpstreamFailure::classify(&e),
+        Err(_) => UpstreamFailure::Timeout(backend.settings.read_timeout),
+    };
+    failover::observe(backend, server, ctx.start, Err(&failure));
+    Err(upstream_error(failure))
 }
 
 fn content_length(h: &http::HeaderMap) -> Option<u64> {

@@ -36,6 +36,8 @@ pub struct Status {
     /// Values in force with a part Ficus does not act on yet.
     pub unsupported: Vec<ConfigError>,
     pub draining: Vec<DrainingServer>,
+    /// Every server's health (active checks, passive ejection), read when asked.
+    pub servers: Vec<crate::upstream::ServerHealth>,
 }
 
 /// One middleware of a frontend's chain, as `/status` lists it.
@@ -72,6 +74,7 @@ impl StatusBoard {
     pub fn snapshot(&self, registry: &Registry) -> Status {
         let mut s = self.inner.lock().unwrap_or_else(|p| p.into_inner()).clone();
         s.draining = registry.draining();
+        s.servers = registry.health();
         s
     }
 

@@ -21,6 +21,7 @@ mod proxy;
 mod readme_etcdctl;
 mod readme_recipes;
 mod reload;
+mod resilience;
 mod routing;
 mod shutdown;
 mod source_contract;
