@@ -15,7 +15,7 @@
 
 use super::limits::Limits;
 use super::ProxyError;
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, Entry, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Version};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -79,15 +79,13 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
             te = true;
         }
     }
-    // `Connection: keep-alive`, by far the most common, names no header but one removed below anyway.
-    let only_plain_connection = present & 1 != 0 && {
-        let mut values = headers.get_all(header::CONNECTION).iter();
-        matches!((values.next(), values.next()), (Some(v), None)
-            if v.as_bytes().eq_ignore_ascii_case(b"keep-alive"))
-    };
-    if present & 1 != 0 && !only_plain_connection {
-        // Cloned (reference counts) so the names they list can be removed while reading them.
-        let values: SmallValues = headers.get_all(header::CONNECTION).iter().cloned().collect();
+    if present & 1 != 0 {
+        // Taken out with its values in one probe (looking the values up, then removing the name, probed twice);
+        // the names they list are removed after.
+        let values: SmallValues = match headers.entry(header::CONNECTION) {
+            Entry::Occupied(e) => e.remove_entry_mult().1.collect(),
+            Entry::Vacant(_) => SmallValues::None,
+        };
         for value in values.iter() {
             for token in value.to_str().unwrap_or("").split(',').map(str::trim) {
                 // These name headers removed below anyway.
@@ -104,7 +102,8 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
             }
         }
     }
-    for (i, name) in HOP_BY_HOP.iter().enumerate() {
+    // `Connection` (bit 0) is gone already.
+    for (i, name) in HOP_BY_HOP.iter().enumerate().skip(1) {
         if present & (1 << i) != 0 {
             headers.remove(*name);
         }
@@ -135,14 +134,23 @@ pub fn check_head<B>(req: &Request<B>, limits: &Limits) -> Result<Option<HeaderV
     if headers.len() > limits.max_headers {
         return Err(ProxyError::HeadTooLarge("too many header lines"));
     }
+    // The pass over the lines that checks their sizes also finds Host and Transfer-Encoding: comparing two
+    // standard names is one byte compare, where looking each up afterwards hashes and probes the map.
+    let (mut host, mut hosts, mut te, mut te_lines) = (None, 0u32, None, 0u32);
     for (name, value) in headers {
         if name.as_str().len() + 2 + value.len() > limits.max_header_bytes {
             return Err(ProxyError::HeadTooLarge("a header line is longer than the limit"));
         }
+        if name == header::HOST {
+            hosts += 1;
+            host.get_or_insert(value);
+        } else if name == header::TRANSFER_ENCODING {
+            te_lines += 1;
+            te.get_or_insert(value);
+        }
     }
-    let mut te = headers.get_all(header::TRANSFER_ENCODING).iter();
-    if let Some(first) = te.next() {
-        if te.next().is_some() {
+    if let Some(first) = te {
+        if te_lines > 1 {
             return Err(ProxyError::BadRequest("more than one Transfer-Encoding line"));
         }
         let mut chunked = 0;
@@ -156,14 +164,17 @@ pub fn check_head<B>(req: &Request<B>, limits: &Limits) -> Result<Option<HeaderV
             return Err(ProxyError::BadRequest("chunked applied more than once"));
         }
     }
-    request_host(req)
+    request_host(req, host, hosts)
 }
 
-/// The request's one host (see the module comment), `None` for an HTTP/1.0 request that names none.
-fn request_host<B>(req: &Request<B>) -> Result<Option<HeaderValue>, ProxyError> {
-    let mut hosts = req.headers().get_all(header::HOST).iter();
-    let host = hosts.next();
-    if hosts.next().is_some() {
+/// The request's one host (see the module comment), `None` for an HTTP/1.0 request that names none. `host` is
+/// the first of the request's `hosts` Host lines.
+fn request_host<B>(
+    req: &Request<B>,
+    host: Option<&HeaderValue>,
+    hosts: u32,
+) -> Result<Option<HeaderValue>, ProxyError> {
+    if hosts > 1 {
         return Err(ProxyError::BadRequest("more than one Host header"));
     }
     if host.is_none() && req.version() == Version::HTTP_11 {

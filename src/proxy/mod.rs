@@ -450,8 +450,9 @@ fn upstream_request(
     normalized_path: Option<String>,
 ) -> Result<Prepared, ProxyError> {
     let (frontend, _, server) = ctx.picked()?;
-    if let (Some(limit), Some(len)) = (frontend.max_body_bytes, content_length(req.headers())) {
-        if len > limit {
+    if let Some(limit) = frontend.max_body_bytes {
+        // Looked up only under a limit: a header lookup hashes and probes the map.
+        if content_length(req.headers()).is_some_and(|len| len > limit) {
             return Err(ProxyError::BodyTooLarge { limit });
         }
     }
