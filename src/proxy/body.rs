@@ -34,9 +34,6 @@ pub struct Completion {
     /// The upstream connection, back to its server's pool if the body was read to its end (`complete`).
     pub conn: Option<crate::upstream::pool::Conn<crate::upstream::RequestBody>>,
     pub complete: bool,
-    /// Made only when the body first has to wait, so a response that streams straight through never
-    /// allocates it: wakes the body when the server's drain deadline cuts it off.
-    pub abort_wait: Option<Pin<Box<dyn std::future::Future<Output = ()> + Send>>>,
     /// What the request is counted under when it ends.
     pub outcome: Outcome,
     /// Set when the upstream body failed: the kind of failure, for the error counter.
@@ -55,13 +52,10 @@ pub struct Outcome {
 }
 
 impl Completion {
-    fn poll_aborted(&mut self, cx: &mut Context<'_>) -> bool {
-        let Some(guard) = self.guard.as_ref() else { return false };
-        let wait = self.abort_wait.get_or_insert_with(|| {
-            let server = guard.server().clone();
-            Box::pin(async move { server.aborted().await })
-        });
-        wait.as_mut().poll(cx).is_ready()
+    /// The server's drain deadline passed: its sockets were shut (`upstream::pool::Pool::cut`), which is what
+    /// woke a body waiting on one, and what ended it.
+    fn cut(&self) -> bool {
+        self.guard.as_ref().is_some_and(|g| g.server().is_aborted())
     }
 }
 
@@ -126,12 +120,14 @@ impl Body for ProxyBody {
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         match self.get_mut() {
             ProxyBody::Upstream { body, done } => {
-                if done.as_ref().and_then(|d| d.guard.as_ref()).is_some_and(|g| g.server().is_aborted()) {
+                if done.as_ref().is_some_and(|d| d.cut()) {
                     fail(done, "drain_deadline");
                     return Poll::Ready(Some(Err(Box::new(DrainDeadline))));
                 }
                 let polled = Pin::new(body).poll_frame(cx).map_err(BodyError::from);
-                if polled.is_pending() && done.as_mut().is_some_and(|d| d.poll_aborted(cx)) {
+                // A cut ends the body with an error, or, for a body that runs to the connection's close, as if
+                // complete: either way it was cut, and is failed as such.
+                if matches!(polled, Poll::Ready(None | Some(Err(_)))) && done.as_ref().is_some_and(|d| d.cut()) {
                     fail(done, "drain_deadline");
                     return Poll::Ready(Some(Err(Box::new(DrainDeadline))));
                 }

@@ -35,6 +35,8 @@ impl UpstreamFailure {
             // A server that cannot be spoken to safely is as unreachable as one that refuses the connection.
             PoolError::Tls { .. } | PoolError::TlsTimeout { .. } => return UpstreamFailure::Connect(e.to_string()),
             PoolError::Http(http) => http,
+            // The send phase names a cut a drain deadline before it gets here; a cut is a broken exchange.
+            PoolError::Cut => return UpstreamFailure::Reset(e.to_string()),
         };
         let mut chain = http.to_string();
         let mut body_error = false;

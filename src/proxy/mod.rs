@@ -271,7 +271,6 @@ impl Proxy {
             log,
             conn: Some(upstream_conn),
             complete: false,
-            abort_wait: None,
             outcome: body::Outcome { frontend, backend: bi, server: si, status: status.as_u16(), start },
             failed: None,
             admitted,
@@ -510,18 +509,18 @@ async fn send(ctx: &RequestCtx, prepared: Prepared) -> Result<Sent, ProxyError> 
     let upstream_error =
         |failure| ProxyError::Upstream { failure, server: server.id.clone(), backend: backend.id.clone() };
     let guard = server.begin();
-    let sent = tokio::select! {
-        // Counted from the request's start, read once already, rather than from another clock read.
-        sent = tokio::time::timeout_at(
-            tokio::time::Instant::from_std(ctx.start) + backend.settings.read_timeout,
-            server.pool.send(upstream_req, ctx.start),
-        ) => sent,
-        _ = server.aborted() => return Err(upstream_error(UpstreamFailure::DrainDeadline(backend.settings.drain_timeout))),
-    };
+    // Counted from the request's start, read once already, rather than from another clock read.
+    let deadline = tokio::time::Instant::from_std(ctx.start) + backend.settings.read_timeout;
+    let sent = tokio::time::timeout_at(deadline, server.pool.send(upstream_req, ctx.start)).await;
     let failure = match sent {
         Ok(Ok((resp, conn))) => {
             failover::observe(backend, server, ctx.start, Ok(resp.status().as_u16()));
             return Ok(Sent { resp, conn, guard, client_upgrade, client_version });
+        }
+        // The drain deadline shut the server's sockets (`upstream::pool::Pool::cut`), which is how the
+        // exchange failed: a cut, not the server's fault, so passive health does not hear of it.
+        Ok(Err(_)) if server.is_aborted() => {
+            return Err(upstream_error(UpstreamFailure::DrainDeadline(backend.settings.drain_timeout)))
         }
         Ok(Err(e)) => UpstreamFailure::classify(&e),
         Err(_) => UpstreamFailure::Timeout(backend.settings.read_timeout),

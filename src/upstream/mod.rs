@@ -17,6 +17,7 @@ mod body;
 pub mod failover;
 pub mod health;
 pub mod pool;
+mod sockets;
 
 pub use body::{RequestBody, RequestBodyError};
 
@@ -75,7 +76,7 @@ impl Server {
     }
 
     pub fn is_aborted(&self) -> bool {
-        self.aborted.load(Ordering::Relaxed)
+        self.aborted.load(Ordering::Acquire)
     }
 
     /// Resolves once the drain deadline cut this server off.
@@ -90,10 +91,12 @@ impl Server {
         notified.await;
     }
 
+    /// The drain deadline passed: the flag first, so whatever fails from here on is told apart as cut; then
+    /// tunnels are woken, and the pool's sockets shut down, which fails the requests and bodies still on them.
     fn abort(&self) {
-        self.aborted.store(true, Ordering::Relaxed);
+        self.aborted.store(true, Ordering::Release);
         self.abort_notify.notify_waiters();
-        self.pool.close_idle();
+        self.pool.cut();
     }
 
     /// Counts the request as in flight until the guard drops (response body finished or failed).

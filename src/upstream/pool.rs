@@ -10,12 +10,16 @@
 //! task saw the close) or when the request is handed to it: hyper then gives the request back untouched, and
 //! it is sent again on another connection. A request that has left for the server is never repeated.
 //!
+//! Every connection's socket is listed while it is open (`sockets`), so the server's drain deadline can cut all
+//! of them at once ([`Pool::cut`]) without a request registering anything to be woken by it.
+//!
 //! `https://` servers are dialed with the backend's TLS (SNI, verification, client certificate; see
 //! `model::upstream_tls`). When ALPN picks `h2`, or the backend says `HTTP2: prior-knowledge`, the server is
 //! spoken to over one shared HTTP/2 connection instead of the stack: every request opens a stream on it (so
 //! gRPC, trailers included, passes), read lock-free, and replaced when the server closes it. Requests that
 //! upgrade the connection (WebSocket) always get an HTTP/1.1 connection of their own.
 
+use super::sockets::{Sockets, Tracked};
 use crate::model::{Http2, UpstreamSettings, UpstreamTls};
 use arc_swap::ArcSwapOption;
 use http::uri::{Authority, Scheme};
@@ -45,6 +49,8 @@ pub enum PoolError {
     TlsTimeout { target: String, after: Duration },
     #[error(transparent)]
     Http(#[from] hyper::Error),
+    #[error("the server's drain deadline passed")]
+    Cut,
 }
 
 /// Where connections go: an address known up front, or a name resolved at each dial (so DNS changes are
@@ -192,6 +198,8 @@ struct Inner<B> {
     idle: Mutex<Vec<Idle<B>>>,
     /// A task closes connections idle past `idle_timeout` while any sit idle; it stops when none do.
     reaper: AtomicBool,
+    /// Every open connection's socket, for [`Pool::cut`].
+    sockets: Sockets,
 }
 
 /// The pool of one server; `B` is the request body type.
@@ -232,6 +240,7 @@ where
                 max_idle: settings.max_idle_per_host as usize,
                 idle: Mutex::new(Vec::new()),
                 reaper: AtomicBool::new(false),
+                sockets: Sockets::default(),
             }),
         }
     }
@@ -239,6 +248,13 @@ where
     /// Connections sitting idle now.
     pub fn idle_count(&self) -> usize {
         self.inner.lock().len()
+    }
+
+    /// Ends every exchange with the server (its drain deadline passed): each open connection's socket is shut
+    /// down, so what runs on it fails at once, and no connection is dialed or reused after.
+    pub fn cut(&self) {
+        self.inner.sockets.cut();
+        self.close_idle();
     }
 
     /// Closes every idle connection (the server was cut off; nothing will reuse them).
@@ -254,6 +270,9 @@ where
     pub async fn send(&self, mut req: Request<B>, now: Instant) -> Result<(Response<Incoming>, Conn<B>), PoolError> {
         let upgrade = req.headers().contains_key(header::UPGRADE);
         loop {
+            if self.inner.sockets.is_cut() {
+                return Err(PoolError::Cut);
+            }
             if !upgrade {
                 if let Some(h2) = self.inner.h2.load_full() {
                     if !h2.is_closed() {
@@ -297,7 +316,7 @@ where
     /// Takes back a connection whose response was read to its end.
     pub fn put(&self, conn: Conn<B>) {
         let Conn { tx: Some(tx) } = conn else { return };
-        if tx.is_closed() || self.inner.max_idle == 0 {
+        if tx.is_closed() || self.inner.max_idle == 0 || self.inner.sockets.is_cut() {
             return;
         }
         if tx.is_ready() {
@@ -420,7 +439,7 @@ where
         }
     }
 
-    async fn tcp(&self) -> Result<TcpStream, PoolError> {
+    async fn tcp(&self) -> Result<Tracked, PoolError> {
         let timeout = self.dial_timeout;
         let stream = match tokio::time::timeout(timeout, self.connect()).await {
             Ok(Ok(s)) => s,
@@ -430,15 +449,15 @@ where
         let _ = stream.set_nodelay(true);
         let keepalive = socket2::TcpKeepalive::new().with_time(self.keep_alive);
         let _ = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive);
-        Ok(stream)
+        Ok(self.sockets.track(stream))
     }
 
     async fn tls(
         &self,
         tls: &Tls,
-        stream: TcpStream,
+        stream: Tracked,
         h1_only: bool,
-    ) -> Result<tokio_rustls::client::TlsStream<TcpStream>, PoolError> {
+    ) -> Result<tokio_rustls::client::TlsStream<Tracked>, PoolError> {
         let connector = if h1_only { &tls.h1_connector } else { &tls.connector };
         let target = || self.target.to_string();
         match tokio::time::timeout(tls.handshake_timeout, connector.connect(tls.name.clone(), stream)).await {
