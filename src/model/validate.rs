@@ -170,9 +170,10 @@ impl Engine {
                     }
                 }
                 let settings = upstream_settings(b);
-                self.validated
-                    .backends
-                    .insert(id.to_string(), ValidatedBackend { id: id.to_string(), settings, servers: list });
+                self.validated.backends.insert(
+                    id.to_string(),
+                    ValidatedBackend { id: id.to_string(), settings, servers: list, role: b.role },
+                );
             }
             _ => {
                 for (k, _) in servers {
