@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub mod backend;
+pub mod browser;
 pub mod etcd;
 pub mod load;
 pub mod mixed;

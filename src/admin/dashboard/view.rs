@@ -338,6 +338,15 @@ fn num(v: f64) -> String {
     }
 }
 
+/// A percentage without a trailing `.0` when it is whole (`50%`, `33.3%`).
+fn pct(v: f64) -> String {
+    if (v - v.round()).abs() < 0.005 {
+        format!("{v:.0}")
+    } else {
+        num(v)
+    }
+}
+
 fn opt_ms(v: Option<f64>) -> String {
     v.map_or_else(|| "–".to_string(), |v| format!("{} ms", num(v)))
 }
@@ -372,7 +381,7 @@ pub fn render_main(view: &View, query: &Query, out: &mut String) {
 
 fn strangling(view: &View, out: &mut String) {
     let s = &view.strangling;
-    let share = s.new_share.map_or_else(|| "no traffic yet".to_string(), |v| format!("{}% to new", num(v * 100.0)));
+    let share = s.new_share.map_or_else(|| "no traffic yet".to_string(), |v| format!("{}% to new", pct(v * 100.0)));
     let _ = write!(
         out,
         r#"<section aria-labelledby="h-strangling"><h2 id="h-strangling">Strangling progress</h2>
@@ -475,7 +484,7 @@ fn frontends(view: &View, query: &Query, out: &mut String) {
                 pct = part.percent,
                 b = esc(&part.backend),
                 w = part.weight,
-                pct_text = num(part.percent),
+                pct_text = pct(part.percent),
             );
         }
         let _ = write!(
@@ -491,7 +500,7 @@ fn frontends(view: &View, query: &Query, out: &mut String) {
 }
 
 fn split_text(split: &[SplitPart]) -> String {
-    let parts: Vec<String> = split.iter().map(|p| format!("{} ({}) {}%", p.backend, p.role, num(p.percent))).collect();
+    let parts: Vec<String> = split.iter().map(|p| format!("{} ({}) {}%", p.backend, p.role, pct(p.percent))).collect();
     parts.join(", ")
 }
 
