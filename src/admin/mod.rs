@@ -192,8 +192,8 @@ impl Admin {
             return r;
         }
         let table = self.table.load();
-        if let Some(r) = self.dashboard.answer(path, req.uri().query(), || self.status.snapshot(&self.registry), &table)
-        {
+        let status = || self.status.snapshot(&self.registry);
+        if let Some(r) = self.dashboard.answer(path, req.uri().query(), status, &table, &self.registry) {
             return r;
         }
         match path {

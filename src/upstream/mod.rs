@@ -197,6 +197,13 @@ impl Registry {
         inner.draining.retain(|w| w.strong_count() > 0);
     }
 
+    /// Visits every server the tables use (draining ones are in [`Registry::draining`]), for read-only views
+    /// such as the dashboard's in-flight counts.
+    pub fn for_each_server(&self, mut f: impl FnMut(&Server)) {
+        let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        inner.servers.values().for_each(|s| f(s));
+    }
+
     pub fn draining(&self) -> Vec<DrainingServer> {
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         inner.draining.retain(|w| w.strong_count() > 0);

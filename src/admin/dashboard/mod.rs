@@ -12,6 +12,7 @@ pub mod view;
 use crate::lifecycle::Shutdown;
 use crate::table::reload::Status;
 use crate::table::RoutingTable;
+use crate::upstream::Registry;
 use bytes::Bytes;
 use http::{header, HeaderValue, Response, StatusCode};
 use http_body_util::Full;
@@ -50,12 +51,13 @@ impl Dashboard {
         query: Option<&str>,
         status: impl FnOnce() -> Status,
         table: &RoutingTable,
+        registry: &Registry,
     ) -> Option<Response<Full<Bytes>>> {
         let render = |f: &dyn Fn(&view::View, &Query) -> (Bytes, &'static str)| {
             let status = status();
             let query = Query::parse(query);
             let sampler = self.sampler.lock().unwrap_or_else(|p| p.into_inner());
-            let view = view::build(&status, &table.config, &sampler, &query);
+            let view = view::build(&status, &table.config, registry, &sampler, &query);
             let (body, kind) = f(&view, &query);
             drop(sampler);
             respond(StatusCode::OK, body, kind)

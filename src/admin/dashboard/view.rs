@@ -11,9 +11,11 @@ use super::sampler::{Rates, RolePoint, RoleRates, Sampler};
 use crate::model::{ConfigError, Rejection, Role, ValidatedConfig};
 use crate::table::reload::{Counts, Status};
 use crate::telemetry::live::Kind;
-use crate::upstream::DrainingServer;
+use crate::upstream::{DrainingServer, Registry};
 use serde::Serialize;
+use std::collections::HashMap;
 use std::fmt::Write;
+use std::sync::Arc;
 
 /// Rows per page of frontends and of backends.
 pub const PER_PAGE: usize = 50;
@@ -183,6 +185,8 @@ pub struct ServerRow {
     pub url: String,
     pub weight: u32,
     pub draining: bool,
+    /// Requests in flight on it now (`None` for a draining server: see `draining`).
+    pub inflight: Option<usize>,
 }
 
 fn role_name(role: Option<Role>) -> &'static str {
@@ -201,7 +205,13 @@ fn paged<T>(total: usize, page: usize, items: impl FnOnce(usize, usize) -> Vec<T
 }
 
 /// Builds the view of one request.
-pub fn build<'a>(status: &'a Status, config: &ValidatedConfig, sampler: &Sampler, query: &Query) -> View<'a> {
+pub fn build<'a>(
+    status: &'a Status,
+    config: &ValidatedConfig,
+    registry: &Registry,
+    sampler: &Sampler,
+    query: &Query,
+) -> View<'a> {
     let role = |backend: &str| config.backends.get(backend).and_then(|b| b.role);
     let mut progress = Progress::default();
     for f in config.frontends.values() {
@@ -266,7 +276,7 @@ pub fn build<'a>(status: &'a Status, config: &ValidatedConfig, sampler: &Sampler
     });
     let total =
         if q.is_empty() { config.backends.len() } else { config.backends.keys().filter(|id| matching(id)).count() };
-    let backends = paged(total, query.bpage, |skip, take| {
+    let mut backends = paged(total, query.bpage, |skip, take| {
         config
             .backends
             .iter()
@@ -279,12 +289,31 @@ pub fn build<'a>(status: &'a Status, config: &ValidatedConfig, sampler: &Sampler
                 servers: b
                     .servers
                     .iter()
-                    .map(|s| ServerRow { id: s.id.clone(), url: s.url.clone(), weight: s.weight, draining: s.draining })
+                    .map(|s| ServerRow {
+                        id: s.id.clone(),
+                        url: s.url.clone(),
+                        weight: s.weight,
+                        draining: s.draining,
+                        inflight: None,
+                    })
                     .collect(),
                 rates: sampler.rates(Kind::Backend, id),
             })
             .collect()
     });
+    // In-flight counts of the listed servers, in one pass over the servers in use.
+    let listed: HashMap<&str, usize> = backends.items.iter().enumerate().map(|(i, b)| (b.id.as_str(), i)).collect();
+    let mut inflight: HashMap<(usize, Arc<str>), usize> = HashMap::new();
+    registry.for_each_server(|s| {
+        if let Some(&row) = listed.get(&*s.backend) {
+            inflight.insert((row, s.id.clone()), s.inflight());
+        }
+    });
+    for (i, row) in backends.items.iter_mut().enumerate() {
+        for server in row.servers.iter_mut().filter(|s| !s.draining) {
+            server.inflight = inflight.get(&(i, Arc::from(server.id.as_str()))).copied();
+        }
+    }
     View {
         generated_at_unix_ms: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -529,7 +558,11 @@ fn backends(view: &View, query: &Query, out: &mut String) {
                 esc(&s.id),
                 esc(&s.url),
                 s.weight,
-                if s.draining { " <b>draining</b>" } else { "" }
+                match (s.draining, s.inflight) {
+                    (true, _) => " <b>draining</b>".to_string(),
+                    (false, Some(n)) => format!(", {n} in flight"),
+                    (false, None) => String::new(),
+                }
             );
         }
         let _ = write!(
