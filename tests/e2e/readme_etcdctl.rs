@@ -1,7 +1,7 @@
 //! The README's etcdctl block, run verbatim (each line through `sh`) against a real etcd that a real Ficus
 //! follows: the documented commands must be accepted, every key kind must load, nothing may be refused.
 
-mod common;
+use crate::common;
 
 use common::etcd::{Etcd, ETCDCTL};
 use common::*;

@@ -4,7 +4,7 @@
 //! `target/tmp/`. Also: the page as served (no script) already carries the data, the admin token guards the
 //! dashboard, and what 10,000 frontends cost the data endpoint and the page.
 
-mod common;
+use crate::common;
 
 use common::backend::TestBackend;
 use common::browser::Browser;
