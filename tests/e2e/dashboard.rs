@@ -237,6 +237,18 @@ async fn ten_thousand_frontends_are_paged_and_the_payload_stays_small() {
         let filtered: serde_json::Value = serde_json::from_slice(&filtered).expect("JSON");
         assert_eq!(filtered["frontends"]["total"], 10);
 
+        // What the gateway holds and spends with 10,000 frontends and nobody looking: the sampler runs anyway.
+        let cpu = |pid: u32| -> u64 {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
+            fields.get(11).and_then(|u| u.parse::<u64>().ok()).unwrap_or(0)
+                + fields.get(12).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0)
+        };
+        let before = cpu(ficus.pid());
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        let ticks = cpu(ficus.pid()) - before;
+        eprintln!("{N} frontends, idle for 10 s: {ticks} CPU ticks (1/100 s each), RSS {} KiB", ficus.rss_kib());
+
         let mut browser = Browser::start(1100, 900).await;
         browser.navigate(&format!("http://{}/dashboard/", ficus.admin)).await;
         browser

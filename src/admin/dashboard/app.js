@@ -18,11 +18,14 @@
       .then(function (html) {
         main.innerHTML = html;
         failures = 0;
+        // Not announced every second: only a failure is (below), and its end.
+        live.removeAttribute("role");
         live.textContent = "updated " + new Date().toLocaleTimeString();
         document.body.dataset.updates = String(Number(document.body.dataset.updates || 0) + 1);
       })
       .catch(function (e) {
         failures += 1;
+        live.setAttribute("role", "alert");
         live.textContent = "cannot reach the gateway (" + e.message + "); retrying";
       })
       .finally(function () {

@@ -134,16 +134,16 @@ impl Sampler {
         if let Some((at, then)) = base(RATE_WINDOW) {
             let secs = e.at.duration_since(*at).as_secs_f64();
             if secs >= 0.5 {
-                rates.rps = e.now.requests.wrapping_sub(then.requests) as f64 / secs;
+                rates.rps = round(e.now.requests.wrapping_sub(then.requests) as f64 / secs, 2);
             }
         }
         if let Some((_, then)) = base(QUALITY_WINDOW) {
             let w = e.now.since(then);
             rates.requests = w.requests;
             if w.requests > 0 {
-                rates.error_rate = Some(w.errors as f64 / w.requests as f64);
-                rates.p50_ms = w.quantile(0.5).map(|s| s * 1e3);
-                rates.p99_ms = w.quantile(0.99).map(|s| s * 1e3);
+                rates.error_rate = Some(round(w.errors as f64 / w.requests as f64, 4));
+                rates.p50_ms = w.quantile(0.5).map(|s| round(s * 1e3, 3));
+                rates.p99_ms = w.quantile(0.99).map(|s| round(s * 1e3, 3));
             }
         }
         rates
@@ -159,8 +159,14 @@ impl Sampler {
             r.unmarked += p.unmarked as f64;
         }
         let n = n as f64;
-        RoleRates { legacy: r.legacy / n, new: r.new / n, unmarked: r.unmarked / n }
+        RoleRates { legacy: round(r.legacy / n, 2), new: round(r.new / n, 2), unmarked: round(r.unmarked / n, 2) }
     }
+}
+
+/// Fewer digits in the JSON than a float's noise (`1.5599999999999998`); more than the page shows.
+fn round(v: f64, digits: i32) -> f64 {
+    let scale = 10f64.powi(digits);
+    (v * scale).round() / scale
 }
 
 /// Requests per second by role.

@@ -650,7 +650,7 @@ pub fn render_page(view: &View, query: &Query) -> String {
         r#"<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
 <title>Ficus dashboard</title><link rel="stylesheet" href="/dashboard/app.css"></head>
-<body><header><h1>Ficus</h1><p>Read-only view of the gateway, refreshed every second (<span id="live" aria-live="polite">live updates need JavaScript; reload to refresh</span>). <a href="/dashboard/data.json">JSON</a> · <a href="/status">status</a> · <a href="/metrics">metrics</a></p>
+<body><header><h1>Ficus</h1><p>Read-only view of the gateway, refreshed every second (<span id="live">live updates need JavaScript; reload to refresh</span>). <a href="/dashboard/data.json">JSON</a> · <a href="/status">status</a> · <a href="/metrics">metrics</a></p>
 <form method="get" action="/dashboard/" role="search"><label for="q">Find a frontend or backend</label> <input id="q" name="q" value="{}"> <button>find</button></form></header>
 <main id="main">"#,
         esc(&query.q)
