@@ -1,5 +1,6 @@
 //! The admin listener (loopback by default): `/metrics` (Prometheus), `/status` (generation, counts, current
-//! errors, draining servers, source state), `/config` (the validated config in force), `/health`.
+//! errors, draining servers, source state), `/config` (the validated config in force), `/health`, and the
+//! dashboard (`/dashboard/`; `/` redirects there).
 //!
 //! It answers only requests whose `Host` is a loopback name, its own address or one configured in
 //! `admin.allowed_hosts` (403 otherwise): a web page in a local browser can point its own name at 127.0.0.1
