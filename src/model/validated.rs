@@ -27,6 +27,11 @@ pub struct ValidatedConfig {
 pub struct ValidatedBackend {
     pub id: String,
     pub settings: UpstreamSettings,
+    /// How `https://` servers are reached; `None` when the backend has none and no `TLS` block.
+    pub tls: Option<super::UpstreamTls>,
+    /// Active checks and passive ejection (Ficus extensions); kept out of `settings` so changing them keeps
+    /// the servers' pools.
+    pub health: super::BackendHealth,
     pub servers: Vec<ValidatedServer>,
     /// `Role`, when the backend says which side of the migration it is on.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -47,6 +52,7 @@ pub struct UpstreamSettings {
     pub max_idle_per_host: u32,
     #[serde(serialize_with = "ser_duration")]
     pub drain_timeout: Duration,
+    pub http2: super::Http2,
 }
 
 impl Default for UpstreamSettings {
@@ -59,6 +65,7 @@ impl Default for UpstreamSettings {
             keep_alive_period: Duration::from_secs(30),
             max_idle_per_host: 256,
             drain_timeout: Duration::from_secs(30),
+            http2: super::Http2::Alpn,
         }
     }
 }
@@ -89,6 +96,9 @@ pub struct ValidatedFrontend {
     /// `(backend id, weight)`; one entry with weight 1 for a plain `BackendId`.
     pub backends: Vec<(String, u32)>,
     pub settings: FrontendSettings,
+    /// `Settings.FailoverPredicate` bound, with the retry budget; `None` without a predicate.
+    #[serde(skip)]
+    pub failover: Option<Arc<super::FailoverConfig>>,
     pub middlewares: Vec<ValidatedMiddleware>,
 }
 

@@ -6,7 +6,7 @@
 //! table they loaded, and when the last one finishes its pool (and every idle connection in it) is closed.
 //! Until then it is listed as draining.
 
-use crate::model::{UpstreamSettings, ValidatedServer};
+use crate::model::{HealthCheck, UpstreamSettings, UpstreamTls, ValidatedServer};
 use http::uri::{Authority, Scheme};
 use http::HeaderValue;
 use std::collections::HashMap;
@@ -14,6 +14,8 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
 mod body;
+pub mod failover;
+pub mod health;
 pub mod pool;
 
 pub use body::{RequestBody, RequestBodyError};
@@ -28,7 +30,11 @@ pub struct Server {
     /// The `Host` header value sent when the frontend does not pass the client's host.
     pub host_header: HeaderValue,
     pub settings: UpstreamSettings,
+    /// The TLS it was built with (https servers), kept so the registry can find it again.
+    tls: Option<UpstreamTls>,
     pub pool: pool::Pool<RequestBody>,
+    /// Active checks and passive ejection; read by the pick phase.
+    pub health: health::Health,
     inflight: AtomicUsize,
     served: AtomicU64,
     /// Set when the server's drain deadline passed: whatever still runs on it is cut.
@@ -37,8 +43,8 @@ pub struct Server {
 }
 
 impl Server {
-    fn new(backend: &str, spec: &ValidatedServer, settings: UpstreamSettings) -> Self {
-        let pool = pool::Pool::new(&spec.authority, &settings);
+    fn new(backend: &str, spec: &ValidatedServer, settings: UpstreamSettings, tls: Option<&UpstreamTls>) -> Self {
+        let pool = pool::Pool::new(&spec.scheme, &spec.authority, &settings, tls);
         // Authority is valid ASCII by construction (it came from a parsed URI).
         let host_header =
             HeaderValue::from_str(spec.authority.as_str()).unwrap_or(HeaderValue::from_static("localhost"));
@@ -50,7 +56,9 @@ impl Server {
             authority: spec.authority.clone(),
             host_header,
             settings,
+            tls: tls.cloned(),
             pool,
+            health: health::Health::default(),
             inflight: AtomicUsize::new(0),
             served: AtomicU64::new(0),
             aborted: std::sync::atomic::AtomicBool::new(false),
@@ -141,6 +149,7 @@ struct ServerKey {
     id: String,
     url: String,
     settings: UpstreamSettings,
+    tls: Option<UpstreamTls>,
 }
 
 /// What `/status` shows about a server that left the config but still has work or references.
@@ -162,6 +171,34 @@ pub struct Registry {
 struct RegistryInner {
     servers: HashMap<ServerKey, Arc<Server>>,
     draining: Vec<Weak<Server>>,
+    /// The active checker of each checked server, by the server's address: one per server, however many
+    /// frontends use its backend.
+    checkers: HashMap<usize, Checker>,
+}
+
+struct Checker {
+    check: Arc<HealthCheck>,
+    task: tokio::task::AbortHandle,
+}
+
+impl Drop for Checker {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// What `/status` and the metrics show about a server's health.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ServerHealth {
+    pub backend: String,
+    pub server: String,
+    pub url: String,
+    pub state: health::State,
+    /// Active checks run for it.
+    pub checked: bool,
+    pub ejections: u64,
+    pub checks_passed: u64,
+    pub checks_failed: u64,
 }
 
 impl Registry {
@@ -171,10 +208,24 @@ impl Registry {
 
     /// The server for this backend, spec and settings: the one already known (same pool, same counters) when
     /// nothing that shapes it changed, a new one otherwise.
-    pub fn server(&self, backend: &str, spec: &ValidatedServer, settings: UpstreamSettings) -> Arc<Server> {
-        let key = ServerKey { backend: backend.to_string(), id: spec.id.clone(), url: spec.url.clone(), settings };
+    pub fn server(
+        &self,
+        backend: &str,
+        spec: &ValidatedServer,
+        settings: UpstreamSettings,
+        tls: Option<&UpstreamTls>,
+    ) -> Arc<Server> {
+        // Only https servers use the TLS settings; a TLS change leaves plain ones (and their pools) alone.
+        let tls = tls.filter(|_| spec.scheme == Scheme::HTTPS);
+        let key = ServerKey {
+            backend: backend.to_string(),
+            id: spec.id.clone(),
+            url: spec.url.clone(),
+            settings,
+            tls: tls.cloned(),
+        };
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        inner.servers.entry(key).or_insert_with(|| Arc::new(Server::new(backend, spec, settings))).clone()
+        inner.servers.entry(key).or_insert_with(|| Arc::new(Server::new(backend, spec, settings, tls))).clone()
     }
 
     /// Forgets servers no table uses any more and starts their drain. Call after the table that no longer
@@ -187,9 +238,11 @@ impl Registry {
                 id: server.id.to_string(),
                 url: server.url.clone(),
                 settings: server.settings,
+                tls: server.tls.clone(),
             };
             if inner.servers.get(&key).is_some_and(|s| Arc::ptr_eq(s, &server)) {
                 inner.servers.remove(&key);
+                inner.checkers.remove(&(Arc::as_ptr(&server) as usize));
                 inner.draining.push(Arc::downgrade(&server));
                 arm_drain_deadline(&server);
             }
@@ -202,6 +255,53 @@ impl Registry {
     pub fn for_each_server(&self, mut f: impl FnMut(&Server)) {
         let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         inner.servers.values().for_each(|s| f(s));
+    }
+
+    /// Starts, changes or stops the active checks of `server` (a server of the table being compiled). Its health
+    /// stays whatever the checks said so far; a checker whose settings did not change keeps running.
+    pub fn health_check(&self, server: &Arc<Server>, check: Option<&Arc<HealthCheck>>) {
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let at = Arc::as_ptr(server) as usize;
+        match check {
+            None => {
+                if inner.checkers.remove(&at).is_some() {
+                    health::unchecked(server);
+                }
+            }
+            Some(check) => {
+                if inner.checkers.get(&at).is_some_and(|c| c.check == *check) {
+                    return;
+                }
+                if let Some(task) = health::spawn_checker(server, check.clone()) {
+                    inner.checkers.insert(at, Checker { check: check.clone(), task });
+                }
+            }
+        }
+    }
+
+    /// The health of every server in the config.
+    pub fn health(&self) -> Vec<ServerHealth> {
+        let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let now = health::millis(std::time::Instant::now());
+        let mut out: Vec<ServerHealth> = inner
+            .servers
+            .values()
+            .map(|s| {
+                let (passed, failed) = s.health.checks();
+                ServerHealth {
+                    backend: s.backend.to_string(),
+                    server: s.id.to_string(),
+                    url: s.url.clone(),
+                    state: s.health.state(now),
+                    checked: inner.checkers.contains_key(&(Arc::as_ptr(s) as usize)),
+                    ejections: s.health.ejections(),
+                    checks_passed: passed,
+                    checks_failed: failed,
+                }
+            })
+            .collect();
+        out.sort_by(|a, b| (&a.backend, &a.server).cmp(&(&b.backend, &b.server)));
+        out
     }
 
     pub fn draining(&self) -> Vec<DrainingServer> {

@@ -141,7 +141,7 @@ async fn the_page_as_served_carries_the_data_and_the_json_matches_it() {
     assert!(page.contains("frontends/bad/frontend"), "{page}");
     assert!(page.contains("Wieght"), "{page}");
     assert!(page.contains("legacy-1 <span class=\"url\">"), "{page}");
-    assert!(page.contains(", 0 in flight"), "the servers' in-flight counts are shown: {page}");
+    assert!(page.contains("healthy</span>, 0 in flight"), "the servers' health and in-flight counts: {page}");
     let (code, data) = get(&client, &format!("http://{}/dashboard/data.json", ficus.admin)).await;
     assert_eq!(code, 200);
     let data: serde_json::Value = serde_json::from_slice(&data).expect("JSON");

@@ -11,6 +11,7 @@ use super::sampler::{Rates, RolePoint, RoleRates, Sampler};
 use crate::model::{ConfigError, Rejection, Role, ValidatedConfig};
 use crate::table::reload::{Counts, Status};
 use crate::telemetry::live::Kind;
+use crate::upstream::health::{self, State};
 use crate::upstream::{DrainingServer, Registry};
 use serde::Serialize;
 use std::collections::HashMap;
@@ -187,6 +188,10 @@ pub struct ServerRow {
     pub draining: bool,
     /// Requests in flight on it now (`None` for a draining server: see `draining`).
     pub inflight: Option<usize>,
+    /// `healthy`, `failing` (active checks) or `ejected` (passive); `None` for a draining server.
+    pub health: Option<State>,
+    /// Passive ejections since it joined.
+    pub ejections: u64,
 }
 
 fn role_name(role: Option<Role>) -> &'static str {
@@ -295,23 +300,30 @@ pub fn build<'a>(
                         weight: s.weight,
                         draining: s.draining,
                         inflight: None,
+                        health: None,
+                        ejections: 0,
                     })
                     .collect(),
                 rates: sampler.rates(Kind::Backend, id),
             })
             .collect()
     });
-    // In-flight counts of the listed servers, in one pass over the servers in use.
+    // In-flight counts and health of the listed servers, in one pass over the servers in use.
     let listed: HashMap<&str, usize> = backends.items.iter().enumerate().map(|(i, b)| (b.id.as_str(), i)).collect();
-    let mut inflight: HashMap<(usize, Arc<str>), usize> = HashMap::new();
+    let now = health::millis(std::time::Instant::now());
+    let mut live: HashMap<(usize, Arc<str>), (usize, State, u64)> = HashMap::new();
     registry.for_each_server(|s| {
         if let Some(&row) = listed.get(&*s.backend) {
-            inflight.insert((row, s.id.clone()), s.inflight());
+            live.insert((row, s.id.clone()), (s.inflight(), s.health.state(now), s.health.ejections()));
         }
     });
     for (i, row) in backends.items.iter_mut().enumerate() {
         for server in row.servers.iter_mut().filter(|s| !s.draining) {
-            server.inflight = inflight.get(&(i, Arc::from(server.id.as_str()))).copied();
+            if let Some(&(inflight, state, ejections)) = live.get(&(i, Arc::from(server.id.as_str()))) {
+                server.inflight = Some(inflight);
+                server.health = Some(state);
+                server.ejections = ejections;
+            }
         }
     }
     View {
@@ -554,14 +566,21 @@ fn backends(view: &View, query: &Query, out: &mut String) {
         for s in &row.servers {
             let _ = write!(
                 out,
-                "<li>{} <span class=\"url\">{}</span> weight {}{}</li>",
+                "<li>{} <span class=\"url\">{}</span> weight {}{}{}</li>",
                 esc(&s.id),
                 esc(&s.url),
                 s.weight,
-                match (s.draining, s.inflight) {
-                    (true, _) => " <b>draining</b>".to_string(),
-                    (false, Some(n)) => format!(", {n} in flight"),
-                    (false, None) => String::new(),
+                match (s.draining, s.health) {
+                    (true, _) => " <b>draining</b>",
+                    (false, Some(State::Healthy)) => ", <span class=\"ok\">healthy</span>",
+                    (false, Some(State::Failing)) => ", <b class=\"bad\">failing its checks</b>",
+                    (false, Some(State::Ejected)) => ", <b class=\"bad\">ejected</b>",
+                    (false, None) => "",
+                },
+                match (s.inflight, s.ejections) {
+                    (Some(n), 0) => format!(", {n} in flight"),
+                    (Some(n), e) => format!(", {n} in flight, ejected {e}×"),
+                    (None, _) => String::new(),
                 }
             );
         }
