@@ -130,6 +130,10 @@ async fn the_page_as_served_carries_the_data_and_the_json_matches_it() {
     role_backend(&routes, "gtin", "new", gtin.addr);
     split(&routes, 95, 5);
     routes.put("frontends/bad/frontend", r#"{"Type":"http","BackendId":"legacy","Route":"Path(`/x`)","Wieght":1}"#);
+    routes.put(
+        "frontends/gtin/middlewares/rl",
+        r#"{"Type":"ratelimit","Priority":1,"Middleware":{"Requests":100,"PeriodSeconds":1,"Burst":100,"Variable":"client.ip"}}"#,
+    );
     let ficus = Ficus::start(routes.path()).await;
     let client = http1_client();
     let (code, page) = get(&client, &format!("http://{}/dashboard/", ficus.admin)).await;
@@ -152,6 +156,8 @@ async fn the_page_as_served_carries_the_data_and_the_json_matches_it() {
     assert_eq!(data["strangling"]["frontends"]["moving"], 1);
     assert_eq!(data["config"]["source"], "file");
     assert_eq!(data["config"]["rejected"][0]["key"], "frontends/bad/frontend");
+    assert_eq!(gtin_row["middlewares"][0]["type"], "ratelimit");
+    assert!(page.contains("middlewares: ratelimit <code>rl</code>"), "{page}");
     let (code, _) = get(&client, &format!("http://{}/dashboard/app.js", ficus.admin)).await;
     assert_eq!(code, 200);
 }

@@ -158,8 +158,23 @@ pub struct FrontendRow {
     pub id: String,
     pub route: String,
     pub split: Vec<SplitPart>,
+    /// Its middleware chain in the order it runs (empty for most frontends).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub middlewares: Vec<MiddlewareRow>,
     #[serde(flatten)]
     pub rates: Rates,
+}
+
+#[derive(Debug, Serialize)]
+pub struct MiddlewareRow {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// False for a type Ficus decodes but does not act on yet.
+    pub enforced: bool,
+    /// A circuit breaker's state: `standby`, `tripped` or `recovering`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -274,6 +289,22 @@ pub fn build<'a>(
                             role: role_name(role(b)),
                         })
                         .collect(),
+                    middlewares: status
+                        .chains
+                        .get(id)
+                        .map(|chain| {
+                            chain
+                                .iter()
+                                .map(|m| MiddlewareRow {
+                                    id: m.id.clone(),
+                                    kind: m.kind.clone(),
+                                    enforced: m.enforced,
+                                    // The breaker's view prints as its state's name.
+                                    state: m.state.as_ref().map(|b| format!("{b:?}")),
+                                })
+                                .collect()
+                        })
+                        .unwrap_or_default(),
                     rates: sampler.rates(Kind::Frontend, id),
                 }
             })
@@ -511,11 +542,25 @@ fn frontends(view: &View, query: &Query, out: &mut String) {
     for row in &f.items {
         let _ = write!(
             out,
-            r#"<tr data-frontend="{id}"><th scope="row">{id}<div class="route">{route}</div></th><td><div class="bar" role="img" aria-label="{label}">"#,
+            r#"<tr data-frontend="{id}"><th scope="row">{id}<div class="route">{route}</div>"#,
             id = esc(&row.id),
             route = esc(&row.route),
-            label = esc(&split_text(&row.split)),
         );
+        if !row.middlewares.is_empty() {
+            out.push_str(r#"<div class="route">middlewares:"#);
+            for m in &row.middlewares {
+                let _ = write!(out, " {} <code>{}</code>", esc(&m.kind), esc(&m.id));
+                match (&m.state, m.enforced) {
+                    (Some(state), _) => {
+                        let _ = write!(out, " ({})", esc(state));
+                    }
+                    (None, false) => out.push_str(" (not enforced)"),
+                    (None, true) => {}
+                }
+            }
+            out.push_str("</div>");
+        }
+        let _ = write!(out, r#"</th><td><div class="bar" role="img" aria-label="{}">"#, esc(&split_text(&row.split)));
         // A backend at weight 0 gets no bar (it would show as a sliver); the label above still names it.
         for part in row.split.iter().filter(|p| p.weight > 0) {
             let _ = write!(
