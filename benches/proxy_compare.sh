@@ -11,6 +11,8 @@
 # puts a key outside Ficus' prefix every 10 ms (the writer's own cost, no table swap), and
 # `ficus-etcd-swapping`, while the same writer rewrites the frontend every 10 ms (a table swap per write).
 # The pair isolates what the swaps cost from what the writer costs.
+# With HAPROXY=1 a `haproxy` row runs HAProxy (one thread, pinned like the others, upstream connections reused)
+# in the same rounds.
 # With MW=1 a `ficus-mw` row runs Ficus with a ratelimit (never reached), a connlimit (never reached) and a
 # rewrite (a regexp that matches and leaves the URL as it was) on the route: the chain's own cost.
 set -euo pipefail
@@ -19,6 +21,7 @@ secs=${1:-10}
 conns=${2:-50}
 rounds=${3:-3}
 scripts/install-deps wrk=wrk nginx=nginx-light
+if [ "${HAPROXY:-0}" = 1 ]; then scripts/install-deps haproxy=haproxy; fi
 cargo build --release --quiet --bin ficus
 
 work=$(mktemp -d)
@@ -27,7 +30,7 @@ cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 
 trap cleanup EXIT
 
 BACKEND=127.0.0.1:19101 NGINX=127.0.0.1:19102 FICUS=127.0.0.1:19103 ADMIN=127.0.0.1:19104
-ETCD=http://127.0.0.1:19105
+ETCD=http://127.0.0.1:19105 HAPROXY_ADDR=127.0.0.1:19107
 
 cat > "$work/backend.conf" <<CONF
 worker_processes 1; daemon off; error_log $work/backend.err; pid $work/backend.pid;
@@ -43,6 +46,22 @@ http {
   server { listen $NGINX; keepalive_requests 1000000;
     location / { proxy_pass http://be; proxy_http_version 1.1; proxy_set_header Connection ""; } }
 }
+CONF
+cat > "$work/haproxy.cfg" <<CONF
+global
+  nbthread 1
+  maxconn 10000
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 30s
+  timeout server 30s
+  http-reuse always
+frontend f
+  bind $HAPROXY_ADDR
+  default_backend b
+backend b
+  server s1 $BACKEND
 CONF
 mkdir -p "$work/routes/backends/be/servers" "$work/routes/frontends/all"
 echo '{"Type":"http","Settings":{"KeepAlive":{"MaxIdleConnsPerHost":128}}}' > "$work/routes/backends/be/backend.json"
@@ -73,6 +92,8 @@ run_wrk() { # name url
 
 start_nginx() { taskset -c 1 nginx -c "$work/proxy.conf" & echo $! > "$work/nginx.pid"; sleep 0.5; }
 stop_nginx() { kill "$(cat "$work/nginx.pid")"; wait "$(cat "$work/nginx.pid")" 2>/dev/null || true; }
+start_haproxy() { taskset -c 1 haproxy -db -f "$work/haproxy.cfg" > "$work/haproxy.log" 2>&1 & echo $! > "$work/haproxy.pid"; sleep 0.5; }
+stop_haproxy() { kill "$(cat "$work/haproxy.pid")"; wait "$(cat "$work/haproxy.pid")" 2>/dev/null || true; }
 start_ficus() { # [binary] [routes dir]
   taskset -c 1 "${1:-target/release/ficus}" serve --listen $FICUS --admin $ADMIN --routes "${2:-$work/routes}" \
     --threads 1 --no-access-log > "$work/ficus.log" 2>&1 & echo $! > "$work/ficus.pid"
@@ -104,6 +125,7 @@ echo "row req/s p99 errors"
 for r in $(seq "$rounds"); do
   run_wrk direct "http://$BACKEND/"
   start_nginx; run_wrk nginx "http://$NGINX/"; stop_nginx
+  if [ "${HAPROXY:-0}" = 1 ]; then start_haproxy; run_wrk haproxy "http://$HAPROXY_ADDR/"; stop_haproxy; fi
   start_ficus; run_wrk ficus "http://$FICUS/"; stop_ficus
   if [ -n "${BASE:-}" ]; then start_ficus "$BASE"; run_wrk ficus-base "http://$FICUS/"; stop_ficus; fi
   if [ "${MW:-0}" = 1 ]; then start_ficus "" "$work/routes-mw"; run_wrk ficus-mw "http://$FICUS/"; stop_ficus; fi
@@ -125,7 +147,7 @@ done
 
 echo
 echo "median over $rounds rounds (wrk -t1 -c$conns -d${secs}s, proxies pinned to one core):"
-for row in direct nginx ficus ficus-base ficus-mw ficus-etcd-quiet ficus-etcd-swapping; do
+for row in direct nginx haproxy ficus ficus-base ficus-mw ficus-etcd-quiet ficus-etcd-swapping; do
   grep -q "^$row " "$work/rows" || continue
   rps=$(awk -v r="$row" '$1==r {print $2}' "$work/rows" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
   p99=$(awk -v r="$row" '$1==r {v=$3; if (v ~ /us$/) {sub(/us/,"",v); v=v/1000} else if (v ~ /ms$/) {sub(/ms/,"",v)} else if (v ~ /s$/) {sub(/s/,"",v); v=v*1000}; print v}' "$work/rows" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
