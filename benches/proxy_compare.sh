@@ -13,6 +13,8 @@
 # The pair isolates what the swaps cost from what the writer costs.
 # With HAPROXY=1 a `haproxy` row runs HAProxy (one thread, pinned like the others, upstream connections reused)
 # in the same rounds.
+# With H2=1 two more rows load nginx (`listen ... http2`, cleartext) and Ficus over HTTP/2 with prior knowledge:
+# h2load -c<connections> -m10, `nginx-h2` and `ficus-h2` (req/s and p99 of the request times).
 # With MW=1 a `ficus-mw` row runs Ficus with a ratelimit (never reached), a connlimit (never reached) and a
 # rewrite (a regexp that matches and leaves the URL as it was) on the route: the chain's own cost.
 set -euo pipefail
@@ -22,6 +24,7 @@ conns=${2:-50}
 rounds=${3:-3}
 scripts/install-deps wrk=wrk nginx=nginx-light
 if [ "${HAPROXY:-0}" = 1 ]; then scripts/install-deps haproxy=haproxy; fi
+if [ "${H2:-0}" = 1 ]; then scripts/install-deps h2load=nghttp2-client; fi
 cargo build --release --quiet --bin ficus
 
 work=$(mktemp -d)
@@ -30,7 +33,7 @@ cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 
 trap cleanup EXIT
 
 BACKEND=127.0.0.1:19101 NGINX=127.0.0.1:19102 FICUS=127.0.0.1:19103 ADMIN=127.0.0.1:19104
-ETCD=http://127.0.0.1:19105 HAPROXY_ADDR=127.0.0.1:19107
+ETCD=http://127.0.0.1:19105 HAPROXY_ADDR=127.0.0.1:19107 NGINX_H2=127.0.0.1:19108
 
 cat > "$work/backend.conf" <<CONF
 worker_processes 1; daemon off; error_log $work/backend.err; pid $work/backend.pid;
@@ -44,6 +47,8 @@ http {
   access_log off;
   upstream be { server $BACKEND; keepalive 64; keepalive_requests 1000000; }
   server { listen $NGINX; keepalive_requests 1000000;
+    location / { proxy_pass http://be; proxy_http_version 1.1; proxy_set_header Connection ""; } }
+  server { listen $NGINX_H2 http2; keepalive_requests 1000000;
     location / { proxy_pass http://be; proxy_http_version 1.1; proxy_set_header Connection ""; } }
 }
 CONF
@@ -90,6 +95,15 @@ run_wrk() { # name url
   echo "$1 $rps $p99 $errs" | tee -a "$work/rows"
 }
 
+run_h2load() { # name url: req/s and the p99 of request times from h2load's per-request log
+  taskset -c 0 h2load -c"$conns" -m10 -D"$secs" --log-file="$work/h2.log" "$2" > "$work/h2.out"
+  local rps p99 errs
+  rps=$(awk '/^finished in/ {gsub(/,/,""); print $4}' "$work/h2.out")
+  p99=$(awk -F'\t' '{print $3}' "$work/h2.log" | sort -n | awk '{a[NR]=$1} END {printf "%.2fms", a[int(NR*0.99)]/1000}')
+  errs=$(awk '/^requests:/ {print $10, "failed"}' "$work/h2.out")
+  echo "$1 $rps $p99 $errs" | tee -a "$work/rows"
+}
+
 start_nginx() { taskset -c 1 nginx -c "$work/proxy.conf" & echo $! > "$work/nginx.pid"; sleep 0.5; }
 stop_nginx() { kill "$(cat "$work/nginx.pid")"; wait "$(cat "$work/nginx.pid")" 2>/dev/null || true; }
 start_haproxy() { taskset -c 1 haproxy -db -f "$work/haproxy.cfg" > "$work/haproxy.log" 2>&1 & echo $! > "$work/haproxy.pid"; sleep 0.5; }
@@ -124,9 +138,13 @@ generation() { curl -s "http://$ADMIN/status" | awk -F: '/"generation"/ {gsub(/[
 echo "row req/s p99 errors"
 for r in $(seq "$rounds"); do
   run_wrk direct "http://$BACKEND/"
-  start_nginx; run_wrk nginx "http://$NGINX/"; stop_nginx
+  start_nginx; run_wrk nginx "http://$NGINX/"
+  if [ "${H2:-0}" = 1 ]; then run_h2load nginx-h2 "http://$NGINX_H2/"; fi
+  stop_nginx
   if [ "${HAPROXY:-0}" = 1 ]; then start_haproxy; run_wrk haproxy "http://$HAPROXY_ADDR/"; stop_haproxy; fi
-  start_ficus; run_wrk ficus "http://$FICUS/"; stop_ficus
+  start_ficus; run_wrk ficus "http://$FICUS/"
+  if [ "${H2:-0}" = 1 ]; then run_h2load ficus-h2 "http://$FICUS/"; fi
+  stop_ficus
   if [ -n "${BASE:-}" ]; then start_ficus "$BASE"; run_wrk ficus-base "http://$FICUS/"; stop_ficus; fi
   if [ "${MW:-0}" = 1 ]; then start_ficus "" "$work/routes-mw"; run_wrk ficus-mw "http://$FICUS/"; stop_ficus; fi
   if [ "${SWAP:-0}" = 1 ]; then
@@ -147,7 +165,7 @@ done
 
 echo
 echo "median over $rounds rounds (wrk -t1 -c$conns -d${secs}s, proxies pinned to one core):"
-for row in direct nginx haproxy ficus ficus-base ficus-mw ficus-etcd-quiet ficus-etcd-swapping; do
+for row in direct nginx haproxy ficus ficus-base nginx-h2 ficus-h2 ficus-mw ficus-etcd-quiet ficus-etcd-swapping; do
   grep -q "^$row " "$work/rows" || continue
   rps=$(awk -v r="$row" '$1==r {print $2}' "$work/rows" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
   p99=$(awk -v r="$row" '$1==r {v=$3; if (v ~ /us$/) {sub(/us/,"",v); v=v/1000} else if (v ~ /ms$/) {sub(/ms/,"",v)} else if (v ~ /s$/) {sub(/s/,"",v); v=v*1000}; print v}' "$work/rows" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
