@@ -520,7 +520,7 @@ fn compile_frontend(
     // Validation guarantees every named backend exists; filter anyway rather than trust it blindly.
     let split: Vec<(Arc<Backend>, u32)> =
         f.backends.iter().filter_map(|(b, w)| backends.get(b.as_str()).map(|e| (e.compiled.clone(), *w))).collect();
-    let server_counts: Vec<usize> = split.iter().map(|(b, _)| b.servers.items().len()).collect();
+    let server_counts: Vec<(&str, usize)> = split.iter().map(|(b, _)| (&*b.id, b.servers.items().len())).collect();
     let hostname =
         (!f.settings.hostname.is_empty()).then(|| HeaderValue::from_str(&f.settings.hostname).ok()).flatten();
     Arc::new(Frontend {

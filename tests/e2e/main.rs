@@ -8,6 +8,7 @@
 mod common;
 
 mod compose;
+mod dashboard;
 mod etcd_auth;
 mod etcd_cluster;
 mod etcd_faults;
