@@ -472,3 +472,22 @@ async fn check_and_apply_accept_every_middleware_type_and_refuse_a_bad_one_by_ke
         assert!(keys.contains(&format!("/vulcand/frontends/f/middlewares/{id}")), "{keys}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rewrite_replacement_is_a_template_of_the_request() {
+    let b = TestBackend::start("b").await;
+    let routes = Routes::new();
+    routes.backend("b", &[("s1", b.addr)]);
+    routes.frontend("f", "b", "PathPrefix(`/`)");
+    routes.put(
+        "frontends/f/middlewares/me",
+        r#"{"Type":"rewrite","Middleware":{"Regexp":"^http://([^/]+)/me(.*)$","Replacement":"http://$1/users/{{.Request.Header.Get \"X-User\"}}$2"}}"#,
+    );
+    let ficus = Ficus::start(routes.path()).await;
+    let c = http1_client();
+    let req = http::Request::get(ficus.url("/me/profile")).header("x-user", "ann").body(Full::default()).unwrap();
+    let (code, body) = request(&c, req).await;
+    assert_eq!(code, 200);
+    let body: serde_json::Value = serde_json::from_slice(&body).expect("the backend's JSON echo");
+    assert_eq!(body["path"], "/users/ann/profile", "{body}");
+}
