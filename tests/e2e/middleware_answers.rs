@@ -491,3 +491,43 @@ async fn a_rewrite_replacement_is_a_template_of_the_request() {
     let body: serde_json::Value = serde_json::from_slice(&body).expect("the backend's JSON echo");
     assert_eq!(body["path"], "/users/ann/profile", "{body}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trace_records_arrive_at_a_unix_datagram_socket_and_a_missing_one_never_holds_a_request() {
+    let b = TestBackend::start("b").await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("log.sock");
+    let syslog = tokio::net::UnixDatagram::bind(&path).expect("bind the unix socket");
+    let routes = Routes::new();
+    routes.backend("b", &[("s1", b.addr)]);
+    routes.frontend("f", "b", "PathPrefix(`/f`)");
+    routes.frontend("g", "b", "PathPrefix(`/g`)");
+    let trace = |addr: String| {
+        serde_json::json!({"Type":"trace","Middleware":{"RespHeaders":["Content-Type"],"Addr":addr}}).to_string()
+    };
+    routes.put("frontends/f/middlewares/t", &trace(format!("syslog://{}", path.display())));
+    routes.put("frontends/g/middlewares/t", &trace(format!("syslog://{}", dir.path().join("absent.sock").display())));
+    let ficus = Ficus::start(routes.path()).await;
+    let c = http1_client();
+    // Nothing listens for g's records: its requests are answered all the same.
+    for _ in 0..5 {
+        assert_eq!(get(&c, &ficus.url("/g/x")).await.0, 200);
+    }
+    assert_eq!(get(&c, &ficus.url("/f/unix")).await.0, 200);
+    let mut buf = vec![0u8; 65536];
+    let n = tokio::time::timeout(Duration::from_secs(20), syslog.recv(&mut buf))
+        .await
+        .expect("a record within the bound")
+        .expect("recv");
+    let line = String::from_utf8_lossy(&buf[..n]).into_owned();
+    assert!(line.starts_with("<134>"), "LOCAL0 (16) x 8 + INFO (6) by default: {line}");
+    let (_, json) = line.split_once("@cee: ").unwrap_or_else(|| panic!("no @cee: in {line}"));
+    let record: serde_json::Value = serde_json::from_str(json).expect("JSON record");
+    assert!(record["request"]["url"].as_str().unwrap().ends_with("/f/unix"), "{record}");
+    assert_eq!(record["response"]["code"], 200);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while ficus.metric("ficus_trace_dropped_total").await < 1.0 {
+        assert!(Instant::now() < deadline, "g's undeliverable records were never counted as dropped");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
