@@ -127,6 +127,8 @@ pub(super) fn frontend(key: &Key, id: &str, f: &FrontendSpec) -> Result<Validate
         backends,
         settings: f.settings.clone(),
         middlewares: Vec::new(),
+        sticky: f.sticky.as_ref().map(|s| super::canary::sticky(key, s)).transpose()?,
+        shadow: f.shadow.as_ref().map(|s| super::canary::shadow(key, s)).transpose()?,
     })
 }
 

@@ -7,6 +7,7 @@
 //! `validated`) that `table/` compiles. Every problem is a [`ConfigError`] naming the key and field; a bad value
 //! never removes a good one.
 
+mod canary;
 mod check;
 mod duration;
 mod key;
@@ -16,6 +17,7 @@ mod state;
 mod validate;
 mod validated;
 
+pub use canary::{ShadowSpec, StickyKey, StickySpec, ValidatedShadow};
 pub use duration::{de_duration, format_duration, parse_duration, DurationError, GoDuration};
 pub use key::{Key, KeyError};
 pub use middleware::{

@@ -87,6 +87,10 @@ pub struct ValidatedFrontend {
     pub backends: Vec<(String, u32)>,
     pub settings: FrontendSettings,
     pub middlewares: Vec<ValidatedMiddleware>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sticky: Option<super::StickyKey>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shadow: Option<super::ValidatedShadow>,
 }
 
 #[derive(Clone, Serialize)]

@@ -31,7 +31,7 @@ pub use error::{ErrorSource, ProxyError, UpstreamFailure};
 use crate::lifecycle::tracker::Tracker;
 use crate::middleware::{self, Admitted};
 use crate::route::Request as RouteRequest;
-use crate::table::{Backend, Frontend, RoutingTable, SharedTable};
+use crate::table::{Backend, Frontend, RoutingTable, SharedTable, StickyChoice as Choice};
 use crate::telemetry;
 use crate::upstream::pool::Conn;
 use crate::upstream::{InflightGuard, Server};
@@ -83,6 +83,8 @@ pub struct RequestCtx {
     /// Set by `request_filter`: what the middleware chain gave the request (connection slots), held until
     /// the response body ends; dropped on the error exit.
     pub admitted: Admitted,
+    /// Set by `pick` when a sticky split assigned this client its cookie; sent with the response.
+    pub set_cookie: Option<HeaderValue>,
 }
 
 impl RequestCtx {
@@ -102,6 +104,7 @@ impl RequestCtx {
             backend: None,
             server: None,
             admitted: Admitted::default(),
+            set_cookie: None,
         }
     }
 
@@ -208,7 +211,7 @@ impl Proxy {
         let table = self.table.load_full();
         let (host, mut normalized_path) = route(ctx, &table, &self.limits, &req)?;
         request_filter(ctx, conn, host.as_ref(), &mut req, &mut normalized_path)?;
-        pick(ctx)?;
+        pick(ctx, conn, req.headers())?;
         drop(table);
         let prepared = upstream_request(ctx, conn, req, host, normalized_path)?;
         send(ctx, prepared).await
@@ -217,11 +220,12 @@ impl Proxy {
     /// The response phase: hop-by-hop headers out, the request id in, the client's version, and the body
     /// handed on with what must live as long as it (the in-flight guard, the pooled connection, the log line).
     fn respond(&self, ctx: RequestCtx, conn: &ConnInfo, sent: Sent) -> Response<ProxyBody> {
-        let RequestCtx { start, request_id, method, log, frontend, backend, server, admitted } = ctx;
+        let RequestCtx { start, request_id, method, log, frontend, backend, server, admitted, set_cookie } = ctx;
         let (frontend, (bi, backend), (si, server)) = match (frontend, backend, server) {
             (Some(f), Some(b), Some(s)) => (f, b, s),
             (frontend, backend, server) => {
-                let ctx = RequestCtx { start, request_id, method, log, frontend, backend, server, admitted };
+                let ctx =
+                    RequestCtx { start, request_id, method, log, frontend, backend, server, admitted, set_cookie };
                 return ctx.fail(conn, ProxyError::Internal("respond ran before a server was picked"));
             }
         };
@@ -239,6 +243,9 @@ impl Proxy {
             headers::strip_hop_by_hop(resp.headers_mut());
         }
         resp.headers_mut().insert(X_REQUEST_ID.clone(), request_id.clone());
+        if let Some(cookie) = set_cookie {
+            resp.headers_mut().append(header::SET_COOKIE, cookie);
+        }
         // Answer in the client's protocol version, not the upstream's (an HTTP/1.0 upstream must not
         // downgrade a keep-alive HTTP/1.1 client).
         *resp.version_mut() = client_version;
@@ -363,10 +370,23 @@ fn request_filter(
     Ok(())
 }
 
-/// The pick phase: the backend of the frontend's split, then a server of that backend.
-fn pick(ctx: &mut RequestCtx) -> Result<(), ProxyError> {
+/// The pick phase: the backend of the frontend's split (by the client's key when the split is sticky), then a
+/// server of that backend.
+fn pick(ctx: &mut RequestCtx, conn: &ConnInfo, headers: &http::HeaderMap) -> Result<(), ProxyError> {
     let frontend = ctx.frontend.as_ref().ok_or(ProxyError::Internal("pick ran before route"))?;
-    let (bi, backend) = frontend.split.pick_indexed().ok_or(ProxyError::NoBackend)?;
+    let (bi, backend) = match frontend
+        .sticky
+        .as_ref()
+        .and_then(|s| s.choose(headers, conn.peer.ip(), https(conn, frontend, headers)))
+    {
+        Some(Choice::Item(i)) => frontend.split.get(i).map(|b| (i, b)),
+        Some(Choice::Assigned(i, cookie)) => {
+            ctx.set_cookie = Some(cookie);
+            frontend.split.get(i).map(|b| (i, b))
+        }
+        Some(Choice::Unkeyed) | None => frontend.split.pick_indexed(),
+    }
+    .ok_or(ProxyError::NoBackend)?;
     let backend = backend.clone();
     let picked = backend.servers.pick_indexed().map(|(si, server)| (si, server.clone()));
     let (si, server) = match picked {
@@ -465,6 +485,13 @@ async fn send(ctx: &RequestCtx, prepared: Prepared) -> Result<Sent, ProxyError> 
         Ok(Err(e)) => Err(upstream_error(UpstreamFailure::classify(&e))),
         Err(_) => Err(upstream_error(UpstreamFailure::Timeout(backend.settings.read_timeout))),
     }
+}
+
+/// The client reached Ficus over TLS, or a trusted proxy in front says it did.
+fn https(conn: &ConnInfo, frontend: &Frontend, headers: &http::HeaderMap) -> bool {
+    conn.tls
+        || ((frontend.trust_forward_header || conn.trust_forward_header)
+            && headers.get("x-forwarded-proto").is_some_and(|p| p.as_bytes().eq_ignore_ascii_case(b"https")))
 }
 
 fn content_length(h: &http::HeaderMap) -> Option<u64> {

@@ -13,8 +13,11 @@
 
 pub mod reload;
 
+/// What a frontend's sticky split decided for a request (the proxy reads it through the frontend).
+pub use crate::balance::sticky::Choice as StickyChoice;
+
 use crate::balance::Weighted;
-use crate::model::{Delta, UpstreamSettings, ValidatedBackend, ValidatedConfig, ValidatedFrontend};
+use crate::model::{Delta, StickyKey, UpstreamSettings, ValidatedBackend, ValidatedConfig, ValidatedFrontend};
 use crate::route::{Request, RouteSet, RouteSpec, Router};
 use crate::telemetry::FrontendMetrics;
 use crate::upstream::{Registry, Server};
@@ -149,6 +152,8 @@ pub struct Frontend {
     pub metrics: FrontendMetrics,
     /// The middleware chain, in order; empty (no allocation, one length check per request) for most frontends.
     pub chain: crate::middleware::Chain,
+    /// `Sticky`: the split by client key instead of by request; `None` for the plain split.
+    pub sticky: Option<crate::balance::sticky::Sticky>,
 }
 
 pub struct Backend {
@@ -197,6 +202,8 @@ struct BackendEntry {
 struct FrontendEntry {
     id: Arc<str>,
     counter: Arc<AtomicUsize>,
+    /// The sticky split's new-client counter: kept while the frontend exists, so a reload does not restart it.
+    sticky_next: Arc<AtomicUsize>,
     spec: Arc<ValidatedFrontend>,
     compiled: Arc<Frontend>,
     slot: u32,
@@ -366,7 +373,8 @@ impl Compiler {
             Some(o) => o.counter.clone(),
             None => self.counter(format!("f:{id}")),
         };
-        let compiled = compile_frontend(&id_arc, f, &self.backends, &counter, &self.middleware_state);
+        let sticky_next = old.as_ref().map(|o| o.sticky_next.clone()).unwrap_or_default();
+        let compiled = compile_frontend(&id_arc, f, &self.backends, (&counter, &sticky_next), &self.middleware_state);
         let slot = old.as_ref().map(|o| o.slot).unwrap_or_else(|| self.alloc_slot());
         self.slots.set(slot, Some(compiled.clone()));
         let same_route = old.as_ref().is_some_and(|o| o.spec.route == f.route && o.spec.priority == f.priority);
@@ -387,7 +395,7 @@ impl Compiler {
                 self.users.entry(b.clone()).or_default().insert(id_arc.clone());
             }
         }
-        let entry = FrontendEntry { id: id_arc, counter, spec: f.clone(), compiled, slot, base };
+        let entry = FrontendEntry { id: id_arc, counter, sticky_next, spec: f.clone(), compiled, slot, base };
         self.frontends.insert(id.to_string(), entry);
         !same_route
     }
@@ -395,8 +403,8 @@ impl Compiler {
     /// Recompiles a frontend against its backends' new objects. Its route and slot stay.
     fn rebind(&mut self, id: &str) {
         let Some(entry) = self.frontends.get_mut(id) else { return };
-        entry.compiled =
-            compile_frontend(&entry.id, &entry.spec, &self.backends, &entry.counter, &self.middleware_state);
+        let counters = (&entry.counter, &entry.sticky_next);
+        entry.compiled = compile_frontend(&entry.id, &entry.spec, &self.backends, counters, &self.middleware_state);
         self.slots.set(entry.slot, Some(entry.compiled.clone()));
     }
 
@@ -496,12 +504,25 @@ fn compile_frontend(
     id: &Arc<str>,
     f: &ValidatedFrontend,
     backends: &HashMap<String, BackendEntry>,
-    counter: &Arc<AtomicUsize>,
+    (counter, sticky_next): (&Arc<AtomicUsize>, &Arc<AtomicUsize>),
     middleware_state: &crate::middleware::Registry,
 ) -> Arc<Frontend> {
     // Validation guarantees every named backend exists; filter anyway rather than trust it blindly.
     let split: Vec<(Arc<Backend>, u32)> =
         f.backends.iter().filter_map(|(b, w)| backends.get(b.as_str()).map(|e| (e.compiled.clone(), *w))).collect();
+    let sticky = f.sticky.as_ref().map(|key| {
+        use crate::balance::sticky::{KeySource, Sticky};
+        let source = match key {
+            StickyKey::Cookie(name) => KeySource::Cookie(name.as_str().into()),
+            // Checked as a header name when the value arrived; an unusable one falls back to the client IP.
+            StickyKey::Header(name) => {
+                http::HeaderName::from_bytes(name.as_bytes()).map_or(KeySource::ClientIp, KeySource::Header)
+            }
+            StickyKey::ClientIp => KeySource::ClientIp,
+        };
+        let items: Vec<(&str, u32)> = split.iter().map(|(b, w)| (&*b.id, *w)).collect();
+        Sticky::new(source, &items, sticky_next.clone())
+    });
     let server_counts: Vec<usize> = split.iter().map(|(b, _)| b.servers.items().len()).collect();
     let hostname =
         (!f.settings.hostname.is_empty()).then(|| HeaderValue::from_str(&f.settings.hostname).ok()).flatten();
@@ -514,6 +535,7 @@ fn compile_frontend(
         hostname,
         max_body_bytes: (f.settings.limits.max_body_bytes > 0).then_some(f.settings.limits.max_body_bytes),
         chain: middleware_state.compile(id, &f.middlewares),
+        sticky,
     })
 }
 
