@@ -13,6 +13,8 @@
 //!   builds and publishes it.
 //! - [`middleware`]: a frontend's middleware chain (rate and connection limits, rewrites), compiled into the table, its
 //!   state kept across reloads; run by the proxy between route and pick.
+//! - [`shadow`]: copies of a frontend's requests to another backend, compared with the primary's answers off
+//!   the request path; the report behind the admin listener's `/shadow/<frontend>`.
 //! - [`proxy`]: the phases of a request (route, pick, forward, respond, log), with [`balance`] (exact weighted
 //!   choice) and [`upstream`] (pools and per-server state that survive table swaps, the body sent upstream).
 //! - [`listen`] and [`lifecycle`]: accept, TLS, HTTP/1.1 and HTTP/2; shutdown and drain, inherited sockets and
@@ -37,6 +39,7 @@ pub mod model;
 pub mod ops;
 pub mod proxy;
 pub mod route;
+pub mod shadow;
 pub mod source;
 pub mod table;
 pub mod telemetry;

@@ -85,6 +85,8 @@ pub struct RequestCtx {
     pub admitted: Admitted,
     /// Set by `pick` when a sticky split assigned this client its cookie; sent with the response.
     pub set_cookie: Option<HeaderValue>,
+    /// Set by `upstream_request` when the frontend shadows this request: the response body feeds it.
+    pub shadow: Option<crate::shadow::Capture>,
 }
 
 impl RequestCtx {
@@ -105,6 +107,7 @@ impl RequestCtx {
             server: None,
             admitted: Admitted::default(),
             set_cookie: None,
+            shadow: None,
         }
     }
 
@@ -214,18 +217,30 @@ impl Proxy {
         pick(ctx, conn, req.headers())?;
         drop(table);
         let prepared = upstream_request(ctx, conn, req, host, normalized_path)?;
+        offer_shadow(ctx, &prepared.req);
         send(ctx, prepared).await
     }
 
     /// The response phase: hop-by-hop headers out, the request id in, the client's version, and the body
     /// handed on with what must live as long as it (the in-flight guard, the pooled connection, the log line).
     fn respond(&self, ctx: RequestCtx, conn: &ConnInfo, sent: Sent) -> Response<ProxyBody> {
-        let RequestCtx { start, request_id, method, log, frontend, backend, server, admitted, set_cookie } = ctx;
+        let RequestCtx { start, request_id, method, log, frontend, backend, server, admitted, set_cookie, shadow } =
+            ctx;
         let (frontend, (bi, backend), (si, server)) = match (frontend, backend, server) {
             (Some(f), Some(b), Some(s)) => (f, b, s),
             (frontend, backend, server) => {
-                let ctx =
-                    RequestCtx { start, request_id, method, log, frontend, backend, server, admitted, set_cookie };
+                let ctx = RequestCtx {
+                    start,
+                    request_id,
+                    method,
+                    log,
+                    frontend,
+                    backend,
+                    server,
+                    admitted,
+                    set_cookie,
+                    shadow,
+                };
                 return ctx.fail(conn, ProxyError::Internal("respond ran before a server was picked"));
             }
         };
@@ -249,6 +264,10 @@ impl Proxy {
         // Answer in the client's protocol version, not the upstream's (an HTTP/1.0 upstream must not
         // downgrade a keep-alive HTTP/1.1 client).
         *resp.version_mut() = client_version;
+        let shadow = shadow.map(|mut capture| {
+            capture.head(status, resp.headers());
+            capture
+        });
         // The log phase runs when the body ends (see `Completion`): the request is counted and logged then.
         let log = log.map(|request| AccessRecord {
             frontend: frontend.id.clone(),
@@ -272,6 +291,7 @@ impl Proxy {
             outcome: body::Outcome { frontend, backend: bi, server: si, status: status.as_u16(), start },
             failed: None,
             admitted,
+            shadow,
         });
         Response::from_parts(parts, ProxyBody::Upstream { body, done: Some(done) })
     }
@@ -462,6 +482,15 @@ fn upstream_request(
     parts.version = Version::HTTP_11;
     let req = Request::from_parts(parts, RequestBody::new(body, frontend.max_body_bytes));
     Ok(Prepared { req, client_upgrade, client_version })
+}
+
+/// Offers the request, as it goes upstream, to the frontend's shadow (if any): a copy goes to the shadow
+/// backend off the client's path, and the response body will hand the primary's answer to the comparison.
+#[inline]
+fn offer_shadow(ctx: &mut RequestCtx, req: &Request<crate::upstream::RequestBody>) {
+    let (Some(frontend), Some((_, server))) = (&ctx.frontend, &ctx.server) else { return };
+    let Some(route) = &frontend.shadow else { return };
+    ctx.shadow = route.state.offer(req, server, route.backend.servers.pick());
 }
 
 /// The send phase: the request to the picked server, bounded by the backend's Read timeout (time to the

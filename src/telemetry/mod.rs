@@ -32,6 +32,8 @@ pub const DRAINING_INFLIGHT: &str = "ficus_draining_inflight";
 pub const BUILD_INFO: &str = "ficus_build_info";
 /// Requests a frontend's middleware refused, by `frontend`, `middleware` and `reason` (`rate`, `connections`).
 pub const MIDDLEWARE_REJECTED_TOTAL: &str = "ficus_middleware_rejected_total";
+/// Shadow copies by frontend and result (equal, different, dropped, error, skipped).
+pub const SHADOW_TOTAL: &str = "ficus_shadow_total";
 
 /// The `frontend` label of requests that matched no frontend (404, or 400 before matching); no frontend id
 /// can take this value (ids have no parentheses).
