@@ -7,7 +7,7 @@ WORKDIR /src
 COPY scripts/install-deps scripts/install-deps
 RUN scripts/install-deps --build && rm -rf /var/lib/apt/lists/*
 COPY . .
-# The release build shared with scripts/demo and checked by tests/compose.rs: all three binaries.
+# The release build shared with scripts/demo and checked by tests/e2e/compose.rs: all three binaries.
 RUN scripts/build-release
 
 FROM debian:bookworm-slim

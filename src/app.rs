@@ -246,6 +246,9 @@ pub async fn run(settings: Settings, shutdown: Shutdown) -> Result<(), AppError>
     let proxy = Arc::new(Proxy::new(table.clone()).with_limits(settings.limits));
     let tls = tokio_rustls::TlsAcceptor::from(Arc::new(listen::server_config(table.clone())?));
     let mut tasks = Vec::new();
+    // Where each listener really is (a configured port 0 becomes the kernel's choice), for the address file.
+    let mut bound = Vec::new();
+    let mut admin_bound = None;
     for l in &settings.listeners {
         let cfg = ListenerConfig {
             name: l.name.clone(),
@@ -255,6 +258,9 @@ pub async fn run(settings: Settings, shutdown: Shutdown) -> Result<(), AppError>
             limits: settings.limits,
         };
         let listener = listen::bind(&cfg)?;
+        if let Ok(local) = listener.local_addr() {
+            bound.push((cfg.name.clone(), local));
+        }
         let acceptor = (cfg.protocol == Protocol::Https).then(|| tls.clone());
         tasks.push(tokio::spawn(listen::serve(
             listener,
@@ -276,11 +282,15 @@ pub async fn run(settings: Settings, shutdown: Shutdown) -> Result<(), AppError>
 
     if let Some(addr) = settings.admin.address {
         let listener = listen::bind_admin(addr).map_err(|source| AppError::Admin { addr, source })?;
+        admin_bound = listener.local_addr().ok();
         let hosts = admin::AllowedHosts::new(addr, &settings.admin.allowed_hosts);
         let admin = Arc::new(Admin { metrics, status, registry, table: table.clone(), hosts });
         // Never longer than the proxy listeners' own head timeout, so one setting bounds every idle client.
         let head_timeout = settings.limits.header_timeout.min(admin::HEADER_READ_TIMEOUT);
         tokio::spawn(admin::serve(listener, admin, head_timeout, shutdown.clone()));
+    }
+    if let Some(path) = &settings.process.address_file {
+        crate::lifecycle::upgrade::write_address_file(path, &bound, admin_bound)?;
     }
     tracing::info!(generation = table.load().generation, "ficus ready");
     let process = crate::lifecycle::upgrade::ready(&settings.process, shutdown.clone()).await?;

@@ -228,6 +228,9 @@ struct ServeArgs {
     /// Unix control socket for `ficus upgrade`.
     #[arg(long, value_name = "PATH")]
     control: Option<PathBuf>,
+    /// Once bound, write the pid and each listener's address here (JSON); useful with port 0.
+    #[arg(long, value_name = "PATH")]
+    address_file: Option<PathBuf>,
     /// How long a hot upgrade waits for the new process to be ready (Go-style duration, default 30s).
     #[arg(long, value_parser = parse_go_duration)]
     upgrade_timeout: Option<Duration>,
@@ -451,6 +454,9 @@ fn settings(args: ServeArgs) -> Result<Settings, String> {
     }
     if args.control.is_some() {
         s.process.control = args.control;
+    }
+    if args.address_file.is_some() {
+        s.process.address_file = args.address_file;
     }
     if let Some(t) = args.upgrade_timeout {
         s.process.upgrade_timeout = t;

@@ -89,9 +89,14 @@ fn adopt(fd: RawFd, name: Option<String>) -> Option<Inherited> {
 
 /// Takes an inherited TCP listener bound to `addr` (preferring one named `name`).
 pub fn take_tcp(name: &str, addr: SocketAddr) -> Option<std::net::TcpListener> {
-    let matches =
-        |i: &Inherited| socket2::SockRef::from(&i.fd).local_addr().ok().and_then(|a| a.as_socket()) == Some(addr);
-    take(name, matches).map(std::net::TcpListener::from)
+    let local = |i: &Inherited| socket2::SockRef::from(&i.fd).local_addr().ok().and_then(|a| a.as_socket());
+    if addr.port() == 0 {
+        // "Any port": the socket this listener had in the old process, found by name on the same address,
+        // so an upgrade keeps the port the kernel chose. Never another listener's socket.
+        let named = |i: &Inherited| i.name.as_deref() == Some(name) && local(i).is_some_and(|a| a.ip() == addr.ip());
+        return take(name, named).map(std::net::TcpListener::from);
+    }
+    take(name, |i: &Inherited| local(i) == Some(addr)).map(std::net::TcpListener::from)
 }
 
 /// Takes an inherited unix listener bound to `path`.

@@ -40,6 +40,10 @@ pub struct ProcessSettings {
     /// The unix control socket `ficus upgrade` talks to.
     #[serde(default)]
     pub control: Option<PathBuf>,
+    /// Written once the listeners are bound: the pid and the address each listener got (JSON), so a
+    /// supervisor or test that asked for port 0 learns the port, as Envoy's `--admin-address-path` does.
+    #[serde(default)]
+    pub address_file: Option<PathBuf>,
     /// How long a new process may take to become ready before it is killed and the old one keeps serving.
     #[serde(default = "default_upgrade_timeout", deserialize_with = "de_duration")]
     pub upgrade_timeout: Duration,
@@ -51,7 +55,12 @@ fn default_upgrade_timeout() -> Duration {
 
 impl Default for ProcessSettings {
     fn default() -> Self {
-        ProcessSettings { pid_file: None, control: None, upgrade_timeout: default_upgrade_timeout() }
+        ProcessSettings {
+            pid_file: None,
+            control: None,
+            address_file: None,
+            upgrade_timeout: default_upgrade_timeout(),
+        }
     }
 }
 
@@ -59,6 +68,8 @@ impl Default for ProcessSettings {
 pub enum UpgradeError {
     #[error("control socket {path}: {source}")]
     Control { path: PathBuf, source: std::io::Error },
+    #[error("address file {path}: {source}")]
+    AddressFile { path: PathBuf, source: std::io::Error },
     #[error("control socket {0}: another process is listening on it")]
     ControlInUse(PathBuf),
     #[error("pid file {path}: {source}")]
@@ -217,11 +228,32 @@ fn bind_control(path: &Path) -> Result<tokio::net::UnixListener, UpgradeError> {
 
 fn write_pid_file(path: &Path) -> Result<(), UpgradeError> {
     let err = |source| UpgradeError::PidFile { path: path.to_path_buf(), source };
-    // Written beside and renamed, so a reader never sees an empty or half-written file.
+    write_atomically(path, format!("{}\n", std::process::id()).as_bytes()).map_err(err)
+}
+
+/// The address file: `{"pid":..,"listeners":{"<name>":"<ip:port>",..},"admin":"<ip:port>"|null}`.
+pub fn write_address_file(
+    path: &Path,
+    listeners: &[(String, std::net::SocketAddr)],
+    admin: Option<std::net::SocketAddr>,
+) -> Result<(), UpgradeError> {
+    let listeners: serde_json::Map<String, serde_json::Value> =
+        listeners.iter().map(|(name, a)| (name.clone(), a.to_string().into())).collect();
+    let doc = serde_json::json!({
+        "pid": std::process::id(),
+        "listeners": listeners,
+        "admin": admin.map(|a| a.to_string()),
+    });
+    write_atomically(path, format!("{doc}\n").as_bytes())
+        .map_err(|source| UpgradeError::AddressFile { path: path.to_path_buf(), source })
+}
+
+/// Written beside and renamed, so a reader never sees an empty or half-written file.
+fn write_atomically(path: &Path, contents: &[u8]) -> std::io::Result<()> {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(format!(".{}.tmp", std::process::id()));
-    std::fs::write(&tmp, format!("{}\n", std::process::id())).map_err(err)?;
-    std::fs::rename(&tmp, path).map_err(err)
+    std::fs::write(&tmp, contents)?;
+    std::fs::rename(&tmp, path)
 }
 
 pub fn read_pid_file(path: &Path) -> Option<u32> {

@@ -41,7 +41,13 @@ pub(super) fn check_one(key: &Key, spec: &Spec) -> Result<(), ConfigError> {
         }
     }
     match spec {
-        Spec::Backend(b) => check_type(key, &b.kind),
+        Spec::Backend(b) => {
+            check_type(key, &b.kind)?;
+            let http2 = super::Http2::parse(key, b.settings.http2.as_deref())?;
+            // Whether its servers are https is not known from this key alone; the TLS block is checked now,
+            // the system roots when the backend is assembled.
+            super::upstream_tls::build(key, b.settings.tls.as_ref(), http2, false).map(|_| ())
+        }
         Spec::Server(s) => server(key, key_id, s).map(|_| ()),
         Spec::Frontend(f) => frontend(key, key_id, f).map(|_| ()),
         Spec::Middleware(m) => super::middleware::check(key, key_id, m).map(|_| ()),
@@ -62,8 +68,8 @@ pub(super) fn server(key: &Key, id: &str, s: &ServerSpec) -> Result<ValidatedSer
     let bad = |msg: String| ConfigError::new(key, Some("URL"), msg);
     let uri: http::Uri = s.url.parse().map_err(|e| bad(format!("`{}` is not a URL: {e}", s.url)))?;
     let scheme = uri.scheme().cloned().ok_or_else(|| bad(format!("`{}` has no scheme (http://host:port)", s.url)))?;
-    if scheme != Scheme::HTTP {
-        return Err(bad(format!("scheme `{scheme}` is not supported for servers (only http)")));
+    if scheme != Scheme::HTTP && scheme != Scheme::HTTPS {
+        return Err(bad(format!("scheme `{scheme}` is not supported for servers (http or https)")));
     }
     let authority = uri.authority().cloned().ok_or_else(|| bad(format!("`{}` has no host", s.url)))?;
     if authority.as_str().contains('@') {
@@ -191,6 +197,9 @@ pub(super) fn upstream_settings(b: &BackendSpec) -> UpstreamSettings {
         keep_alive_period: or(k.period, d.keep_alive_period),
         max_idle_per_host: k.max_idle_conns_per_host.unwrap_or(d.max_idle_per_host),
         drain_timeout: or(b.settings.drain_timeout, d.drain_timeout),
+        // Checked with the key; a value that got this far parses.
+        http2: super::Http2::parse(&Key::Backend { backend: String::new() }, b.settings.http2.as_deref())
+            .unwrap_or_default(),
     }
 }
 

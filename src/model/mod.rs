@@ -14,6 +14,7 @@ mod key;
 mod middleware;
 mod spec;
 mod state;
+mod upstream_tls;
 mod validate;
 mod validated;
 
@@ -25,6 +26,7 @@ pub use middleware::{
 };
 pub use spec::*;
 pub use state::{Change, ConfigState, Rejection};
+pub use upstream_tls::{Http2, UpstreamTls};
 pub use validated::{
     Delta, Protocol, UpstreamSettings, ValidatedBackend, ValidatedConfig, ValidatedFrontend, ValidatedHost,
     ValidatedListener, ValidatedServer, Validation,

@@ -30,10 +30,51 @@ pub struct BackendSettings {
     /// requests; then they are cut and its connections closed. Default 30s.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub drain_timeout: Option<GoDuration>,
-    /// Vulcand's upstream TLS block. Accepted so existing trees decode; validation refuses it until upstream
-    /// TLS lands rather than ignoring it.
+    /// How `https://` servers are reached: Vulcand's upstream TLS block plus Ficus's CA, client certificate and
+    /// server name. Without it, `https://` servers are verified against the system's roots.
     #[serde(default, rename = "TLS", skip_serializing_if = "Option::is_none")]
-    pub tls: Option<serde_json::Value>,
+    pub tls: Option<BackendTls>,
+    /// Ficus: HTTP/2 to the servers. `alpn` (default): over TLS when the server picks h2, else HTTP/1.1;
+    /// `prior-knowledge`: always HTTP/2 (h2c on `http://` servers, gRPC's usual setup); `off`: HTTP/1.1 only.
+    #[serde(default, rename = "HTTP2", skip_serializing_if = "Option::is_none")]
+    pub http2: Option<String>,
+}
+
+/// Vulcand's TLS options for a backend (Go's `tls.Config` names), and Ficus's additions.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "PascalCase")]
+pub struct BackendTls {
+    /// Do not verify the server's certificate (as Go's `InsecureSkipVerify`); logged as a warning at load.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub insecure_skip_verify: bool,
+    /// `VersionTLS12` or `VersionTLS13` (TLS 1.0 and 1.1 are refused: the TLS library has neither).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_version: Option<String>,
+    /// Go's names (`TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256`, ...); TLS 1.2 suites only, as in Go. Empty: defaults.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cipher_suites: Vec<String>,
+    /// No session resumption with the servers.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub session_tickets_disabled: bool,
+    /// A server-side preference in Go; a client has none to state. Accepted so Vulcand trees decode.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefer_server_cipher_suites: Option<bool>,
+    /// Vulcand's listener session cache; accepted for the same reason (resumption is on unless disabled).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_cache: Option<serde_json::Value>,
+    /// Ficus: PEM certificates the servers' chains must lead to, instead of the system's roots.
+    #[serde(default, rename = "CA", skip_serializing_if = "Option::is_none")]
+    pub ca: Option<String>,
+    /// Ficus: the name sent by SNI and checked in the certificate, instead of the server URL's host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_name: Option<String>,
+    /// Ficus: a client certificate chain (PEM) for servers that ask for one, with its `Key`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize)]

@@ -149,13 +149,6 @@ impl Engine {
             .take_while(|(k, _)| matches!(k, Key::Server { backend, .. } if backend == id));
         match inputs.specs.get(&key) {
             Some(Spec::Backend(b)) => {
-                if b.settings.tls.is_some() {
-                    p.unsupported.push(ConfigError::new(
-                        &key,
-                        Some("Settings.TLS"),
-                        "upstream TLS is not supported yet; ignored",
-                    ));
-                }
                 let mut list = Vec::new();
                 for (k, spec) in servers {
                     // check_one passed for everything held in specs, so these only fail on a bug; report instead
@@ -170,9 +163,19 @@ impl Engine {
                     }
                 }
                 let settings = upstream_settings(b);
+                let any_https = list.iter().any(|s| s.scheme == http::uri::Scheme::HTTPS);
+                let tls = match super::upstream_tls::build(&key, b.settings.tls.as_ref(), settings.http2, any_https) {
+                    Ok(tls) => tls,
+                    Err(e) => {
+                        // No way to reach its https servers: they are left out, the rest serve.
+                        p.errors.push(e);
+                        list.retain(|s| s.scheme != http::uri::Scheme::HTTPS);
+                        None
+                    }
+                };
                 self.validated
                     .backends
-                    .insert(id.to_string(), ValidatedBackend { id: id.to_string(), settings, servers: list });
+                    .insert(id.to_string(), ValidatedBackend { id: id.to_string(), settings, tls, servers: list });
             }
             _ => {
                 for (k, _) in servers {

@@ -27,6 +27,8 @@ pub struct ValidatedConfig {
 pub struct ValidatedBackend {
     pub id: String,
     pub settings: UpstreamSettings,
+    /// How `https://` servers are reached; `None` when the backend has none and no `TLS` block.
+    pub tls: Option<super::UpstreamTls>,
     pub servers: Vec<ValidatedServer>,
 }
 
@@ -44,6 +46,7 @@ pub struct UpstreamSettings {
     pub max_idle_per_host: u32,
     #[serde(serialize_with = "ser_duration")]
     pub drain_timeout: Duration,
+    pub http2: super::Http2,
 }
 
 impl Default for UpstreamSettings {
@@ -56,6 +59,7 @@ impl Default for UpstreamSettings {
             keep_alive_period: Duration::from_secs(30),
             max_idle_per_host: 256,
             drain_timeout: Duration::from_secs(30),
+            http2: super::Http2::Alpn,
         }
     }
 }

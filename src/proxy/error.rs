@@ -32,6 +32,8 @@ impl UpstreamFailure {
         let http = match e {
             PoolError::Connect { .. } => return UpstreamFailure::Connect(e.to_string()),
             PoolError::DialTimeout { .. } => return UpstreamFailure::DialTimeout,
+            // A server that cannot be spoken to safely is as unreachable as one that refuses the connection.
+            PoolError::Tls { .. } | PoolError::TlsTimeout { .. } => return UpstreamFailure::Connect(e.to_string()),
             PoolError::Http(http) => http,
         };
         let mut chain = http.to_string();

@@ -332,7 +332,7 @@ fn route(
 ) -> Result<(Option<HeaderValue>, Option<String>), ProxyError> {
     // A request with both Content-Length and Transfer-Encoding (the request-smuggling shape) never reaches
     // here with both: hyper's parser keeps the chunked framing and drops Content-Length, and the upstream
-    // request is re-framed from the body (tests/proxy.rs covers it).
+    // request is re-framed from the body (tests/e2e/proxy.rs covers it).
     let host = headers::check_head(req, limits)?;
     if let Some(log) = ctx.log.as_mut() {
         log.host = host.clone();

@@ -2,7 +2,7 @@
 //! listing first, then changes, each batch applied as one table swap.
 //!
 //! The routes directory ([`file`]) is the embedded default; [`etcd`] is the production source and follows the
-//! same contract (both pass the one contract suite in `tests/source_contract.rs`).
+//! same contract (both pass the one contract suite in `tests/e2e/source_contract.rs`).
 
 pub mod etcd;
 pub mod file;

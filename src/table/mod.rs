@@ -265,7 +265,7 @@ impl Default for Compiler {
 }
 
 fn same_backend(a: &ValidatedBackend, b: &ValidatedBackend) -> bool {
-    a.id == b.id && a.settings == b.settings && a.servers == b.servers
+    a.id == b.id && a.settings == b.settings && a.tls == b.tls && a.servers == b.servers
 }
 
 impl Compiler {
@@ -313,8 +313,11 @@ impl Compiler {
             let old = self.backends.remove(id);
             if let Some(b) = new {
                 let counter = self.counter(format!("b:{id}"));
-                let servers =
-                    b.servers.iter().filter(|s| !s.draining).map(|s| (registry.server(id, s, b.settings), s.weight));
+                let servers = b
+                    .servers
+                    .iter()
+                    .filter(|s| !s.draining)
+                    .map(|s| (registry.server(id, s, b.settings, b.tls.as_ref()), s.weight));
                 let compiled = Arc::new(Backend {
                     id: id.as_str().into(),
                     servers: Weighted::new(servers.collect(), counter),

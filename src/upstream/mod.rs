@@ -6,7 +6,7 @@
 //! table they loaded, and when the last one finishes its pool (and every idle connection in it) is closed.
 //! Until then it is listed as draining.
 
-use crate::model::{UpstreamSettings, ValidatedServer};
+use crate::model::{UpstreamSettings, UpstreamTls, ValidatedServer};
 use http::uri::{Authority, Scheme};
 use http::HeaderValue;
 use std::collections::HashMap;
@@ -28,6 +28,8 @@ pub struct Server {
     /// The `Host` header value sent when the frontend does not pass the client's host.
     pub host_header: HeaderValue,
     pub settings: UpstreamSettings,
+    /// The TLS it was built with (https servers), kept so the registry can find it again.
+    tls: Option<UpstreamTls>,
     pub pool: pool::Pool<RequestBody>,
     inflight: AtomicUsize,
     served: AtomicU64,
@@ -37,8 +39,8 @@ pub struct Server {
 }
 
 impl Server {
-    fn new(backend: &str, spec: &ValidatedServer, settings: UpstreamSettings) -> Self {
-        let pool = pool::Pool::new(&spec.authority, &settings);
+    fn new(backend: &str, spec: &ValidatedServer, settings: UpstreamSettings, tls: Option<&UpstreamTls>) -> Self {
+        let pool = pool::Pool::new(&spec.scheme, &spec.authority, &settings, tls);
         // Authority is valid ASCII by construction (it came from a parsed URI).
         let host_header =
             HeaderValue::from_str(spec.authority.as_str()).unwrap_or(HeaderValue::from_static("localhost"));
@@ -50,6 +52,7 @@ impl Server {
             authority: spec.authority.clone(),
             host_header,
             settings,
+            tls: tls.cloned(),
             pool,
             inflight: AtomicUsize::new(0),
             served: AtomicU64::new(0),
@@ -141,6 +144,7 @@ struct ServerKey {
     id: String,
     url: String,
     settings: UpstreamSettings,
+    tls: Option<UpstreamTls>,
 }
 
 /// What `/status` shows about a server that left the config but still has work or references.
@@ -171,10 +175,24 @@ impl Registry {
 
     /// The server for this backend, spec and settings: the one already known (same pool, same counters) when
     /// nothing that shapes it changed, a new one otherwise.
-    pub fn server(&self, backend: &str, spec: &ValidatedServer, settings: UpstreamSettings) -> Arc<Server> {
-        let key = ServerKey { backend: backend.to_string(), id: spec.id.clone(), url: spec.url.clone(), settings };
+    pub fn server(
+        &self,
+        backend: &str,
+        spec: &ValidatedServer,
+        settings: UpstreamSettings,
+        tls: Option<&UpstreamTls>,
+    ) -> Arc<Server> {
+        // Only https servers use the TLS settings; a TLS change leaves plain ones (and their pools) alone.
+        let tls = tls.filter(|_| spec.scheme == Scheme::HTTPS);
+        let key = ServerKey {
+            backend: backend.to_string(),
+            id: spec.id.clone(),
+            url: spec.url.clone(),
+            settings,
+            tls: tls.cloned(),
+        };
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        inner.servers.entry(key).or_insert_with(|| Arc::new(Server::new(backend, spec, settings))).clone()
+        inner.servers.entry(key).or_insert_with(|| Arc::new(Server::new(backend, spec, settings, tls))).clone()
     }
 
     /// Forgets servers no table uses any more and starts their drain. Call after the table that no longer
@@ -187,6 +205,7 @@ impl Registry {
                 id: server.id.to_string(),
                 url: server.url.clone(),
                 settings: server.settings,
+                tls: server.tls.clone(),
             };
             if inner.servers.get(&key).is_some_and(|s| Arc::ptr_eq(s, &server)) {
                 inner.servers.remove(&key);

@@ -9,14 +9,23 @@
 //! A pooled connection the server closed while it sat idle is noticed either at checkout (its connection
 //! task saw the close) or when the request is handed to it: hyper then gives the request back untouched, and
 //! it is sent again on another connection. A request that has left for the server is never repeated.
+//!
+//! `https://` servers are dialed with the backend's TLS (SNI, verification, client certificate; see
+//! `model::upstream_tls`). When ALPN picks `h2`, or the backend says `HTTP2: prior-knowledge`, the server is
+//! spoken to over one shared HTTP/2 connection instead of the stack: every request opens a stream on it (so
+//! gRPC, trailers included, passes), read lock-free, and replaced when the server closes it. Requests that
+//! upgrade the connection (WebSocket) always get an HTTP/1.1 connection of their own.
 
-use crate::model::UpstreamSettings;
-use http::uri::Authority;
-use http::{HeaderMap, Method, Request, Response, Uri, Version};
+use crate::model::{Http2, UpstreamSettings, UpstreamTls};
+use arc_swap::ArcSwapOption;
+use http::uri::{Authority, Scheme};
+use http::{header, HeaderMap, Method, Request, Response, Uri, Version};
 use http_body::Body;
 use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, SendRequest};
-use hyper_util::rt::TokioIo;
+use hyper::client::conn::http2;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use rustls::pki_types::ServerName;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -30,6 +39,10 @@ pub enum PoolError {
     Connect { target: String, source: std::io::Error },
     #[error("connect to {target} timed out after {}", crate::model::format_duration(*.after))]
     DialTimeout { target: String, after: Duration },
+    #[error("TLS handshake with {target}: {source}")]
+    Tls { target: String, source: std::io::Error },
+    #[error("TLS handshake with {target} timed out after {}", crate::model::format_duration(*.after))]
+    TlsTimeout { target: String, after: Duration },
     #[error(transparent)]
     Http(#[from] hyper::Error),
 }
@@ -43,13 +56,27 @@ enum Target {
 }
 
 impl Target {
-    fn new(authority: &Authority) -> Target {
-        let port = authority.port_u16().unwrap_or(80);
+    fn new(authority: &Authority, scheme: &Scheme) -> Target {
+        let port = authority.port_u16().unwrap_or(if *scheme == Scheme::HTTPS { 443 } else { 80 });
         let host = authority.host();
         let bare = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
         match bare.parse::<IpAddr>() {
             Ok(ip) => Target::Addr(SocketAddr::new(ip, port)),
             Err(_) => Target::Name(bare.to_string(), port),
+        }
+    }
+}
+
+impl Target {
+    fn authority(&self) -> Option<Authority> {
+        Authority::try_from(self.to_string()).ok()
+    }
+
+    /// The host part, as SNI and certificate checks name it.
+    fn host(&self) -> String {
+        match self {
+            Target::Addr(a) => a.ip().to_string(),
+            Target::Name(h, _) => h.clone(),
         }
     }
 }
@@ -121,10 +148,30 @@ fn closed_under_us(e: &hyper::Error) -> bool {
 }
 
 /// A connection checked out for one exchange. Hand it back with [`Pool::put`] once the response body was
-/// read to its end; dropping it instead closes the connection (once hyper is done with it).
+/// read to its end; dropping it instead closes the connection (once hyper is done with it). An HTTP/2 stream
+/// needs no handing back: its connection stays shared in the pool.
 pub struct Conn<B> {
-    tx: SendRequest<B>,
+    tx: Option<SendRequest<B>>,
 }
+
+/// How `https://` servers are dialed.
+struct Tls {
+    connector: tokio_rustls::TlsConnector,
+    /// `http/1.1` only, for upgrades.
+    h1_connector: tokio_rustls::TlsConnector,
+    name: ServerName<'static>,
+    handshake_timeout: Duration,
+}
+
+/// A fresh connection: HTTP/1.1 for the stack, or HTTP/2 to share.
+enum Dialed<B> {
+    H1(SendRequest<B>),
+    H2(http2::SendRequest<B>),
+}
+
+/// A byte stream to a server, plain or TLS: one handshake function serves both.
+trait Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static> Stream for T {}
 
 struct Idle<B> {
     tx: SendRequest<B>,
@@ -133,6 +180,11 @@ struct Idle<B> {
 
 struct Inner<B> {
     target: Target,
+    scheme: Scheme,
+    tls: Option<Tls>,
+    http2: Http2,
+    /// The shared HTTP/2 connection, once the server speaks HTTP/2.
+    h2: ArcSwapOption<http2::SendRequest<B>>,
     dial_timeout: Duration,
     keep_alive: Duration,
     idle_timeout: Duration,
@@ -149,14 +201,30 @@ pub struct Pool<B> {
 
 impl<B> Pool<B>
 where
-    B: Body + Replay + Send + 'static,
+    B: Body + Replay + Send + Unpin + 'static,
     B::Data: Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    pub fn new(authority: &Authority, settings: &UpstreamSettings) -> Self {
+    pub fn new(scheme: &Scheme, authority: &Authority, settings: &UpstreamSettings, tls: Option<&UpstreamTls>) -> Self {
+        let target = Target::new(authority, scheme);
+        let tls = tls.filter(|_| *scheme == Scheme::HTTPS).map(|t| {
+            let host = t.server_name.clone().unwrap_or_else(|| target.host());
+            Tls {
+                connector: tokio_rustls::TlsConnector::from(t.config.clone()),
+                h1_connector: tokio_rustls::TlsConnector::from(t.h1_config.clone()),
+                // Checked at validation; a URL host that is not a valid name (it came from a parsed URI) falls
+                // back to the literal, which verification then refuses with a clear error.
+                name: ServerName::try_from(host).unwrap_or_else(|_| ServerName::try_from("invalid.").expect("static")),
+                handshake_timeout: settings.tls_handshake_timeout,
+            }
+        });
         Pool {
             inner: Arc::new(Inner {
-                target: Target::new(authority),
+                target,
+                scheme: scheme.clone(),
+                tls,
+                http2: settings.http2,
+                h2: ArcSwapOption::empty(),
                 dial_timeout: settings.dial_timeout,
                 keep_alive: settings.keep_alive_period,
                 // As long as the connection-level keep-alive probes would take to call a silent peer dead.
@@ -177,22 +245,40 @@ where
     pub fn close_idle(&self) {
         let idle = std::mem::take(&mut *self.inner.lock());
         drop(idle);
+        // Streams still open on it keep it alive until they end.
+        self.inner.h2.store(None);
     }
 
     /// Sends `req` on an idle connection, or on a new one when none is usable. `now` is the request's start,
     /// read once by the caller, against which idle connections are aged.
     pub async fn send(&self, mut req: Request<B>, now: Instant) -> Result<(Response<Incoming>, Conn<B>), PoolError> {
+        let upgrade = req.headers().contains_key(header::UPGRADE);
         loop {
+            if !upgrade {
+                if let Some(h2) = self.inner.h2.load_full() {
+                    if !h2.is_closed() {
+                        return self.inner.send_h2(&h2, req).await;
+                    }
+                    self.inner.h2.store(None);
+                }
+            }
             let (mut tx, reused) = match self.inner.checkout(now) {
                 Some(tx) => (tx, true),
                 // Boxed: dialing is rare, and its future is large; unboxed it would swell every request's future.
-                None => (Box::pin(self.inner.dial()).await?, false),
+                None => match Box::pin(self.inner.dial(upgrade)).await? {
+                    Dialed::H1(tx) => (tx, false),
+                    Dialed::H2(h2) => {
+                        let h2 = Arc::new(h2);
+                        self.inner.h2.store(Some(h2.clone()));
+                        return self.inner.send_h2(&h2, req).await;
+                    }
+                },
             };
             // Each retry below drops a pooled connection that failed, so this ends; a request on a fresh
             // connection is never sent again.
             let copy = if reused { Copy::of(&req) } else { None };
             match tx.try_send_request(req).await {
-                Ok(resp) => return Ok((resp, Conn { tx })),
+                Ok(resp) => return Ok((resp, Conn { tx: Some(tx) })),
                 Err(mut e) => match (e.take_message(), copy) {
                     // hyper gave the request back: none of it went out.
                     (Some(back), _) if reused => req = back,
@@ -205,7 +291,7 @@ where
 
     /// Takes back a connection whose response was read to its end.
     pub fn put(&self, conn: Conn<B>) {
-        let Conn { tx } = conn;
+        let Conn { tx: Some(tx) } = conn else { return };
         if tx.is_closed() || self.inner.max_idle == 0 {
             return;
         }
@@ -230,7 +316,7 @@ where
 
 impl<B> Inner<B>
 where
-    B: Body + Replay + Send + 'static,
+    B: Body + Replay + Send + Unpin + 'static,
     B::Data: Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
@@ -306,7 +392,9 @@ where
         });
     }
 
-    async fn dial(&self) -> Result<SendRequest<B>, PoolError> {
+    /// A new connection: TCP, then TLS for `https://` servers, then HTTP/1.1 or HTTP/2 as ALPN or the
+    /// backend's `HTTP2` decides. `h1_only` for upgrades.
+    async fn dial(&self, h1_only: bool) -> Result<Dialed<B>, PoolError> {
         let timeout = self.dial_timeout;
         let stream = match tokio::time::timeout(timeout, self.connect()).await {
             Ok(Ok(s)) => s,
@@ -316,13 +404,80 @@ where
         let _ = stream.set_nodelay(true);
         let keepalive = socket2::TcpKeepalive::new().with_time(self.keep_alive);
         let _ = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive);
+        let Some(tls) = &self.tls else {
+            // Plain connections keep their concrete type: no dynamic dispatch on every read and write.
+            return self.handshake(stream, self.http2 == Http2::PriorKnowledge && !h1_only).await;
+        };
+        let connector = if h1_only { &tls.h1_connector } else { &tls.connector };
+        let target = || self.target.to_string();
+        let stream =
+            match tokio::time::timeout(tls.handshake_timeout, connector.connect(tls.name.clone(), stream)).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(source)) => return Err(PoolError::Tls { target: target(), source }),
+                Err(_) => return Err(PoolError::TlsTimeout { target: target(), after: tls.handshake_timeout }),
+            };
+        let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+        self.handshake(stream, h2).await
+    }
+
+    async fn handshake<S: Stream>(&self, stream: S, h2: bool) -> Result<Dialed<B>, PoolError> {
+        if h2 {
+            let (tx, conn) = http2::Builder::new(TokioExecutor::new())
+                .timer(TokioTimer::new())
+                .keep_alive_interval(self.keep_alive)
+                .keep_alive_while_idle(true)
+                .handshake(TokioIo::new(stream))
+                .await?;
+            tokio::spawn(async move {
+                if let Err(e) = conn.await {
+                    tracing::debug!(error = %e, "upstream HTTP/2 connection ended with an error");
+                }
+            });
+            return Ok(Dialed::H2(tx));
+        }
         let (tx, conn) = http1::Builder::new().handshake(TokioIo::new(stream)).await?;
         tokio::spawn(async move {
             if let Err(e) = conn.with_upgrades().await {
                 tracing::debug!(error = %e, "upstream connection ended with an error");
             }
         });
-        Ok(tx)
+        Ok(Dialed::H1(tx))
+    }
+
+    /// One exchange as a stream of the shared HTTP/2 connection. The request gets HTTP/2's form: an absolute
+    /// target whose authority is the Host header the proxy chose (`:authority`), and no Host header.
+    async fn send_h2(
+        &self,
+        h2: &http2::SendRequest<B>,
+        mut req: Request<B>,
+    ) -> Result<(Response<Incoming>, Conn<B>), PoolError> {
+        let authority = req
+            .headers_mut()
+            .remove(header::HOST)
+            .and_then(|h| Authority::try_from(h.as_bytes()).ok())
+            .or_else(|| self.target.authority());
+        let mut parts = http::uri::Parts::default();
+        parts.scheme = Some(self.scheme.clone());
+        parts.authority = authority;
+        parts.path_and_query = req.uri().path_and_query().cloned();
+        if let Ok(uri) = Uri::from_parts(parts) {
+            *req.uri_mut() = uri;
+        }
+        *req.version_mut() = Version::HTTP_2;
+        let mut tx = h2.clone();
+        match tx.try_send_request(req).await {
+            Ok(resp) => Ok((resp, Conn { tx: None })),
+            Err(mut e) => {
+                if tx.is_closed() {
+                    // Gone (GOAWAY or a broken connection): the next request dials a new one.
+                    if self.h2.load().as_ref().is_some_and(|cur| std::ptr::eq(&**cur, h2)) {
+                        self.h2.store(None);
+                    }
+                }
+                let _ = e.take_message();
+                Err(PoolError::Http(e.into_error()))
+            }
+        }
     }
 
     async fn connect(&self) -> std::io::Result<TcpStream> {
@@ -364,7 +519,7 @@ mod tests {
     fn pool(addr: SocketAddr, max_idle: u32, keep_alive: Duration) -> Pool<Empty<Bytes>> {
         let settings =
             UpstreamSettings { max_idle_per_host: max_idle, keep_alive_period: keep_alive, ..Default::default() };
-        Pool::new(&Authority::try_from(addr.to_string().as_str()).expect("authority"), &settings)
+        Pool::new(&Scheme::HTTP, &Authority::try_from(addr.to_string().as_str()).expect("authority"), &settings, None)
     }
 
     fn read_head(s: &mut std::net::TcpStream) -> bool {

@@ -3,8 +3,6 @@
 //!
 //! Every process started here is killed when its handle drops, and every wait is bounded.
 
-#![allow(dead_code)]
-
 pub mod backend;
 pub mod etcd;
 pub mod load;
@@ -53,6 +51,24 @@ fn port_pool() -> (u16, u16) {
         (10000, ephemeral_low)
     } else {
         (61000, 65535)
+    }
+}
+
+/// The address file a child wrote once it bound its listeners (`--address-file`), read as JSON.
+async fn wait_for_addresses(path: &Path, child: &mut Child) -> Result<serde_json::Value, String> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        // Written by rename, so a file that exists is complete.
+        if let Ok(text) = std::fs::read_to_string(path) {
+            return serde_json::from_str(&text).map_err(|e| format!("address file {}: {e}: {text}", path.display()));
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(format!("ficus exited with {status} before binding"));
+        }
+        if Instant::now() > deadline {
+            return Err("ficus wrote no address file in 20 s".into());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
@@ -143,19 +159,20 @@ impl Ficus {
     }
 
     pub async fn start_with(routes: &Path, opts: FicusOptions) -> Ficus {
-        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
-        let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
-        let tls_addr: Option<SocketAddr> =
-            opts.tls.then(|| format!("127.0.0.1:{}", free_port()).parse().expect("addr"));
         let logdir = tempfile::tempdir().expect("temp dir");
         let log = logdir.path().join("ficus.log");
+        let address_file = logdir.path().join("addresses.json");
         let out = std::fs::File::create(&log).expect("log file");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_ficus"));
+        // Port 0 everywhere: the kernel picks, Ficus reports what it got in the address file, and no port can be
+        // taken by someone else between choosing and binding.
         cmd.arg("serve")
             .arg("--listen")
-            .arg(addr.to_string())
+            .arg("127.0.0.1:0")
             .arg("--admin")
-            .arg(admin.to_string())
+            .arg("127.0.0.1:0")
+            .arg("--address-file")
+            .arg(&address_file)
             .arg("--routes")
             .arg(routes)
             .args(&opts.extra)
@@ -167,8 +184,8 @@ impl Ficus {
         if !opts.extra.iter().any(|a| a == "--drain-timeout") {
             cmd.arg("--drain-timeout").arg("5s");
         }
-        if let Some(t) = tls_addr {
-            cmd.arg("--tls-listen").arg(t.to_string());
+        if opts.tls {
+            cmd.arg("--tls-listen").arg("127.0.0.1:0");
         }
         if let Some(n) = opts.nofile {
             use std::os::unix::process::CommandExt;
@@ -183,7 +200,19 @@ impl Ficus {
                 });
             }
         }
-        let child = cmd.spawn().expect("spawn ficus");
+        let mut child = cmd.spawn().expect("spawn ficus");
+        let bound = match wait_for_addresses(&address_file, &mut child).await {
+            Ok(bound) => bound,
+            Err(why) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("{why}; log:\n{}", std::fs::read_to_string(&log).unwrap_or_default());
+            }
+        };
+        let listener = |name: &str| bound["listeners"][name].as_str().and_then(|a| a.parse::<SocketAddr>().ok());
+        let addr = listener("http").expect("address file names the http listener");
+        let admin = bound["admin"].as_str().and_then(|a| a.parse().ok()).expect("address file names the admin");
+        let tls_addr = opts.tls.then(|| listener("https").expect("address file names the https listener"));
         let mut f = Ficus { child, addr, admin, tls_addr, log, _logdir: logdir };
         f.wait_ready().await;
         f
@@ -376,12 +405,6 @@ pub async fn request_full(client: &HttpClient, req: http::Request<Full<Bytes>>) 
         (parts, body)
     };
     tokio::time::timeout(Duration::from_secs(10), fut).await.expect("request within 10 s")
-}
-
-/// GET with a Host header.
-pub async fn get_host(client: &HttpClient, ficus: &Ficus, host: &str, path: &str) -> (u16, Bytes) {
-    let req = http::Request::get(ficus.url(path)).header("host", host).body(Full::default()).expect("request");
-    request(client, req).await
 }
 
 /// Which test backend answered (its `x-served-by` header, echoed in the body).

@@ -2,7 +2,7 @@
 //! `--prune` sparing leased keys), `ficus export` round trip, `ficus canary` and `ficus drain` through a
 //! watching gateway.
 
-mod common;
+use crate::common;
 
 use common::backend::TestBackend;
 use common::etcd::Etcd;

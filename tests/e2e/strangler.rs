@@ -2,7 +2,7 @@
 //! moves to the new service (5% -> 50% -> 100%) by editing one key; then the same request is a 200 in the
 //! legacy JSON shape, and everything else still goes to the legacy catalog.
 
-mod common;
+use crate::common;
 
 use common::*;
 use std::path::PathBuf;
@@ -26,6 +26,25 @@ impl Drop for Proc {
     }
 }
 
+/// Starts a service on port 0 and reads the port it got from the line it prints once it listens.
+fn spawn_announced(mut cmd: Command, prefix: &'static str) -> (Proc, u16) {
+    use std::io::BufRead;
+    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let proc = Proc(child);
+    let (tx, rx) = std::sync::mpsc::channel();
+    // Keeps reading after the line, so the service never blocks on a full pipe.
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(port) = line.strip_prefix(prefix).and_then(|a| a.parse::<std::net::SocketAddr>().ok()) {
+                let _ = tx.send(port.port());
+            }
+        }
+    });
+    let port = rx.recv_timeout(Duration::from_secs(20)).expect("the service announces its address within 20 s");
+    (proc, port)
+}
+
 async fn wait_ok(url: &str) {
     let c = http1_client();
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -42,26 +61,13 @@ async fn wait_ok(url: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gtin_route_moves_from_legacy_to_the_gtin_service() {
-    let legacy_port = free_port();
-    let gtin_port = free_port();
     let data = tempfile::tempdir().unwrap();
-    let _legacy = Proc(
-        Command::new(sibling("legacy-catalog"))
-            .args(["--listen", &format!("127.0.0.1:{legacy_port}"), "--products", "2000", "--seed", "1"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let _gtin = Proc(
-        Command::new(sibling("gtin-service"))
-            .args(["serve", "--listen", &format!("127.0.0.1:{gtin_port}"), "--data"])
-            .arg(data.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let mut legacy = Command::new(sibling("legacy-catalog"));
+    legacy.args(["--listen", "127.0.0.1:0", "--products", "2000", "--seed", "1"]);
+    let (_legacy, legacy_port) = spawn_announced(legacy, "legacy-catalog listening on http://");
+    let mut gtin = Command::new(sibling("gtin-service"));
+    gtin.args(["serve", "--listen", "127.0.0.1:0", "--data"]).arg(data.path());
+    let (_gtin, gtin_port) = spawn_announced(gtin, "listening on ");
     wait_ok(&format!("http://127.0.0.1:{legacy_port}/health")).await;
     wait_ok(&format!("http://127.0.0.1:{gtin_port}/health/live")).await;
     let sync = Command::new(sibling("gtin-service"))

@@ -1,6 +1,6 @@
 //! The route language and its precedence, through a real gateway process and real backends.
 
-mod common;
+use crate::common;
 
 use common::backend::TestBackend;
 use common::*;

@@ -2,7 +2,7 @@
 //! `Default` host) and a certificate replaced by rewriting its `hosts/` key. With three certificates installed,
 //! a resolver that always returns one of them fails here; the client records the certificate it was shown.
 
-mod common;
+use crate::common;
 
 use common::backend::TestBackend;
 use common::*;

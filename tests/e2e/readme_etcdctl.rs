@@ -1,7 +1,7 @@
 //! The README's etcdctl block, run verbatim (each line through `sh`) against a real etcd that a real Ficus
 //! follows: the documented commands must be accepted, every key kind must load, nothing may be refused.
 
-mod common;
+use crate::common;
 
 use common::etcd::{Etcd, ETCDCTL};
 use common::*;
@@ -46,7 +46,14 @@ async fn readme_etcdctl_commands_run_verbatim() {
     assert_eq!(status["rejected"].as_array().map(Vec::len), Some(0), "{status}");
     assert_eq!(status["errors"].as_array().map(Vec::len), Some(0), "{status}");
     assert_eq!(status["counts"]["frontends"], 2, "{status}");
-    assert_eq!(status["counts"]["servers"], 3, "{status}");
+    assert_eq!(status["counts"]["servers"], 5, "{status}");
+    assert_eq!(status["counts"]["backends"], 4, "{status}");
+    // The gRPC backend speaks h2c; the HTTPS one checks certificates for its ServerName.
+    let (_, config) = get(&http1_client(), &format!("http://{}/config", ficus.admin)).await;
+    let config: serde_json::Value = serde_json::from_slice(&config).expect("config is JSON");
+    assert_eq!(config["backends"]["grpc"]["settings"]["http2"], "prior-knowledge", "{config}");
+    assert_eq!(config["backends"]["api"]["tls"]["server_name"], "api.internal", "{config}");
+    assert_eq!(config["backends"]["api"]["tls"]["verify"], true, "{config}");
     assert_eq!(status["counts"]["listeners"], 1, "{status}");
     // The middlewares left in place are in their frontends' chains and enforce: the per-client rate limit lets
     // its burst of 3 through (to servers that are not running here: 502) and refuses the 4th.

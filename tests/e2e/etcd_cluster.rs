@@ -2,7 +2,7 @@
 //! are killed one at a time (quorum kept) while requests run and keys are written through the members still up;
 //! every write arrives, and no request fails. A killed member comes back and rejoins before the next one dies.
 
-mod common;
+use crate::common;
 
 use common::backend::TestBackend;
 use common::etcd::EtcdCluster;

@@ -1,7 +1,7 @@
 //! Live config changes through the routes directory: edits under load, and bad input that must not cost a
 //! single good route.
 
-mod common;
+use crate::common;
 
 use common::backend::TestBackend;
 use common::*;

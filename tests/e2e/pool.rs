@@ -1,7 +1,7 @@
 //! The upstream connection pool, seen from a backend that counts its connections: reuse, a connection the
 //! backend closed while it sat idle, the idle limit, and a server leaving the config.
 
-mod common;
+use crate::common;
 
 use common::*;
 use std::net::SocketAddr;

@@ -22,7 +22,6 @@ type Body = http_body_util::combinators::BoxBody<Bytes, Infallible>;
 
 pub struct TestBackend {
     pub addr: SocketAddr,
-    pub name: String,
     pub hits: Arc<AtomicUsize>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -56,7 +55,7 @@ impl TestBackend {
                 });
             }
         });
-        TestBackend { addr, name: name.to_string(), hits, task }
+        TestBackend { addr, hits, task }
     }
 
     pub fn hits(&self) -> usize {

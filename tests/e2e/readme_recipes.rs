@@ -1,6 +1,6 @@
 //! Every README block marked `<!-- recipe:NAME -->` runs verbatim here, against the real binaries, in a
 //! private network namespace (`unshare -rn`, no privilege needed) so the ports the README names are free,
-//! with what the README's text says is running (tests/readme_recipes.sh starts it). After each recipe a check
+//! with what the README's text says is running (tests/e2e/readme_recipes.sh starts it). After each recipe a check
 //! fails the test when the recipe did not do what the README says. A recipe added to the README without a
 //! case here fails `every_recipe_has_a_case`. The etcdctl block has its own test (readme_etcdctl.rs); the two
 //! commands (`scripts/demo`, `scripts/test`) are run by `scripts/fresh-check`.
@@ -107,7 +107,7 @@ fn every_recipe_has_a_case() {
     let names: Vec<String> = recipes().into_iter().map(|(n, _)| n).collect();
     assert!(names.len() >= 6, "{names:?}");
     for n in &names {
-        assert!(case(n).is_some(), "README recipe {n} is not run by tests/readme_recipes.rs");
+        assert!(case(n).is_some(), "README recipe {n} is not run by tests/e2e/readme_recipes.rs");
     }
 }
 
@@ -128,7 +128,7 @@ fn run(name: &str) {
     let (before, recipe, check) = (write("before.sh", before), write("recipe.sh", &body), write("check.sh", check));
     // The recipes wait for conditions themselves; this bounds the whole run should one never come.
     let out = Command::new("timeout")
-        .args(["-s", "KILL", "240", "unshare", "-rn", "bash", &format!("{ROOT}/tests/readme_recipes.sh"), mode])
+        .args(["-s", "KILL", "240", "unshare", "-rn", "bash", &format!("{ROOT}/tests/e2e/readme_recipes.sh"), mode])
         .args([&before, &recipe, &check])
         .env("BIN", &bin)
         .env("ROOT", ROOT)

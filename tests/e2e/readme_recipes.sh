@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs one README recipe verbatim, for tests/readme_recipes.rs, inside a private network namespace (started
+# Runs one README recipe verbatim, for tests/e2e/readme_recipes.rs, inside a private network namespace (started
 # with `unshare -rn`), so the ports the README names (8080, 8081, 8082, 8083, 8182) are this run's alone.
 #   readme_recipes.sh MODE BEFORE RECIPE CHECK
 # MODE says what runs before the recipe, as the README's text around it describes:

@@ -3,7 +3,7 @@
 //! kept across unrelated reloads, connection limits held by in-flight requests, bad values refused by key and
 //! field with the last good chain still enforcing, and chain order by Priority.
 
-mod common;
+use crate::common;
 
 use bytes::Bytes;
 use common::backend::TestBackend;

@@ -2,7 +2,7 @@
 //! to a plain map, and after every store operation the map must equal what the store holds. The same cases run
 //! against the routes directory and against a real etcd.
 
-mod common;
+use crate::common;
 
 use common::etcd::Etcd;
 use common::Routes;

@@ -1,7 +1,7 @@
 //! Reaching a locked-down etcd: TLS with a private CA and client certificates, and username/password auth with
 //! the password from the config file. Both through a real etcd and a real gateway.
 
-mod common;
+use crate::common;
 
 use common::backend::TestBackend;
 use common::etcd::Etcd;

@@ -1,6 +1,6 @@
 //! The proxy path against real processes: protocols, upgrades, errors, headers, weighted splits, streaming.
 
-mod common;
+use crate::common;
 
 use bytes::Bytes;
 use common::backend::{closing_server, dead_addr, unanswered, TestBackend};

@@ -2,7 +2,7 @@
 //! load (HTTP/1.1 keep-alive and new connections, h2c, slow requests, a long stream, a WebSocket), with the
 //! pid file, the control socket, SIGUSR2, failed upgrades, and systemd's notify socket and socket activation.
 
-mod common;
+use crate::common;
 
 use common::backend::TestBackend;
 use common::mixed::MixedLoad;

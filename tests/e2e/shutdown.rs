@@ -1,6 +1,6 @@
 //! SIGTERM: stop accepting, finish what is in flight, close keep-alive connections politely, exit.
 
-mod common;
+use crate::common;
 
 use common::backend::TestBackend;
 use common::*;

@@ -2,7 +2,7 @@
 //! without a compaction during the cut), stopped with SIGSTOP. Requests run the whole time and none may fail;
 //! every write made during a fault must arrive once etcd is reachable again.
 
-mod common;
+use crate::common;
 
 use common::backend::TestBackend;
 use common::etcd::{Etcd, Relay};

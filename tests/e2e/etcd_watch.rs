@@ -1,7 +1,7 @@
 //! The etcd source end to end: a real etcd child process, a real `ficus serve --etcd` child process, writes
 //! with etcdctl (exactly as Vulcand's documentation shows them) and with the in-process client.
 
-mod common;
+use crate::common;
 
 use common::backend::TestBackend;
 use common::etcd::Etcd;

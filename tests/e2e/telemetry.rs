@@ -2,7 +2,7 @@
 //! label for unrouted requests and for requests no server answered), the build and process metrics, and the
 //! access log: its fields, its own file, and that file reopened on SIGHUP the way logrotate needs.
 
-mod common;
+use crate::common;
 
 use common::backend::TestBackend;
 use common::*;

@@ -4,7 +4,7 @@
 //! cap, and a fuzzed request head.
 //! Each repro of the hardening issue has a test here.
 
-mod common;
+use crate::common;
 
 use bytes::Bytes;
 use common::backend::TestBackend;
