@@ -7,6 +7,7 @@
 
 mod common;
 
+mod canary;
 mod compose;
 mod etcd_auth;
 mod etcd_cluster;
@@ -21,6 +22,7 @@ mod readme_etcdctl;
 mod readme_recipes;
 mod reload;
 mod routing;
+mod shadow;
 mod shutdown;
 mod source_contract;
 mod strangler;

@@ -3,7 +3,7 @@
 //! across a step from 5% to 10%; the split over clients follows the weights), the plain split for requests
 //! without a key, and bad `Sticky`/`Shadow` values refused by key and field with the last good value serving.
 
-mod common;
+use crate::common;
 
 use bytes::Bytes;
 use common::backend::TestBackend;

@@ -4,7 +4,7 @@
 //! leaves every client request answered by the primary, and its copies past the queue are dropped and
 //! counted. Noise learning ignores a field where the primary disagrees with itself.
 
-mod common;
+use crate::common;
 
 use common::backend::TestBackend;
 use common::*;
@@ -26,6 +26,25 @@ impl Drop for Proc {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+/// Starts a service on port 0 and reads the port it got from the line it prints once it listens.
+fn spawn_announced(mut cmd: Command, prefix: &'static str) -> (Proc, u16) {
+    use std::io::BufRead;
+    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let proc = Proc(child);
+    let (tx, rx) = std::sync::mpsc::channel();
+    // Keeps reading after the line, so the service never blocks on a full pipe.
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(port) = line.strip_prefix(prefix).and_then(|a| a.parse::<std::net::SocketAddr>().ok()) {
+                let _ = tx.send(port.port());
+            }
+        }
+    });
+    let port = rx.recv_timeout(Duration::from_secs(20)).expect("the service announces its address within 20 s");
+    (proc, port)
 }
 
 async fn wait_ok(url: &str) {
@@ -65,26 +84,13 @@ async fn wait_settled(ficus: &Ficus, frontend: &str, n: u64) -> serde_json::Valu
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shadowing_the_legacy_catalog_with_the_gtin_service_reports_exactly_the_13_digit_codes_as_different() {
-    let legacy_port = free_port();
-    let gtin_port = free_port();
     let data = tempfile::tempdir().unwrap();
-    let _legacy = Proc(
-        Command::new(sibling("legacy-catalog"))
-            .args(["--listen", &format!("127.0.0.1:{legacy_port}"), "--products", "2000", "--seed", "1"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let _gtin = Proc(
-        Command::new(sibling("gtin-service"))
-            .args(["serve", "--listen", &format!("127.0.0.1:{gtin_port}"), "--data"])
-            .arg(data.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let mut legacy = Command::new(sibling("legacy-catalog"));
+    legacy.args(["--listen", "127.0.0.1:0", "--products", "2000", "--seed", "1"]);
+    let (_legacy, legacy_port) = spawn_announced(legacy, "legacy-catalog listening on http://");
+    let mut gtin = Command::new(sibling("gtin-service"));
+    gtin.args(["serve", "--listen", "127.0.0.1:0", "--data"]).arg(data.path());
+    let (_gtin, gtin_port) = spawn_announced(gtin, "listening on ");
     wait_ok(&format!("http://127.0.0.1:{legacy_port}/health")).await;
     wait_ok(&format!("http://127.0.0.1:{gtin_port}/health/live")).await;
     let sync = Command::new(sibling("gtin-service"))
