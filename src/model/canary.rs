@@ -50,7 +50,7 @@ pub struct ShadowSpec {
     /// where its two answers differ. Costs the primary one more request per compared copy. Default false.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub learn_noise: bool,
-    /// Response bodies compared up to this size; a longer one is reported as `too_large`. Default 1 MiB.
+    /// Response bodies compared up to this size; a longer one is counted as skipped. Default 256 KiB.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_body_bytes: Option<u64>,
     /// Copies waiting for the shadow backend; when full a copy is dropped and counted. Default 256.
@@ -140,7 +140,7 @@ pub(super) fn shadow(key: &Key, s: &ShadowSpec) -> Result<ValidatedShadow, Confi
             return Err(err(&format!("IgnorePaths[{i}]"), format!("`{p}` is not a JSON pointer (starts with /)")));
         }
     }
-    let max_body_bytes = s.max_body_bytes.unwrap_or(1 << 20);
+    let max_body_bytes = s.max_body_bytes.unwrap_or(256 << 10);
     if max_body_bytes > SHADOW_MAX_BODY_LIMIT {
         return Err(err("MaxBodyBytes", format!("{max_body_bytes} is above the maximum {SHADOW_MAX_BODY_LIMIT}")));
     }

@@ -7,6 +7,12 @@
 //! the client's path: a shadow backend that hangs fills the queue, and further copies are dropped and
 //! counted, while the client sees only the primary's latency.
 //!
+//! The workers run on a runtime of their own, one thread at the kernel's idle priority (`SCHED_IDLE`), with
+//! connection pools of their own: shadowing uses only CPU the clients leave unused, and when the gateway is
+//! busy the copies wait, the queue fills and the rest are dropped and counted instead of slowing the
+//! clients down. Its connections never enter the request path's pools, so no client request ends up driven
+//! by a task on that thread.
+//!
 //! State per frontend ([`Shadow`]) is compiled with the table and handed on to the next one while the
 //! frontend's `Shadow` value is unchanged (the [`Registry`]), so a reload elsewhere does not reset the
 //! report. The admin listener reads the report at `/shadow/<frontend>`; each outcome is also counted in
@@ -20,7 +26,7 @@ mod diff;
 pub use diff::{compare, covered_by, Answer};
 
 use crate::model::ValidatedShadow;
-use crate::upstream::pool::Replay;
+use crate::upstream::pool::{Pool, Replay};
 use crate::upstream::{RequestBody, Server};
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode, Uri};
@@ -114,7 +120,14 @@ struct Inner {
     compare: Arc<[HeaderName]>,
     counters: [(AtomicU64, Counter); 5],
     detail: Mutex<Detail>,
+    /// The worker's own connections, by server (backend, id and URL).
+    pools: Mutex<HashMap<ServerKey, Arc<Pool<RequestBody>>>>,
 }
+
+type ServerKey = (Arc<str>, Arc<str>, String);
+
+/// Past this many pools a worker starts its map afresh (servers that left keep no idle connections for long).
+const MAX_POOLS: usize = 1024;
 
 #[derive(Default)]
 struct Detail {
@@ -197,7 +210,8 @@ impl Shadow {
             (AtomicU64::new(0), counter)
         });
         let (queue, rx) = mpsc::channel(spec.queue as usize);
-        let inner = Arc::new(Inner { frontend, spec, compare, counters, detail: Mutex::default() });
+        let inner =
+            Arc::new(Inner { frontend, spec, compare, counters, detail: Mutex::default(), pools: Mutex::default() });
         Shadow {
             inner,
             methods,
@@ -267,7 +281,10 @@ impl Shadow {
         }
         let rx = self.worker.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(rx) = rx {
-            tokio::spawn(work(rx, self.inner.clone()));
+            match idle_runtime() {
+                Some(rt) => drop(rt.spawn(work(rx, self.inner.clone()))),
+                None => drop(tokio::spawn(work(rx, self.inner.clone()))),
+            }
         }
     }
 }
@@ -299,9 +316,19 @@ impl Inner {
         self.detail.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    fn pool(&self, server: &Server) -> Arc<Pool<RequestBody>> {
+        let mut pools = self.pools.lock().unwrap_or_else(|p| p.into_inner());
+        if pools.len() > MAX_POOLS {
+            pools.clear();
+        }
+        let key = (server.backend.clone(), server.id.clone(), server.url.clone());
+        pools.entry(key).or_insert_with(|| Arc::new(server.separate_pool())).clone()
+    }
+
     async fn compare_one(&self, mut job: Job) {
         let limit = self.spec.max_body_bytes;
-        let shadow = fetch(&job.shadow_server, job.request(Some(&job.shadow_server)), &self.compare, limit).await;
+        let to = &job.shadow_server;
+        let shadow = fetch(to, &self.pool(to), job.request(Some(to)), &self.compare, limit).await;
         let Some(rx) = job.primary.take() else { return self.count(Outcome::Skipped) };
         let primary = match tokio::time::timeout(PRIMARY_WAIT, rx).await {
             Ok(Ok(p)) => p,
@@ -327,7 +354,8 @@ impl Inner {
         }
         if self.spec.learn_noise && (job.method == Method::GET || job.method == Method::HEAD) {
             if let Ok((status, headers, body)) =
-                fetch(&job.primary_server, job.request(None), &self.compare, limit).await
+                fetch(&job.primary_server, &self.pool(&job.primary_server), job.request(None), &self.compare, limit)
+                    .await
             {
                 let again = Answer { status, headers: self.named(headers.iter().map(Option::as_ref)), body };
                 if again.body.is_some() {
@@ -431,13 +459,14 @@ fn concat(chunks: &[Bytes]) -> Bytes {
 /// backend's Read timeout, cut by its drain deadline.
 async fn fetch(
     server: &Arc<Server>,
+    pool: &Pool<RequestBody>,
     req: Request<RequestBody>,
     compare: &[HeaderName],
     limit: u64,
 ) -> Result<(u16, Vec<Option<HeaderValue>>, Option<Bytes>), String> {
     let guard = server.begin();
     let exchange = async {
-        let (resp, conn) = server.pool.send(req, Instant::now()).await.map_err(|e| e.to_string())?;
+        let (resp, conn) = pool.send(req, Instant::now()).await.map_err(|e| e.to_string())?;
         let (parts, mut body) = resp.into_parts();
         let mut buf: Vec<u8> = Vec::new();
         let mut complete = true;
@@ -452,7 +481,7 @@ async fn fetch(
             }
         }
         if complete {
-            server.pool.put(conn);
+            pool.put(conn);
         }
         let headers = compare.iter().map(|n| parts.headers.get(n).cloned()).collect();
         Ok::<_, String>((parts.status.as_u16(), headers, complete.then(|| Bytes::from(buf))))
@@ -464,6 +493,51 @@ async fn fetch(
     };
     drop(guard);
     Ok((status, headers, body))
+}
+
+/// The shadow workers' runtime: one thread at idle priority, started on first use. `None` if it could not be
+/// started (the workers then run on the caller's runtime).
+fn idle_runtime() -> Option<&'static tokio::runtime::Handle> {
+    static RUNTIME: std::sync::OnceLock<Option<tokio::runtime::Handle>> = std::sync::OnceLock::new();
+    RUNTIME
+        .get_or_init(|| {
+            let (tx, rx) = std::sync::mpsc::channel();
+            let spawned = std::thread::Builder::new().name("ficus-shadow".into()).spawn(move || {
+                lower_priority();
+                match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                    Ok(rt) => {
+                        let _ = tx.send(Some(rt.handle().clone()));
+                        rt.block_on(std::future::pending::<()>());
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "no runtime for shadow copies; they share the proxy's");
+                        let _ = tx.send(None);
+                    }
+                }
+            });
+            match spawned {
+                Ok(_) => rx.recv().ok().flatten(),
+                Err(e) => {
+                    tracing::warn!(error = %e, "no thread for shadow copies; they share the proxy's");
+                    None
+                }
+            }
+        })
+        .as_ref()
+}
+
+/// Puts the calling thread in the kernel's idle class: it runs only when no other thread wants the CPU.
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    {
+        let param = libc::sched_param { sched_priority: 0 };
+        // SAFETY: pid 0 names the calling thread, and `param` is a valid, initialised sched_param that
+        // outlives the call; lowering one's own policy needs no privilege and touches no memory of ours.
+        let rc = unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) };
+        if rc != 0 {
+            tracing::warn!(error = %std::io::Error::last_os_error(), "shadow thread keeps normal priority");
+        }
+    }
 }
 
 /// `/shadow/<frontend>`.

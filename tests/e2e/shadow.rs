@@ -127,8 +127,9 @@ async fn shadowing_the_legacy_catalog_with_the_gtin_service_reports_exactly_the_
     routes.put("frontends/gtin/frontend", &frontend.to_string());
     let ficus = Ficus::start(routes.path()).await;
     wait_paths(&ficus, &[&format!("/stores/1/gtins/{}", upcs[0])], &[], Duration::from_secs(10)).await;
+    // The probes above were 12-digit lookups: equal answers, settling on their own time.
     let warmup = report(&ficus, "gtin").await;
-    let before: u64 = ["compared", "dropped", "errors", "skipped"].iter().map(|k| warmup[*k].as_u64().unwrap()).sum();
+    let equal_before = warmup["equal"].as_u64().unwrap();
 
     // Every client gets the legacy app's answer: 200 for 12 digits, 404 for the 13-digit form.
     for upc in &upcs {
@@ -136,10 +137,17 @@ async fn shadowing_the_legacy_catalog_with_the_gtin_service_reports_exactly_the_
         assert_eq!(get(&c, &ficus.url(&format!("/stores/1/gtins/0{upc}"))).await.0, 404);
     }
     let n = upcs.len() as u64;
-    let r = wait_settled(&ficus, "gtin", before + 2 * n).await;
-    let equal_before = warmup["equal"].as_u64().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let r = loop {
+        let r = report(&ficus, "gtin").await;
+        if r["different"].as_u64().unwrap() >= n && r["equal"].as_u64().unwrap() >= equal_before + n {
+            break r;
+        }
+        assert!(Instant::now() < deadline, "copies not compared: {r:#}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     assert_eq!(r["different"], n, "{r:#}");
-    assert_eq!(r["equal"].as_u64().unwrap() - equal_before, n, "{r:#}");
+    assert_eq!(r["compared"], r["equal"].as_u64().unwrap() + n, "{r:#}");
     assert_eq!(r["dropped"], 0);
     assert_eq!(r["errors"], 0);
     assert_eq!(r["different_by_field"]["status"], n, "{r:#}");
@@ -202,11 +210,14 @@ async fn a_hanging_shadow_backend_never_holds_up_a_client_and_its_copies_past_th
             times.push(t.elapsed());
         }
     }
-    // 32 copies in flight and 4 queued: the other 164 were dropped, and none was compared.
+    // At most 32 copies in flight (if the idle-priority worker got to take them) and 4 queued: at least 164
+    // were dropped, at most 196, and none was compared.
     let r = wait_settled(&ficus, "shadowed", 164).await;
-    assert_eq!(r["dropped"], 164, "{r:#}");
+    let dropped = r["dropped"].as_u64().unwrap();
+    assert!((164..=196).contains(&dropped), "{r:#}");
     assert_eq!(r["compared"], 0, "{r:#}");
-    assert_eq!(ficus.metric("ficus_shadow_total{frontend=\"shadowed\",result=\"dropped\"}").await, 164.0);
+    let metric = ficus.metric("ficus_shadow_total{frontend=\"shadowed\",result=\"dropped\"}").await;
+    assert_eq!(metric, dropped as f64);
     plain.sort();
     shadowed.sort();
     println!(
