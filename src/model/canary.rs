@@ -190,4 +190,18 @@ mod tests {
         }
         put(&mut s, "frontends/f/frontend", &f(r#""Sticky":{"Header":"X-User"},"Shadow":{"BackendId":"b"}"#)).unwrap();
     }
+
+    /// The README's progressive-delivery examples are values Ficus takes as they are written.
+    #[test]
+    fn the_readme_examples_decode() {
+        let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+        let section = readme.split("## Progressive delivery").nth(1).unwrap().split("\n## ").next().unwrap();
+        let examples: Vec<&str> =
+            section.split("```json\n").skip(1).map(|b| b.split("\n```").next().unwrap()).collect();
+        assert_eq!(examples.len(), 2);
+        let mut s = ConfigState::new();
+        for e in examples {
+            put(&mut s, "frontends/f/frontend", e).unwrap_or_else(|err| panic!("{e}: {err}"));
+        }
+    }
 }
