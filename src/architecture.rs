@@ -15,15 +15,16 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("route", &[]),
     ("balance", &[]),
     ("telemetry", &[]),
+    ("predicate", &[]),
     // Config as stored and validated, and where it comes from.
-    ("model", &["route"]),
+    ("model", &["route", "predicate"]),
     ("source", &["model"]),
     // Process lifecycle primitives passed everywhere (shutdown, drain tracking, inherited sockets, upgrade).
     ("lifecycle", &["model"]),
     // Per-server state and pools, kept across tables.
-    ("upstream", &["model"]),
+    ("upstream", &["telemetry", "predicate", "model"]),
     // A frontend's middleware chain and its state kept across tables.
-    ("middleware", &["telemetry", "model"]),
+    ("middleware", &["telemetry", "model", "predicate"]),
     // Shadow copies of a frontend's requests and the comparison of their answers, kept across tables.
     ("shadow", &["telemetry", "model", "upstream"]),
     // The compiled table and the reload loop that builds it from source events.

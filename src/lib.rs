@@ -9,14 +9,18 @@
 //!   good value of every key kept.
 //! - [`route`]: the route language and its index, a pure leaf (no I/O, no `unsafe`) used by the model to parse,
 //!   the table to build and the proxy to match.
+//! - [`predicate`]: the expression language of breaker conditions and failover predicates (`NetworkErrorRatio()
+//!   > 0.5`), parsed and bound to a caller's vocabulary at config time, evaluated without allocating; a pure leaf.
 //! - [`table`]: the compiled immutable [`table::RoutingTable`], the one `ArcSwap`, and the reload loop that
 //!   builds and publishes it.
-//! - [`middleware`]: a frontend's middleware chain (rate and connection limits, rewrites), compiled into the table, its
+//! - [`middleware`]: a frontend's middleware chain (rate and connection limits, rewrites, circuit breakers,
+//!   traces), compiled into the table, its
 //!   state kept across reloads; run by the proxy between route and pick.
 //! - [`shadow`]: copies of a frontend's requests to another backend, compared with the primary's answers off
 //!   the request path; the report behind the admin listener's `/shadow/<frontend>`.
 //! - [`proxy`]: the phases of a request (route, pick, forward, respond, log), with [`balance`] (exact weighted
-//!   choice) and [`upstream`] (pools and per-server state that survive table swaps, the body sent upstream).
+//!   choice) and [`upstream`] (pools and per-server state that survive table swaps: in-flight counts, health
+//!   from active checks and passive ejection; the body sent upstream).
 //! - [`listen`] and [`lifecycle`]: accept, TLS, HTTP/1.1 and HTTP/2; shutdown and drain, inherited sockets and
 //!   hot upgrade, systemd socket activation and notification.
 //! - [`admin`] and [`telemetry`]: `/metrics`, `/status`, `/config`; metric names; logging.
@@ -37,6 +41,7 @@ pub mod listen;
 pub mod middleware;
 pub mod model;
 pub mod ops;
+pub mod predicate;
 pub mod proxy;
 pub mod route;
 pub mod shadow;

@@ -88,6 +88,15 @@ impl Admin {
         }
     }
 
+    /// Health changes without a reload (checks, ejections), so its gauges are set when scraped.
+    fn health_gauges(&self) {
+        for s in self.registry.health() {
+            let up = matches!(s.state, crate::upstream::health::State::Healthy);
+            metrics::gauge!(crate::telemetry::UPSTREAM_HEALTH, "backend" => s.backend, "server" => s.server)
+                .set(if up { 1.0 } else { 0.0 });
+        }
+    }
+
     fn answer(&self, req: &Request<Incoming>) -> Response<Full<Bytes>> {
         let host = match req.headers().get(header::HOST) {
             Some(h) => Some(h.to_str().unwrap_or("?")),
@@ -102,6 +111,7 @@ impl Admin {
         match req.uri().path() {
             "/metrics" => {
                 self.draining_gauges();
+                self.health_gauges();
                 self.metrics.run_upkeep();
                 let mut body = self.metrics.render();
                 if let Some(process) = crate::telemetry::process::ProcessStats::read() {

@@ -19,6 +19,8 @@ pub const MAX_SEQUENCE: u64 = 1 << 16;
 pub struct Weighted<T> {
     items: Vec<T>,
     sequence: Box<[u32]>,
+    /// The items with a weight above zero, for the fallback of [`pick_indexed_where`](Self::pick_indexed_where).
+    positive: Box<[u32]>,
     counter: Arc<AtomicUsize>,
 }
 
@@ -27,7 +29,8 @@ impl<T> Weighted<T> {
     pub fn new(items: Vec<(T, u32)>, counter: Arc<AtomicUsize>) -> Self {
         let weights: Vec<u64> = items.iter().map(|(_, w)| u64::from(*w)).collect();
         let sequence = smooth_sequence(&weights).into_boxed_slice();
-        Weighted { items: items.into_iter().map(|(t, _)| t).collect(), sequence, counter }
+        let positive = weights.iter().enumerate().filter(|(_, w)| **w > 0).map(|(i, _)| i as u32).collect();
+        Weighted { items: items.into_iter().map(|(t, _)| t).collect(), sequence, positive, counter }
     }
 
     /// The next item, or `None` when every weight is zero or there are no items.
@@ -68,6 +71,26 @@ impl<T> Weighted<T> {
     #[inline]
     pub fn get(&self, index: usize) -> Option<&T> {
         self.items.get(index)
+    }
+
+    /// Like [`pick_indexed`](Self::pick_indexed), skipping items for which `usable` is false. The next few
+    /// slots of the sequence are tried first (weights hold among the usable items); when those are all
+    /// unusable, every item with a weight is tried once, so a usable one is found if there is one.
+    #[inline]
+    pub fn pick_indexed_where(&self, usable: impl Fn(usize, &T) -> bool) -> Option<(usize, &T)> {
+        if self.sequence.is_empty() {
+            return None;
+        }
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        let len = self.sequence.len();
+        let found = (0..len.min(self.items.len() * 2 + 1))
+            .map(|i| self.sequence[(n + i) % len] as usize)
+            .find(|&idx| usable(idx, &self.items[idx]))
+            .or_else(|| {
+                let p = self.positive.len();
+                (0..p).map(|i| self.positive[(n + i) % p] as usize).find(|&idx| usable(idx, &self.items[idx]))
+            });
+        found.map(|idx| (idx, &self.items[idx]))
     }
 
     pub fn items(&self) -> &[T] {
@@ -175,5 +198,16 @@ mod tests {
             assert_eq!(*w.pick_where(|s| *s == "b").unwrap(), "b");
         }
         assert!(w.pick_where(|_| false).is_none());
+        let w = Weighted::new(vec![("a", 1), ("b", 1), ("c", 1)], Arc::default());
+        for _ in 0..10 {
+            assert_ne!(w.pick_indexed_where(|_, s| *s != "b").map(|(_, s)| *s), Some("b"));
+        }
+        assert_eq!(w.pick_indexed_where(|_, s| *s == "c").map(|(i, s)| (i, *s)), Some((2, "c")));
+        assert!(w.pick_indexed_where(|_, _| false).is_none());
+        // The usable item is rare in the sequence: found all the same, every time.
+        let w = Weighted::new(vec![("big", 999), ("small", 1), ("none", 0)], Arc::default());
+        for _ in 0..20 {
+            assert_eq!(w.pick_indexed_where(|_, s| *s != "big").map(|(i, s)| (i, *s)), Some((1, "small")));
+        }
     }
 }

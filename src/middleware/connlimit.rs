@@ -72,6 +72,7 @@ mod tests {
         let l = Arc::new(ConnLimiter::new(ConnLimitConfig { connections: 2, variable: Variable::ClientIp }));
         let headers = HeaderMap::new();
         let input = Input {
+            method: &http::Method::GET,
             client_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
             host: None,
             headers: &headers,

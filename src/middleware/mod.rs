@@ -9,29 +9,38 @@
 //! stack per frontend, turn every middleware into a future and a `poll_ready`, and make an empty chain cost a
 //! call through the stack; a `Box<[Middleware]>` costs one length check when empty and one `match` per
 //! middleware otherwise, and a rejection is a plain `Err` for the proxy's one error exit. Middlewares that
-//! act on the response (cbreaker, a body rewrite) will fit the same shape: a variant here and a call in the
-//! phase that owns what they change.
+//! act on the answer (a circuit breaker's window, a trace record, a body template) leave what they need in
+//! the [`Admitted`] the request carries, and the proxy hands them the answer's status and head once it has
+//! it ([`Admitted::observe`]), or the body for a template ([`Admitted::template`]).
 //!
-//! State that must outlive a table (token buckets, connection counts) lives in limiters kept by the
+//! State that must outlive a table (token buckets, connection counts, a breaker's state and window, a
+//! tracer's socket) lives in limiters kept by the
 //! [`Registry`], keyed by frontend id, middleware id and value: a reload that leaves a middleware's key and
 //! value alone hands the new table the same limiter, so an unrelated write never resets a bucket, and a changed
 //! value starts fresh with the new settings.
 
+mod cbreaker;
 mod connlimit;
 mod ratelimit;
 mod rewrite;
+pub mod template;
+mod trace;
 
+pub use cbreaker::{CircuitBreaker, State as BreakerState};
 pub use connlimit::{ConnGuard, ConnLimiter};
 pub use ratelimit::RateLimiter;
 pub use rewrite::Rewriter;
+pub use trace::Tracer;
 
 use crate::model::{MiddlewareConfig, ValidatedMiddleware, Variable};
 use crate::telemetry;
-use http::{HeaderMap, HeaderValue};
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Method, StatusCode};
 use metrics::Counter;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
 
 /// A compiled chain, in order (smaller Priority first, ties by id). Empty for most frontends: no allocation.
 pub type Chain = Box<[Middleware]>;
@@ -48,6 +57,8 @@ pub enum Kind {
     RateLimit(Arc<RateLimiter>),
     ConnLimit(Arc<ConnLimiter>),
     Rewrite(Rewriter),
+    CircuitBreaker(Arc<CircuitBreaker>),
+    Trace(Arc<Tracer>),
 }
 
 impl Kind {
@@ -55,13 +66,15 @@ impl Kind {
         match self {
             Kind::RateLimit(_) => Some("rate"),
             Kind::ConnLimit(_) => Some("connections"),
-            Kind::Rewrite(_) => None,
+            Kind::CircuitBreaker(_) => Some("circuit_open"),
+            Kind::Rewrite(_) | Kind::Trace(_) => None,
         }
     }
 }
 
 /// What the chain reads of a request: worked out by the proxy, borrowed here.
 pub struct Input<'a> {
+    pub method: &'a Method,
     pub client_ip: IpAddr,
     pub host: Option<&'a HeaderValue>,
     pub headers: &'a HeaderMap,
@@ -89,22 +102,61 @@ pub struct Rejected {
     pub retry_after: Option<u64>,
 }
 
-/// What an admitted request holds until its response ends (the connection slots it took), and the path and
-/// query a rewrite gave it. Empty (no allocation) unless the chain has a connection limit or a rewrite matched.
+/// What an admitted request holds until its response ends (the connection slots it took), the path and
+/// query a rewrite gave it, and what wants to see the answer (breakers, traces, a body template). Empty (no
+/// allocation) unless the chain has one of those.
 #[derive(Default)]
 pub struct Admitted {
     #[allow(dead_code)] // Held for its Drop, which gives the slots back.
     slots: Vec<ConnGuard>,
     /// The path and query to send upstream instead of the client's.
     pub rewritten: Option<String>,
+    observers: Vec<Observer>,
+    /// Set by a rewrite with `RewriteBody`: the request as the response body's template reads it.
+    template: Option<Box<template::RequestView>>,
+}
+
+enum Observer {
+    Breaker(Arc<CircuitBreaker>),
+    Trace(Box<trace::Pending>),
+}
+
+impl Admitted {
+    /// Hands the answer to what watches it (a breaker's window, a trace record): the status, the response
+    /// head when there is one, the time since the request started. Once per request; no-op for most chains.
+    #[inline]
+    pub fn observe(&mut self, status: u16, headers: Option<&HeaderMap>, elapsed: Duration) {
+        if self.observers.is_empty() {
+            return;
+        }
+        for o in self.observers.drain(..) {
+            match o {
+                Observer::Breaker(b) => b.record(status, elapsed),
+                Observer::Trace(t) => t.finish(status, headers, elapsed),
+            }
+        }
+    }
+
+    /// The request view a `RewriteBody` template reads, when the chain had one that applied.
+    pub fn template(&mut self) -> Option<Box<template::RequestView>> {
+        self.template.take()
+    }
 }
 
 /// Why the chain ended a request before a server was picked.
 #[derive(Debug, Clone)]
 pub enum Stop {
     Rejected(Rejected),
-    /// A rewrite with `Redirect` matched: answer 302 with this `Location`.
+    /// A rewrite with `Redirect` matched, or a tripped breaker's redirect fallback: answer 302 with this
+    /// `Location`.
     Redirect(String),
+    /// A tripped breaker's response fallback.
+    Respond {
+        middleware: Arc<str>,
+        status: StatusCode,
+        content_type: HeaderValue,
+        body: Bytes,
+    },
 }
 
 /// Runs the chain in order. The first middleware that refuses or redirects ends it; slots taken by earlier
@@ -123,7 +175,35 @@ pub fn run(chain: &[Middleware], input: &Input<'_>) -> Result<Admitted, Stop> {
                 }
                 None => Some(None),
             },
+            Kind::CircuitBreaker(b) => match b.admit(input.target) {
+                Ok(()) => {
+                    admitted.observers.push(Observer::Breaker(b.clone()));
+                    None
+                }
+                Err(stop) => {
+                    if let Some(c) = &m.rejected {
+                        c.increment(1);
+                    }
+                    return Err(stop);
+                }
+            },
+            Kind::Trace(t) => {
+                admitted.observers.push(Observer::Trace(Box::new(t.capture(input))));
+                None
+            }
             Kind::Rewrite(rw) => {
+                if rw.config.rewrite_body && admitted.template.is_none() {
+                    admitted.template = Some(Box::new(template::RequestView {
+                        method: input.method.clone(),
+                        host: input.host.map_or("", |h| h.to_str().unwrap_or("")).to_string(),
+                        target: input.target.to_string(),
+                        remote_addr: input.client_ip.to_string(),
+                        headers: input.headers.clone(),
+                    }));
+                }
+                if rw.config.regexp.is_none() {
+                    continue;
+                }
                 let current = url.get_or_insert_with(|| input.url());
                 if let Some(new) = rw.apply(current) {
                     if rw.config.redirect && new != *current {
@@ -174,6 +254,8 @@ fn key_of<'a>(variable: &Variable, input: &'a Input<'_>, buf: &'a mut [u8; 16]) 
 pub struct Registry {
     rate: Kept<RateLimiter>,
     conn: Kept<ConnLimiter>,
+    breakers: Kept<CircuitBreaker>,
+    tracers: Kept<Tracer>,
 }
 
 impl Registry {
@@ -194,6 +276,12 @@ impl Registry {
                     Kind::ConnLimit(reuse(&self.conn, key, || ConnLimiter::new(c.clone())))
                 }
                 MiddlewareConfig::Rewrite(c) => Kind::Rewrite(Rewriter { config: c.clone() }),
+                MiddlewareConfig::CircuitBreaker(c) => Kind::CircuitBreaker(reuse(&self.breakers, key, || {
+                    CircuitBreaker::new((**c).clone(), frontend, &m.id)
+                })),
+                MiddlewareConfig::Trace(c) => {
+                    Kind::Trace(reuse(&self.tracers, key, || Tracer::new(c.clone(), frontend)))
+                }
                 MiddlewareConfig::Unsupported => continue,
             };
             let rejected = kind.reason().map(|reason| {
@@ -203,6 +291,30 @@ impl Registry {
             chain.push(Middleware { id: m.id.as_str().into(), kind, rejected });
         }
         chain.into_boxed_slice()
+    }
+}
+
+impl Registry {
+    /// The live breaker of a frontend's middleware, for `/status`.
+    pub fn breaker(&self, frontend: &str, m: &ValidatedMiddleware) -> Option<Arc<CircuitBreaker>> {
+        let kept = self.breakers.lock().unwrap_or_else(|p| p.into_inner());
+        kept.map.get(&(frontend.to_string(), m.id.clone(), m.value.clone())).and_then(Weak::upgrade)
+    }
+}
+
+/// A breaker's state as `/status` shows it: read when the status is served, not when it was built.
+#[derive(Clone)]
+pub struct BreakerView(pub Arc<CircuitBreaker>);
+
+impl std::fmt::Debug for BreakerView {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.0.state().as_str())
+    }
+}
+
+impl serde::Serialize for BreakerView {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.0.state().as_str())
     }
 }
 

@@ -41,10 +41,36 @@ impl RateLimiter {
         RateLimiter { config, interval, tolerance, origin: Instant::now(), shards }
     }
 
-    /// Takes a token for the request, or says in how many whole seconds one will be there.
+    /// Takes a token for the request, or says in how many whole seconds one will be there. With `RateVar`,
+    /// rates the request's header gives replace the configured ones, each its own bucket per value (the
+    /// header's rates are part of the bucket's key, so a client cannot reset its bucket by changing them
+    /// back and forth without being counted under each).
     pub fn admit(&self, input: &Input<'_>) -> Result<(), u64> {
         let mut buf = [0u8; 16];
         let key = key_of(&self.config.variable, input, &mut buf);
+        if let Some(rates) =
+            self.config.rate_var.as_ref().and_then(|h| input.headers.get(h)).and_then(|v| rates(v.as_bytes()))
+        {
+            let mut wait = None;
+            let mut k = Vec::with_capacity(key.len() + 24);
+            for r in rates {
+                k.clear();
+                k.extend_from_slice(key);
+                for n in [r.period_sec, r.average, r.burst] {
+                    k.extend_from_slice(&n.to_le_bytes());
+                }
+                let interval = (r.period_sec.saturating_mul(1_000_000_000) / r.average).max(1);
+                let tolerance = interval.saturating_mul(r.burst.saturating_sub(1));
+                if let Err(w) = self.take(&k, interval, tolerance) {
+                    wait = Some(wait.map_or(w, |old: u64| old.max(w)));
+                }
+            }
+            return wait.map_or(Ok(()), Err);
+        }
+        self.take(key, self.interval, self.tolerance)
+    }
+
+    fn take(&self, key: &[u8], interval: u64, tolerance: u64) -> Result<(), u64> {
         let now = self.origin.elapsed().as_nanos() as u64;
         let mut shard = self.shards[shard_of(key, SHARDS)].lock().unwrap_or_else(|p| p.into_inner());
         let tat = match shard.get_mut(key) {
@@ -58,11 +84,11 @@ impl RateLimiter {
         };
         let scheduled = (*tat).max(now);
         let ahead = scheduled - now;
-        if ahead > self.tolerance {
-            let wait_ns = ahead - self.tolerance;
+        if ahead > tolerance {
+            let wait_ns = ahead - tolerance;
             return Err(wait_ns.div_ceil(1_000_000_000).max(1));
         }
-        *tat = scheduled + self.interval;
+        *tat = scheduled + interval;
         Ok(())
     }
 
@@ -70,6 +96,35 @@ impl RateLimiter {
     pub fn tracked(&self) -> usize {
         self.shards.iter().map(|s| s.lock().unwrap_or_else(|p| p.into_inner()).len()).sum()
     }
+}
+
+/// One rate of a `RateVar` header, as Vulcand reads it: `{"PeriodSec":1,"Average":10,"Burst":20}`, `Burst`
+/// defaulting to `Average`.
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct HeaderRate {
+    period_sec: u64,
+    average: u64,
+    #[serde(default)]
+    burst: u64,
+}
+
+/// Rates a request may give in its `RateVar` header.
+const MAX_HEADER_RATES: usize = 4;
+
+/// The rates of a `RateVar` header; `None` (the configured rates apply) when it is not a JSON list of 1 to
+/// `MAX_HEADER_RATES` rates with periods and averages above 0.
+fn rates(value: &[u8]) -> Option<Vec<HeaderRate>> {
+    let mut rates: Vec<HeaderRate> = serde_json::from_slice(value).ok()?;
+    if rates.is_empty() || rates.len() > MAX_HEADER_RATES || rates.iter().any(|r| r.period_sec == 0 || r.average == 0) {
+        return None;
+    }
+    for r in &mut rates {
+        if r.burst == 0 {
+            r.burst = r.average;
+        }
+    }
+    Some(rates)
 }
 
 /// Makes room in a full shard: buckets that refilled are dropped (forgetting them changes nothing); if every
@@ -99,6 +154,7 @@ mod tests {
         let l = limiter(1, 60, 3, Variable::ClientIp);
         let headers = HeaderMap::new();
         let input = Input {
+            method: &http::Method::GET,
             client_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
             host: None,
             headers: &headers,
@@ -111,6 +167,7 @@ mod tests {
         let wait = l.admit(&input).unwrap_err();
         assert!((59..=60).contains(&wait), "{wait}");
         let other = Input {
+            method: &http::Method::GET,
             client_ip: IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)),
             host: None,
             headers: &headers,
@@ -127,6 +184,7 @@ mod tests {
         for i in 0..(SHARD_CAP * SHARDS * 2) {
             headers.insert("x-user", HeaderValue::from_str(&i.to_string()).unwrap());
             let input = Input {
+                method: &http::Method::GET,
                 client_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
                 host: None,
                 headers: &headers,

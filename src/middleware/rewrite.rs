@@ -1,7 +1,8 @@
 //! Vulcand's `rewrite`: the request's URL, as Vulcand spells it (`scheme://host` + the request target as
 //! received), matched against the middleware's regexp; on a match the rewritten URL's path and query go
 //! upstream, or, with `Redirect`, the client is sent there with a 302. Run by the chain in `request_filter`;
-//! stateless, so nothing of it is kept across reloads but its compiled regexp.
+//! stateless, so nothing of it is kept across reloads but its compiled regexp. With `RewriteBody` the response
+//! body is also a template of the request (`template`).
 
 use crate::model::RewriteConfig;
 
@@ -12,7 +13,7 @@ pub struct Rewriter {
 impl Rewriter {
     /// The rewritten URL when the regexp matches `url`, every match replaced (`$1`, `${name}` expanded).
     pub fn apply(&self, url: &str) -> Option<String> {
-        let re = &self.config.regexp;
+        let re = self.config.regexp.as_ref()?;
         re.is_match(url).then(|| re.replace_all(url, self.config.replacement.as_str()).into_owned())
     }
 }
@@ -36,7 +37,7 @@ mod tests {
     fn rewriter(re: &str, replacement: &str) -> Rewriter {
         Rewriter {
             config: RewriteConfig {
-                regexp: regex::Regex::new(re).unwrap(),
+                regexp: Some(regex::Regex::new(re).unwrap()),
                 replacement: replacement.into(),
                 rewrite_body: false,
                 redirect: false,

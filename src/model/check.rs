@@ -46,7 +46,8 @@ pub(super) fn check_one(key: &Key, spec: &Spec) -> Result<(), ConfigError> {
             let http2 = super::Http2::parse(key, b.settings.http2.as_deref())?;
             // Whether its servers are https is not known from this key alone; the TLS block is checked now,
             // the system roots when the backend is assembled.
-            super::upstream_tls::build(key, b.settings.tls.as_ref(), http2, false).map(|_| ())
+            super::upstream_tls::build(key, b.settings.tls.as_deref(), http2, false)?;
+            super::health::health(key, b.settings.health_check.as_ref(), b.settings.outlier.as_ref()).map(|_| ())
         }
         Spec::Server(s) => server(key, key_id, s).map(|_| ()),
         Spec::Frontend(f) => frontend(key, key_id, f).map(|_| ()),
@@ -132,6 +133,8 @@ pub(super) fn frontend(key: &Key, id: &str, f: &FrontendSpec) -> Result<Validate
         priority: f.priority,
         backends,
         settings: f.settings.clone(),
+        failover: super::failover::check(key, &f.settings.failover_predicate, f.settings.retry_budget.as_ref())?
+            .map(Arc::new),
         middlewares: Vec::new(),
         sticky: f.sticky.as_ref().map(|s| super::canary::sticky(key, s)).transpose()?,
         shadow: f.shadow.as_ref().map(|s| super::canary::shadow(key, s)).transpose()?,

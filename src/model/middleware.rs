@@ -5,6 +5,8 @@
 //! turns each value into a [`ValidatedMiddleware`] that `table/` compiles into the frontend's chain. The JSON is
 //! Vulcand's, field for field (its docs/proxy.rst).
 
+use super::cbreaker::{self, CbreakerSpec, CircuitBreakerConfig};
+use super::trace::{self, TraceConfig, TraceSpec};
 use super::{ConfigError, Key, MiddlewareSpec};
 use http::HeaderName;
 use serde::{Deserialize, Serialize, Serializer};
@@ -29,8 +31,11 @@ pub enum MiddlewareConfig {
     RateLimit(RateLimitConfig),
     ConnLimit(ConnLimitConfig),
     Rewrite(RewriteConfig),
-    /// A Vulcand type Ficus decodes but does not act on yet (`rewrite`, `cbreaker`, `trace`): reported as
-    /// unsupported, never silently dropped.
+    #[serde(rename = "cbreaker")]
+    CircuitBreaker(Box<CircuitBreakerConfig>),
+    Trace(TraceConfig),
+    /// A Vulcand type Ficus decodes but does not act on: reported as unsupported, never silently dropped.
+    /// (Every type Vulcand documents is acted on today.)
     Unsupported,
 }
 
@@ -40,10 +45,11 @@ pub struct RateLimitConfig {
     pub period_seconds: u64,
     pub burst: u64,
     pub variable: Variable,
-    /// Vulcand's `RateVar` (rates read from a header). Not acted on yet: the configured rates apply, which is
-    /// what Vulcand does when the header is missing.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub rate_var: Option<String>,
+    /// Vulcand's `RateVar` (`request.header.<Name>`): the header whose JSON value (`[{"PeriodSec":1,
+    /// "Average":10,"Burst":20}]`) gives the request's rates; without it (or when it does not parse) the
+    /// configured rates apply.
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "ser_rate_var")]
+    pub rate_var: Option<HeaderName>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -57,23 +63,29 @@ pub struct ConnLimitConfig {
 /// request goes on with the new path and query, or, with `Redirect`, is answered 302 to the new URL.
 #[derive(Debug, Clone, Serialize)]
 pub struct RewriteConfig {
+    /// `None` when the value gives no `Regexp` (a body-only rewrite): the URL is left alone.
     #[serde(serialize_with = "ser_regex")]
-    pub regexp: regex::Regex,
+    pub regexp: Option<regex::Regex>,
     pub replacement: String,
-    /// Vulcand's response-body templating: not acted on yet (the body passes unchanged).
+    /// The response body is a template of the request (`{{.Request.Header.Get "X"}}`), filled in by the
+    /// proxy's response phase (bounded; see `middleware::template`).
     pub rewrite_body: bool,
     pub redirect: bool,
 }
 
 impl PartialEq for RewriteConfig {
     fn eq(&self, o: &Self) -> bool {
-        self.regexp.as_str() == o.regexp.as_str()
+        self.regexp.as_ref().map(regex::Regex::as_str) == o.regexp.as_ref().map(regex::Regex::as_str)
             && (&self.replacement, self.rewrite_body, self.redirect) == (&o.replacement, o.rewrite_body, o.redirect)
     }
 }
 
-fn ser_regex<S: Serializer>(r: &regex::Regex, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(r.as_str())
+fn ser_regex<S: Serializer>(r: &Option<regex::Regex>, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(r.as_ref().map_or("", regex::Regex::as_str))
+}
+
+fn ser_rate_var<S: Serializer>(h: &Option<HeaderName>, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(&format_args!("request.header.{}", h.as_ref().map_or("", HeaderName::as_str)))
 }
 
 /// Vulcand's request variables: what a limit counts by.
@@ -129,6 +141,7 @@ struct RateLimitSpec {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "PascalCase")]
 struct RewriteSpec {
+    #[serde(default)]
     regexp: String,
     #[serde(default)]
     replacement: String,
@@ -162,7 +175,19 @@ pub(super) fn check(key: &Key, id: &str, m: &MiddlewareSpec) -> Result<Validated
                 period_seconds: s.period_seconds,
                 burst: s.burst,
                 variable: variable(key, &s.variable)?,
-                rate_var: (!s.rate_var.is_empty()).then_some(s.rate_var),
+                rate_var: match s.rate_var.as_str() {
+                    "" => None,
+                    v => match Variable::parse(v) {
+                        Ok(Variable::Header(h)) => Some(h),
+                        _ => {
+                            return Err(ConfigError::new(
+                                key,
+                                Some("Middleware.RateVar"),
+                                format!("`{v}` is not request.header.<Name> (rates come from a header)"),
+                            ))
+                        }
+                    },
+                },
             })
         }
         "connlimit" => {
@@ -177,8 +202,14 @@ pub(super) fn check(key: &Key, id: &str, m: &MiddlewareSpec) -> Result<Validated
         }
         "rewrite" => {
             let s: RewriteSpec = settings(key, &m.middleware)?;
-            let regexp = regex::Regex::new(&s.regexp)
-                .map_err(|e| ConfigError::new(key, Some("Middleware.Regexp"), format!("bad regexp: {e}")))?;
+            let regexp = match s.regexp.as_str() {
+                "" if s.rewrite_body => None,
+                "" => return Err(ConfigError::new(key, Some("Middleware.Regexp"), "missing (or set RewriteBody)")),
+                r => Some(
+                    regex::Regex::new(r)
+                        .map_err(|e| ConfigError::new(key, Some("Middleware.Regexp"), format!("bad regexp: {e}")))?,
+                ),
+            };
             // Vulcand fills `{{...}}` in the result from the request; a literal `{{` left in a URL would send the
             // request somewhere else than the operator meant, so such a value is refused until templates exist.
             if s.replacement.contains("{{") {
@@ -194,6 +225,14 @@ pub(super) fn check(key: &Key, id: &str, m: &MiddlewareSpec) -> Result<Validated
                 rewrite_body: s.rewrite_body,
                 redirect: s.redirect,
             })
+        }
+        "cbreaker" => {
+            let s: CbreakerSpec = settings(key, &m.middleware)?;
+            MiddlewareConfig::CircuitBreaker(Box::new(cbreaker::check(key, s)?))
+        }
+        "trace" => {
+            let s: TraceSpec = settings(key, &m.middleware)?;
+            MiddlewareConfig::Trace(trace::check(key, s)?)
         }
         k if KNOWN.contains(&k) => MiddlewareConfig::Unsupported,
         other => {
@@ -246,7 +285,16 @@ mod tests {
         let rw = check_json(r#"{"Type":"rewrite","Middleware":{"Regexp":"/foo(.*)","Replacement":"$1","RewriteBody":false,"Redirect":false}}"#).unwrap();
         assert!(matches!(rw.config, MiddlewareConfig::Rewrite(RewriteConfig { redirect: false, .. })));
         let cb = check_json(r#"{"Type":"cbreaker","Middleware":{"Condition":"NetworkErrorRatio() > 0.5"}}"#).unwrap();
-        assert_eq!(cb.config, MiddlewareConfig::Unsupported);
+        assert!(matches!(cb.config, MiddlewareConfig::CircuitBreaker(_)));
+        let body =
+            check_json(r#"{"Id":"r1","Priority":1,"Type":"rewrite","Middleware":{"RewriteBody":true}}"#).unwrap();
+        assert!(matches!(
+            body.config,
+            MiddlewareConfig::Rewrite(RewriteConfig { regexp: None, rewrite_body: true, .. })
+        ));
+        let rv = check_json(r#"{"Type":"ratelimit","Middleware":{"PeriodSeconds":1,"Requests":1,"Burst":3,"Variable":"client.ip","RateVar":"request.header.X-Custom-Rates"}}"#).unwrap();
+        let MiddlewareConfig::RateLimit(r) = rv.config else { panic!("ratelimit") };
+        assert_eq!(r.rate_var.unwrap().as_str(), "x-custom-rates");
     }
 
     #[test]
@@ -275,6 +323,14 @@ mod tests {
             ),
             (r#"{"Type":"magic","Middleware":{}}"#, "Type"),
             (r#"{"Type":"rewrite","Middleware":{"Regexp":"(","Replacement":"x"}}"#, "Middleware.Regexp"),
+            (r#"{"Type":"rewrite","Middleware":{"Replacement":"x"}}"#, "Middleware.Regexp"),
+            (
+                r#"{"Type":"ratelimit","Middleware":{"Requests":1,"PeriodSeconds":1,"Burst":1,"Variable":"client.ip","RateVar":"client.ip"}}"#,
+                "Middleware.RateVar",
+            ),
+            (r#"{"Type":"cbreaker","Middleware":{"Condition":"Nope()"}}"#, "Middleware.Condition"),
+            (r#"{"Type":"cbreaker","Middleware":{}}"#, "Middleware"),
+            (r#"{"Type":"trace","Middleware":{"Addr":"tcp://x"}}"#, "Middleware.Addr"),
             (
                 r#"{"Type":"rewrite","Middleware":{"Regexp":"a","Replacement":"{{.Request.Host}}"}}"#,
                 "Middleware.Replacement",

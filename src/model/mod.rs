@@ -8,24 +8,32 @@
 //! never removes a good one.
 
 mod canary;
+mod cbreaker;
 mod check;
 mod duration;
+pub mod failover;
+mod health;
 mod key;
 mod middleware;
 mod spec;
 mod state;
+mod trace;
 mod upstream_tls;
 mod validate;
 mod validated;
 
 pub use canary::{ShadowSpec, StickyKey, StickySpec, ValidatedShadow};
+pub use cbreaker::{BreakerFn, CircuitBreakerConfig, Fallback, Webhook, BREAKER_VOCABULARY};
 pub use duration::{de_duration, format_duration, parse_duration, DurationError, GoDuration};
+pub use failover::{FailoverConfig, FailoverFn, RetryBudgetSpec, FAILOVER_VOCABULARY};
+pub use health::{BackendHealth, HealthCheck, HealthCheckSpec, Outlier, OutlierSpec};
 pub use key::{Key, KeyError};
 pub use middleware::{
     ConnLimitConfig, MiddlewareConfig, RateLimitConfig, RewriteConfig, ValidatedMiddleware, Variable,
 };
 pub use spec::*;
 pub use state::{Change, ConfigState, Rejection};
+pub use trace::{SyslogTarget, TraceConfig};
 pub use upstream_tls::{Http2, UpstreamTls};
 pub use validated::{
     Delta, Protocol, UpstreamSettings, ValidatedBackend, ValidatedConfig, ValidatedFrontend, ValidatedHost,

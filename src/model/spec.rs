@@ -33,7 +33,13 @@ pub struct BackendSettings {
     /// How `https://` servers are reached: Vulcand's upstream TLS block plus Ficus's CA, client certificate and
     /// server name. Without it, `https://` servers are verified against the system's roots.
     #[serde(default, rename = "TLS", skip_serializing_if = "Option::is_none")]
-    pub tls: Option<BackendTls>,
+    pub tls: Option<Box<BackendTls>>,
+    /// Ficus: active health checks of every server of the backend.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_check: Option<super::HealthCheckSpec>,
+    /// Ficus: passive health, ejecting a server after consecutive connect errors or 5xx answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outlier: Option<super::OutlierSpec>,
     /// Ficus: HTTP/2 to the servers. `alpn` (default): over TLS when the server picks h2, else HTTP/1.1;
     /// `prior-knowledge`: always HTTP/2 (h2c on `http://` servers, gRPC's usual setup); `off`: HTTP/1.1 only.
     #[serde(default, rename = "HTTP2", skip_serializing_if = "Option::is_none")]
@@ -155,9 +161,12 @@ pub struct WeightedBackend {
 pub struct FrontendSettings {
     #[serde(default)]
     pub limits: Limits,
-    /// Vulcand's retry predicate. Decoded; validation refuses a non-empty one until retries land.
+    /// Vulcand's retry predicate: when an attempt ends this way, the request goes to another server.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub failover_predicate: String,
+    /// Ficus: the share of requests that may be retries (default 20%, at least 3 a second).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_budget: Option<super::RetryBudgetSpec>,
     /// Overrides the Host header sent upstream.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub hostname: String,

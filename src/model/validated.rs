@@ -29,6 +29,9 @@ pub struct ValidatedBackend {
     pub settings: UpstreamSettings,
     /// How `https://` servers are reached; `None` when the backend has none and no `TLS` block.
     pub tls: Option<super::UpstreamTls>,
+    /// Active checks and passive ejection (Ficus extensions); kept out of `settings` so changing them keeps
+    /// the servers' pools.
+    pub health: super::BackendHealth,
     pub servers: Vec<ValidatedServer>,
 }
 
@@ -90,6 +93,9 @@ pub struct ValidatedFrontend {
     /// `(backend id, weight)`; one entry with weight 1 for a plain `BackendId`.
     pub backends: Vec<(String, u32)>,
     pub settings: FrontendSettings,
+    /// `Settings.FailoverPredicate` bound, with the retry budget; `None` without a predicate.
+    #[serde(skip)]
+    pub failover: Option<Arc<super::FailoverConfig>>,
     pub middlewares: Vec<ValidatedMiddleware>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sticky: Option<super::StickyKey>,

@@ -106,6 +106,9 @@ pub enum ProxyError {
     /// as every answer the proxy makes without a server, so it is counted and logged the same way.
     #[error("redirected to {}", String::from_utf8_lossy(.location.as_bytes()))]
     Redirect { location: HeaderValue },
+    /// A tripped circuit breaker's fallback answer (status, content type and body from its config).
+    #[error("circuit breaker `{middleware}` is open: answered {status} by its fallback")]
+    Fallback { middleware: Arc<str>, status: StatusCode, content_type: HeaderValue, body: bytes::Bytes },
     /// A bug in the proxy: a state the phases should make impossible.
     #[error("internal error: {0}")]
     Internal(&'static str),
@@ -136,6 +139,8 @@ impl ProxyError {
             | ProxyError::UnsupportedCoding
             | ProxyError::Rejected(_)
             | ProxyError::Redirect { .. } => ErrorSource::Downstream,
+            // The breaker answers for a backend that was failing.
+            ProxyError::Fallback { .. } => ErrorSource::Upstream,
             ProxyError::Upstream { failure: UpstreamFailure::ClientBody { .. }, .. } => ErrorSource::Downstream,
             ProxyError::Upstream { .. } => ErrorSource::Upstream,
             ProxyError::NoBackend | ProxyError::NoServer { .. } | ProxyError::Internal(_) => ErrorSource::Internal,
@@ -160,6 +165,7 @@ impl ProxyError {
             | ProxyError::UnsupportedCoding
             | ProxyError::Rejected(_)
             | ProxyError::Redirect { .. }
+            | ProxyError::Fallback { .. }
             | ProxyError::Internal(_) => false,
         }
     }
@@ -176,6 +182,7 @@ impl ProxyError {
             // Vulcand answers 429 for both its rate and its connection limits.
             ProxyError::Rejected(_) => StatusCode::TOO_MANY_REQUESTS,
             ProxyError::Redirect { .. } => StatusCode::FOUND,
+            ProxyError::Fallback { status, .. } => *status,
             ProxyError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ProxyError::Upstream { failure, .. } => match failure {
                 UpstreamFailure::Connect(_) | UpstreamFailure::Reset(_) | UpstreamFailure::DrainDeadline(_) => {
@@ -201,6 +208,7 @@ impl ProxyError {
             ProxyError::Rejected(r) if r.reason == "connections" => "too_many_connections",
             ProxyError::Rejected(_) => "rate_limited",
             ProxyError::Redirect { .. } => "redirect",
+            ProxyError::Fallback { .. } => "circuit_open",
             ProxyError::Internal(_) => "internal",
             ProxyError::Upstream { failure, .. } => match failure {
                 UpstreamFailure::Connect(_) => "upstream_unreachable",
@@ -220,6 +228,13 @@ impl ProxyError {
             let mut resp = Response::new(ProxyBody::full(Bytes::from_static(b"Found")));
             *resp.status_mut() = StatusCode::FOUND;
             resp.headers_mut().insert(header::LOCATION, location.clone());
+            resp.headers_mut().insert(super::headers::X_REQUEST_ID.clone(), request_id.clone());
+            return resp;
+        }
+        if let ProxyError::Fallback { status, content_type, body, .. } = self {
+            let mut resp = Response::new(ProxyBody::full(body.clone()));
+            *resp.status_mut() = *status;
+            resp.headers_mut().insert(header::CONTENT_TYPE, content_type.clone());
             resp.headers_mut().insert(super::headers::X_REQUEST_ID.clone(), request_id.clone());
             return resp;
         }

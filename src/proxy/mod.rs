@@ -20,6 +20,7 @@
 
 mod body;
 mod error;
+mod failover;
 pub mod headers;
 pub mod limits;
 pub mod path;
@@ -199,8 +200,17 @@ impl Proxy {
     pub async fn handle(&self, conn: &ConnInfo, req: Request<Incoming>) -> Response<ProxyBody> {
         let mut ctx = RequestCtx::new(&req, &self.ids);
         match self.forward(&mut ctx, conn, req).await {
-            Ok(sent) => self.respond(ctx, conn, sent),
-            Err(err) => ctx.fail(conn, err),
+            Ok(sent) => {
+                ctx.admitted.observe(sent.resp.status().as_u16(), Some(sent.resp.headers()), ctx.start.elapsed());
+                match ctx.admitted.template() {
+                    Some(view) => middleware_template(self.respond(ctx, conn, sent), &view).await,
+                    None => self.respond(ctx, conn, sent),
+                }
+            }
+            Err(err) => {
+                ctx.admitted.observe(err.status().as_u16(), None, ctx.start.elapsed());
+                ctx.fail(conn, err)
+            }
         }
     }
 
@@ -218,7 +228,7 @@ impl Proxy {
         drop(table);
         let prepared = upstream_request(ctx, conn, req, host, normalized_path)?;
         offer_shadow(ctx, &prepared.req);
-        send(ctx, prepared).await
+        failover::send(ctx, prepared).await
     }
 
     /// The response phase: hop-by-hop headers out, the request id in, the client's version, and the body
@@ -249,7 +259,7 @@ impl Proxy {
         if status == StatusCode::SWITCHING_PROTOCOLS {
             if let Some(client_upgrade) = client_upgrade {
                 let upstream_upgrade = hyper::upgrade::on(&mut resp);
-                self.tunnel(frontend.id.clone(), client_upgrade, upstream_upgrade, guard);
+                self.tunnel(frontend.id.clone(), client_upgrade, upstream_upgrade, guard, admitted);
                 frontend.metrics.record(Some((bi, &backend.id)), Some((si, &server.id)), 101, start.elapsed());
                 let (parts, _) = resp.into_parts();
                 return Response::from_parts(parts, ProxyBody::empty());
@@ -297,11 +307,19 @@ impl Proxy {
     }
 
     /// A 101 answer: the two upgraded connections are joined in a task of their own, which a drain waits for.
-    fn tunnel(&self, frontend: Arc<str>, client: OnUpgrade, upstream: OnUpgrade, guard: InflightGuard) {
+    fn tunnel(
+        &self,
+        frontend: Arc<str>,
+        client: OnUpgrade,
+        upstream: OnUpgrade,
+        guard: InflightGuard,
+        admitted: Admitted,
+    ) {
         let tunnel = self.tunnels.enter();
         tokio::spawn(async move {
-            // The in-flight guard lives as long as the tunnel, so a drain waits for it too.
-            let (guard, _tunnel) = (guard, tunnel);
+            // The in-flight guard lives as long as the tunnel, so a drain waits for it too; so do the
+            // connection slots the chain gave the request (a connlimit counts an open WebSocket).
+            let (guard, _tunnel, _admitted) = (guard, tunnel, admitted);
             match tokio::try_join!(client, upstream) {
                 Ok((client, upstream)) => {
                     let mut client = TokioIo::new(client);
@@ -319,6 +337,38 @@ impl Proxy {
             }
         });
     }
+}
+
+/// A rewrite's `RewriteBody`: the answer's body, read whole (it stays bounded by `template::MAX_BODY`), is
+/// rendered as a template of the request. A body declared larger, or compressed, passes unchanged; one that
+/// turns out larger than the bound while read (or fails) is answered 502 with an empty body rather than
+/// buffered without end.
+async fn middleware_template(
+    resp: Response<ProxyBody>,
+    view: &middleware::template::RequestView,
+) -> Response<ProxyBody> {
+    use http_body_util::BodyExt;
+    let declared = content_length(resp.headers());
+    if declared.is_some_and(|n| n > middleware::template::MAX_BODY as u64)
+        || resp.headers().contains_key(header::CONTENT_ENCODING)
+        || resp.status() == StatusCode::SWITCHING_PROTOCOLS
+    {
+        return resp;
+    }
+    let (mut parts, body) = resp.into_parts();
+    let collected = http_body_util::Limited::new(body, middleware::template::MAX_BODY).collect().await;
+    let bytes = match collected {
+        Ok(c) => c.to_bytes(),
+        Err(e) => {
+            tracing::warn!(error = %e, "response body not templated: too large or failed");
+            parts.headers.remove(header::CONTENT_LENGTH);
+            parts.status = StatusCode::BAD_GATEWAY;
+            return Response::from_parts(parts, ProxyBody::empty());
+        }
+    };
+    let rendered = view.render(&bytes);
+    parts.headers.insert(header::CONTENT_LENGTH, HeaderValue::from(rendered.len()));
+    Response::from_parts(parts, ProxyBody::full(rendered))
 }
 
 /// The route phase: the head checked (sizes, one host, framing), the path normalised, then the frontend whose
@@ -371,13 +421,20 @@ fn request_filter(
         || (trust
             && req.headers().get("x-forwarded-proto").is_some_and(|p| p.as_bytes().eq_ignore_ascii_case(b"https")));
     let target = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
-    let input = middleware::Input { client_ip: conn.peer.ip(), host, headers: req.headers(), https, target };
+    // Behind a trusted proxy, `client.ip` is the client it reports, not the proxy (every client would share
+    // one bucket otherwise).
+    let client_ip =
+        if trust { headers::forwarded_client(req.headers()).unwrap_or(conn.peer.ip()) } else { conn.peer.ip() };
+    let input = middleware::Input { method: req.method(), client_ip, host, headers: req.headers(), https, target };
     let mut admitted = middleware::run(&frontend.chain, &input).map_err(|stop| match stop {
         middleware::Stop::Rejected(r) => ProxyError::Rejected(r),
         middleware::Stop::Redirect(to) => match HeaderValue::try_from(to) {
             Ok(location) => ProxyError::Redirect { location },
             Err(_) => ProxyError::Internal("a rewrite produced a Location that is not a header value"),
         },
+        middleware::Stop::Respond { middleware, status, content_type, body } => {
+            ProxyError::Fallback { middleware, status, content_type, body }
+        }
     })?;
     if let Some(pq) = admitted.rewritten.take() {
         // The rewritten target replaces the client's, normalised path included: the operator's regexp said
@@ -408,7 +465,7 @@ fn pick(ctx: &mut RequestCtx, conn: &ConnInfo, headers: &http::HeaderMap) -> Res
     }
     .ok_or(ProxyError::NoBackend)?;
     let backend = backend.clone();
-    let picked = backend.servers.pick_indexed().map(|(si, server)| (si, server.clone()));
+    let picked = failover::pick_server(&backend, ctx.start, &[]).map(|(si, server)| (si, server.clone()));
     let (si, server) = match picked {
         Some(picked) => picked,
         None => {
@@ -509,11 +566,16 @@ async fn send(ctx: &RequestCtx, prepared: Prepared) -> Result<Sent, ProxyError> 
         ) => sent,
         _ = server.aborted() => return Err(upstream_error(UpstreamFailure::DrainDeadline(backend.settings.drain_timeout))),
     };
-    match sent {
-        Ok(Ok((resp, conn))) => Ok(Sent { resp, conn, guard, client_upgrade, client_version }),
-        Ok(Err(e)) => Err(upstream_error(UpstreamFailure::classify(&e))),
-        Err(_) => Err(upstream_error(UpstreamFailure::Timeout(backend.settings.read_timeout))),
-    }
+    let failure = match sent {
+        Ok(Ok((resp, conn))) => {
+            failover::observe(backend, server, ctx.start, Ok(resp.status().as_u16()));
+            return Ok(Sent { resp, conn, guard, client_upgrade, client_version });
+        }
+        Ok(Err(e)) => UpstreamFailure::classify(&e),
+        Err(_) => UpstreamFailure::Timeout(backend.settings.read_timeout),
+    };
+    failover::observe(backend, server, ctx.start, Err(&failure));
+    Err(upstream_error(failure))
 }
 
 /// The client reached Ficus over TLS, or a trusted proxy in front says it did.

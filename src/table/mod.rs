@@ -20,6 +20,7 @@ use crate::balance::Weighted;
 use crate::model::{Delta, StickyKey, UpstreamSettings, ValidatedBackend, ValidatedConfig, ValidatedFrontend};
 use crate::route::{Request, RouteSet, RouteSpec, Router};
 use crate::telemetry::FrontendMetrics;
+use crate::upstream::health::Policy;
 use crate::upstream::{Registry, Server};
 use arc_swap::ArcSwap;
 use http::HeaderValue;
@@ -152,6 +153,8 @@ pub struct Frontend {
     pub hostname: Option<HeaderValue>,
     pub max_body_bytes: Option<u64>,
     pub metrics: FrontendMetrics,
+    /// `Settings.FailoverPredicate` with its retry budget; `None` (one check per request) without a predicate.
+    pub failover: Option<crate::upstream::failover::Failover>,
     /// The middleware chain, in order; empty (no allocation, one length check per request) for most frontends.
     pub chain: crate::middleware::Chain,
     /// `Sticky`: the split by client key instead of by request; `None` for the plain split.
@@ -170,6 +173,8 @@ pub struct Backend {
     /// Servers marked draining are not in here: they take no new requests.
     pub servers: Weighted<Arc<Server>>,
     pub settings: UpstreamSettings,
+    /// Whether picks skip unhealthy servers, and what passive health does with each exchange's outcome.
+    pub health: Policy,
 }
 
 /// SNI certificates by lower-case host name, plus the default for clients that send no (or an unknown) name.
@@ -265,10 +270,15 @@ impl Default for Compiler {
 }
 
 fn same_backend(a: &ValidatedBackend, b: &ValidatedBackend) -> bool {
-    a.id == b.id && a.settings == b.settings && a.tls == b.tls && a.servers == b.servers
+    a.id == b.id && a.settings == b.settings && a.tls == b.tls && a.health == b.health && a.servers == b.servers
 }
 
 impl Compiler {
+    /// The middleware state kept across tables (breakers for `/status`).
+    pub fn middleware_state(&self) -> &crate::middleware::Registry {
+        &self.middleware_state
+    }
+
     pub fn new() -> Self {
         Compiler {
             backends: HashMap::new(),
@@ -313,15 +323,20 @@ impl Compiler {
             let old = self.backends.remove(id);
             if let Some(b) = new {
                 let counter = self.counter(format!("b:{id}"));
-                let servers = b
+                let servers: Vec<_> = b
                     .servers
                     .iter()
                     .filter(|s| !s.draining)
-                    .map(|s| (registry.server(id, s, b.settings, b.tls.as_ref()), s.weight));
+                    .map(|s| (registry.server(id, s, b.settings, b.tls.as_ref()), s.weight))
+                    .collect();
+                for (server, _) in &servers {
+                    registry.health_check(server, b.health.check.as_ref());
+                }
                 let compiled = Arc::new(Backend {
                     id: id.as_str().into(),
-                    servers: Weighted::new(servers.collect(), counter),
+                    servers: Weighted::new(servers, counter),
                     settings: b.settings,
+                    health: Policy::new(b.health.outlier, b.health.check.is_some()),
                 });
                 self.backends.insert(id.clone(), BackendEntry { spec: b.clone(), compiled });
             } else {
@@ -573,6 +588,7 @@ fn compile_frontend(
         trust_forward_header: f.settings.trust_forward_header,
         hostname,
         max_body_bytes: (f.settings.limits.max_body_bytes > 0).then_some(f.settings.limits.max_body_bytes),
+        failover: f.failover.as_ref().map(|c| crate::upstream::failover::Failover::new(id, c.clone())),
         chain: middleware_state.compile(id, &f.middlewares),
         sticky,
         shadow,

@@ -36,6 +36,8 @@ pub struct Status {
     /// Values in force with a part Ficus does not act on yet.
     pub unsupported: Vec<ConfigError>,
     pub draining: Vec<DrainingServer>,
+    /// Every server's health (active checks, passive ejection), read when asked.
+    pub servers: Vec<crate::upstream::ServerHealth>,
 }
 
 /// One middleware of a frontend's chain, as `/status` lists it.
@@ -47,6 +49,9 @@ pub struct ChainEntry {
     pub priority: i32,
     /// False for a type Ficus decodes but does not act on yet (it is also listed under `unsupported`).
     pub enforced: bool,
+    /// A circuit breaker's state (`standby`, `tripped`, `recovering`), read when `/status` is served.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state: Option<crate::middleware::BreakerView>,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -69,6 +74,7 @@ impl StatusBoard {
     pub fn snapshot(&self, registry: &Registry) -> Status {
         let mut s = self.inner.lock().unwrap_or_else(|p| p.into_inner()).clone();
         s.draining = registry.draining();
+        s.servers = registry.health();
         s
     }
 
@@ -215,7 +221,9 @@ impl Reloader {
             .iter()
             .filter(|(_, f)| !f.middlewares.is_empty())
             .map(|(id, f)| {
+                let breakers = self.compiler.middleware_state();
                 let chain = f.middlewares.iter().map(|m| ChainEntry {
+                    state: breakers.breaker(id, m).map(crate::middleware::BreakerView),
                     id: m.id.clone(),
                     kind: m.kind.clone(),
                     priority: m.priority,

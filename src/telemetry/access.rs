@@ -225,8 +225,9 @@ impl std::io::Write for ReopeningFile {
 }
 
 /// `YYYY-MM-DDTHH:MM:SS` (UTC) of a Unix time, by the days-to-civil-date conversion of the proleptic Gregorian
-/// calendar (eras of 400 years, years starting in March so the leap day comes last).
-fn civil_time(unix: u64, out: &mut String) {
+/// calendar (eras of 400 years, years starting in March so the leap day comes last). Also the trace
+/// middleware's syslog timestamp.
+pub fn civil_time(unix: u64, out: &mut String) {
     let days = (unix / 86_400) as i64;
     let secs = unix % 86_400;
     let z = days + 719_468;

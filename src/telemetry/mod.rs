@@ -34,6 +34,19 @@ pub const BUILD_INFO: &str = "ficus_build_info";
 pub const MIDDLEWARE_REJECTED_TOTAL: &str = "ficus_middleware_rejected_total";
 /// Shadow copies by frontend and result (equal, different, dropped, error, skipped).
 pub const SHADOW_TOTAL: &str = "ficus_shadow_total";
+/// A server's health by `backend` and `server`: 1 takes requests, 0 failing its checks or ejected.
+pub const UPSTREAM_HEALTH: &str = "ficus_upstream_health";
+/// Passive ejections by `backend` and `server`.
+pub const EJECTIONS_TOTAL: &str = "ficus_upstream_ejections_total";
+/// Active health checks by `backend`, `server` and `result` (`pass`, `fail`).
+pub const HEALTH_CHECKS_TOTAL: &str = "ficus_health_checks_total";
+/// Failover decisions by `frontend` and `outcome`: `retried` (sent again), `budget` (refused by the retry
+/// budget), `not_replayable` (the body could not be sent again).
+pub const RETRIES_TOTAL: &str = "ficus_retries_total";
+/// A frontend's circuit breaker state, by `frontend`: 0 standby, 1 tripped, 2 recovering.
+pub const CIRCUIT_STATE: &str = "ficus_circuit_state";
+/// Trace records dropped (the sender's queue was full or the socket refused them), by `frontend`.
+pub const TRACE_DROPPED_TOTAL: &str = "ficus_trace_dropped_total";
 
 /// The `frontend` label of requests that matched no frontend (404, or 400 before matching); no frontend id
 /// can take this value (ids have no parentheses).

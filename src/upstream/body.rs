@@ -19,8 +19,11 @@ pub enum RequestBodyError {
 
 /// The client's request body on its way upstream, cut off with an error past `Limits.MaxBodyBytes`.
 pub struct RequestBody {
-    /// `None` for the empty body of a request sent again (see [`super::pool::Replay`]).
+    /// `None` for the empty body of a request sent again (see [`super::pool::Replay`]), and for a body kept
+    /// whole so failover can send it again (`kept`).
     inner: Option<Incoming>,
+    /// A body read whole before the first attempt, sent as one frame.
+    kept: Option<Bytes>,
     /// Bytes still allowed; `None` means no limit.
     remaining: Option<u64>,
     limit: u64,
@@ -28,13 +31,18 @@ pub struct RequestBody {
 
 impl RequestBody {
     pub fn new(inner: Incoming, limit: Option<u64>) -> Self {
-        RequestBody { inner: Some(inner), remaining: limit, limit: limit.unwrap_or(0) }
+        RequestBody { inner: Some(inner), kept: None, remaining: limit, limit: limit.unwrap_or(0) }
+    }
+
+    /// A body already read whole (so it can be sent more than once).
+    pub fn kept(body: Bytes) -> Self {
+        RequestBody { inner: None, kept: (!body.is_empty()).then_some(body), remaining: None, limit: 0 }
     }
 }
 
 impl super::pool::Replay for RequestBody {
     fn empty() -> Self {
-        RequestBody { inner: None, remaining: None, limit: 0 }
+        RequestBody { inner: None, kept: None, remaining: None, limit: 0 }
     }
 }
 
@@ -44,7 +52,7 @@ impl Body for RequestBody {
 
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let this = self.get_mut();
-        let Some(inner) = this.inner.as_mut() else { return Poll::Ready(None) };
+        let Some(inner) = this.inner.as_mut() else { return Poll::Ready(this.kept.take().map(|b| Ok(Frame::data(b)))) };
         match Pin::new(inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
                 if let (Some(remaining), Some(data)) = (this.remaining.as_mut(), frame.data_ref()) {
@@ -65,11 +73,12 @@ impl Body for RequestBody {
     fn is_end_stream(&self) -> bool {
         match &self.inner {
             Some(inner) => inner.is_end_stream(),
-            None => true,
+            None => self.kept.is_none(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.as_ref().map_or_else(|| SizeHint::with_exact(0), Body::size_hint)
+        let kept = || SizeHint::with_exact(self.kept.as_ref().map_or(0, |b| b.len() as u64));
+        self.inner.as_ref().map_or_else(kept, Body::size_hint)
     }
 }

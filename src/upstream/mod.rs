@@ -6,7 +6,7 @@
 //! table they loaded, and when the last one finishes its pool (and every idle connection in it) is closed.
 //! Until then it is listed as draining.
 
-use crate::model::{UpstreamSettings, UpstreamTls, ValidatedServer};
+use crate::model::{HealthCheck, UpstreamSettings, UpstreamTls, ValidatedServer};
 use http::uri::{Authority, Scheme};
 use http::HeaderValue;
 use std::collections::HashMap;
@@ -14,6 +14,8 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
 mod body;
+pub mod failover;
+pub mod health;
 pub mod pool;
 
 pub use body::{RequestBody, RequestBodyError};
@@ -31,6 +33,8 @@ pub struct Server {
     /// The TLS it was built with (https servers), kept so the registry can find it again.
     tls: Option<UpstreamTls>,
     pub pool: pool::Pool<RequestBody>,
+    /// Active checks and passive ejection; read by the pick phase.
+    pub health: health::Health,
     inflight: AtomicUsize,
     served: AtomicU64,
     /// Set when the server's drain deadline passed: whatever still runs on it is cut.
@@ -54,6 +58,7 @@ impl Server {
             settings,
             tls: tls.cloned(),
             pool,
+            health: health::Health::default(),
             inflight: AtomicUsize::new(0),
             served: AtomicU64::new(0),
             aborted: std::sync::atomic::AtomicBool::new(false),
@@ -172,6 +177,34 @@ pub struct Registry {
 struct RegistryInner {
     servers: HashMap<ServerKey, Arc<Server>>,
     draining: Vec<Weak<Server>>,
+    /// The active checker of each checked server, by the server's address: one per server, however many
+    /// frontends use its backend.
+    checkers: HashMap<usize, Checker>,
+}
+
+struct Checker {
+    check: Arc<HealthCheck>,
+    task: tokio::task::AbortHandle,
+}
+
+impl Drop for Checker {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// What `/status` and the metrics show about a server's health.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ServerHealth {
+    pub backend: String,
+    pub server: String,
+    pub url: String,
+    pub state: health::State,
+    /// Active checks run for it.
+    pub checked: bool,
+    pub ejections: u64,
+    pub checks_passed: u64,
+    pub checks_failed: u64,
 }
 
 impl Registry {
@@ -215,11 +248,59 @@ impl Registry {
             };
             if inner.servers.get(&key).is_some_and(|s| Arc::ptr_eq(s, &server)) {
                 inner.servers.remove(&key);
+                inner.checkers.remove(&(Arc::as_ptr(&server) as usize));
                 inner.draining.push(Arc::downgrade(&server));
                 arm_drain_deadline(&server);
             }
         }
         inner.draining.retain(|w| w.strong_count() > 0);
+    }
+
+    /// Starts, changes or stops the active checks of `server` (a server of the table being compiled). Its health
+    /// stays whatever the checks said so far; a checker whose settings did not change keeps running.
+    pub fn health_check(&self, server: &Arc<Server>, check: Option<&Arc<HealthCheck>>) {
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let at = Arc::as_ptr(server) as usize;
+        match check {
+            None => {
+                if inner.checkers.remove(&at).is_some() {
+                    health::unchecked(server);
+                }
+            }
+            Some(check) => {
+                if inner.checkers.get(&at).is_some_and(|c| c.check == *check) {
+                    return;
+                }
+                if let Some(task) = health::spawn_checker(server, check.clone()) {
+                    inner.checkers.insert(at, Checker { check: check.clone(), task });
+                }
+            }
+        }
+    }
+
+    /// The health of every server in the config.
+    pub fn health(&self) -> Vec<ServerHealth> {
+        let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let now = health::millis(std::time::Instant::now());
+        let mut out: Vec<ServerHealth> = inner
+            .servers
+            .values()
+            .map(|s| {
+                let (passed, failed) = s.health.checks();
+                ServerHealth {
+                    backend: s.backend.to_string(),
+                    server: s.id.to_string(),
+                    url: s.url.clone(),
+                    state: s.health.state(now),
+                    checked: inner.checkers.contains_key(&(Arc::as_ptr(s) as usize)),
+                    ejections: s.health.ejections(),
+                    checks_passed: passed,
+                    checks_failed: failed,
+                }
+            })
+            .collect();
+        out.sort_by(|a, b| (&a.backend, &a.server).cmp(&(&b.backend, &b.server)));
+        out
     }
 
     pub fn draining(&self) -> Vec<DrainingServer> {

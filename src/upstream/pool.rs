@@ -170,7 +170,7 @@ enum Dialed<B> {
 }
 
 /// A byte stream to a server, plain or TLS: one handshake function serves both.
-trait Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static {}
+pub trait Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static {}
 impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static> Stream for T {}
 
 struct Idle<B> {
@@ -289,6 +289,11 @@ where
         }
     }
 
+    /// A connection of its own to the server (TLS included), for a health check's HTTP/1.1 exchange.
+    pub async fn open_h1(&self) -> Result<Box<dyn Stream>, PoolError> {
+        self.inner.open_h1().await
+    }
+
     /// Takes back a connection whose response was read to its end.
     pub fn put(&self, conn: Conn<B>) {
         let Conn { tx: Some(tx) } = conn else { return };
@@ -395,6 +400,27 @@ where
     /// A new connection: TCP, then TLS for `https://` servers, then HTTP/1.1 or HTTP/2 as ALPN or the
     /// backend's `HTTP2` decides. `h1_only` for upgrades.
     async fn dial(&self, h1_only: bool) -> Result<Dialed<B>, PoolError> {
+        let stream = self.tcp().await?;
+        let Some(tls) = &self.tls else {
+            // Plain connections keep their concrete type: no dynamic dispatch on every read and write.
+            return self.handshake(stream, self.http2 == Http2::PriorKnowledge && !h1_only).await;
+        };
+        let stream = self.tls(tls, stream, h1_only).await?;
+        let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+        self.handshake(stream, h2).await
+    }
+
+    /// A byte stream to the server outside the pool, TLS included (HTTP/1.1 by ALPN): for health checks,
+    /// which must reach a server the way requests do.
+    async fn open_h1(&self) -> Result<Box<dyn Stream>, PoolError> {
+        let stream = self.tcp().await?;
+        match &self.tls {
+            None => Ok(Box::new(stream)),
+            Some(tls) => Ok(Box::new(self.tls(tls, stream, true).await?)),
+        }
+    }
+
+    async fn tcp(&self) -> Result<TcpStream, PoolError> {
         let timeout = self.dial_timeout;
         let stream = match tokio::time::timeout(timeout, self.connect()).await {
             Ok(Ok(s)) => s,
@@ -404,20 +430,22 @@ where
         let _ = stream.set_nodelay(true);
         let keepalive = socket2::TcpKeepalive::new().with_time(self.keep_alive);
         let _ = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive);
-        let Some(tls) = &self.tls else {
-            // Plain connections keep their concrete type: no dynamic dispatch on every read and write.
-            return self.handshake(stream, self.http2 == Http2::PriorKnowledge && !h1_only).await;
-        };
+        Ok(stream)
+    }
+
+    async fn tls(
+        &self,
+        tls: &Tls,
+        stream: TcpStream,
+        h1_only: bool,
+    ) -> Result<tokio_rustls::client::TlsStream<TcpStream>, PoolError> {
         let connector = if h1_only { &tls.h1_connector } else { &tls.connector };
         let target = || self.target.to_string();
-        let stream =
-            match tokio::time::timeout(tls.handshake_timeout, connector.connect(tls.name.clone(), stream)).await {
-                Ok(Ok(s)) => s,
-                Ok(Err(source)) => return Err(PoolError::Tls { target: target(), source }),
-                Err(_) => return Err(PoolError::TlsTimeout { target: target(), after: tls.handshake_timeout }),
-            };
-        let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
-        self.handshake(stream, h2).await
+        match tokio::time::timeout(tls.handshake_timeout, connector.connect(tls.name.clone(), stream)).await {
+            Ok(Ok(s)) => Ok(s),
+            Ok(Err(source)) => Err(PoolError::Tls { target: target(), source }),
+            Err(_) => Err(PoolError::TlsTimeout { target: target(), after: tls.handshake_timeout }),
+        }
     }
 
     async fn handshake<S: Stream>(&self, stream: S, h2: bool) -> Result<Dialed<B>, PoolError> {

@@ -60,7 +60,11 @@ async fn readme_etcdctl_commands_run_verbatim() {
     assert_eq!(status["chains"]["gtin"][0]["id"], "per-client", "{status}");
     let legacy: Vec<&str> =
         status["chains"]["legacy"].as_array().into_iter().flatten().filter_map(|m| m["id"].as_str()).collect();
-    assert_eq!(legacy, ["moved", "cl"], "{status}");
+    assert_eq!(legacy, ["moved", "cl", "trace", "tmpl"], "{status}");
+    let gtin: Vec<&str> =
+        status["chains"]["gtin"].as_array().into_iter().flatten().filter_map(|m| m["id"].as_str()).collect();
+    assert_eq!(gtin, ["per-client", "cb"], "{status}");
+    assert_eq!(status["chains"]["gtin"][1]["state"], "standby", "{status}");
     let c = http1_client();
     let (parts, _) =
         request_full(&c, http::Request::get(ficus.url("/catalog/42")).body(Default::default()).unwrap()).await;

@@ -60,6 +60,7 @@ struct Seen {
     version: String,
     client_cert: bool,
     authority: String,
+    path: String,
 }
 
 /// A real TLS server (HTTP/1.1 and HTTP/2 by ALPN, or h2c when `tls` is off) that answers every request with
@@ -163,6 +164,7 @@ async fn answer(
     record: Arc<Mutex<Vec<Seen>>>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     seen.version = format!("{:?}", req.version());
+    seen.path = req.uri().path().to_string();
     if req.headers().contains_key("upgrade") {
         // An echo tunnel: whatever comes in after the 101 goes back out.
         let upgrade = hyper::upgrade::on(&mut req);
@@ -434,4 +436,37 @@ async fn grpc_passes_with_trailers_over_h2c_and_over_tls() {
     grpc_call(format!("127.0.0.1:{}", ficus.addr.port()), vec!["plain.test".to_string()]).await;
     let tls_args = vec!["secure.test".to_string(), "--tls".to_string(), file("ca.pem", &ca.pem())];
     grpc_call(format!("127.0.0.1:{}", ficus.tls_addr.expect("tls listener").port()), tls_args).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_checks_reach_https_servers_with_the_backends_tls() {
+    let ca = Ca::new();
+    let (cert, key) = ca.leaf(&["backend.internal"], false);
+    let server =
+        UpstreamServer::start(Some(ServerTls { cert, key, alpn: vec![b"h2", b"http/1.1"], client_ca: None })).await;
+    let routes = Routes::new();
+    let settings = serde_json::json!({"TLS":{"CA":ca.pem(),"ServerName":"backend.internal"},
+        "HealthCheck":{"Path":"/healthz","Interval":"100ms","Timeout":"100ms"}});
+    backend(&routes, settings, &format!("https://{}", server.addr));
+    let ficus = Ficus::start(routes.path()).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let checked =
+            server.seen.lock().expect("seen").iter().any(|s| {
+                s.path == "/healthz" && s.sni.as_deref() == Some("backend.internal") && s.version == "HTTP/1.1"
+            });
+        if checked {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no health check arrived over TLS: {}", ficus.log_text());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Counted once the answer is read, a moment after the server saw the request.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while ficus.metric("ficus_health_checks_total").await < 1.0 {
+        assert!(Instant::now() < deadline, "no health check counted");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let status = ficus.status().await;
+    assert!(!status.to_string().contains("unhealthy"), "{status}");
 }

@@ -1,0 +1,181 @@
+//! A frontend's failover as the send phase runs it: the bound `FailoverPredicate` evaluated against the
+//! attempt that just ended ([`Attempt`]), the bound on attempts, and the retry budget that keeps a failing
+//! backend from multiplying its own load. Compiled with the frontend (`table::Compiler`); the proxy's send
+//! phase (`proxy::failover`) asks it after every attempt.
+//!
+//! The budget is Envoy's idea in a lock-free form: every request puts `Percent`/100 of a token in, every retry
+//! takes one whole token out, and the tokens saved are capped, so retries stay within `Percent` of requests
+//! plus a small burst. A floor of `MinPerSecond` retries lets a quiet frontend retry at all. Its state
+//! belongs to the compiled frontend, so a change to the frontend (or its backends) starts it afresh.
+
+use crate::model::{FailoverConfig, FailoverFn};
+use crate::predicate::{Env, Literal, Value};
+use metrics::Counter;
+use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+
+/// One token, in the budget's fixed-point units (a request deposits `percent * 10` of them).
+const TOKEN: i64 = 1000;
+/// Tokens saved up at most: the burst of retries a long calm allows.
+const SAVED_TOKENS: i64 = 10;
+
+/// The largest request body kept in memory so the request can be sent again; a larger (or streamed) body
+/// goes out once, and a failed attempt with it is answered as it is.
+pub const REPLAY_BODY_LIMIT: u64 = 64 * 1024;
+
+/// What the predicate is asked about: the attempt that just ended.
+pub struct Attempt<'a> {
+    pub attempts: u32,
+    pub network_error: bool,
+    pub method: &'a str,
+    /// 0 when no answer came.
+    pub code: u16,
+}
+
+impl Env<FailoverFn> for Attempt<'_> {
+    fn call<'a>(&'a self, func: FailoverFn, _args: &'a [Literal]) -> Value<'a> {
+        match func {
+            FailoverFn::IsNetworkError => Value::Bool(self.network_error),
+            FailoverFn::Attempts => Value::Int(i64::from(self.attempts)),
+            FailoverFn::RequestMethod => Value::Str(self.method),
+            FailoverFn::ResponseCode => Value::Int(i64::from(self.code)),
+        }
+    }
+}
+
+/// Why a retry the predicate asked for did not happen (or that it did), as `ficus_retries_total` counts it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// The predicate does not ask for one, or the attempts are used up.
+    Done,
+    Retry,
+    /// The predicate asked, the budget refused.
+    BudgetExhausted,
+    /// The predicate asked, but the request's body was not kept.
+    NotReplayable,
+}
+
+pub struct Failover {
+    config: Arc<FailoverConfig>,
+    credit: AtomicI64,
+    /// The second (on the health clock) the floor counts in, and the retries it allowed in it.
+    floor_second: AtomicU64,
+    floor_used: AtomicU32,
+    retried: Counter,
+    budget: Counter,
+    not_replayable: Counter,
+}
+
+impl std::fmt::Debug for Failover {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Failover").field("predicate", &self.config.predicate.text()).finish_non_exhaustive()
+    }
+}
+
+impl Failover {
+    pub fn new(frontend: &str, config: Arc<FailoverConfig>) -> Self {
+        let counter = |outcome: &'static str| metrics::counter!(crate::telemetry::RETRIES_TOTAL, "frontend" => frontend.to_string(), "outcome" => outcome);
+        Failover {
+            config,
+            // A fresh frontend may retry a little at once.
+            credit: AtomicI64::new(SAVED_TOKENS * TOKEN),
+            floor_second: AtomicU64::new(0),
+            floor_used: AtomicU32::new(0),
+            retried: counter("retried"),
+            budget: counter("budget_exhausted"),
+            not_replayable: counter("not_replayable"),
+        }
+    }
+
+    pub fn config(&self) -> &FailoverConfig {
+        &self.config
+    }
+
+    /// A request came in: its share of a retry goes into the budget. Costs one load once the budget is full.
+    #[inline]
+    pub fn deposit(&self) {
+        if self.credit.load(Relaxed) < SAVED_TOKENS * TOKEN {
+            self.credit.fetch_add(i64::from(self.config.budget_percent) * TOKEN / 100, Relaxed);
+        }
+    }
+
+    /// Whether the attempt that just ended is followed by another. `replayable`: the request can be sent again.
+    /// `now` is on the health clock (milliseconds). Counts the decision when the predicate asked for a retry.
+    pub fn decide(&self, attempt: &Attempt<'_>, replayable: bool, now: u64) -> Decision {
+        if attempt.attempts >= self.config.max_attempts || !self.config.predicate.eval(attempt) {
+            return Decision::Done;
+        }
+        if !replayable {
+            self.not_replayable.increment(1);
+            return Decision::NotReplayable;
+        }
+        if !self.withdraw(now) {
+            self.budget.increment(1);
+            return Decision::BudgetExhausted;
+        }
+        self.retried.increment(1);
+        Decision::Retry
+    }
+
+    fn withdraw(&self, now: u64) -> bool {
+        let taken = self.credit.fetch_update(Relaxed, Relaxed, |c| (c >= TOKEN).then_some(c - TOKEN)).is_ok();
+        if taken {
+            return true;
+        }
+        let second = now / 1000;
+        if self.floor_second.load(Relaxed) != second && self.floor_second.swap(second, Relaxed) != second {
+            self.floor_used.store(0, Relaxed);
+        }
+        self.floor_used.fetch_add(1, Relaxed) < self.config.budget_min_per_second
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn failover(predicate: &str, percent: u32, floor: u32) -> Failover {
+        let key = crate::model::Key::parse("frontends/f/frontend").expect("key");
+        let budget = crate::model::RetryBudgetSpec { percent: Some(percent), min_per_second: Some(floor) };
+        let config = crate::model::failover::check(&key, predicate, Some(&budget)).expect("valid").expect("some");
+        Failover::new("f", Arc::new(config))
+    }
+
+    fn attempt(attempts: u32, code: u16) -> Attempt<'static> {
+        Attempt { attempts, network_error: code == 0, method: "GET", code }
+    }
+
+    #[test]
+    fn the_predicate_and_the_attempt_bound_decide() {
+        let f = failover("IsNetworkError() || ResponseCode() == 503", 100, 0);
+        assert_eq!(f.decide(&attempt(1, 0), true, 1), Decision::Retry);
+        assert_eq!(f.decide(&attempt(1, 503), true, 1), Decision::Retry);
+        assert_eq!(f.decide(&attempt(1, 500), true, 1), Decision::Done);
+        // No Attempts() in the predicate: one retry at most.
+        assert_eq!(f.decide(&attempt(2, 0), true, 1), Decision::Done);
+        assert_eq!(f.decide(&attempt(1, 0), false, 1), Decision::NotReplayable);
+        let f = failover("IsNetworkError() && Attempts() <= 3", 100, 0);
+        assert_eq!(f.decide(&attempt(3, 0), true, 1), Decision::Retry);
+        assert_eq!(f.decide(&attempt(4, 0), true, 1), Decision::Done);
+        let f = failover("IsNetworkError() && RequestMethod() == \"POST\"", 100, 0);
+        assert_eq!(f.decide(&attempt(1, 0), true, 1), Decision::Done);
+    }
+
+    #[test]
+    fn retries_stay_within_the_budget_plus_the_floor() {
+        let f = failover("ResponseCode() == 503", 20, 3);
+        let mut retries = 0;
+        // 1000 requests in one second, each failing with 503.
+        for _ in 0..1000 {
+            f.deposit();
+            if f.decide(&attempt(1, 503), true, 5_000) == Decision::Retry {
+                retries += 1;
+            }
+        }
+        // 20% of 1000, the saved burst, and the floor of 3 for that second.
+        assert!((200..=200 + SAVED_TOKENS as usize + 3).contains(&retries), "{retries}");
+        // A new second: the floor allows 3 more with no credit left.
+        let more = (0..10).filter(|_| f.decide(&attempt(1, 503), true, 6_000) == Decision::Retry).count();
+        assert_eq!(more, 3);
+    }
+}
