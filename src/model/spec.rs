@@ -17,6 +17,20 @@ pub struct BackendSpec {
     pub kind: String,
     #[serde(default)]
     pub settings: BackendSettings,
+    /// Ficus: which side of the strangling this backend is on (`"legacy"` or `"new"`). Only the dashboard
+    /// reads it, to show how much traffic has moved off the legacy app; routing ignores it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<Role>,
+}
+
+/// A backend's side in a strangler migration (`"Role"` on the backend).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// The application being strangled.
+    Legacy,
+    /// A service that took routes over from it.
+    New,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize)]

@@ -182,7 +182,7 @@ impl Engine {
                     });
                 self.validated.backends.insert(
                     id.to_string(),
-                    ValidatedBackend { id: id.to_string(), settings, tls, health, servers: list },
+                    ValidatedBackend { id: id.to_string(), settings, tls, health, servers: list, role: b.role },
                 );
             }
             _ => {

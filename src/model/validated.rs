@@ -33,6 +33,9 @@ pub struct ValidatedBackend {
     /// the servers' pools.
     pub health: super::BackendHealth,
     pub servers: Vec<ValidatedServer>,
+    /// `Role`, when the backend says which side of the migration it is on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub role: Option<super::Role>,
 }
 
 /// Backend settings with defaults filled in.

@@ -577,7 +577,7 @@ fn compile_frontend(
         let backend = backends.get(spec.backend.as_str())?.compiled.clone();
         Some(ShadowRoute { state: shadows.compile(id, spec), backend })
     });
-    let server_counts: Vec<usize> = split.iter().map(|(b, _)| b.servers.items().len()).collect();
+    let server_counts: Vec<(&str, usize)> = split.iter().map(|(b, _)| (&*b.id, b.servers.items().len())).collect();
     let hostname =
         (!f.settings.hostname.is_empty()).then(|| HeaderValue::from_str(&f.settings.hostname).ok()).flatten();
     Arc::new(Frontend {

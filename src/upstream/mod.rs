@@ -256,6 +256,13 @@ impl Registry {
         inner.draining.retain(|w| w.strong_count() > 0);
     }
 
+    /// Visits every server the tables use (draining ones are in [`Registry::draining`]), for read-only views
+    /// such as the dashboard's in-flight counts.
+    pub fn for_each_server(&self, mut f: impl FnMut(&Server)) {
+        let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        inner.servers.values().for_each(|s| f(s));
+    }
+
     /// Starts, changes or stops the active checks of `server` (a server of the table being compiled). Its health
     /// stays whatever the checks said so far; a checker whose settings did not change keeps running.
     pub fn health_check(&self, server: &Arc<Server>, check: Option<&Arc<HealthCheck>>) {

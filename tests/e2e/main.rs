@@ -9,6 +9,7 @@ mod common;
 
 mod canary;
 mod compose;
+mod dashboard;
 mod etcd_auth;
 mod etcd_cluster;
 mod etcd_faults;
