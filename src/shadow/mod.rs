@@ -233,10 +233,7 @@ impl Shadow {
         if !self.methods.contains(req.method()) || req.headers().contains_key(header::UPGRADE) {
             return None;
         }
-        // Exact over every 100 selected requests and spread out, as the balancer's sequences are.
-        let n = self.selected.fetch_add(1, Ordering::Relaxed);
-        let p = u64::from(self.inner.spec.percent);
-        if (n + 1) * p / 100 == n * p / 100 {
+        if !chosen(self.selected.fetch_add(1, Ordering::Relaxed), self.inner.spec.percent) {
             return None;
         }
         if !req.body().is_end_stream() {
@@ -287,6 +284,13 @@ impl Shadow {
             }
         }
     }
+}
+
+/// Whether the `n`-th request with a listed method is copied at `percent`: exactly `percent` of every 100
+/// consecutive ones, spread out rather than bunched (as the balancer's sequences are).
+fn chosen(n: u64, percent: u32) -> bool {
+    let p = u64::from(percent);
+    (n + 1) * p / 100 != n * p / 100
 }
 
 /// The worker: takes copies off the queue, at most [`IN_FLIGHT`] at once, until the frontend's state is gone
@@ -593,5 +597,23 @@ impl Side {
         });
         let headers = a.headers.iter().filter_map(|(n, v)| Some((n.clone(), v.clone()?))).collect();
         Side { status: a.status, headers, body }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::chosen;
+
+    #[test]
+    fn the_percentage_is_exact_over_every_100_requests_and_spread_out() {
+        for percent in 0..=100u32 {
+            let picks: Vec<bool> = (0..1000).map(|n| chosen(n, percent)).collect();
+            for window in picks.windows(100) {
+                assert_eq!(window.iter().filter(|p| **p).count(), percent as usize, "{percent}%");
+            }
+            if (1..=50).contains(&percent) {
+                assert!(picks.windows(2).all(|w| !(w[0] && w[1])), "{percent}%: two copies in a row");
+            }
+        }
     }
 }
