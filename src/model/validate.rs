@@ -226,12 +226,22 @@ impl Engine {
                     None => frontend(&key, id, spec).map(Arc::new),
                 };
                 let backends = &self.validated.backends;
-                let missing = |f: &ValidatedFrontend| -> Option<String> {
-                    f.backends.iter().map(|(b, _)| b).find(|b| !backends.contains_key(*b)).cloned()
+                // The backend named and the field naming it: the split's, then the shadow's.
+                let missing = |f: &ValidatedFrontend| -> Option<(&'static str, String)> {
+                    let split = f.backends.iter().map(|(b, _)| ("BackendId", b));
+                    let shadow = f.shadow.iter().map(|s| ("Shadow.BackendId", &s.backend));
+                    split.chain(shadow).find(|(_, b)| !backends.contains_key(*b)).map(|(field, b)| (field, b.clone()))
+                };
+                let named = |f: &ValidatedFrontend| -> Vec<String> {
+                    f.backends
+                        .iter()
+                        .map(|(b, _)| b.clone())
+                        .chain(f.shadow.iter().map(|s| s.backend.clone()))
+                        .collect()
                 };
                 match current {
                     Ok(f) => {
-                        uses.extend(f.backends.iter().map(|(b, _)| b.clone()));
+                        uses.extend(named(&f));
                         match missing(&f) {
                             None => {
                                 if self.good_frontends.get(id) != Some(spec) {
@@ -239,10 +249,10 @@ impl Engine {
                                 }
                                 Some(f)
                             }
-                            Some(b) => {
+                            Some((field, b)) => {
                                 let good = self.good_frontends.get(id).and_then(|g| frontend(&key, id, g).ok());
                                 if let Some(g) = &good {
-                                    uses.extend(g.backends.iter().map(|(b, _)| b.clone()));
+                                    uses.extend(named(g));
                                 }
                                 let fallback = good.filter(|vf| missing(vf).is_none()).map(Arc::new);
                                 let what = if fallback.is_some() {
@@ -252,7 +262,7 @@ impl Engine {
                                 };
                                 p.errors.push(ConfigError::new(
                                     &key,
-                                    Some("BackendId"),
+                                    Some(field),
                                     format!("backend `{b}` is not defined{what}"),
                                 ));
                                 fallback
