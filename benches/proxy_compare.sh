@@ -55,7 +55,7 @@ CONF
 cat > "$work/haproxy.cfg" <<CONF
 global
   nbthread 1
-  maxconn 10000
+  maxconn 4096
 defaults
   mode http
   timeout connect 5s
