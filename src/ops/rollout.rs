@@ -362,7 +362,15 @@ pub async fn rollout(
     let guard = Guard { frontend: stored.mod_revision, state: previous.map_or(0, |s| s.mod_revision) };
     let http = AdminClient::new(spec.admin_token.clone());
     let mut run = Run { settings, client, spec, state, guard, http };
-    run.steps(first, out).await
+    match run.steps(first, out).await {
+        // etcd failed between writes (a read of the keys, or the state after a step): nothing more is written.
+        Err(OpsError::Etcd(e)) => Err(OpsError::Stopped(format!(
+            "etcd failed, the rollout stopped: {e}; {rel} keeps the weights last written ({} at {}%); run the same \
+             command to continue",
+            spec.to, run.state.percent
+        ))),
+        other => other,
+    }
 }
 
 fn phase_name(p: Phase) -> &'static str {

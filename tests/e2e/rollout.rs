@@ -102,12 +102,12 @@ impl World {
         format!("http://{}", self.ficus.admin)
     }
 
-    /// `ficus canary gtin --to gtin` with 1 s steps, its stdout read line by line.
+    /// `ficus canary gtin --to gtin`, its stdout read line by line.
     fn rollout(&self, steps: &str, interval: &str) -> Running {
         let mut child = Command::new(env!("CARGO_BIN_EXE_ficus"))
             .args(["canary", "gtin", "--to", "gtin", "--steps", steps, "--interval", interval])
             .args(["--max-error-rate", "1%", "--max-p99", "2s", "--min-requests", "5"])
-            .args(["--admin", &self.admin(), "--etcd", &self.etcd.endpoint()])
+            .args(["--admin", &self.admin(), "--etcd", &self.etcd.endpoint(), "--etcd-timeout", "1s"])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -274,5 +274,22 @@ async fn an_operators_write_pauses_the_rollout_and_abort_rolls_it_back() {
     let (code, _, err) = w.ficus_cmd(&["rollout", "abort", "gtin"]);
     assert_eq!(code, 1);
     assert!(err.contains("the rollout of gtin is aborted: nothing to abort"), "{err}");
+    w.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_etcd_that_fails_stops_the_rollout_with_the_weights_it_last_wrote() {
+    let mut w = World::start().await;
+    let mut run = w.rollout("5,25,50,100", "30s");
+    run.until("step 1/4 (5%): legacy 95%, gtin 5% written").await;
+    w.etcd.kill();
+    let (code, out, err) = run.finish().await;
+    assert_eq!(code, 1, "{out}");
+    assert!(err.contains("the rollout stopped"), "{err}");
+    assert!(err.contains("frontends/gtin/frontend keeps the weights last written (gtin at 5%)"), "{err}");
+    w.etcd.restart();
+    assert_eq!(w.weights(), (95, 5));
+    let (_, status, _) = w.ficus_cmd(&["rollout", "status", "gtin"]);
+    assert!(status.contains("running at 5%"), "{status}");
     w.stop().await;
 }
