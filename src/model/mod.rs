@@ -34,7 +34,7 @@ pub use middleware::{
 pub use spec::*;
 pub use state::{Change, ConfigState, Rejection};
 pub use trace::{SyslogTarget, TraceConfig};
-pub use upstream_tls::{Http2, UpstreamTls};
+pub use upstream_tls::{system_client_config, Http2, UpstreamTls};
 pub use validated::{
     Delta, Protocol, UpstreamSettings, ValidatedBackend, ValidatedConfig, ValidatedFrontend, ValidatedHost,
     ValidatedListener, ValidatedServer, Validation,

@@ -291,27 +291,15 @@ impl Engine {
             Some(mut f) => {
                 for m in &middlewares {
                     let mkey = Key::Middleware { frontend: id.to_string(), middleware: m.id.clone() };
-                    match &m.config {
-                        MiddlewareConfig::Unsupported => p.unsupported.push(ConfigError::new(
+                    if let MiddlewareConfig::Unsupported = &m.config {
+                        p.unsupported.push(ConfigError::new(
                             mkey,
                             Some("Type"),
                             format!(
                                 "middleware type `{}` is not supported yet; the frontend serves without it",
                                 m.kind
                             ),
-                        )),
-                        MiddlewareConfig::CircuitBreaker(c) => {
-                            for (name, hook) in [("OnTripped", &c.on_tripped), ("OnStandby", &c.on_standby)] {
-                                if hook.as_ref().is_some_and(|h| h.url.scheme_str() == Some("https")) {
-                                    p.unsupported.push(ConfigError::new(
-                                        &mkey,
-                                        Some(&format!("Middleware.{name}.URL")),
-                                        "https webhooks are not sent yet (http:// ones are); the breaker works without it",
-                                    ));
-                                }
-                            }
-                        }
-                        _ => {}
+                        ));
                     }
                 }
                 if !middlewares.is_empty() {
@@ -429,7 +417,7 @@ mod tests {
     }
 
     #[test]
-    fn orphans_and_unsupported_are_reported() {
+    fn orphans_are_reported_and_an_enforced_breaker_is_not_unsupported() {
         let mut s = base();
         put(&mut s, "backends/ghost/servers/s1", r#"{"URL":"http://127.0.0.1:1"}"#);
         put(
@@ -439,8 +427,7 @@ mod tests {
         );
         let v = s.validate();
         assert!(v.errors.iter().any(|e| e.key == "backends/ghost/servers/s1"));
-        let u = v.unsupported.iter().find(|e| e.key == "frontends/f1/middlewares/rl").expect("https webhook reported");
-        assert_eq!(u.field.as_deref(), Some("Middleware.OnTripped.URL"));
+        assert!(!v.unsupported.iter().any(|e| e.key == "frontends/f1/middlewares/rl"), "a breaker is enforced");
     }
 
     /// The incremental pass must agree with a pass that revisits everything, after every change of a long

@@ -160,6 +160,14 @@ async fn shadowing_the_legacy_catalog_with_the_gtin_service_reports_exactly_the_
         assert!(pair["shadow"]["body"].as_str().unwrap().contains(&code[1..]), "{pair:#}");
     }
     assert_eq!(ficus.metric("ficus_shadow_total{frontend=\"gtin\",result=\"different\"}").await, n as f64);
+    // The dashboard names the shadow and links its report.
+    let (_, data) = get(&c, &format!("http://{}/dashboard/data.json", ficus.admin)).await;
+    let data: serde_json::Value = serde_json::from_slice(&data).expect("dashboard JSON");
+    let row = data["frontends"]["items"].as_array().and_then(|a| a.iter().find(|f| f["id"] == "gtin")).cloned();
+    let row = row.unwrap_or_else(|| panic!("no gtin row: {data:#}"));
+    assert_eq!(row["shadow"], serde_json::json!({"backend":"gtin","percent":100,"report":"/shadow/gtin"}));
+    let (_, page) = get(&c, &format!("http://{}/dashboard/", ficus.admin)).await;
+    assert!(String::from_utf8_lossy(&page).contains(r#"<a href="/shadow/gtin">comparison report</a>"#));
 }
 
 /// A listener that accepts connections and never answers on them.
