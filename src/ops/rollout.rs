@@ -241,6 +241,15 @@ fn ms(d: Duration) -> String {
     format!("{:.1}ms", d.as_secs_f64() * 1e3)
 }
 
+/// An interval as an operator writes it: `60s`, or `1500ms` when it is not whole seconds.
+fn human(d: Duration) -> String {
+    if d.subsec_millis() == 0 {
+        format!("{}s", d.as_secs())
+    } else {
+        format!("{}ms", d.as_millis())
+    }
+}
+
 fn now_unix() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
@@ -481,7 +490,7 @@ impl Run<'_> {
                 Verdict::Healthy(why) => return Ok(Held::Healthy(why)),
                 Verdict::Breach(why) => return Ok(Held::Breach(why)),
                 Verdict::TooFew(why) => {
-                    out.line(&format!("{label}: {why}; holding another {}", ms(self.spec.interval)));
+                    out.line(&format!("{label}: {why}; holding another {}", human(self.spec.interval)));
                 }
             }
         }
@@ -700,14 +709,14 @@ pub async fn status(settings: &EtcdSettings, frontend: &str) -> Result<String, O
         format!("{rel}: changed since the rollout wrote it (mod revision {} -> {now})", st.frontend_revision)
     };
     Ok(format!(
-        "rollout of {frontend} to {}: {} at {}% (steps {}; interval {}ms)\n\
+        "rollout of {frontend} to {}: {} at {}% (steps {}; interval {})\n\
          limits: error rate {}, p99 {}ms, at least {} request(s) a step\n\
          split: {}\n{frontend_line}\nlast: {}\nupdated: {} (unix)",
         st.to,
         phase_name(st.phase),
         st.percent,
         steps.join(","),
-        st.interval_ms,
+        human(Duration::from_millis(st.interval_ms)),
         pct(st.max_error_rate),
         st.max_p99_ms,
         st.min_requests,

@@ -2,7 +2,8 @@
 //! steady traffic: a healthy canary reaches 100%; one that starts answering 500 at step 2 is rolled back to 0%
 //! at that step's judgement; a command killed mid-way continues from the stored step when run again; an
 //! operator's own write to the frontend pauses the rollout; `ficus rollout abort` rolls it back and stops a
-//! running command. Intervals are 1 s; every wait is bounded and every process is stopped.
+//! running command; too little traffic holds a step and says so; an etcd that fails stops the rollout with
+//! the weights it last wrote. Intervals are 1 s; every wait is bounded and every process is stopped.
 
 use crate::common;
 
@@ -70,7 +71,9 @@ struct World {
     ficus: Ficus,
     canary: Canary,
     _legacy: TestBackend,
-    traffic: Arc<AtomicBool>,
+    /// Whether the load sends requests now.
+    sending: Arc<AtomicBool>,
+    stopped: Arc<AtomicBool>,
     load: tokio::task::JoinHandle<()>,
 }
 
@@ -85,17 +88,20 @@ impl World {
         etcd.put("/vulcand/backends/gtin/servers/g1", &format!(r#"{{"URL":"http://{}"}}"#, canary.addr));
         etcd.put(FRONTEND, r#"{"Type":"http","BackendId":"legacy","Route":"PathPrefix(`/`)"}"#);
         let ficus = Ficus::start_etcd(&etcd.endpoint(), "/vulcand").await;
-        let traffic = Arc::new(AtomicBool::new(true));
-        let on = traffic.clone();
+        let sending = Arc::new(AtomicBool::new(true));
+        let stopped = Arc::new(AtomicBool::new(false));
+        let (on, stop) = (sending.clone(), stopped.clone());
         let url = ficus.url("/stores/1/gtins/1");
         let load = tokio::spawn(async move {
             let c = http1_client();
-            while on.load(Ordering::Relaxed) {
-                let _ = tokio::time::timeout(Duration::from_secs(2), get(&c, &url)).await;
+            while !stop.load(Ordering::Relaxed) {
+                if on.load(Ordering::Relaxed) {
+                    let _ = tokio::time::timeout(Duration::from_secs(2), get(&c, &url)).await;
+                }
                 tokio::time::sleep(Duration::from_millis(3)).await;
             }
         });
-        World { etcd, ficus, canary, _legacy: legacy, traffic, load }
+        World { etcd, ficus, canary, _legacy: legacy, sending, stopped, load }
     }
 
     fn admin(&self) -> String {
@@ -139,7 +145,7 @@ impl World {
     }
 
     async fn stop(self) {
-        self.traffic.store(false, Ordering::Relaxed);
+        self.stopped.store(true, Ordering::Relaxed);
         let _ = tokio::time::timeout(Duration::from_secs(5), self.load).await;
     }
 }
@@ -197,11 +203,34 @@ async fn a_healthy_canary_is_promoted_step_by_step_to_100_percent() {
     assert_eq!(w.weights(), (0, 100));
     let (code, status, _) = w.ficus_cmd(&["rollout", "status", "gtin"]);
     assert_eq!(code, 0);
-    assert!(status.contains("rollout of gtin to gtin: done at 100%"), "{status}");
+    assert!(status.contains("rollout of gtin to gtin: done at 100% (steps 5,25,50,100; interval 1s)"), "{status}");
     assert!(status.contains("as the rollout wrote it"), "{status}");
-    // The rollout's own key is not config: the gateway reports no refused key.
+    // The rollout's own key is not config: the gateway refuses no key, and export leaves it out.
     let s = w.ficus.status().await;
     assert_eq!(s["rejected"].as_array().map_or(0, |r| r.len()), 0, "{s}");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (code, out, err) = w.ficus_cmd(&["export", &dir.path().display().to_string()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(!out.contains("skipped"), "{out}");
+    assert!(!dir.path().join("ficus").exists());
+    assert!(dir.path().join("frontends/gtin/frontend.json").exists());
+    w.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn too_little_traffic_is_said_and_the_step_held_until_there_is_enough() {
+    let w = World::start().await;
+    w.sending.store(false, Ordering::Relaxed);
+    let mut run = w.rollout("50,100", "1s");
+    let line = run.until("too little to judge").await;
+    assert!(line.starts_with("step 1/2 (50%): 0 request(s) to gtin so far, fewer than --min-requests 5"), "{line}");
+    assert!(line.ends_with("holding another 1s"), "{line}");
+    assert_eq!(w.weights(), (50, 50), "held, not promoted");
+    w.sending.store(true, Ordering::Relaxed);
+    run.until("step 1/2 (50%): healthy").await;
+    let (code, out, err) = run.finish().await;
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert_eq!(w.weights(), (0, 100));
     w.stop().await;
 }
 
