@@ -7,10 +7,12 @@
 //! requests, and the worst instance's p99.
 //!
 //! The rollout's progress is state in etcd, not in this process: `<prefix>/ficus/rollouts/<frontend>` (a key the
-//! config sources skip, see `model::OWN_STATE_DIR`), written in the same transaction as each step's weights.
-//! Every write is guarded by the mod revisions of both keys as the rollout last saw them, so an operator's own
-//! write to the frontend pauses the rollout instead of being overwritten, `ficus rollout abort` stops a running
-//! command, and running the same command again after it was killed continues from the stored step.
+//! config sources skip, see `model::OWN_STATE_DIR`), written right after each step's weights. Every write is
+//! guarded by the mod revisions of both keys as the rollout last saw them, so an operator's own write to the
+//! frontend pauses the rollout instead of being overwritten, `ficus rollout abort` stops a running command,
+//! and running the same command again after it was killed continues from the stored step.
+//!
+//! `judge` holds the pure half (steps, weights, the judgement); `admin` reads an instance.
 
 mod admin;
 mod judge;
