@@ -43,6 +43,9 @@ pub(super) fn check_one(key: &Key, spec: &Spec) -> Result<(), ConfigError> {
     match spec {
         Spec::Backend(b) => {
             check_type(key, &b.kind)?;
+            if let Some(tls) = &b.settings.tls {
+                super::tls::check(key, tls)?;
+            }
             super::health::health(key, b.settings.health_check.as_ref(), b.settings.outlier.as_ref()).map(|_| ())
         }
         Spec::Server(s) => server(key, key_id, s).map(|_| ()),
@@ -65,8 +68,8 @@ pub(super) fn server(key: &Key, id: &str, s: &ServerSpec) -> Result<ValidatedSer
     let bad = |msg: String| ConfigError::new(key, Some("URL"), msg);
     let uri: http::Uri = s.url.parse().map_err(|e| bad(format!("`{}` is not a URL: {e}", s.url)))?;
     let scheme = uri.scheme().cloned().ok_or_else(|| bad(format!("`{}` has no scheme (http://host:port)", s.url)))?;
-    if scheme != Scheme::HTTP {
-        return Err(bad(format!("scheme `{scheme}` is not supported for servers (only http)")));
+    if scheme != Scheme::HTTP && scheme != Scheme::HTTPS {
+        return Err(bad(format!("scheme `{scheme}` is not supported for servers (http or https)")));
     }
     let authority = uri.authority().cloned().ok_or_else(|| bad(format!("`{}` has no host", s.url)))?;
     if authority.as_str().contains('@') {

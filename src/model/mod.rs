@@ -16,6 +16,7 @@ mod key;
 mod middleware;
 mod spec;
 mod state;
+mod tls;
 mod trace;
 mod validate;
 mod validated;
@@ -30,6 +31,7 @@ pub use middleware::{
 };
 pub use spec::*;
 pub use state::{Change, ConfigState, Rejection};
+pub use tls::{default_upstream_tls, UpstreamTls, UpstreamTlsSpec};
 pub use trace::{SyslogTarget, TraceConfig};
 pub use validated::{
     Delta, Protocol, UpstreamSettings, ValidatedBackend, ValidatedConfig, ValidatedFrontend, ValidatedHost,

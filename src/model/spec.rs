@@ -30,10 +30,9 @@ pub struct BackendSettings {
     /// requests; then they are cut and its connections closed. Default 30s.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub drain_timeout: Option<GoDuration>,
-    /// Vulcand's upstream TLS block. Accepted so existing trees decode; validation refuses it until upstream
-    /// TLS lands rather than ignoring it.
+    /// Vulcand's upstream TLS block for `https://` servers, with Ficus' `CA`, `Cert`, `Key` and `ServerName`.
     #[serde(default, rename = "TLS", skip_serializing_if = "Option::is_none")]
-    pub tls: Option<serde_json::Value>,
+    pub tls: Option<Box<super::UpstreamTlsSpec>>,
     /// Ficus: active health checks of every server of the backend.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health_check: Option<super::HealthCheckSpec>,

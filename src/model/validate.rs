@@ -149,13 +149,27 @@ impl Engine {
             .take_while(|(k, _)| matches!(k, Key::Server { backend, .. } if backend == id));
         match inputs.specs.get(&key) {
             Some(Spec::Backend(b)) => {
-                if b.settings.tls.is_some() {
-                    p.unsupported.push(ConfigError::new(
-                        &key,
-                        Some("Settings.TLS"),
-                        "upstream TLS is not supported yet; ignored",
-                    ));
-                }
+                let tls = match &b.settings.tls {
+                    None => None,
+                    Some(spec) => {
+                        let tuning = spec.tuning_fields();
+                        if !tuning.is_empty() {
+                            p.unsupported.push(ConfigError::new(
+                                &key,
+                                Some("Settings.TLS"),
+                                format!("{} not acted on; rustls' safe defaults apply", tuning.join(", ")),
+                            ));
+                        }
+                        // Checked when the value arrived (check_one); a failure here would be a bug.
+                        match super::tls::check(&key, spec) {
+                            Ok(t) => Some(t),
+                            Err(e) => {
+                                p.errors.push(e);
+                                None
+                            }
+                        }
+                    }
+                };
                 let mut list = Vec::new();
                 for (k, spec) in servers {
                     // check_one passed for everything held in specs, so these only fail on a bug; report instead
@@ -177,9 +191,10 @@ impl Engine {
                         p.errors.push(e);
                         super::BackendHealth::default()
                     });
-                self.validated
-                    .backends
-                    .insert(id.to_string(), ValidatedBackend { id: id.to_string(), settings, health, servers: list });
+                self.validated.backends.insert(
+                    id.to_string(),
+                    ValidatedBackend { id: id.to_string(), settings, health, tls, servers: list },
+                );
             }
             _ => {
                 for (k, _) in servers {

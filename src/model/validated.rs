@@ -30,6 +30,8 @@ pub struct ValidatedBackend {
     /// Active checks and passive ejection (Ficus extensions); kept out of `settings` so changing them keeps
     /// the servers' pools.
     pub health: super::BackendHealth,
+    /// `Settings.TLS` for the backend's `https://` servers; the system roots when absent.
+    pub tls: Option<Arc<super::UpstreamTls>>,
     pub servers: Vec<ValidatedServer>,
 }
 

@@ -30,7 +30,7 @@ impl UpstreamFailure {
         use crate::upstream::pool::PoolError;
         use std::error::Error as _;
         let http = match e {
-            PoolError::Connect { .. } => return UpstreamFailure::Connect(e.to_string()),
+            PoolError::Connect { .. } | PoolError::Tls { .. } => return UpstreamFailure::Connect(e.to_string()),
             PoolError::DialTimeout { .. } => return UpstreamFailure::DialTimeout,
             PoolError::Http(http) => http,
         };

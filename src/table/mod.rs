@@ -246,7 +246,7 @@ impl Default for Compiler {
 }
 
 fn same_backend(a: &ValidatedBackend, b: &ValidatedBackend) -> bool {
-    a.id == b.id && a.settings == b.settings && a.health == b.health && a.servers == b.servers
+    a.id == b.id && a.settings == b.settings && a.health == b.health && a.tls == b.tls && a.servers == b.servers
 }
 
 impl Compiler {
@@ -302,7 +302,7 @@ impl Compiler {
                     .servers
                     .iter()
                     .filter(|s| !s.draining)
-                    .map(|s| (registry.server(id, s, b.settings), s.weight))
+                    .map(|s| (registry.server(id, s, b.settings, b.tls.as_ref()), s.weight))
                     .collect();
                 for (server, _) in &servers {
                     registry.health_check(server, b.health.check.as_ref());

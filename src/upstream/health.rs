@@ -209,21 +209,20 @@ async fn check_loop(server: Weak<Server>, check: Arc<HealthCheck>) {
     let mut conn: Option<SendRequest<Empty<Bytes>>> = None;
     let (mut passes, mut fails) = (0u32, 0u32);
     // Worked out once: a server's address never changes (a new URL is a new server).
-    let (counters, target, host) = match server.upgrade() {
+    let (counters, host) = match server.upgrade() {
         Some(s) => {
             let counter = |result: &'static str| {
                 metrics::counter!(crate::telemetry::HEALTH_CHECKS_TOTAL, "backend" => s.backend.to_string(),
                     "server" => s.id.to_string(), "result" => result)
             };
-            let target = format!("{}:{}", s.authority.host(), s.authority.port_u16().unwrap_or(80));
             let host = check.hostname.clone().unwrap_or_else(|| s.authority.to_string());
-            ([counter("fail"), counter("pass")], target, host)
+            ([counter("fail"), counter("pass")], host)
         }
         None => return,
     };
     loop {
         let Some(s) = server.upgrade() else { return };
-        let result = tokio::time::timeout(check.timeout, probe(&mut conn, &target, &check.path, &host)).await;
+        let result = tokio::time::timeout(check.timeout, probe(&mut conn, &s, &check.path, &host)).await;
         let passed = match result {
             Ok(Ok(status)) if status.is_success() => true,
             Ok(Ok(status)) => {
@@ -274,15 +273,15 @@ const MAX_CHECK_BODY: usize = 64 * 1024;
 /// One check: `GET path` on the kept connection (or a new one). Returns the answer's status.
 async fn probe(
     conn: &mut Option<SendRequest<Empty<Bytes>>>,
-    target: &str,
+    server: &Server,
     path: &str,
     host: &str,
 ) -> Result<http::StatusCode, String> {
     let reusable = conn.as_ref().is_some_and(|c| c.is_ready());
     if !reusable {
-        let stream = tokio::net::TcpStream::connect(target).await.map_err(|e| format!("connect {target}: {e}"))?;
-        let _ = stream.set_nodelay(true);
-        let (tx, c) = http1::handshake(TokioIo::new(stream)).await.map_err(|e| e.to_string())?;
+        // Dialled as requests are (TLS for an https server), outside the pool.
+        let io = server.pool.connect_io().await.map_err(|e| e.to_string())?;
+        let (tx, c) = http1::handshake(TokioIo::new(io)).await.map_err(|e| e.to_string())?;
         tokio::spawn(async move {
             let _ = c.await;
         });

@@ -6,7 +6,7 @@
 //! table they loaded, and when the last one finishes its pool (and every idle connection in it) is closed.
 //! Until then it is listed as draining.
 
-use crate::model::{HealthCheck, UpstreamSettings, ValidatedServer};
+use crate::model::{HealthCheck, UpstreamSettings, UpstreamTls, ValidatedServer};
 use http::uri::{Authority, Scheme};
 use http::HeaderValue;
 use std::collections::HashMap;
@@ -30,6 +30,8 @@ pub struct Server {
     /// The `Host` header value sent when the frontend does not pass the client's host.
     pub host_header: HeaderValue,
     pub settings: UpstreamSettings,
+    /// The backend's TLS settings this server was dialled with (`https://` only); 0 for none.
+    tls_id: u64,
     pub pool: pool::Pool<RequestBody>,
     /// Active checks and passive ejection; read by the pick phase.
     pub health: health::Health,
@@ -41,8 +43,9 @@ pub struct Server {
 }
 
 impl Server {
-    fn new(backend: &str, spec: &ValidatedServer, settings: UpstreamSettings) -> Self {
-        let pool = pool::Pool::new(&spec.authority, &settings);
+    fn new(backend: &str, spec: &ValidatedServer, settings: UpstreamSettings, tls: Option<Arc<UpstreamTls>>) -> Self {
+        let tls_id = tls.as_ref().map_or(0, |t| t.id);
+        let pool = pool::Pool::new(&spec.authority, &settings, tls.as_deref());
         // Authority is valid ASCII by construction (it came from a parsed URI).
         let host_header =
             HeaderValue::from_str(spec.authority.as_str()).unwrap_or(HeaderValue::from_static("localhost"));
@@ -54,6 +57,7 @@ impl Server {
             authority: spec.authority.clone(),
             host_header,
             settings,
+            tls_id,
             pool,
             health: health::Health::default(),
             inflight: AtomicUsize::new(0),
@@ -146,6 +150,7 @@ struct ServerKey {
     id: String,
     url: String,
     settings: UpstreamSettings,
+    tls: u64,
 }
 
 /// What `/status` shows about a server that left the config but still has work or references.
@@ -204,10 +209,26 @@ impl Registry {
 
     /// The server for this backend, spec and settings: the one already known (same pool, same counters) when
     /// nothing that shapes it changed, a new one otherwise.
-    pub fn server(&self, backend: &str, spec: &ValidatedServer, settings: UpstreamSettings) -> Arc<Server> {
-        let key = ServerKey { backend: backend.to_string(), id: spec.id.clone(), url: spec.url.clone(), settings };
+    /// `tls` is the backend's `Settings.TLS`; it applies to `https://` servers only (the system roots when
+    /// absent).
+    pub fn server(
+        &self,
+        backend: &str,
+        spec: &ValidatedServer,
+        settings: UpstreamSettings,
+        tls: Option<&Arc<UpstreamTls>>,
+    ) -> Arc<Server> {
+        let tls =
+            (spec.scheme == Scheme::HTTPS).then(|| tls.cloned().unwrap_or_else(crate::model::default_upstream_tls));
+        let key = ServerKey {
+            backend: backend.to_string(),
+            id: spec.id.clone(),
+            url: spec.url.clone(),
+            settings,
+            tls: tls.as_ref().map_or(0, |t| t.id),
+        };
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        inner.servers.entry(key).or_insert_with(|| Arc::new(Server::new(backend, spec, settings))).clone()
+        inner.servers.entry(key).or_insert_with(|| Arc::new(Server::new(backend, spec, settings, tls))).clone()
     }
 
     /// Forgets servers no table uses any more and starts their drain. Call after the table that no longer
@@ -220,6 +241,7 @@ impl Registry {
                 id: server.id.to_string(),
                 url: server.url.clone(),
                 settings: server.settings,
+                tls: server.tls_id,
             };
             if inner.servers.get(&key).is_some_and(|s| Arc::ptr_eq(s, &server)) {
                 inner.servers.remove(&key);

@@ -9,18 +9,26 @@
 //! A pooled connection the server closed while it sat idle is noticed either at checkout (its connection
 //! task saw the close) or when the request is handed to it: hyper then gives the request back untouched, and
 //! it is sent again on another connection. A request that has left for the server is never repeated.
+//!
+//! An `https://` server is dialled with its backend's TLS settings (`model::UpstreamTls`: the roots, a client
+//! certificate, the name verified and sent as SNI), within the backend's `TLSHandshake` timeout; what flows
+//! over the connection is the same HTTP/1.1.
 
-use crate::model::UpstreamSettings;
+use crate::model::{UpstreamSettings, UpstreamTls};
 use http::uri::Authority;
 use http::{HeaderMap, Method, Request, Response, Uri, Version};
 use http_body::Body;
 use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
+use rustls::pki_types::ServerName;
 use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 /// Why an exchange with the upstream failed.
@@ -30,8 +38,74 @@ pub enum PoolError {
     Connect { target: String, source: std::io::Error },
     #[error("connect to {target} timed out after {}", crate::model::format_duration(*.after))]
     DialTimeout { target: String, after: Duration },
+    #[error("TLS with {target}: {message}")]
+    Tls { target: String, message: String },
     #[error(transparent)]
     Http(#[from] hyper::Error),
+}
+
+/// An upstream connection: plain TCP, or TLS over it.
+pub enum UpstreamIo {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for UpstreamIo {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            UpstreamIo::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            UpstreamIo::Tls(s) => Pin::new(&mut **s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for UpstreamIo {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            UpstreamIo::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            UpstreamIo::Tls(s) => Pin::new(&mut **s).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            UpstreamIo::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            UpstreamIo::Tls(s) => Pin::new(&mut **s).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            UpstreamIo::Plain(s) => s.is_write_vectored(),
+            UpstreamIo::Tls(s) => s.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            UpstreamIo::Plain(s) => Pin::new(s).poll_flush(cx),
+            UpstreamIo::Tls(s) => Pin::new(&mut **s).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            UpstreamIo::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            UpstreamIo::Tls(s) => Pin::new(&mut **s).poll_shutdown(cx),
+        }
+    }
+}
+
+/// How an `https://` server is dialled.
+struct TlsDial {
+    connector: tokio_rustls::TlsConnector,
+    /// The name verified and sent as SNI; why there is none when the host cannot be one.
+    name: Result<ServerName<'static>, String>,
+    timeout: Duration,
 }
 
 /// Where connections go: an address known up front, or a name resolved at each dial (so DNS changes are
@@ -42,11 +116,15 @@ enum Target {
     Name(String, u16),
 }
 
+fn bare_host(authority: &Authority) -> &str {
+    let host = authority.host();
+    host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host)
+}
+
 impl Target {
-    fn new(authority: &Authority) -> Target {
-        let port = authority.port_u16().unwrap_or(80);
-        let host = authority.host();
-        let bare = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+    fn new(authority: &Authority, default_port: u16) -> Target {
+        let port = authority.port_u16().unwrap_or(default_port);
+        let bare = bare_host(authority);
         match bare.parse::<IpAddr>() {
             Ok(ip) => Target::Addr(SocketAddr::new(ip, port)),
             Err(_) => Target::Name(bare.to_string(), port),
@@ -133,6 +211,7 @@ struct Idle<B> {
 
 struct Inner<B> {
     target: Target,
+    tls: Option<TlsDial>,
     dial_timeout: Duration,
     keep_alive: Duration,
     idle_timeout: Duration,
@@ -153,10 +232,22 @@ where
     B::Data: Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    pub fn new(authority: &Authority, settings: &UpstreamSettings) -> Self {
+    /// `tls`: dial with TLS (an `https://` server).
+    pub fn new(authority: &Authority, settings: &UpstreamSettings, tls: Option<&UpstreamTls>) -> Self {
+        let tls = tls.map(|t| TlsDial {
+            connector: tokio_rustls::TlsConnector::from(t.config.clone()),
+            name: match &t.server_name {
+                Some(n) => Ok(n.clone()),
+                None => ServerName::try_from(bare_host(authority).to_string())
+                    .map_err(|e| format!("`{}` cannot be verified as a name: {e}", authority.host())),
+            },
+            timeout: settings.tls_handshake_timeout,
+        });
+        let default_port = if tls.is_some() { 443 } else { 80 };
         Pool {
             inner: Arc::new(Inner {
-                target: Target::new(authority),
+                target: Target::new(authority, default_port),
+                tls,
                 dial_timeout: settings.dial_timeout,
                 keep_alive: settings.keep_alive_period,
                 // As long as the connection-level keep-alive probes would take to call a silent peer dead.
@@ -201,6 +292,11 @@ where
                 },
             }
         }
+    }
+
+    /// A new connection to the server (TLS included), for an exchange outside the pool (a health check).
+    pub async fn connect_io(&self) -> Result<UpstreamIo, PoolError> {
+        self.inner.connect_io().await
     }
 
     /// Takes back a connection whose response was read to its end.
@@ -307,6 +403,17 @@ where
     }
 
     async fn dial(&self) -> Result<SendRequest<B>, PoolError> {
+        let io = self.connect_io().await?;
+        let (tx, conn) = http1::Builder::new().handshake(TokioIo::new(io)).await?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.with_upgrades().await {
+                tracing::debug!(error = %e, "upstream connection ended with an error");
+            }
+        });
+        Ok(tx)
+    }
+
+    async fn connect_io(&self) -> Result<UpstreamIo, PoolError> {
         let timeout = self.dial_timeout;
         let stream = match tokio::time::timeout(timeout, self.connect()).await {
             Ok(Ok(s)) => s,
@@ -316,13 +423,16 @@ where
         let _ = stream.set_nodelay(true);
         let keepalive = socket2::TcpKeepalive::new().with_time(self.keep_alive);
         let _ = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive);
-        let (tx, conn) = http1::Builder::new().handshake(TokioIo::new(stream)).await?;
-        tokio::spawn(async move {
-            if let Err(e) = conn.with_upgrades().await {
-                tracing::debug!(error = %e, "upstream connection ended with an error");
+        let Some(tls) = &self.tls else { return Ok(UpstreamIo::Plain(stream)) };
+        let tls_error = |message: String| PoolError::Tls { target: self.target.to_string(), message };
+        let name = tls.name.clone().map_err(tls_error)?;
+        match tokio::time::timeout(tls.timeout, tls.connector.connect(name, stream)).await {
+            Ok(Ok(s)) => Ok(UpstreamIo::Tls(Box::new(s))),
+            Ok(Err(e)) => Err(tls_error(e.to_string())),
+            Err(_) => {
+                Err(tls_error(format!("handshake timed out after {}", crate::model::format_duration(tls.timeout))))
             }
-        });
-        Ok(tx)
+        }
     }
 
     async fn connect(&self) -> std::io::Result<TcpStream> {
@@ -364,7 +474,7 @@ mod tests {
     fn pool(addr: SocketAddr, max_idle: u32, keep_alive: Duration) -> Pool<Empty<Bytes>> {
         let settings =
             UpstreamSettings { max_idle_per_host: max_idle, keep_alive_period: keep_alive, ..Default::default() };
-        Pool::new(&Authority::try_from(addr.to_string().as_str()).expect("authority"), &settings)
+        Pool::new(&Authority::try_from(addr.to_string().as_str()).expect("authority"), &settings, None)
     }
 
     fn read_head(s: &mut std::net::TcpStream) -> bool {

@@ -28,4 +28,5 @@ mod strangler;
 mod systemd;
 mod telemetry;
 mod tls_sni;
+mod tls_upstream;
 mod upgrade;
