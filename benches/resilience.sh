@@ -11,13 +11,16 @@
 #    as a percentage of one core.
 #
 #   benches/resilience.sh [seconds=10] [connections=20] [cpu_seconds=30]
+#
+# PARTS="kill cpu" (the default) picks the parts; NO_BUILD=1 uses target/release/ficus as it is.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-10}
 conns=${2:-20}
 cpu_secs=${3:-30}
 scripts/install-deps wrk=wrk nginx=nginx-light
-cargo build --release --quiet --bin ficus
+[ "${NO_BUILD:-0}" = 1 ] || cargo build --release --quiet --bin ficus
+parts=${PARTS:-kill cpu}
 
 work=$(mktemp -d)
 pids=()
@@ -80,10 +83,13 @@ kill_row() { # name backend-settings frontend-settings
   cp "$work/ficus.log" "$work/ficus-$1.log"
 }
 
-echo "1. one of three servers killed under wrk -t1 -c$conns -d${secs}s, 3 s in:"
-kill_row no-failover '{}' '{}'
-kill_row health-checks-only '{"HealthCheck":{"Path":"/health","Interval":"1s","Timeout":"500ms","Unhealthy":2}}' '{}'
-kill_row failover '{"Outlier":{"Consecutive":3}}' '{"FailoverPredicate":"IsNetworkError() && Attempts() <= 2"}'
+if [[ " $parts " == *" kill "* ]]; then
+  echo "1. one of three servers killed under wrk -t1 -c$conns -d${secs}s, 3 s in:"
+  kill_row no-failover '{}' '{}'
+  kill_row health-checks-only '{"HealthCheck":{"Path":"/health","Interval":"1s","Timeout":"500ms","Unhealthy":2}}' '{}'
+  kill_row failover '{"Outlier":{"Consecutive":3}}' '{"FailoverPredicate":"IsNetworkError() && Attempts() <= 2"}'
+fi
+[[ " $parts " == *" cpu "* ]] || exit 0
 
 echo
 echo "2. health checking 1,000 servers (Interval 2s), Ficus CPU over ${cpu_secs}s:"
@@ -104,19 +110,19 @@ many_routes() { # backend-settings
   for p in $(seq 21000 21999); do echo "{\"URL\":\"http://127.0.0.1:$p\"}" > "$work/routes/backends/many/servers/s$p.json"; done
   echo '{"Type":"http","BackendId":"many","Route":"PathPrefix(`/`)"}' > "$work/routes/frontends/all/frontend.json"
 }
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$(cat "$work/ficus.pid")/stat"; }
+cpu_ticks() { awk '{print $14, $15}' "/proc/$(cat "$work/ficus.pid")/stat"; } # user system
 measure() { # name backend-settings
   many_routes "$2"
   ulimit -n 16384
   start_ficus
   sleep 5 # the first checks (spread over one interval) and their connections are made
-  local t0 t1 hz
+  local u0 s0 u1 s1 hz
   hz=$(getconf CLK_TCK)
-  t0=$(cpu_ticks); sleep "$cpu_secs"; t1=$(cpu_ticks)
+  read -r u0 s0 < <(cpu_ticks); sleep "$cpu_secs"; read -r u1 s1 < <(cpu_ticks)
   local checks
   checks=$(curl -s "http://$ADMIN/metrics" | awk '/^ficus_health_checks_total/ {s += $NF} END {print s + 0}')
-  awk -v a="$t0" -v b="$t1" -v hz="$hz" -v s="$cpu_secs" -v n="$1" -v c="$checks" \
-    'BEGIN { printf "  %-22s %6.2f%% of one core (%d ticks of 1/%d s in %d s; %d checks so far)\n", n, 100 * (b - a) / hz / s, b - a, hz, s, c }'
+  awk -v u="$((u1 - u0))" -v k="$((s1 - s0))" -v hz="$hz" -v s="$cpu_secs" -v n="$1" -v c="$checks" \
+    'BEGIN { printf "  %-22s %6.2f%% of one core (user %.2f%%, system %.2f%%; %d checks so far)\n", n, 100 * (u + k) / hz / s, 100 * u / hz / s, 100 * k / hz / s, c }'
   stop_ficus
 }
 measure without-checks '{}'

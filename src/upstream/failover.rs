@@ -64,6 +64,19 @@ pub struct Failover {
     retried: Counter,
     budget: Counter,
     not_replayable: Counter,
+    /// The same counts for `/status`, since this frontend value was compiled.
+    counts: [AtomicU64; 3],
+}
+
+/// What `/status` shows about a frontend's failover.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct FailoverStatus {
+    pub frontend: String,
+    pub predicate: String,
+    pub max_attempts: u32,
+    pub retried: u64,
+    pub budget_exhausted: u64,
+    pub not_replayable: u64,
 }
 
 impl std::fmt::Debug for Failover {
@@ -84,6 +97,19 @@ impl Failover {
             retried: counter("retried"),
             budget: counter("budget_exhausted"),
             not_replayable: counter("not_replayable"),
+            counts: Default::default(),
+        }
+    }
+
+    pub fn status(&self, frontend: &str) -> FailoverStatus {
+        let [retried, budget_exhausted, not_replayable] = self.counts.each_ref().map(|c| c.load(Relaxed));
+        FailoverStatus {
+            frontend: frontend.to_string(),
+            predicate: self.config.predicate.text().to_string(),
+            max_attempts: self.config.max_attempts,
+            retried,
+            budget_exhausted,
+            not_replayable,
         }
     }
 
@@ -105,16 +131,21 @@ impl Failover {
         if attempt.attempts >= self.config.max_attempts || !self.config.predicate.eval(attempt) {
             return Decision::Done;
         }
-        if !replayable {
-            self.not_replayable.increment(1);
-            return Decision::NotReplayable;
-        }
-        if !self.withdraw(now) {
-            self.budget.increment(1);
-            return Decision::BudgetExhausted;
-        }
-        self.retried.increment(1);
-        Decision::Retry
+        let (decision, counter) = if !replayable {
+            (Decision::NotReplayable, &self.not_replayable)
+        } else if !self.withdraw(now) {
+            (Decision::BudgetExhausted, &self.budget)
+        } else {
+            (Decision::Retry, &self.retried)
+        };
+        counter.increment(1);
+        let at = match decision {
+            Decision::Retry => 0,
+            Decision::BudgetExhausted => 1,
+            _ => 2,
+        };
+        self.counts[at].fetch_add(1, Relaxed);
+        decision
     }
 
     fn withdraw(&self, now: u64) -> bool {

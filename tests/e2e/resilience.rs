@@ -435,6 +435,10 @@ async fn a_backend_answering_503_gets_retries_only_within_the_budget() {
     assert!(retries >= n / 5, "the budget allows {} retries and they are used: {retries}", n / 5);
     let metric = ficus.metric("ficus_retries_total{frontend=\"f\",outcome=\"retried\"}").await as usize;
     assert!(metric >= retries, "every retry the servers saw is counted: {metric} < {retries}");
+    let status = ficus.status().await;
+    assert_eq!(status["failover"][0]["frontend"], "f", "{status}");
+    assert_eq!(status["failover"][0]["retried"].as_u64(), Some(metric as u64), "{status}");
+    assert!(status["failover"][0]["budget_exhausted"].as_u64().unwrap_or(0) >= 1, "{status}");
     assert!(ficus.metric("ficus_retries_total{frontend=\"f\",outcome=\"budget_exhausted\"}").await >= 1.0);
 }
 
