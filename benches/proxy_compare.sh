@@ -11,6 +11,8 @@
 # puts a key outside Ficus' prefix every 10 ms (the writer's own cost, no table swap), and
 # `ficus-etcd-swapping`, while the same writer rewrites the frontend every 10 ms (a table swap per write).
 # The pair isolates what the swaps cost from what the writer costs.
+# With MW=1 a `ficus-mw` row runs Ficus with a ratelimit (never reached), a connlimit (never reached) and a
+# rewrite (a regexp that matches and leaves the URL as it was) on the route: the chain's own cost.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-10}
@@ -47,6 +49,15 @@ echo '{"Type":"http","Settings":{"KeepAlive":{"MaxIdleConnsPerHost":128}}}' > "$
 echo "{\"URL\":\"http://$BACKEND\"}" > "$work/routes/backends/be/servers/s1.json"
 echo '{"Type":"http","BackendId":"be","Route":"PathPrefix(`/`)"}' > "$work/routes/frontends/all/frontend.json"
 
+cp -r "$work/routes" "$work/routes-mw"
+mkdir -p "$work/routes-mw/frontends/all/middlewares"
+echo '{"Type":"ratelimit","Priority":1,"Middleware":{"Requests":100000000,"PeriodSeconds":1,"Burst":100000000,"Variable":"client.ip"}}' \
+  > "$work/routes-mw/frontends/all/middlewares/rl.json"
+echo '{"Type":"connlimit","Priority":2,"Middleware":{"Connections":100000,"Variable":"client.ip"}}' \
+  > "$work/routes-mw/frontends/all/middlewares/cl.json"
+echo '{"Type":"rewrite","Priority":3,"Middleware":{"Regexp":"^(.*)$","Replacement":"$1"}}' \
+  > "$work/routes-mw/frontends/all/middlewares/rw.json"
+
 taskset -c 0 nginx -c "$work/backend.conf" & pids+=($!)
 sleep 0.5
 
@@ -62,8 +73,8 @@ run_wrk() { # name url
 
 start_nginx() { taskset -c 1 nginx -c "$work/proxy.conf" & echo $! > "$work/nginx.pid"; sleep 0.5; }
 stop_nginx() { kill "$(cat "$work/nginx.pid")"; wait "$(cat "$work/nginx.pid")" 2>/dev/null || true; }
-start_ficus() { # [binary]
-  taskset -c 1 "${1:-target/release/ficus}" serve --listen $FICUS --admin $ADMIN --routes "$work/routes" \
+start_ficus() { # [binary] [routes dir]
+  taskset -c 1 "${1:-target/release/ficus}" serve --listen $FICUS --admin $ADMIN --routes "${2:-$work/routes}" \
     --threads 1 --no-access-log > "$work/ficus.log" 2>&1 & echo $! > "$work/ficus.pid"
   for _ in $(seq 50); do curl -sf "http://$ADMIN/health/ready" >/dev/null && return; sleep 0.1; done
   echo "ficus did not start"; cat "$work/ficus.log"; exit 1
@@ -95,6 +106,7 @@ for r in $(seq "$rounds"); do
   start_nginx; run_wrk nginx "http://$NGINX/"; stop_nginx
   start_ficus; run_wrk ficus "http://$FICUS/"; stop_ficus
   if [ -n "${BASE:-}" ]; then start_ficus "$BASE"; run_wrk ficus-base "http://$FICUS/"; stop_ficus; fi
+  if [ "${MW:-0}" = 1 ]; then start_ficus "" "$work/routes-mw"; run_wrk ficus-mw "http://$FICUS/"; stop_ficus; fi
   if [ "${SWAP:-0}" = 1 ]; then
     start_etcd; start_ficus_etcd
     writer /elsewhere/frontends/all/frontend & w=$!
@@ -113,7 +125,7 @@ done
 
 echo
 echo "median over $rounds rounds (wrk -t1 -c$conns -d${secs}s, proxies pinned to one core):"
-for row in direct nginx ficus ficus-base ficus-etcd-quiet ficus-etcd-swapping; do
+for row in direct nginx ficus ficus-base ficus-mw ficus-etcd-quiet ficus-etcd-swapping; do
   grep -q "^$row " "$work/rows" || continue
   rps=$(awk -v r="$row" '$1==r {print $2}' "$work/rows" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
   p99=$(awk -v r="$row" '$1==r {v=$3; if (v ~ /us$/) {sub(/us/,"",v); v=v/1000} else if (v ~ /ms$/) {sub(/ms/,"",v)} else if (v ~ /s$/) {sub(/s/,"",v); v=v*1000}; print v}' "$work/rows" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')

@@ -73,6 +73,11 @@ pub struct AdminSettings {
     /// own address: a page in a local browser reaching it through DNS rebinding names another host.
     #[serde(default)]
     pub allowed_hosts: Vec<String>,
+    /// When set, every admin endpoint but `/health*` (the dashboard, `/status`, `/config`, `/metrics`) wants
+    /// this token: `Authorization: Bearer <token>`, or basic auth with it as the password. For an admin
+    /// listener bound beyond loopback.
+    #[serde(default)]
+    pub token: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -115,7 +120,7 @@ fn default_true() -> bool {
 
 impl Default for AdminSettings {
     fn default() -> Self {
-        AdminSettings { address: default_admin(), allowed_hosts: Vec::new() }
+        AdminSettings { address: default_admin(), allowed_hosts: Vec::new(), token: None }
     }
 }
 impl Default for RoutesSettings {
@@ -284,7 +289,12 @@ pub async fn run(settings: Settings, shutdown: Shutdown) -> Result<(), AppError>
         let listener = listen::bind_admin(addr).map_err(|source| AppError::Admin { addr, source })?;
         admin_bound = listener.local_addr().ok();
         let hosts = admin::AllowedHosts::new(addr, &settings.admin.allowed_hosts);
-        let admin = Arc::new(Admin { metrics, status, registry, table: table.clone(), hosts });
+        let auth = admin::Auth::new(settings.admin.token.clone());
+        if !addr.ip().is_loopback() && !auth.is_set() {
+            tracing::warn!(%addr, "the admin listener is reachable beyond loopback without admin.token");
+        }
+        let dashboard = Arc::default();
+        let admin = Arc::new(Admin { metrics, status, registry, table: table.clone(), hosts, auth, dashboard });
         // Never longer than the proxy listeners' own head timeout, so one setting bounds every idle client.
         let head_timeout = settings.limits.header_timeout.min(admin::HEADER_READ_TIMEOUT);
         tokio::spawn(admin::serve(listener, admin, head_timeout, shutdown.clone()));

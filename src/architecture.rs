@@ -30,7 +30,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     // The request path, then the sockets that feed it, then what watches it all.
     ("proxy", &["route", "telemetry", "model", "lifecycle", "upstream", "middleware", "table"]),
     ("listen", &["telemetry", "model", "lifecycle", "table", "proxy"]),
-    ("admin", &["telemetry", "lifecycle", "upstream", "table"]),
+    ("admin", &["telemetry", "model", "lifecycle", "upstream", "table"]),
     // Beside the flow: checking and writing config.
     ("check", &["model", "source"]),
     ("ops", &["model", "source", "check"]),

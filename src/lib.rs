@@ -13,14 +13,15 @@
 //!   > 0.5`), parsed and bound to a caller's vocabulary at config time, evaluated without allocating; a pure leaf.
 //! - [`table`]: the compiled immutable [`table::RoutingTable`], the one `ArcSwap`, and the reload loop that
 //!   builds and publishes it.
-//! - [`middleware`]: a frontend's middleware chain (rate and connection limits, rewrites), compiled into the table, its
+//! - [`middleware`]: a frontend's middleware chain (rate and connection limits, rewrites, circuit breakers,
+//!   traces), compiled into the table, its
 //!   state kept across reloads; run by the proxy between route and pick.
 //! - [`proxy`]: the phases of a request (route, pick, forward, respond, log), with [`balance`] (exact weighted
 //!   choice) and [`upstream`] (pools and per-server state that survive table swaps: in-flight counts, health
 //!   from active checks and passive ejection; the body sent upstream).
 //! - [`listen`] and [`lifecycle`]: accept, TLS, HTTP/1.1 and HTTP/2; shutdown and drain, inherited sockets and
 //!   hot upgrade, systemd socket activation and notification.
-//! - [`admin`] and [`telemetry`]: `/metrics`, `/status`, `/config`; metric names; logging.
+//! - [`admin`] and [`telemetry`]: `/metrics`, `/status`, `/config`, the dashboard; metric names; logging.
 //! - [`ops`]: operator commands that write etcd (`apply`, `export`, `canary`, `drain`), beside the flow;
 //!   [`check`] validates a routes directory the way the gateway would load it.
 //! - [`app`] wires them together and owns start and stop order; `main.rs` parses the command line.

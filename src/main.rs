@@ -196,7 +196,7 @@ struct ServeArgs {
     /// TLS listener (HTTP/1.1 and h2 by ALPN, certificates by SNI from hosts/ keys); repeatable.
     #[arg(long, value_name = "ADDR")]
     tls_listen: Vec<SocketAddr>,
-    /// Admin listener for /metrics, /status, /config, or `off`.
+    /// Admin listener for /metrics, /status, /config, the dashboard (/dashboard/), or `off`.
     #[arg(long, value_name = "ADDR|off")]
     admin: Option<String>,
     /// Routes directory (the embedded file store).

@@ -1,13 +1,20 @@
 //! The admin listener (loopback by default): `/metrics` (Prometheus), `/status` (generation, counts, current
-//! errors, draining servers, source state), `/config` (the validated config in force), `/health`.
+//! errors, draining servers, source state), `/config` (the validated config in force), `/health`, and the
+//! dashboard (`/dashboard/`; `/` redirects there).
 //!
 //! It answers only requests whose `Host` is a loopback name, its own address or one configured in
 //! `admin.allowed_hosts` (403 otherwise): a web page in a local browser can point its own name at 127.0.0.1
 //! (DNS rebinding), but its requests then still carry that name. It has its own small connection cap, out of
 //! the descriptors the proxy listeners leave free, so it answers while they are full.
 //!
+//! When `admin.token` is set, every endpoint but `/health*` wants it (`Authorization: Bearer <token>`, or basic
+//! auth with the token as password, which is what a browser asks for): for an admin listener bound beyond
+//! loopback. The dashboard (`/dashboard/`, see [`dashboard`]) is read-only like everything else here.
+//!
 //! It reads what the reload loop publishes and never touches the request path's data structures in a way
 //! that could slow it down.
+
+pub mod dashboard;
 
 use crate::lifecycle::Shutdown;
 use crate::table::reload::StatusBoard;
@@ -30,6 +37,84 @@ pub struct Admin {
     pub registry: Arc<Registry>,
     pub table: SharedTable,
     pub hosts: AllowedHosts,
+    pub auth: Auth,
+    pub dashboard: Arc<dashboard::Dashboard>,
+}
+
+/// The admin token, when one is configured (`admin.token`).
+#[derive(Default)]
+pub struct Auth(Option<String>);
+
+impl Auth {
+    pub fn new(token: Option<String>) -> Self {
+        Auth(token.filter(|t| !t.is_empty()))
+    }
+
+    pub fn is_set(&self) -> bool {
+        self.0.is_some()
+    }
+
+    /// True without a token, or when the request carries it as a bearer token or a basic-auth password.
+    pub fn allows(&self, authorization: Option<&[u8]>) -> bool {
+        let Some(token) = &self.0 else { return true };
+        let Some(value) = authorization else { return false };
+        let given = if let Some(bearer) = strip_prefix_ignore_case(value, b"bearer ") {
+            bearer.trim_ascii().to_vec()
+        } else if let Some(basic) = strip_prefix_ignore_case(value, b"basic ") {
+            match base64_decode(basic.trim_ascii()) {
+                // Any user name: the token is the secret.
+                Some(pair) => match pair.iter().position(|b| *b == b':') {
+                    Some(i) => pair[i + 1..].to_vec(),
+                    None => return false,
+                },
+                None => return false,
+            }
+        } else {
+            return false;
+        };
+        constant_time_eq(&given, token.as_bytes())
+    }
+}
+
+fn strip_prefix_ignore_case<'a>(value: &'a [u8], prefix: &[u8]) -> Option<&'a [u8]> {
+    (value.len() >= prefix.len() && value[..prefix.len()].eq_ignore_ascii_case(prefix)).then(|| &value[prefix.len()..])
+}
+
+/// Compares every byte whatever the first difference, so the time taken does not tell how much was right.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Standard base64 with padding (what browsers send for basic auth); `None` for anything else.
+fn base64_decode(input: &[u8]) -> Option<Vec<u8>> {
+    fn value(c: u8) -> Option<u32> {
+        Some(match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => return None,
+        } as u32)
+    }
+    if input.len() % 4 != 0 {
+        return None;
+    }
+    let mut out = Vec::with_capacity(input.len() / 4 * 3);
+    for chunk in input.chunks(4) {
+        let pad = chunk.iter().rev().take_while(|c| **c == b'=').count();
+        if pad > 2 {
+            return None;
+        }
+        let mut n = 0u32;
+        for &c in &chunk[..4 - pad] {
+            n = (n << 6) | value(c)?;
+        }
+        n <<= 6 * pad as u32;
+        let bytes = [(n >> 16) as u8, (n >> 8) as u8, n as u8];
+        out.extend_from_slice(&bytes[..3 - pad]);
+    }
+    Some(out)
 }
 
 /// Connections the admin listener serves at once.
@@ -123,7 +208,21 @@ impl Admin {
         if req.method() != Method::GET && req.method() != Method::HEAD {
             return text(StatusCode::METHOD_NOT_ALLOWED, "only GET\n");
         }
-        match req.uri().path() {
+        let path = req.uri().path();
+        if !path.starts_with("/health")
+            && !self.auth.allows(req.headers().get(header::AUTHORIZATION).map(|v| v.as_bytes()))
+        {
+            let mut r = text(StatusCode::UNAUTHORIZED, "this admin listener wants its token (admin.token)\n");
+            r.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Basic realm=\"ficus admin\""));
+            return r;
+        }
+        let table = self.table.load();
+        let status = || self.status.snapshot(&self.registry);
+        if let Some(r) = self.dashboard.answer(path, req.uri().query(), status, &table, &self.registry) {
+            return r;
+        }
+        match path {
             "/metrics" => {
                 self.draining_gauges();
                 self.health_gauges();
@@ -147,7 +246,6 @@ impl Admin {
                     text(StatusCode::SERVICE_UNAVAILABLE, "no routing table yet\n")
                 }
             }
-            "/" => text(StatusCode::OK, "ficus admin: /metrics /status /config /health /health/ready\n"),
             _ => text(StatusCode::NOT_FOUND, "not found\n"),
         }
     }
@@ -190,6 +288,7 @@ pub async fn serve(listener: TcpListener, admin: Arc<Admin>, header_read_timeout
         drain_timeout: Duration::from_secs(5),
         http2_max_concurrent_streams: 16,
     };
+    tokio::spawn(admin.dashboard.clone().run(admin.table.clone(), shutdown.clone()));
     let service = move |_peer| {
         let admin = admin.clone();
         service_fn(move |req| {
@@ -216,5 +315,34 @@ mod tests {
         assert!(hosts.allows(None));
         let hosts = AllowedHosts::new("10.1.2.3:8182".parse().unwrap(), &[]);
         assert!(hosts.allows(Some("10.1.2.3:8182")));
+    }
+
+    #[test]
+    fn the_token_is_taken_as_bearer_or_as_a_basic_auth_password() {
+        assert!(Auth::new(None).allows(None));
+        assert!(Auth::new(Some(String::new())).allows(None));
+        let auth = Auth::new(Some("s3cret".to_string()));
+        assert!(!auth.allows(None));
+        assert!(auth.allows(Some(b"Bearer s3cret")));
+        assert!(auth.allows(Some(b"bearer  s3cret ")));
+        assert!(!auth.allows(Some(b"Bearer s3cre")));
+        // `ops:s3cret` and `:s3cret`
+        assert!(auth.allows(Some(b"Basic b3BzOnMzY3JldA==")));
+        assert!(auth.allows(Some(b"Basic OnMzY3JldA==")));
+        // `ops:wrong`, no colon, not base64
+        assert!(!auth.allows(Some(b"Basic b3BzOndyb25n")));
+        assert!(!auth.allows(Some(b"Basic czNjcmV0")));
+        assert!(!auth.allows(Some(b"Basic !!!!")));
+        assert!(!auth.allows(Some(b"Digest s3cret")));
+    }
+
+    #[test]
+    fn base64_decodes_padded_input_only() {
+        assert_eq!(base64_decode(b"").unwrap(), b"");
+        assert_eq!(base64_decode(b"Zg==").unwrap(), b"f");
+        assert_eq!(base64_decode(b"Zm8=").unwrap(), b"fo");
+        assert_eq!(base64_decode(b"Zm9v").unwrap(), b"foo");
+        assert!(base64_decode(b"Zm9").is_none());
+        assert!(base64_decode(b"Z===").is_none());
     }
 }

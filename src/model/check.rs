@@ -43,9 +43,10 @@ pub(super) fn check_one(key: &Key, spec: &Spec) -> Result<(), ConfigError> {
     match spec {
         Spec::Backend(b) => {
             check_type(key, &b.kind)?;
-            if let Some(tls) = &b.settings.tls {
-                super::tls::check(key, tls)?;
-            }
+            let http2 = super::Http2::parse(key, b.settings.http2.as_deref())?;
+            // Whether its servers are https is not known from this key alone; the TLS block is checked now,
+            // the system roots when the backend is assembled.
+            super::upstream_tls::build(key, b.settings.tls.as_deref(), http2, false)?;
             super::health::health(key, b.settings.health_check.as_ref(), b.settings.outlier.as_ref()).map(|_| ())
         }
         Spec::Server(s) => server(key, key_id, s).map(|_| ()),
@@ -197,6 +198,9 @@ pub(super) fn upstream_settings(b: &BackendSpec) -> UpstreamSettings {
         keep_alive_period: or(k.period, d.keep_alive_period),
         max_idle_per_host: k.max_idle_conns_per_host.unwrap_or(d.max_idle_per_host),
         drain_timeout: or(b.settings.drain_timeout, d.drain_timeout),
+        // Checked with the key; a value that got this far parses.
+        http2: super::Http2::parse(&Key::Backend { backend: String::new() }, b.settings.http2.as_deref())
+            .unwrap_or_default(),
     }
 }
 

@@ -16,8 +16,8 @@ mod key;
 mod middleware;
 mod spec;
 mod state;
-mod tls;
 mod trace;
+mod upstream_tls;
 mod validate;
 mod validated;
 
@@ -31,8 +31,8 @@ pub use middleware::{
 };
 pub use spec::*;
 pub use state::{Change, ConfigState, Rejection};
-pub use tls::{default_upstream_tls, UpstreamTls, UpstreamTlsSpec};
 pub use trace::{SyslogTarget, TraceConfig};
+pub use upstream_tls::{Http2, UpstreamTls};
 pub use validated::{
     Delta, Protocol, UpstreamSettings, ValidatedBackend, ValidatedConfig, ValidatedFrontend, ValidatedHost,
     ValidatedListener, ValidatedServer, Validation,

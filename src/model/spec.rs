@@ -17,6 +17,20 @@ pub struct BackendSpec {
     pub kind: String,
     #[serde(default)]
     pub settings: BackendSettings,
+    /// Ficus: which side of the strangling this backend is on (`"legacy"` or `"new"`). Only the dashboard
+    /// reads it, to show how much traffic has moved off the legacy app; routing ignores it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<Role>,
+}
+
+/// A backend's side in a strangler migration (`"Role"` on the backend).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// The application being strangled.
+    Legacy,
+    /// A service that took routes over from it.
+    New,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize)]
@@ -30,15 +44,57 @@ pub struct BackendSettings {
     /// requests; then they are cut and its connections closed. Default 30s.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub drain_timeout: Option<GoDuration>,
-    /// Vulcand's upstream TLS block for `https://` servers, with Ficus' `CA`, `Cert`, `Key` and `ServerName`.
+    /// How `https://` servers are reached: Vulcand's upstream TLS block plus Ficus's CA, client certificate and
+    /// server name. Without it, `https://` servers are verified against the system's roots.
     #[serde(default, rename = "TLS", skip_serializing_if = "Option::is_none")]
-    pub tls: Option<Box<super::UpstreamTlsSpec>>,
+    pub tls: Option<Box<BackendTls>>,
     /// Ficus: active health checks of every server of the backend.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health_check: Option<super::HealthCheckSpec>,
     /// Ficus: passive health, ejecting a server after consecutive connect errors or 5xx answers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outlier: Option<super::OutlierSpec>,
+    /// Ficus: HTTP/2 to the servers. `alpn` (default): over TLS when the server picks h2, else HTTP/1.1;
+    /// `prior-knowledge`: always HTTP/2 (h2c on `http://` servers, gRPC's usual setup); `off`: HTTP/1.1 only.
+    #[serde(default, rename = "HTTP2", skip_serializing_if = "Option::is_none")]
+    pub http2: Option<String>,
+}
+
+/// Vulcand's TLS options for a backend (Go's `tls.Config` names), and Ficus's additions.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "PascalCase")]
+pub struct BackendTls {
+    /// Do not verify the server's certificate (as Go's `InsecureSkipVerify`); logged as a warning at load.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub insecure_skip_verify: bool,
+    /// `VersionTLS12` or `VersionTLS13` (TLS 1.0 and 1.1 are refused: the TLS library has neither).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_version: Option<String>,
+    /// Go's names (`TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256`, ...); TLS 1.2 suites only, as in Go. Empty: defaults.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cipher_suites: Vec<String>,
+    /// No session resumption with the servers.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub session_tickets_disabled: bool,
+    /// A server-side preference in Go; a client has none to state. Accepted so Vulcand trees decode.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefer_server_cipher_suites: Option<bool>,
+    /// Vulcand's listener session cache; accepted for the same reason (resumption is on unless disabled).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_cache: Option<serde_json::Value>,
+    /// Ficus: PEM certificates the servers' chains must lead to, instead of the system's roots.
+    #[serde(default, rename = "CA", skip_serializing_if = "Option::is_none")]
+    pub ca: Option<String>,
+    /// Ficus: the name sent by SNI and checked in the certificate, instead of the server URL's host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_name: Option<String>,
+    /// Ficus: a client certificate chain (PEM) for servers that ask for one, with its `Key`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize)]

@@ -149,27 +149,6 @@ impl Engine {
             .take_while(|(k, _)| matches!(k, Key::Server { backend, .. } if backend == id));
         match inputs.specs.get(&key) {
             Some(Spec::Backend(b)) => {
-                let tls = match &b.settings.tls {
-                    None => None,
-                    Some(spec) => {
-                        let tuning = spec.tuning_fields();
-                        if !tuning.is_empty() {
-                            p.unsupported.push(ConfigError::new(
-                                &key,
-                                Some("Settings.TLS"),
-                                format!("{} not acted on; rustls' safe defaults apply", tuning.join(", ")),
-                            ));
-                        }
-                        // Checked when the value arrived (check_one); a failure here would be a bug.
-                        match super::tls::check(&key, spec) {
-                            Ok(t) => Some(t),
-                            Err(e) => {
-                                p.errors.push(e);
-                                None
-                            }
-                        }
-                    }
-                };
                 let mut list = Vec::new();
                 for (k, spec) in servers {
                     // check_one passed for everything held in specs, so these only fail on a bug; report instead
@@ -184,6 +163,16 @@ impl Engine {
                     }
                 }
                 let settings = upstream_settings(b);
+                let any_https = list.iter().any(|s| s.scheme == http::uri::Scheme::HTTPS);
+                let tls = match super::upstream_tls::build(&key, b.settings.tls.as_deref(), settings.http2, any_https) {
+                    Ok(tls) => tls,
+                    Err(e) => {
+                        // No way to reach its https servers: they are left out, the rest serve.
+                        p.errors.push(e);
+                        list.retain(|s| s.scheme != http::uri::Scheme::HTTPS);
+                        None
+                    }
+                };
                 // Checked when the value arrived (check_one); a failure here would be a bug, and the backend
                 // then serves without health settings rather than not at all.
                 let health = super::health::health(&key, b.settings.health_check.as_ref(), b.settings.outlier.as_ref())
@@ -193,7 +182,7 @@ impl Engine {
                     });
                 self.validated.backends.insert(
                     id.to_string(),
-                    ValidatedBackend { id: id.to_string(), settings, health, tls, servers: list },
+                    ValidatedBackend { id: id.to_string(), settings, tls, health, servers: list, role: b.role },
                 );
             }
             _ => {

@@ -27,12 +27,15 @@ pub struct ValidatedConfig {
 pub struct ValidatedBackend {
     pub id: String,
     pub settings: UpstreamSettings,
+    /// How `https://` servers are reached; `None` when the backend has none and no `TLS` block.
+    pub tls: Option<super::UpstreamTls>,
     /// Active checks and passive ejection (Ficus extensions); kept out of `settings` so changing them keeps
     /// the servers' pools.
     pub health: super::BackendHealth,
-    /// `Settings.TLS` for the backend's `https://` servers; the system roots when absent.
-    pub tls: Option<Arc<super::UpstreamTls>>,
     pub servers: Vec<ValidatedServer>,
+    /// `Role`, when the backend says which side of the migration it is on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub role: Option<super::Role>,
 }
 
 /// Backend settings with defaults filled in.
@@ -49,6 +52,7 @@ pub struct UpstreamSettings {
     pub max_idle_per_host: u32,
     #[serde(serialize_with = "ser_duration")]
     pub drain_timeout: Duration,
+    pub http2: super::Http2,
 }
 
 impl Default for UpstreamSettings {
@@ -61,6 +65,7 @@ impl Default for UpstreamSettings {
             keep_alive_period: Duration::from_secs(30),
             max_idle_per_host: 256,
             drain_timeout: Duration::from_secs(30),
+            http2: super::Http2::Alpn,
         }
     }
 }

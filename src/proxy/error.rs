@@ -30,8 +30,10 @@ impl UpstreamFailure {
         use crate::upstream::pool::PoolError;
         use std::error::Error as _;
         let http = match e {
-            PoolError::Connect { .. } | PoolError::Tls { .. } => return UpstreamFailure::Connect(e.to_string()),
+            PoolError::Connect { .. } => return UpstreamFailure::Connect(e.to_string()),
             PoolError::DialTimeout { .. } => return UpstreamFailure::DialTimeout,
+            // A server that cannot be spoken to safely is as unreachable as one that refuses the connection.
+            PoolError::Tls { .. } | PoolError::TlsTimeout { .. } => return UpstreamFailure::Connect(e.to_string()),
             PoolError::Http(http) => http,
         };
         let mut chain = http.to_string();

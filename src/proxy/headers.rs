@@ -192,6 +192,15 @@ pub fn is_upgrade(headers: &HeaderMap) -> bool {
         })
 }
 
+/// The client's address as a trusted proxy in front reported it: the last address of `X-Forwarded-For`
+/// (the one that proxy appended; earlier ones are whatever the client claimed). `None` when there is no
+/// such header or its last entry is not an address.
+pub fn forwarded_client(headers: &HeaderMap) -> Option<std::net::IpAddr> {
+    let last = headers.get_all(&X_FORWARDED_FOR).iter().next_back()?;
+    let last = last.to_str().ok()?.rsplit(',').next()?.trim();
+    last.parse().ok().or_else(|| last.parse::<std::net::SocketAddr>().ok().map(|a| a.ip()))
+}
+
 /// Sets X-Forwarded-For/Proto/Host. `client_ip` was formatted once per connection.
 pub fn set_forwarded(
     headers: &mut HeaderMap,
@@ -272,6 +281,18 @@ fn hex(v: u64, out: &mut [u8]) {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_forwarded_client_is_the_address_the_trusted_proxy_appended() {
+        let mut h = HeaderMap::new();
+        assert_eq!(super::forwarded_client(&h), None);
+        h.append(&X_FORWARDED_FOR, HeaderValue::from_static("6.6.6.6, 10.0.0.7"));
+        assert_eq!(super::forwarded_client(&h), Some([10, 0, 0, 7].into()));
+        h.append(&X_FORWARDED_FOR, HeaderValue::from_static("[::1]:80"));
+        assert_eq!(super::forwarded_client(&h), Some(std::net::Ipv6Addr::LOCALHOST.into()));
+        h.insert(&X_FORWARDED_FOR, HeaderValue::from_static("unknown"));
+        assert_eq!(super::forwarded_client(&h), None);
+    }
+
     use super::*;
 
     #[test]

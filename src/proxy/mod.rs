@@ -240,7 +240,7 @@ impl Proxy {
         if status == StatusCode::SWITCHING_PROTOCOLS {
             if let Some(client_upgrade) = client_upgrade {
                 let upstream_upgrade = hyper::upgrade::on(&mut resp);
-                self.tunnel(frontend.id.clone(), client_upgrade, upstream_upgrade, guard);
+                self.tunnel(frontend.id.clone(), client_upgrade, upstream_upgrade, guard, admitted);
                 frontend.metrics.record(Some((bi, &backend.id)), Some((si, &server.id)), 101, start.elapsed());
                 let (parts, _) = resp.into_parts();
                 return Response::from_parts(parts, ProxyBody::empty());
@@ -280,11 +280,19 @@ impl Proxy {
     }
 
     /// A 101 answer: the two upgraded connections are joined in a task of their own, which a drain waits for.
-    fn tunnel(&self, frontend: Arc<str>, client: OnUpgrade, upstream: OnUpgrade, guard: InflightGuard) {
+    fn tunnel(
+        &self,
+        frontend: Arc<str>,
+        client: OnUpgrade,
+        upstream: OnUpgrade,
+        guard: InflightGuard,
+        admitted: Admitted,
+    ) {
         let tunnel = self.tunnels.enter();
         tokio::spawn(async move {
-            // The in-flight guard lives as long as the tunnel, so a drain waits for it too.
-            let (guard, _tunnel) = (guard, tunnel);
+            // The in-flight guard lives as long as the tunnel, so a drain waits for it too; so do the
+            // connection slots the chain gave the request (a connlimit counts an open WebSocket).
+            let (guard, _tunnel, _admitted) = (guard, tunnel, admitted);
             match tokio::try_join!(client, upstream) {
                 Ok((client, upstream)) => {
                     let mut client = TokioIo::new(client);
@@ -386,14 +394,11 @@ fn request_filter(
         || (trust
             && req.headers().get("x-forwarded-proto").is_some_and(|p| p.as_bytes().eq_ignore_ascii_case(b"https")));
     let target = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
-    let input = middleware::Input {
-        method: req.method(),
-        client_ip: conn.peer.ip(),
-        host,
-        headers: req.headers(),
-        https,
-        target,
-    };
+    // Behind a trusted proxy, `client.ip` is the client it reports, not the proxy (every client would share
+    // one bucket otherwise).
+    let client_ip =
+        if trust { headers::forwarded_client(req.headers()).unwrap_or(conn.peer.ip()) } else { conn.peer.ip() };
+    let input = middleware::Input { method: req.method(), client_ip, host, headers: req.headers(), https, target };
     let mut admitted = middleware::run(&frontend.chain, &input).map_err(|stop| match stop {
         middleware::Stop::Rejected(r) => ProxyError::Rejected(r),
         middleware::Stop::Redirect(to) => match HeaderValue::try_from(to) {

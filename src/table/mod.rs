@@ -251,7 +251,7 @@ impl Default for Compiler {
 }
 
 fn same_backend(a: &ValidatedBackend, b: &ValidatedBackend) -> bool {
-    a.id == b.id && a.settings == b.settings && a.health == b.health && a.tls == b.tls && a.servers == b.servers
+    a.id == b.id && a.settings == b.settings && a.tls == b.tls && a.health == b.health && a.servers == b.servers
 }
 
 impl Compiler {
@@ -525,7 +525,7 @@ fn compile_frontend(
     // Validation guarantees every named backend exists; filter anyway rather than trust it blindly.
     let split: Vec<(Arc<Backend>, u32)> =
         f.backends.iter().filter_map(|(b, w)| backends.get(b.as_str()).map(|e| (e.compiled.clone(), *w))).collect();
-    let server_counts: Vec<usize> = split.iter().map(|(b, _)| b.servers.items().len()).collect();
+    let server_counts: Vec<(&str, usize)> = split.iter().map(|(b, _)| (&*b.id, b.servers.items().len())).collect();
     let hostname =
         (!f.settings.hostname.is_empty()).then(|| HeaderValue::from_str(&f.settings.hostname).ok()).flatten();
     Arc::new(Frontend {

@@ -6,6 +6,7 @@
 
 pub mod access;
 pub mod batch;
+pub mod live;
 pub mod process;
 
 use metrics::{Counter, Histogram};
@@ -108,14 +109,17 @@ pub struct FrontendMetrics {
     /// Requests answered before a backend was picked.
     no_backend: OnceLock<StatusCounters>,
     latency: OnceLock<Histogram>,
+    /// The dashboard's counters of the frontend and of each backend of its split, in split order.
+    live: Arc<live::Live>,
+    live_backends: Box<[Arc<live::Live>]>,
 }
 
 impl FrontendMetrics {
-    /// `servers_per_backend` in the order of the frontend's split.
-    pub fn new(frontend: &str, servers_per_backend: &[usize]) -> Self {
-        let mut offsets = Vec::with_capacity(servers_per_backend.len());
+    /// `backends`: each backend's id and server count, in the order of the frontend's split.
+    pub fn new(frontend: &str, backends: &[(&str, usize)]) -> Self {
+        let mut offsets = Vec::with_capacity(backends.len());
         let mut total = 0;
-        for n in servers_per_backend {
+        for (_, n) in backends {
             offsets.push(total);
             total += n + 1;
         }
@@ -125,6 +129,8 @@ impl FrontendMetrics {
             slots: (0..total).map(|_| OnceLock::new()).collect(),
             no_backend: OnceLock::new(),
             latency: OnceLock::new(),
+            live: live::handle(live::Kind::Frontend, frontend),
+            live_backends: backends.iter().map(|(id, _)| live::handle(live::Kind::Backend, id)).collect(),
         }
     }
 
@@ -155,6 +161,10 @@ impl FrontendMetrics {
         self.latency
             .get_or_init(|| metrics::histogram!(REQUEST_DURATION, "frontend" => self.frontend.to_string()))
             .record(elapsed.as_secs_f64());
+        self.live.record(status, elapsed);
+        if let Some(live) = backend.and_then(|(bi, _)| self.live_backends.get(bi)) {
+            live.record(status, elapsed);
+        }
     }
 }
 

@@ -6,9 +6,13 @@
 //! Times are milliseconds on one process-wide monotonic clock ([`millis`]), so an ejection's end fits in an
 //! `AtomicU64` and the proxy can compare it against the request's start without another clock read.
 
-use super::pool::UpstreamIo;
 use super::Server;
 use crate::model::{HealthCheck, Outlier};
+use bytes::Bytes;
+use http::{header, Request};
+use http_body_util::{BodyExt, Empty};
+use hyper::client::conn::http1::{self, SendRequest};
+use hyper_util::rt::TokioIo;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, OnceLock, Weak};
@@ -202,25 +206,23 @@ pub(super) fn unchecked(server: &Server) {
 async fn check_loop(server: Weak<Server>, check: Arc<HealthCheck>) {
     // Spread over the first interval, so a backend of many servers (or a restart) does not check all at once.
     tokio::time::sleep(check.interval.mul_f64(random_unit())).await;
-    let mut conn: Option<CheckConn> = None;
+    let mut conn: Option<SendRequest<Empty<Bytes>>> = None;
     let (mut passes, mut fails) = (0u32, 0u32);
     // Worked out once: a server's address never changes (a new URL is a new server).
-    let (counters, request) = match server.upgrade() {
+    let (counters, host) = match server.upgrade() {
         Some(s) => {
             let counter = |result: &'static str| {
                 metrics::counter!(crate::telemetry::HEALTH_CHECKS_TOTAL, "backend" => s.backend.to_string(),
                     "server" => s.id.to_string(), "result" => result)
             };
             let host = check.hostname.clone().unwrap_or_else(|| s.authority.to_string());
-            let request =
-                format!("GET {} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: ficus-health-check\r\n\r\n", check.path);
-            ([counter("fail"), counter("pass")], request.into_bytes())
+            ([counter("fail"), counter("pass")], host)
         }
         None => return,
     };
     loop {
         let Some(s) = server.upgrade() else { return };
-        let result = tokio::time::timeout(check.timeout, probe(&mut conn, &s, &request)).await;
+        let result = tokio::time::timeout(check.timeout, probe(&mut conn, &s, &check.path, &host)).await;
         let passed = match result {
             Ok(Ok(status)) if status.is_success() => true,
             Ok(Ok(status)) => {
@@ -265,162 +267,44 @@ fn record(s: &Server, check: &HealthCheck, passed: bool, passes: &mut u32, fails
     }
 }
 
-/// Health check bodies are read to their end so the connection can be reused, up to this size; a longer head
-/// is a failure.
+/// Health check bodies are read to their end so the connection can be reused, up to this size.
 const MAX_CHECK_BODY: usize = 64 * 1024;
-const MAX_CHECK_HEAD: usize = 16 * 1024;
 
-/// A checker's kept-alive connection and its read buffer.
-struct CheckConn {
-    io: UpstreamIo,
-    buf: Vec<u8>,
-}
-
-/// One check: the request (serialised once per checker) on the kept connection, or on a new one. Returns
-/// the answer's status. Spoken by hand rather than through hyper's client: a check is one small request and
-/// one small answer, and without a connection task per checker a thousand servers cost a third as much.
-/// A kept connection the server closed while idle is noticed when nothing comes back, and the check goes
-/// out again once on a new connection.
-async fn probe(conn: &mut Option<CheckConn>, server: &Server, request: &[u8]) -> Result<http::StatusCode, String> {
-    let reused = conn.is_some();
-    match exchange(conn, server, request).await {
-        Err(Exchange::NothingBack(_)) if reused => {
-            *conn = None;
-            exchange(conn, server, request).await.map_err(Exchange::into_message)
-        }
-        other => other.map_err(Exchange::into_message),
-    }
-}
-
-enum Exchange {
-    /// The connection ended (or broke) before any byte of an answer.
-    NothingBack(String),
-    Failed(String),
-}
-
-impl Exchange {
-    fn into_message(self) -> String {
-        match self {
-            Exchange::NothingBack(m) | Exchange::Failed(m) => m,
-        }
-    }
-}
-
-async fn exchange(conn: &mut Option<CheckConn>, server: &Server, request: &[u8]) -> Result<http::StatusCode, Exchange> {
-    if conn.is_none() {
-        let io = server.pool.connect_io().await.map_err(|e| Exchange::Failed(e.to_string()))?;
-        *conn = Some(CheckConn { io, buf: Vec::with_capacity(1024) });
-    }
-    let Some(c) = conn.as_mut() else { return Err(Exchange::Failed("no connection".to_string())) };
-    let result = answer(c, request).await;
-    match &result {
-        Ok((_, true)) => {}
-        // Not reusable (no length, `Connection: close`, too long), or broken.
-        _ => *conn = None,
-    }
-    result.map(|(status, _)| status)
-}
-
-/// Sends the request and reads the answer; returns its status and whether the connection can be reused.
-async fn answer(c: &mut CheckConn, request: &[u8]) -> Result<(http::StatusCode, bool), Exchange> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    c.io.write_all(request).await.map_err(|e| Exchange::NothingBack(e.to_string()))?;
-    c.buf.clear();
-    let head_end = loop {
-        if let Some(at) = c.buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break at + 4;
-        }
-        if c.buf.len() > MAX_CHECK_HEAD {
-            return Err(Exchange::Failed("answer head too long".to_string()));
-        }
-        match c.io.read_buf(&mut c.buf).await {
-            Ok(0) if c.buf.is_empty() => return Err(Exchange::NothingBack("closed without an answer".to_string())),
-            Ok(0) => return Err(Exchange::Failed("closed in the middle of the answer".to_string())),
-            Ok(_) => {}
-            Err(e) if c.buf.is_empty() => return Err(Exchange::NothingBack(e.to_string())),
-            Err(e) => return Err(Exchange::Failed(e.to_string())),
-        }
-    };
-    let head =
-        std::str::from_utf8(&c.buf[..head_end]).map_err(|_| Exchange::Failed("answer head is not text".into()))?;
-    let mut lines = head.split("\r\n");
-    let status_line = lines.next().unwrap_or("");
-    let status = status_line
-        .strip_prefix("HTTP/1.")
-        .and_then(|rest| rest.get(2..5))
-        .and_then(|code| code.parse::<u16>().ok())
-        .and_then(|code| http::StatusCode::from_u16(code).ok())
-        .ok_or_else(|| Exchange::Failed(format!("not an HTTP/1 status line: {status_line:?}")))?;
-    let (mut length, mut close) = (None, status_line.starts_with("HTTP/1.0"));
-    for line in lines {
-        let Some((name, value)) = line.split_once(':') else { continue };
-        let value = value.trim();
-        if name.eq_ignore_ascii_case("content-length") {
-            length = value.parse::<usize>().ok();
-        } else if name.eq_ignore_ascii_case("transfer-encoding") {
-            // A chunked body is not worth parsing for a check: the status is known, the connection goes.
-            close = true;
-        } else if name.eq_ignore_ascii_case("connection") && value.eq_ignore_ascii_case("close") {
-            close = true;
-        }
-    }
-    let Some(length) = length.filter(|l| *l <= MAX_CHECK_BODY && !close) else { return Ok((status, false)) };
-    while c.buf.len() < head_end + length {
-        match c.io.read_buf(&mut c.buf).await {
-            Ok(0) | Err(_) => return Ok((status, false)),
-            Ok(_) => {}
-        }
-    }
-    // Anything past the body would be an answer to no request: the connection is not trusted again.
-    Ok((status, c.buf.len() == head_end + length))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-    /// A connection whose peer answers each request head with the next of `answers`, then closes.
-    async fn conn(answers: Vec<&'static [u8]>) -> CheckConn {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("addr");
+/// One check: `GET path` on the kept connection (or a new one). Returns the answer's status.
+async fn probe(
+    conn: &mut Option<SendRequest<Empty<Bytes>>>,
+    server: &Server,
+    path: &str,
+    host: &str,
+) -> Result<http::StatusCode, String> {
+    let reusable = conn.as_ref().is_some_and(|c| c.is_ready());
+    if !reusable {
+        // Through the server's own dialer: the same TLS (CA, SNI, client certificate) as its requests.
+        let stream = server.pool.open_h1().await.map_err(|e| e.to_string())?;
+        let (tx, c) = http1::handshake(TokioIo::new(stream)).await.map_err(|e| e.to_string())?;
         tokio::spawn(async move {
-            let Ok((mut s, _)) = listener.accept().await else { return };
-            for a in answers {
-                let mut buf = [0u8; 1024];
-                if s.read(&mut buf).await.unwrap_or(0) == 0 {
-                    return;
-                }
-                let _ = s.write_all(a).await;
-            }
+            let _ = c.await;
         });
-        let io = UpstreamIo::Plain(tokio::net::TcpStream::connect(addr).await.expect("connect"));
-        CheckConn { io, buf: Vec::new() }
+        *conn = Some(tx);
     }
-
-    fn ok(r: Result<(http::StatusCode, bool), Exchange>) -> (u16, bool) {
-        match r {
-            Ok((s, reuse)) => (s.as_u16(), reuse),
-            Err(e) => panic!("{}", e.into_message()),
+    let Some(tx) = conn.as_mut() else { return Err("no connection".to_string()) };
+    let req = Request::get(path)
+        .header(header::HOST, host)
+        .header(header::USER_AGENT, "ficus-health-check")
+        .body(Empty::<Bytes>::new())
+        .map_err(|e| e.to_string())?;
+    let resp = tx.send_request(req).await.map_err(|e| e.to_string())?;
+    let status = resp.status();
+    let mut body = resp.into_body();
+    let mut read = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| e.to_string())?;
+        read += frame.data_ref().map_or(0, |d| d.len());
+        if read > MAX_CHECK_BODY {
+            // Not worth reading on: the status is known, the connection is given up.
+            *conn = None;
+            break;
         }
     }
-
-    #[tokio::test]
-    async fn answers_are_read_by_length_and_the_connection_kept_only_when_that_is_safe() {
-        const REQ: &[u8] = b"GET /h HTTP/1.1\r\nHost: x\r\n\r\n";
-        let mut c = conn(vec![
-            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
-            b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\n\r\n",
-            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
-        ])
-        .await;
-        assert_eq!(ok(answer(&mut c, REQ).await), (200, true));
-        assert_eq!(ok(answer(&mut c, REQ).await), (503, true));
-        assert_eq!(ok(answer(&mut c, REQ).await), (200, false), "a chunked answer is not read on");
-        assert!(matches!(answer(&mut c, REQ).await, Err(Exchange::NothingBack(_))), "closed after the last");
-        let mut c = conn(vec![b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"]).await;
-        assert_eq!(ok(answer(&mut c, REQ).await), (200, false));
-        let mut c = conn(vec![b"SSH-2.0-OpenSSH\r\n\r\n"]).await;
-        assert!(matches!(answer(&mut c, REQ).await, Err(Exchange::Failed(_))));
-    }
+    Ok(status)
 }

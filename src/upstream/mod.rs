@@ -30,8 +30,8 @@ pub struct Server {
     /// The `Host` header value sent when the frontend does not pass the client's host.
     pub host_header: HeaderValue,
     pub settings: UpstreamSettings,
-    /// The backend's TLS settings this server was dialled with (`https://` only); 0 for none.
-    tls_id: u64,
+    /// The TLS it was built with (https servers), kept so the registry can find it again.
+    tls: Option<UpstreamTls>,
     pub pool: pool::Pool<RequestBody>,
     /// Active checks and passive ejection; read by the pick phase.
     pub health: health::Health,
@@ -43,9 +43,8 @@ pub struct Server {
 }
 
 impl Server {
-    fn new(backend: &str, spec: &ValidatedServer, settings: UpstreamSettings, tls: Option<Arc<UpstreamTls>>) -> Self {
-        let tls_id = tls.as_ref().map_or(0, |t| t.id);
-        let pool = pool::Pool::new(&spec.authority, &settings, tls.as_deref());
+    fn new(backend: &str, spec: &ValidatedServer, settings: UpstreamSettings, tls: Option<&UpstreamTls>) -> Self {
+        let pool = pool::Pool::new(&spec.scheme, &spec.authority, &settings, tls);
         // Authority is valid ASCII by construction (it came from a parsed URI).
         let host_header =
             HeaderValue::from_str(spec.authority.as_str()).unwrap_or(HeaderValue::from_static("localhost"));
@@ -57,7 +56,7 @@ impl Server {
             authority: spec.authority.clone(),
             host_header,
             settings,
-            tls_id,
+            tls: tls.cloned(),
             pool,
             health: health::Health::default(),
             inflight: AtomicUsize::new(0),
@@ -150,7 +149,7 @@ struct ServerKey {
     id: String,
     url: String,
     settings: UpstreamSettings,
-    tls: u64,
+    tls: Option<UpstreamTls>,
 }
 
 /// What `/status` shows about a server that left the config but still has work or references.
@@ -209,23 +208,21 @@ impl Registry {
 
     /// The server for this backend, spec and settings: the one already known (same pool, same counters) when
     /// nothing that shapes it changed, a new one otherwise.
-    /// `tls` is the backend's `Settings.TLS`; it applies to `https://` servers only (the system roots when
-    /// absent).
     pub fn server(
         &self,
         backend: &str,
         spec: &ValidatedServer,
         settings: UpstreamSettings,
-        tls: Option<&Arc<UpstreamTls>>,
+        tls: Option<&UpstreamTls>,
     ) -> Arc<Server> {
-        let tls =
-            (spec.scheme == Scheme::HTTPS).then(|| tls.cloned().unwrap_or_else(crate::model::default_upstream_tls));
+        // Only https servers use the TLS settings; a TLS change leaves plain ones (and their pools) alone.
+        let tls = tls.filter(|_| spec.scheme == Scheme::HTTPS);
         let key = ServerKey {
             backend: backend.to_string(),
             id: spec.id.clone(),
             url: spec.url.clone(),
             settings,
-            tls: tls.as_ref().map_or(0, |t| t.id),
+            tls: tls.cloned(),
         };
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         inner.servers.entry(key).or_insert_with(|| Arc::new(Server::new(backend, spec, settings, tls))).clone()
@@ -241,7 +238,7 @@ impl Registry {
                 id: server.id.to_string(),
                 url: server.url.clone(),
                 settings: server.settings,
-                tls: server.tls_id,
+                tls: server.tls.clone(),
             };
             if inner.servers.get(&key).is_some_and(|s| Arc::ptr_eq(s, &server)) {
                 inner.servers.remove(&key);
@@ -251,6 +248,13 @@ impl Registry {
             }
         }
         inner.draining.retain(|w| w.strong_count() > 0);
+    }
+
+    /// Visits every server the tables use (draining ones are in [`Registry::draining`]), for read-only views
+    /// such as the dashboard's in-flight counts.
+    pub fn for_each_server(&self, mut f: impl FnMut(&Server)) {
+        let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        inner.servers.values().for_each(|s| f(s));
     }
 
     /// Starts, changes or stops the active checks of `server` (a server of the table being compiled). Its health

@@ -10,25 +10,26 @@
 //! task saw the close) or when the request is handed to it: hyper then gives the request back untouched, and
 //! it is sent again on another connection. A request that has left for the server is never repeated.
 //!
-//! An `https://` server is dialled with its backend's TLS settings (`model::UpstreamTls`: the roots, a client
-//! certificate, the name verified and sent as SNI), within the backend's `TLSHandshake` timeout; what flows
-//! over the connection is the same HTTP/1.1.
+//! `https://` servers are dialed with the backend's TLS (SNI, verification, client certificate; see
+//! `model::upstream_tls`). When ALPN picks `h2`, or the backend says `HTTP2: prior-knowledge`, the server is
+//! spoken to over one shared HTTP/2 connection instead of the stack: every request opens a stream on it (so
+//! gRPC, trailers included, passes), read lock-free, and replaced when the server closes it. Requests that
+//! upgrade the connection (WebSocket) always get an HTTP/1.1 connection of their own.
 
-use crate::model::{UpstreamSettings, UpstreamTls};
-use http::uri::Authority;
-use http::{HeaderMap, Method, Request, Response, Uri, Version};
+use crate::model::{Http2, UpstreamSettings, UpstreamTls};
+use arc_swap::ArcSwapOption;
+use http::uri::{Authority, Scheme};
+use http::{header, HeaderMap, Method, Request, Response, Uri, Version};
 use http_body::Body;
 use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, SendRequest};
-use hyper_util::rt::TokioIo;
+use hyper::client::conn::http2;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use rustls::pki_types::ServerName;
 use std::net::{IpAddr, SocketAddr};
-use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 /// Why an exchange with the upstream failed.
@@ -38,74 +39,12 @@ pub enum PoolError {
     Connect { target: String, source: std::io::Error },
     #[error("connect to {target} timed out after {}", crate::model::format_duration(*.after))]
     DialTimeout { target: String, after: Duration },
-    #[error("TLS with {target}: {message}")]
-    Tls { target: String, message: String },
+    #[error("TLS handshake with {target}: {source}")]
+    Tls { target: String, source: std::io::Error },
+    #[error("TLS handshake with {target} timed out after {}", crate::model::format_duration(*.after))]
+    TlsTimeout { target: String, after: Duration },
     #[error(transparent)]
     Http(#[from] hyper::Error),
-}
-
-/// An upstream connection: plain TCP, or TLS over it.
-pub enum UpstreamIo {
-    Plain(TcpStream),
-    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
-}
-
-impl AsyncRead for UpstreamIo {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            UpstreamIo::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            UpstreamIo::Tls(s) => Pin::new(&mut **s).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncWrite for UpstreamIo {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
-        match self.get_mut() {
-            UpstreamIo::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            UpstreamIo::Tls(s) => Pin::new(&mut **s).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        match self.get_mut() {
-            UpstreamIo::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
-            UpstreamIo::Tls(s) => Pin::new(&mut **s).poll_write_vectored(cx, bufs),
-        }
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        match self {
-            UpstreamIo::Plain(s) => s.is_write_vectored(),
-            UpstreamIo::Tls(s) => s.is_write_vectored(),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            UpstreamIo::Plain(s) => Pin::new(s).poll_flush(cx),
-            UpstreamIo::Tls(s) => Pin::new(&mut **s).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            UpstreamIo::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            UpstreamIo::Tls(s) => Pin::new(&mut **s).poll_shutdown(cx),
-        }
-    }
-}
-
-/// How an `https://` server is dialled.
-struct TlsDial {
-    connector: tokio_rustls::TlsConnector,
-    /// The name verified and sent as SNI; why there is none when the host cannot be one.
-    name: Result<ServerName<'static>, String>,
-    timeout: Duration,
 }
 
 /// Where connections go: an address known up front, or a name resolved at each dial (so DNS changes are
@@ -116,18 +55,28 @@ enum Target {
     Name(String, u16),
 }
 
-fn bare_host(authority: &Authority) -> &str {
-    let host = authority.host();
-    host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host)
-}
-
 impl Target {
-    fn new(authority: &Authority, default_port: u16) -> Target {
-        let port = authority.port_u16().unwrap_or(default_port);
-        let bare = bare_host(authority);
+    fn new(authority: &Authority, scheme: &Scheme) -> Target {
+        let port = authority.port_u16().unwrap_or(if *scheme == Scheme::HTTPS { 443 } else { 80 });
+        let host = authority.host();
+        let bare = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
         match bare.parse::<IpAddr>() {
             Ok(ip) => Target::Addr(SocketAddr::new(ip, port)),
             Err(_) => Target::Name(bare.to_string(), port),
+        }
+    }
+}
+
+impl Target {
+    fn authority(&self) -> Option<Authority> {
+        Authority::try_from(self.to_string()).ok()
+    }
+
+    /// The host part, as SNI and certificate checks name it.
+    fn host(&self) -> String {
+        match self {
+            Target::Addr(a) => a.ip().to_string(),
+            Target::Name(h, _) => h.clone(),
         }
     }
 }
@@ -199,10 +148,30 @@ fn closed_under_us(e: &hyper::Error) -> bool {
 }
 
 /// A connection checked out for one exchange. Hand it back with [`Pool::put`] once the response body was
-/// read to its end; dropping it instead closes the connection (once hyper is done with it).
+/// read to its end; dropping it instead closes the connection (once hyper is done with it). An HTTP/2 stream
+/// needs no handing back: its connection stays shared in the pool.
 pub struct Conn<B> {
-    tx: SendRequest<B>,
+    tx: Option<SendRequest<B>>,
 }
+
+/// How `https://` servers are dialed.
+struct Tls {
+    connector: tokio_rustls::TlsConnector,
+    /// `http/1.1` only, for upgrades.
+    h1_connector: tokio_rustls::TlsConnector,
+    name: ServerName<'static>,
+    handshake_timeout: Duration,
+}
+
+/// A fresh connection: HTTP/1.1 for the stack, or HTTP/2 to share.
+enum Dialed<B> {
+    H1(SendRequest<B>),
+    H2(http2::SendRequest<B>),
+}
+
+/// A byte stream to a server, plain or TLS: one handshake function serves both.
+pub trait Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static> Stream for T {}
 
 struct Idle<B> {
     tx: SendRequest<B>,
@@ -211,7 +180,11 @@ struct Idle<B> {
 
 struct Inner<B> {
     target: Target,
-    tls: Option<TlsDial>,
+    scheme: Scheme,
+    tls: Option<Tls>,
+    http2: Http2,
+    /// The shared HTTP/2 connection, once the server speaks HTTP/2.
+    h2: ArcSwapOption<http2::SendRequest<B>>,
     dial_timeout: Duration,
     keep_alive: Duration,
     idle_timeout: Duration,
@@ -228,26 +201,30 @@ pub struct Pool<B> {
 
 impl<B> Pool<B>
 where
-    B: Body + Replay + Send + 'static,
+    B: Body + Replay + Send + Unpin + 'static,
     B::Data: Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    /// `tls`: dial with TLS (an `https://` server).
-    pub fn new(authority: &Authority, settings: &UpstreamSettings, tls: Option<&UpstreamTls>) -> Self {
-        let tls = tls.map(|t| TlsDial {
-            connector: tokio_rustls::TlsConnector::from(t.config.clone()),
-            name: match &t.server_name {
-                Some(n) => Ok(n.clone()),
-                None => ServerName::try_from(bare_host(authority).to_string())
-                    .map_err(|e| format!("`{}` cannot be verified as a name: {e}", authority.host())),
-            },
-            timeout: settings.tls_handshake_timeout,
+    pub fn new(scheme: &Scheme, authority: &Authority, settings: &UpstreamSettings, tls: Option<&UpstreamTls>) -> Self {
+        let target = Target::new(authority, scheme);
+        let tls = tls.filter(|_| *scheme == Scheme::HTTPS).map(|t| {
+            let host = t.server_name.clone().unwrap_or_else(|| target.host());
+            Tls {
+                connector: tokio_rustls::TlsConnector::from(t.config.clone()),
+                h1_connector: tokio_rustls::TlsConnector::from(t.h1_config.clone()),
+                // Checked at validation; a URL host that is not a valid name (it came from a parsed URI) falls
+                // back to the literal, which verification then refuses with a clear error.
+                name: ServerName::try_from(host).unwrap_or_else(|_| ServerName::try_from("invalid.").expect("static")),
+                handshake_timeout: settings.tls_handshake_timeout,
+            }
         });
-        let default_port = if tls.is_some() { 443 } else { 80 };
         Pool {
             inner: Arc::new(Inner {
-                target: Target::new(authority, default_port),
+                target,
+                scheme: scheme.clone(),
                 tls,
+                http2: settings.http2,
+                h2: ArcSwapOption::empty(),
                 dial_timeout: settings.dial_timeout,
                 keep_alive: settings.keep_alive_period,
                 // As long as the connection-level keep-alive probes would take to call a silent peer dead.
@@ -268,22 +245,40 @@ where
     pub fn close_idle(&self) {
         let idle = std::mem::take(&mut *self.inner.lock());
         drop(idle);
+        // Streams still open on it keep it alive until they end.
+        self.inner.h2.store(None);
     }
 
     /// Sends `req` on an idle connection, or on a new one when none is usable. `now` is the request's start,
     /// read once by the caller, against which idle connections are aged.
     pub async fn send(&self, mut req: Request<B>, now: Instant) -> Result<(Response<Incoming>, Conn<B>), PoolError> {
+        let upgrade = req.headers().contains_key(header::UPGRADE);
         loop {
+            if !upgrade {
+                if let Some(h2) = self.inner.h2.load_full() {
+                    if !h2.is_closed() {
+                        return self.inner.send_h2(&h2, req).await;
+                    }
+                    self.inner.h2.store(None);
+                }
+            }
             let (mut tx, reused) = match self.inner.checkout(now) {
                 Some(tx) => (tx, true),
                 // Boxed: dialing is rare, and its future is large; unboxed it would swell every request's future.
-                None => (Box::pin(self.inner.dial()).await?, false),
+                None => match Box::pin(self.inner.dial(upgrade)).await? {
+                    Dialed::H1(tx) => (tx, false),
+                    Dialed::H2(h2) => {
+                        let h2 = Arc::new(h2);
+                        self.inner.h2.store(Some(h2.clone()));
+                        return self.inner.send_h2(&h2, req).await;
+                    }
+                },
             };
             // Each retry below drops a pooled connection that failed, so this ends; a request on a fresh
             // connection is never sent again.
             let copy = if reused { Copy::of(&req) } else { None };
             match tx.try_send_request(req).await {
-                Ok(resp) => return Ok((resp, Conn { tx })),
+                Ok(resp) => return Ok((resp, Conn { tx: Some(tx) })),
                 Err(mut e) => match (e.take_message(), copy) {
                     // hyper gave the request back: none of it went out.
                     (Some(back), _) if reused => req = back,
@@ -294,14 +289,14 @@ where
         }
     }
 
-    /// A new connection to the server (TLS included), for an exchange outside the pool (a health check).
-    pub async fn connect_io(&self) -> Result<UpstreamIo, PoolError> {
-        self.inner.connect_io().await
+    /// A connection of its own to the server (TLS included), for a health check's HTTP/1.1 exchange.
+    pub async fn open_h1(&self) -> Result<Box<dyn Stream>, PoolError> {
+        self.inner.open_h1().await
     }
 
     /// Takes back a connection whose response was read to its end.
     pub fn put(&self, conn: Conn<B>) {
-        let Conn { tx } = conn;
+        let Conn { tx: Some(tx) } = conn else { return };
         if tx.is_closed() || self.inner.max_idle == 0 {
             return;
         }
@@ -326,7 +321,7 @@ where
 
 impl<B> Inner<B>
 where
-    B: Body + Replay + Send + 'static,
+    B: Body + Replay + Send + Unpin + 'static,
     B::Data: Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
@@ -402,18 +397,30 @@ where
         });
     }
 
-    async fn dial(&self) -> Result<SendRequest<B>, PoolError> {
-        let io = self.connect_io().await?;
-        let (tx, conn) = http1::Builder::new().handshake(TokioIo::new(io)).await?;
-        tokio::spawn(async move {
-            if let Err(e) = conn.with_upgrades().await {
-                tracing::debug!(error = %e, "upstream connection ended with an error");
-            }
-        });
-        Ok(tx)
+    /// A new connection: TCP, then TLS for `https://` servers, then HTTP/1.1 or HTTP/2 as ALPN or the
+    /// backend's `HTTP2` decides. `h1_only` for upgrades.
+    async fn dial(&self, h1_only: bool) -> Result<Dialed<B>, PoolError> {
+        let stream = self.tcp().await?;
+        let Some(tls) = &self.tls else {
+            // Plain connections keep their concrete type: no dynamic dispatch on every read and write.
+            return self.handshake(stream, self.http2 == Http2::PriorKnowledge && !h1_only).await;
+        };
+        let stream = self.tls(tls, stream, h1_only).await?;
+        let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+        self.handshake(stream, h2).await
     }
 
-    async fn connect_io(&self) -> Result<UpstreamIo, PoolError> {
+    /// A byte stream to the server outside the pool, TLS included (HTTP/1.1 by ALPN): for health checks,
+    /// which must reach a server the way requests do.
+    async fn open_h1(&self) -> Result<Box<dyn Stream>, PoolError> {
+        let stream = self.tcp().await?;
+        match &self.tls {
+            None => Ok(Box::new(stream)),
+            Some(tls) => Ok(Box::new(self.tls(tls, stream, true).await?)),
+        }
+    }
+
+    async fn tcp(&self) -> Result<TcpStream, PoolError> {
         let timeout = self.dial_timeout;
         let stream = match tokio::time::timeout(timeout, self.connect()).await {
             Ok(Ok(s)) => s,
@@ -423,14 +430,80 @@ where
         let _ = stream.set_nodelay(true);
         let keepalive = socket2::TcpKeepalive::new().with_time(self.keep_alive);
         let _ = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive);
-        let Some(tls) = &self.tls else { return Ok(UpstreamIo::Plain(stream)) };
-        let tls_error = |message: String| PoolError::Tls { target: self.target.to_string(), message };
-        let name = tls.name.clone().map_err(tls_error)?;
-        match tokio::time::timeout(tls.timeout, tls.connector.connect(name, stream)).await {
-            Ok(Ok(s)) => Ok(UpstreamIo::Tls(Box::new(s))),
-            Ok(Err(e)) => Err(tls_error(e.to_string())),
-            Err(_) => {
-                Err(tls_error(format!("handshake timed out after {}", crate::model::format_duration(tls.timeout))))
+        Ok(stream)
+    }
+
+    async fn tls(
+        &self,
+        tls: &Tls,
+        stream: TcpStream,
+        h1_only: bool,
+    ) -> Result<tokio_rustls::client::TlsStream<TcpStream>, PoolError> {
+        let connector = if h1_only { &tls.h1_connector } else { &tls.connector };
+        let target = || self.target.to_string();
+        match tokio::time::timeout(tls.handshake_timeout, connector.connect(tls.name.clone(), stream)).await {
+            Ok(Ok(s)) => Ok(s),
+            Ok(Err(source)) => Err(PoolError::Tls { target: target(), source }),
+            Err(_) => Err(PoolError::TlsTimeout { target: target(), after: tls.handshake_timeout }),
+        }
+    }
+
+    async fn handshake<S: Stream>(&self, stream: S, h2: bool) -> Result<Dialed<B>, PoolError> {
+        if h2 {
+            let (tx, conn) = http2::Builder::new(TokioExecutor::new())
+                .timer(TokioTimer::new())
+                .keep_alive_interval(self.keep_alive)
+                .keep_alive_while_idle(true)
+                .handshake(TokioIo::new(stream))
+                .await?;
+            tokio::spawn(async move {
+                if let Err(e) = conn.await {
+                    tracing::debug!(error = %e, "upstream HTTP/2 connection ended with an error");
+                }
+            });
+            return Ok(Dialed::H2(tx));
+        }
+        let (tx, conn) = http1::Builder::new().handshake(TokioIo::new(stream)).await?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.with_upgrades().await {
+                tracing::debug!(error = %e, "upstream connection ended with an error");
+            }
+        });
+        Ok(Dialed::H1(tx))
+    }
+
+    /// One exchange as a stream of the shared HTTP/2 connection. The request gets HTTP/2's form: an absolute
+    /// target whose authority is the Host header the proxy chose (`:authority`), and no Host header.
+    async fn send_h2(
+        &self,
+        h2: &http2::SendRequest<B>,
+        mut req: Request<B>,
+    ) -> Result<(Response<Incoming>, Conn<B>), PoolError> {
+        let authority = req
+            .headers_mut()
+            .remove(header::HOST)
+            .and_then(|h| Authority::try_from(h.as_bytes()).ok())
+            .or_else(|| self.target.authority());
+        let mut parts = http::uri::Parts::default();
+        parts.scheme = Some(self.scheme.clone());
+        parts.authority = authority;
+        parts.path_and_query = req.uri().path_and_query().cloned();
+        if let Ok(uri) = Uri::from_parts(parts) {
+            *req.uri_mut() = uri;
+        }
+        *req.version_mut() = Version::HTTP_2;
+        let mut tx = h2.clone();
+        match tx.try_send_request(req).await {
+            Ok(resp) => Ok((resp, Conn { tx: None })),
+            Err(mut e) => {
+                if tx.is_closed() {
+                    // Gone (GOAWAY or a broken connection): the next request dials a new one.
+                    if self.h2.load().as_ref().is_some_and(|cur| std::ptr::eq(&**cur, h2)) {
+                        self.h2.store(None);
+                    }
+                }
+                let _ = e.take_message();
+                Err(PoolError::Http(e.into_error()))
             }
         }
     }
@@ -474,7 +547,7 @@ mod tests {
     fn pool(addr: SocketAddr, max_idle: u32, keep_alive: Duration) -> Pool<Empty<Bytes>> {
         let settings =
             UpstreamSettings { max_idle_per_host: max_idle, keep_alive_period: keep_alive, ..Default::default() };
-        Pool::new(&Authority::try_from(addr.to_string().as_str()).expect("authority"), &settings, None)
+        Pool::new(&Scheme::HTTP, &Authority::try_from(addr.to_string().as_str()).expect("authority"), &settings, None)
     }
 
     fn read_head(s: &mut std::net::TcpStream) -> bool {

@@ -8,6 +8,7 @@
 mod common;
 
 mod compose;
+mod dashboard;
 mod etcd_auth;
 mod etcd_cluster;
 mod etcd_faults;
@@ -15,6 +16,7 @@ mod etcd_ops;
 mod etcd_watch;
 mod hostile;
 mod middleware;
+mod middleware_answers;
 mod pool;
 mod proxy;
 mod readme_etcdctl;
@@ -28,5 +30,5 @@ mod strangler;
 mod systemd;
 mod telemetry;
 mod tls_sni;
-mod tls_upstream;
 mod upgrade;
+mod upstream_tls;

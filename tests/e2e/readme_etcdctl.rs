@@ -46,14 +46,25 @@ async fn readme_etcdctl_commands_run_verbatim() {
     assert_eq!(status["rejected"].as_array().map(Vec::len), Some(0), "{status}");
     assert_eq!(status["errors"].as_array().map(Vec::len), Some(0), "{status}");
     assert_eq!(status["counts"]["frontends"], 2, "{status}");
-    assert_eq!(status["counts"]["servers"], 3, "{status}");
+    assert_eq!(status["counts"]["servers"], 5, "{status}");
+    assert_eq!(status["counts"]["backends"], 4, "{status}");
+    // The gRPC backend speaks h2c; the HTTPS one checks certificates for its ServerName.
+    let (_, config) = get(&http1_client(), &format!("http://{}/config", ficus.admin)).await;
+    let config: serde_json::Value = serde_json::from_slice(&config).expect("config is JSON");
+    assert_eq!(config["backends"]["grpc"]["settings"]["http2"], "prior-knowledge", "{config}");
+    assert_eq!(config["backends"]["api"]["tls"]["server_name"], "api.internal", "{config}");
+    assert_eq!(config["backends"]["api"]["tls"]["verify"], true, "{config}");
     assert_eq!(status["counts"]["listeners"], 1, "{status}");
     // The middlewares left in place are in their frontends' chains and enforce: the per-client rate limit lets
     // its burst of 3 through (to servers that are not running here: 502) and refuses the 4th.
     assert_eq!(status["chains"]["gtin"][0]["id"], "per-client", "{status}");
     let legacy: Vec<&str> =
         status["chains"]["legacy"].as_array().into_iter().flatten().filter_map(|m| m["id"].as_str()).collect();
-    assert_eq!(legacy, ["moved", "cl"], "{status}");
+    assert_eq!(legacy, ["moved", "cl", "trace", "tmpl"], "{status}");
+    let gtin: Vec<&str> =
+        status["chains"]["gtin"].as_array().into_iter().flatten().filter_map(|m| m["id"].as_str()).collect();
+    assert_eq!(gtin, ["per-client", "cb"], "{status}");
+    assert_eq!(status["chains"]["gtin"][1]["state"], "standby", "{status}");
     let c = http1_client();
     let (parts, _) =
         request_full(&c, http::Request::get(ficus.url("/catalog/42")).body(Default::default()).unwrap()).await;

@@ -129,8 +129,8 @@ async fn bad_input_is_refused_by_key_and_good_routes_keep_serving() {
         ),
         (
             "frontends/gtin/middlewares/cb",
-            r#"{"Type":"cbreaker","Middleware":{"Condition":"NetworkErrorRatio() > 0.5"}}"#,
-            "frontends/gtin/middlewares/cb: Type: middleware type `cbreaker` is not supported yet",
+            r#"{"Type":"cbreaker","Middleware":{"Condition":"ErrorRatio() > 0.5","Fallback":{"Type":"response","Action":{"StatusCode":503}}}}"#,
+            "frontends/gtin/middlewares/cb: Middleware.Condition:",
         ),
         (
             "frontends/gtin/middlewares/x",

@@ -4,6 +4,7 @@
 //! Every process started here is killed when its handle drops, and every wait is bounded.
 
 pub mod backend;
+pub mod browser;
 pub mod etcd;
 pub mod load;
 pub mod mixed;
