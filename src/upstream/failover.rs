@@ -16,8 +16,10 @@ use std::sync::Arc;
 
 /// One token, in the budget's fixed-point units (a request deposits `percent * 10` of them).
 const TOKEN: i64 = 1000;
-/// Tokens saved up at most: the burst of retries a long calm allows.
-const SAVED_TOKENS: i64 = 10;
+/// Tokens saved up at most: the burst of retries a long calm allows. A server that dies under load fails every
+/// request in flight on it at once, and each needs its retry: with 10, a busy frontend was refused one in the
+/// kill bench (benches/resilience.sh); 100 covers the in-flight requests of a busy frontend's server.
+const SAVED_TOKENS: i64 = 100;
 
 /// The largest request body kept in memory so the request can be sent again; a larger (or streamed) body
 /// goes out once, and a failed attempt with it is answered as it is.
