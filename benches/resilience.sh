@@ -78,6 +78,9 @@ kill_row() { # name backend-settings frontend-settings
   window=$(awk -v f="$failed" -v r="$rps" 'BEGIN { if (f > 0 && r > 0) printf "%.2f s", f / (r / 3); else print "-" }')
   printf "  %-22s %9s requests  %7s failed (%s non-2xx, %s socket errors)  failure window ~%s\n" \
     "$1" "$total" "$failed" "$non2xx" "$sock" "$window"
+  local retries
+  retries=$(curl -s "http://$ADMIN/metrics" | awk '/^ficus_retries_total/ {sub(/.*outcome="/, ""); sub(/"}/, ""); printf "%s=%s ", $1, $2}')
+  [ -z "$retries" ] || echo "    retries: $retries"
   stop_ficus
   for i in 0 2; do kill "$(cat "$work/s$i.nginxpid")" 2>/dev/null || true; wait "$(cat "$work/s$i.nginxpid")" 2>/dev/null || true; done
   cp "$work/ficus.log" "$work/ficus-$1.log"
