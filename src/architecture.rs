@@ -25,10 +25,12 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("upstream", &["telemetry", "predicate", "model"]),
     // A frontend's middleware chain and its state kept across tables.
     ("middleware", &["telemetry", "model", "predicate"]),
+    // Shadow copies of a frontend's requests and the comparison of their answers, kept across tables.
+    ("shadow", &["telemetry", "model", "upstream"]),
     // The compiled table and the reload loop that builds it from source events.
-    ("table", &["route", "balance", "telemetry", "model", "source", "upstream", "middleware"]),
+    ("table", &["route", "balance", "telemetry", "model", "source", "upstream", "middleware", "shadow"]),
     // The request path, then the sockets that feed it, then what watches it all.
-    ("proxy", &["route", "telemetry", "model", "lifecycle", "upstream", "middleware", "table"]),
+    ("proxy", &["route", "telemetry", "model", "lifecycle", "upstream", "middleware", "shadow", "table"]),
     ("listen", &["telemetry", "model", "lifecycle", "table", "proxy"]),
     ("admin", &["telemetry", "model", "lifecycle", "upstream", "table"]),
     // Beside the flow: checking and writing config.

@@ -16,6 +16,8 @@
 //! - [`middleware`]: a frontend's middleware chain (rate and connection limits, rewrites, circuit breakers,
 //!   traces), compiled into the table, its
 //!   state kept across reloads; run by the proxy between route and pick.
+//! - [`shadow`]: copies of a frontend's requests to another backend, compared with the primary's answers off
+//!   the request path; the report behind the admin listener's `/shadow/<frontend>`.
 //! - [`proxy`]: the phases of a request (route, pick, forward, respond, log), with [`balance`] (exact weighted
 //!   choice) and [`upstream`] (pools and per-server state that survive table swaps: in-flight counts, health
 //!   from active checks and passive ejection; the body sent upstream).
@@ -42,6 +44,7 @@ pub mod ops;
 pub mod predicate;
 pub mod proxy;
 pub mod route;
+pub mod shadow;
 pub mod source;
 pub mod table;
 pub mod telemetry;

@@ -1,6 +1,7 @@
 //! The admin listener (loopback by default): `/metrics` (Prometheus), `/status` (generation, counts, current
-//! errors, draining servers, source state), `/config` (the validated config in force), `/health`, and the
-//! dashboard (`/dashboard/`; `/` redirects there).
+//! errors, draining servers, source state), `/config` (the validated config in force), `/health`, the
+//! dashboard (`/dashboard/`; `/` redirects there), and `/shadow/<frontend>` (the comparison report of a
+//! frontend's shadow traffic).
 //!
 //! It answers only requests whose `Host` is a loopback name, its own address or one configured in
 //! `admin.allowed_hosts` (403 otherwise): a web page in a local browser can point its own name at 127.0.0.1
@@ -246,7 +247,11 @@ impl Admin {
                     text(StatusCode::SERVICE_UNAVAILABLE, "no routing table yet\n")
                 }
             }
-            _ => text(StatusCode::NOT_FOUND, "not found\n"),
+            path => match path.strip_prefix("/shadow/").map(|f| table.shadows.report(f)) {
+                Some(Some(report)) => json(&report),
+                Some(None) => text(StatusCode::NOT_FOUND, "no shadow in force for this frontend\n"),
+                None => text(StatusCode::NOT_FOUND, "not found\n"),
+            },
         }
     }
 }

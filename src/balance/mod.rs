@@ -7,6 +7,8 @@
 //! in a row). The counter is handed in by the caller so it survives table swaps and the sequence does not
 //! restart at every reload.
 
+pub mod sticky;
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -63,6 +65,12 @@ impl<T> Weighted<T> {
         (0..len.min(self.items.len() * 2 + 1))
             .map(|i| &self.items[self.sequence[(n + i) % len] as usize])
             .find(|t| usable(t))
+    }
+
+    /// The item at `index` (a position [`pick_indexed`](Self::pick_indexed) or a sticky split returned).
+    #[inline]
+    pub fn get(&self, index: usize) -> Option<&T> {
+        self.items.get(index)
     }
 
     /// Like [`pick_indexed`](Self::pick_indexed), skipping items for which `usable` is false. The next few

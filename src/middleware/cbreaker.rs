@@ -411,15 +411,34 @@ static HOOK_CLIENT: std::sync::LazyLock<HookClient> = std::sync::LazyLock::new(|
 });
 
 async fn send_webhook(hook: &Webhook) -> Result<u16, String> {
-    if hook.url.scheme_str() != Some("http") {
-        return Err("only http:// webhooks are sent".into());
+    let https = hook.url.scheme_str() == Some("https");
+    // An https request goes over a connection of its own (origin-form target, Host header); http through the
+    // shared client.
+    let target =
+        if https { hook.url.path_and_query().map_or("/", |pq| pq.as_str()).to_string() } else { hook.url.to_string() };
+    let mut req = http::Request::builder().method(hook.method.clone()).uri(target);
+    if let Some(authority) = hook.url.authority().filter(|_| https) {
+        req = req.header(http::header::HOST, authority.as_str());
     }
-    let mut req = http::Request::builder().method(hook.method.clone()).uri(hook.url.clone());
     for (n, v) in &hook.headers {
         req = req.header(n, v);
     }
     let req = req.body(http_body_util::Full::new(Bytes::from(hook.body.clone()))).map_err(|e| e.to_string())?;
-    let resp = HOOK_CLIENT.request(req).await.map_err(|e| e.to_string())?;
+    if !https {
+        let resp = HOOK_CLIENT.request(req).await.map_err(|e| e.to_string())?;
+        return Ok(resp.status().as_u16());
+    }
+    let host = hook.url.host().ok_or("no host")?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let port = hook.url.port_u16().unwrap_or(443);
+    let config = crate::model::system_client_config()?;
+    let tcp = tokio::net::TcpStream::connect((host, port)).await.map_err(|e| e.to_string())?;
+    let name = rustls::pki_types::ServerName::try_from(host.to_string()).map_err(|e| e.to_string())?;
+    let tls = tokio_rustls::TlsConnector::from(config).connect(name, tcp).await.map_err(|e| e.to_string())?;
+    let (mut send, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls)).await.map_err(|e| e.to_string())?;
+    tokio::spawn(conn);
+    let resp = send.send_request(req).await.map_err(|e| e.to_string())?;
     Ok(resp.status().as_u16())
 }
 

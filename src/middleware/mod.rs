@@ -205,7 +205,7 @@ pub fn run(chain: &[Middleware], input: &Input<'_>) -> Result<Admitted, Stop> {
                     continue;
                 }
                 let current = url.get_or_insert_with(|| input.url());
-                if let Some(new) = rw.apply(current) {
+                if let Some(new) = rw.apply(current, input) {
                     if rw.config.redirect && new != *current {
                         return Err(Stop::Redirect(new));
                     }
@@ -275,7 +275,7 @@ impl Registry {
                 MiddlewareConfig::ConnLimit(c) => {
                     Kind::ConnLimit(reuse(&self.conn, key, || ConnLimiter::new(c.clone())))
                 }
-                MiddlewareConfig::Rewrite(c) => Kind::Rewrite(Rewriter { config: c.clone() }),
+                MiddlewareConfig::Rewrite(c) => Kind::Rewrite(Rewriter::new(c.clone())),
                 MiddlewareConfig::CircuitBreaker(c) => Kind::CircuitBreaker(reuse(&self.breakers, key, || {
                     CircuitBreaker::new((**c).clone(), frontend, &m.id)
                 })),

@@ -8,13 +8,28 @@ use crate::model::RewriteConfig;
 
 pub struct Rewriter {
     pub config: RewriteConfig,
+    /// The replacement has `{{...}}` actions, filled from the request before it is applied.
+    templated: bool,
 }
 
 impl Rewriter {
-    /// The rewritten URL when the regexp matches `url`, every match replaced (`$1`, `${name}` expanded).
-    pub fn apply(&self, url: &str) -> Option<String> {
+    pub fn new(config: RewriteConfig) -> Self {
+        let templated = config.replacement.contains("{{");
+        Rewriter { config, templated }
+    }
+
+    /// The rewritten URL when the regexp matches `url`, every match replaced (`$1`, `${name}` expanded, and
+    /// the replacement's template actions filled from `input`).
+    pub fn apply(&self, url: &str, input: &super::Input<'_>) -> Option<String> {
         let re = self.config.regexp.as_ref()?;
-        re.is_match(url).then(|| re.replace_all(url, self.config.replacement.as_str()).into_owned())
+        if !re.is_match(url) {
+            return None;
+        }
+        if self.templated {
+            let replacement = super::template::render_replacement(&self.config.replacement, input);
+            return Some(re.replace_all(url, replacement.as_str()).into_owned());
+        }
+        Some(re.replace_all(url, self.config.replacement.as_str()).into_owned())
     }
 }
 
@@ -35,23 +50,38 @@ mod tests {
     use super::*;
 
     fn rewriter(re: &str, replacement: &str) -> Rewriter {
-        Rewriter {
-            config: RewriteConfig {
-                regexp: Some(regex::Regex::new(re).unwrap()),
-                replacement: replacement.into(),
-                rewrite_body: false,
-                redirect: false,
-            },
-        }
+        Rewriter::new(RewriteConfig {
+            regexp: Some(regex::Regex::new(re).unwrap()),
+            replacement: replacement.into(),
+            rewrite_body: false,
+            redirect: false,
+        })
+    }
+
+    fn with_input<T>(f: impl FnOnce(&super::super::Input<'_>) -> T) -> T {
+        let mut headers = http::HeaderMap::new();
+        headers.insert("x-user", "ann".parse().unwrap());
+        f(&super::super::Input {
+            method: &http::Method::GET,
+            client_ip: std::net::Ipv4Addr::LOCALHOST.into(),
+            host: None,
+            headers: &headers,
+            https: false,
+            target: "/",
+        })
     }
 
     #[test]
     fn vulcands_example_strips_a_prefix() {
-        let r = rewriter("/foo(.*)", "$1");
-        assert_eq!(r.apply("http://a.com/foo/bar?x=1").as_deref(), Some("http://a.com/bar?x=1"));
-        assert_eq!(r.apply("http://a.com/other"), None);
-        let r = rewriter("^http://a.com/(.*)$", "https://b.com/$1");
-        assert_eq!(r.apply("http://a.com/x/y").as_deref(), Some("https://b.com/x/y"));
+        with_input(|i| {
+            let r = rewriter("/foo(.*)", "$1");
+            assert_eq!(r.apply("http://a.com/foo/bar?x=1", i).as_deref(), Some("http://a.com/bar?x=1"));
+            assert_eq!(r.apply("http://a.com/other", i), None);
+            let r = rewriter("^http://a.com/(.*)$", "https://b.com/$1");
+            assert_eq!(r.apply("http://a.com/x/y", i).as_deref(), Some("https://b.com/x/y"));
+            let r = rewriter("^http://a.com/me(.*)$", r#"http://a.com/users/{{.Request.Header.Get "X-User"}}$1"#);
+            assert_eq!(r.apply("http://a.com/me/x", i).as_deref(), Some("http://a.com/users/ann/x"));
+        })
     }
 
     #[test]

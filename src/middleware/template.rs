@@ -7,7 +7,8 @@
 //! actions a template of a request can usefully contain: `.Request.Header.Get "Name"`, `.Request.Host`,
 //! `.Request.Method`, `.Request.RequestURI`, `.Request.URL.Path`, `.Request.URL.RawQuery`,
 //! `.Request.RemoteAddr`. Any other `{{...}}` is left in the body as it was, so a body that merely contains
-//! braces passes unchanged.
+//! braces passes unchanged. The same actions fill a rewrite's `Replacement` (`/users/{{.Request.Header.Get
+//! "X-User"}}`), read straight from the request in `request_filter` ([`render_replacement`]).
 
 use http::{HeaderMap, Method};
 
@@ -23,53 +24,101 @@ pub struct RequestView {
     pub headers: HeaderMap,
 }
 
-impl RequestView {
-    fn path(&self) -> &str {
-        self.target.split_once('?').map_or(&self.target, |(p, _)| p)
-    }
+/// What a template reads of a request: a captured [`RequestView`], or the request itself while the chain runs.
+trait Facts {
+    fn header(&self, name: &str) -> Option<&[u8]>;
+    fn host(&self) -> &str;
+    fn method(&self) -> &str;
+    fn target(&self) -> &str;
+    fn remote_addr(&self) -> String;
+}
 
-    fn query(&self) -> &str {
-        self.target.split_once('?').map_or("", |(_, q)| q)
+impl Facts for RequestView {
+    fn header(&self, name: &str) -> Option<&[u8]> {
+        self.headers.get(name).map(|v| v.as_bytes())
     }
+    fn host(&self) -> &str {
+        &self.host
+    }
+    fn method(&self) -> &str {
+        self.method.as_str()
+    }
+    fn target(&self) -> &str {
+        &self.target
+    }
+    fn remote_addr(&self) -> String {
+        self.remote_addr.clone()
+    }
+}
 
-    /// The value of one action, or `None` when Ficus does not know it (the action is left as written).
-    fn value(&self, action: &str) -> Option<String> {
-        let action = action.trim();
-        if let Some(arg) = action.strip_prefix(".Request.Header.Get") {
-            let name = arg.trim();
-            let name = name.strip_prefix('"').and_then(|n| n.strip_suffix('"'))?;
-            return Some(
-                self.headers.get(name).map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned()).unwrap_or_default(),
-            );
+impl Facts for super::Input<'_> {
+    fn header(&self, name: &str) -> Option<&[u8]> {
+        self.headers.get(name).map(|v| v.as_bytes())
+    }
+    fn host(&self) -> &str {
+        self.host.and_then(|h| h.to_str().ok()).unwrap_or("")
+    }
+    fn method(&self) -> &str {
+        self.method.as_str()
+    }
+    fn target(&self) -> &str {
+        self.target
+    }
+    fn remote_addr(&self) -> String {
+        self.client_ip.to_string()
+    }
+}
+
+/// The value of one action, or `None` when Ficus does not know it (the action is left as written).
+fn value(f: &impl Facts, action: &str) -> Option<String> {
+    let action = action.trim();
+    if let Some(arg) = action.strip_prefix(".Request.Header.Get") {
+        let name = arg.trim();
+        let name = name.strip_prefix('"').and_then(|n| n.strip_suffix('"'))?;
+        return Some(f.header(name).map(|v| String::from_utf8_lossy(v).into_owned()).unwrap_or_default());
+    }
+    let target = f.target();
+    Some(match action {
+        ".Request.Host" => f.host().to_string(),
+        ".Request.Method" => f.method().to_string(),
+        ".Request.RequestURI" => target.to_string(),
+        ".Request.URL.Path" => target.split_once('?').map_or(target, |(p, _)| p).to_string(),
+        ".Request.URL.RawQuery" => target.split_once('?').map_or("", |(_, q)| q).to_string(),
+        ".Request.RemoteAddr" => f.remote_addr(),
+        _ => return None,
+    })
+}
+
+/// Renders `text` against `f`; with `escape_dollar`, a `$` in a filled-in value is doubled so a regexp
+/// replacement takes it literally rather than as a group.
+fn render(f: &impl Facts, text: &[u8], escape_dollar: bool) -> Vec<u8> {
+    let mut out = Vec::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(open) = find(rest, b"{{") {
+        let Some(close) = find(&rest[open + 2..], b"}}") else { break };
+        let inner = &rest[open + 2..open + 2 + close];
+        out.extend_from_slice(&rest[..open]);
+        match std::str::from_utf8(inner).ok().and_then(|a| value(f, a)) {
+            Some(v) if escape_dollar => out.extend_from_slice(v.replace('$', "$$").as_bytes()),
+            Some(v) => out.extend_from_slice(v.as_bytes()),
+            None => out.extend_from_slice(&rest[open..open + 2 + close + 2]),
         }
-        Some(match action {
-            ".Request.Host" => self.host.clone(),
-            ".Request.Method" => self.method.to_string(),
-            ".Request.RequestURI" => self.target.clone(),
-            ".Request.URL.Path" => self.path().to_string(),
-            ".Request.URL.RawQuery" => self.query().to_string(),
-            ".Request.RemoteAddr" => self.remote_addr.clone(),
-            _ => return None,
-        })
+        rest = &rest[open + 2 + close + 2..];
     }
+    out.extend_from_slice(rest);
+    out
+}
 
+impl RequestView {
     /// Renders `body` with this request. Never fails: unknown actions stay as they were.
     pub fn render(&self, body: &[u8]) -> Vec<u8> {
-        let mut out = Vec::with_capacity(body.len());
-        let mut rest = body;
-        while let Some(open) = find(rest, b"{{") {
-            let Some(close) = find(&rest[open + 2..], b"}}") else { break };
-            let inner = &rest[open + 2..open + 2 + close];
-            out.extend_from_slice(&rest[..open]);
-            match std::str::from_utf8(inner).ok().and_then(|a| self.value(a)) {
-                Some(v) => out.extend_from_slice(v.as_bytes()),
-                None => out.extend_from_slice(&rest[open..open + 2 + close + 2]),
-            }
-            rest = &rest[open + 2 + close + 2..];
-        }
-        out.extend_from_slice(rest);
-        out
+        render(self, body, false)
     }
+}
+
+/// A rewrite's `Replacement` with its actions filled in from the request, ready for `Regex::replace_all`.
+pub fn render_replacement(replacement: &str, input: &super::Input<'_>) -> String {
+    String::from_utf8_lossy(&render(input, replacement.as_bytes(), true)).into_owned()
 }
 
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
@@ -97,5 +146,20 @@ mod tests {
             r#"{"foo": "variable-value", "p": "/a/b", "q": "x=1", "keep": "{{.Other}}", "open": "{{"#
         );
         assert_eq!(view.render(br#"{{.Request.Header.Get "missing"}}|{{.Request.Host}}"#), b"|h.example");
+    }
+
+    #[test]
+    fn a_replacement_is_filled_from_the_request_with_dollars_kept_literal() {
+        let mut headers = HeaderMap::new();
+        headers.insert("x-user", "a$1".parse().unwrap());
+        let input = crate::middleware::Input {
+            method: &Method::GET,
+            client_ip: std::net::Ipv4Addr::LOCALHOST.into(),
+            host: None,
+            headers: &headers,
+            https: false,
+            target: "/me",
+        };
+        assert_eq!(render_replacement(r#"/users/{{.Request.Header.Get "X-User"}}$1"#, &input), "/users/a$$1$1");
     }
 }

@@ -88,7 +88,8 @@ pub enum Fallback {
 }
 
 /// A request sent when the breaker changes state (Vulcand's side effect): method, URL, headers and a body
-/// (`Form` encoded as `application/x-www-form-urlencoded`, or `Body` as given).
+/// (`Form` encoded as `application/x-www-form-urlencoded`, or `Body` as given); `https://` ones verified
+/// against the system's roots when sent.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Webhook {
     #[serde(rename = "URL", serialize_with = "ser_display")]

@@ -136,6 +136,8 @@ pub(super) fn frontend(key: &Key, id: &str, f: &FrontendSpec) -> Result<Validate
         failover: super::failover::check(key, &f.settings.failover_predicate, f.settings.retry_budget.as_ref())?
             .map(Arc::new),
         middlewares: Vec::new(),
+        sticky: f.sticky.as_ref().map(|s| super::canary::sticky(key, s)).transpose()?,
+        shadow: f.shadow.as_ref().map(|s| super::canary::shadow(key, s)).transpose()?,
     })
 }
 

@@ -59,7 +59,8 @@ pub struct ConnLimitConfig {
 }
 
 /// Vulcand's `rewrite`: the request's URL (`scheme://host/path?query`, as received) is matched against
-/// `Regexp`; on a match every match is replaced by `Replacement` (`$1`, `${name}` expand groups) and the
+/// `Regexp`; on a match every match is replaced by `Replacement` (`$1`, `${name}` expand groups; `{{...}}` actions
+/// are filled from the request, see `middleware::template`) and the
 /// request goes on with the new path and query, or, with `Redirect`, is answered 302 to the new URL.
 #[derive(Debug, Clone, Serialize)]
 pub struct RewriteConfig {
@@ -210,15 +211,6 @@ pub(super) fn check(key: &Key, id: &str, m: &MiddlewareSpec) -> Result<Validated
                         .map_err(|e| ConfigError::new(key, Some("Middleware.Regexp"), format!("bad regexp: {e}")))?,
                 ),
             };
-            // Vulcand fills `{{...}}` in the result from the request; a literal `{{` left in a URL would send the
-            // request somewhere else than the operator meant, so such a value is refused until templates exist.
-            if s.replacement.contains("{{") {
-                return Err(ConfigError::new(
-                    key,
-                    Some("Middleware.Replacement"),
-                    "templates ({{...}}) are not supported yet",
-                ));
-            }
             MiddlewareConfig::Rewrite(RewriteConfig {
                 regexp,
                 replacement: s.replacement,
@@ -331,10 +323,6 @@ mod tests {
             (r#"{"Type":"cbreaker","Middleware":{"Condition":"Nope()"}}"#, "Middleware.Condition"),
             (r#"{"Type":"cbreaker","Middleware":{}}"#, "Middleware"),
             (r#"{"Type":"trace","Middleware":{"Addr":"tcp://x"}}"#, "Middleware.Addr"),
-            (
-                r#"{"Type":"rewrite","Middleware":{"Regexp":"a","Replacement":"{{.Request.Host}}"}}"#,
-                "Middleware.Replacement",
-            ),
         ];
         for (json, field) in cases {
             let e = check_json(json).unwrap_err();

@@ -7,6 +7,7 @@
 //! `validated`) that `table/` compiles. Every problem is a [`ConfigError`] naming the key and field; a bad value
 //! never removes a good one.
 
+mod canary;
 mod cbreaker;
 mod check;
 mod duration;
@@ -21,6 +22,7 @@ mod upstream_tls;
 mod validate;
 mod validated;
 
+pub use canary::{ShadowSpec, StickyKey, StickySpec, ValidatedShadow};
 pub use cbreaker::{BreakerFn, CircuitBreakerConfig, Fallback, Webhook, BREAKER_VOCABULARY};
 pub use duration::{de_duration, format_duration, parse_duration, DurationError, GoDuration};
 pub use failover::{FailoverConfig, FailoverFn, RetryBudgetSpec, FAILOVER_VOCABULARY};
@@ -32,7 +34,7 @@ pub use middleware::{
 pub use spec::*;
 pub use state::{Change, ConfigState, Rejection};
 pub use trace::{SyslogTarget, TraceConfig};
-pub use upstream_tls::{Http2, UpstreamTls};
+pub use upstream_tls::{system_client_config, Http2, UpstreamTls};
 pub use validated::{
     Delta, Protocol, UpstreamSettings, ValidatedBackend, ValidatedConfig, ValidatedFrontend, ValidatedHost,
     ValidatedListener, ValidatedServer, Validation,

@@ -155,6 +155,12 @@ pub struct FrontendSpec {
     pub priority: i32,
     #[serde(default)]
     pub settings: FrontendSettings,
+    /// Ficus: keep each client on one side of the split (a cookie, a header or the client IP).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sticky: Option<Box<super::canary::StickySpec>>,
+    /// Ficus: copy requests to another backend and compare its answers with the primary's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shadow: Option<Box<super::canary::ShadowSpec>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]

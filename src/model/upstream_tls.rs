@@ -102,6 +102,25 @@ fn system_roots() -> Result<Arc<RootCertStore>, String> {
         .clone()
 }
 
+/// A client config for requests Ficus makes of its own (a circuit breaker's `https://` webhooks): the system's
+/// roots (`SSL_CERT_FILE` / `SSL_CERT_DIR` when set), TLS 1.2 and 1.3, HTTP/1.1. Built once per process.
+pub fn system_client_config() -> Result<Arc<ClientConfig>, String> {
+    static CONFIG: OnceLock<Result<Arc<ClientConfig>, String>> = OnceLock::new();
+    CONFIG
+        .get_or_init(|| {
+            let roots = system_roots()?;
+            let provider = Arc::new(rustls::crypto::ring::default_provider());
+            let mut config = ClientConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .map_err(|e| e.to_string())?
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+            config.alpn_protocols = vec![b"http/1.1".to_vec()];
+            Ok(Arc::new(config))
+        })
+        .clone()
+}
+
 fn field(key: &Key, name: &str, msg: impl std::fmt::Display) -> ConfigError {
     ConfigError::new(key, Some(&format!("Settings.TLS.{name}")), msg)
 }

@@ -226,12 +226,22 @@ impl Engine {
                     None => frontend(&key, id, spec).map(Arc::new),
                 };
                 let backends = &self.validated.backends;
-                let missing = |f: &ValidatedFrontend| -> Option<String> {
-                    f.backends.iter().map(|(b, _)| b).find(|b| !backends.contains_key(*b)).cloned()
+                // The backend named and the field naming it: the split's, then the shadow's.
+                let missing = |f: &ValidatedFrontend| -> Option<(&'static str, String)> {
+                    let split = f.backends.iter().map(|(b, _)| ("BackendId", b));
+                    let shadow = f.shadow.iter().map(|s| ("Shadow.BackendId", &s.backend));
+                    split.chain(shadow).find(|(_, b)| !backends.contains_key(*b)).map(|(field, b)| (field, b.clone()))
+                };
+                let named = |f: &ValidatedFrontend| -> Vec<String> {
+                    f.backends
+                        .iter()
+                        .map(|(b, _)| b.clone())
+                        .chain(f.shadow.iter().map(|s| s.backend.clone()))
+                        .collect()
                 };
                 match current {
                     Ok(f) => {
-                        uses.extend(f.backends.iter().map(|(b, _)| b.clone()));
+                        uses.extend(named(&f));
                         match missing(&f) {
                             None => {
                                 if self.good_frontends.get(id) != Some(spec) {
@@ -239,10 +249,10 @@ impl Engine {
                                 }
                                 Some(f)
                             }
-                            Some(b) => {
+                            Some((field, b)) => {
                                 let good = self.good_frontends.get(id).and_then(|g| frontend(&key, id, g).ok());
                                 if let Some(g) = &good {
-                                    uses.extend(g.backends.iter().map(|(b, _)| b.clone()));
+                                    uses.extend(named(g));
                                 }
                                 let fallback = good.filter(|vf| missing(vf).is_none()).map(Arc::new);
                                 let what = if fallback.is_some() {
@@ -252,7 +262,7 @@ impl Engine {
                                 };
                                 p.errors.push(ConfigError::new(
                                     &key,
-                                    Some("BackendId"),
+                                    Some(field),
                                     format!("backend `{b}` is not defined{what}"),
                                 ));
                                 fallback
@@ -281,27 +291,15 @@ impl Engine {
             Some(mut f) => {
                 for m in &middlewares {
                     let mkey = Key::Middleware { frontend: id.to_string(), middleware: m.id.clone() };
-                    match &m.config {
-                        MiddlewareConfig::Unsupported => p.unsupported.push(ConfigError::new(
+                    if let MiddlewareConfig::Unsupported = &m.config {
+                        p.unsupported.push(ConfigError::new(
                             mkey,
                             Some("Type"),
                             format!(
                                 "middleware type `{}` is not supported yet; the frontend serves without it",
                                 m.kind
                             ),
-                        )),
-                        MiddlewareConfig::CircuitBreaker(c) => {
-                            for (name, hook) in [("OnTripped", &c.on_tripped), ("OnStandby", &c.on_standby)] {
-                                if hook.as_ref().is_some_and(|h| h.url.scheme_str() == Some("https")) {
-                                    p.unsupported.push(ConfigError::new(
-                                        &mkey,
-                                        Some(&format!("Middleware.{name}.URL")),
-                                        "https webhooks are not sent yet (http:// ones are); the breaker works without it",
-                                    ));
-                                }
-                            }
-                        }
-                        _ => {}
+                        ));
                     }
                 }
                 if !middlewares.is_empty() {
@@ -419,7 +417,7 @@ mod tests {
     }
 
     #[test]
-    fn orphans_and_unsupported_are_reported() {
+    fn orphans_are_reported_and_an_enforced_breaker_is_not_unsupported() {
         let mut s = base();
         put(&mut s, "backends/ghost/servers/s1", r#"{"URL":"http://127.0.0.1:1"}"#);
         put(
@@ -429,8 +427,7 @@ mod tests {
         );
         let v = s.validate();
         assert!(v.errors.iter().any(|e| e.key == "backends/ghost/servers/s1"));
-        let u = v.unsupported.iter().find(|e| e.key == "frontends/f1/middlewares/rl").expect("https webhook reported");
-        assert_eq!(u.field.as_deref(), Some("Middleware.OnTripped.URL"));
+        assert!(!v.unsupported.iter().any(|e| e.key == "frontends/f1/middlewares/rl"), "a breaker is enforced");
     }
 
     /// The incremental pass must agree with a pass that revisits everything, after every change of a long

@@ -100,6 +100,10 @@ pub struct ValidatedFrontend {
     #[serde(skip)]
     pub failover: Option<Arc<super::FailoverConfig>>,
     pub middlewares: Vec<ValidatedMiddleware>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sticky: Option<super::StickyKey>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shadow: Option<super::ValidatedShadow>,
 }
 
 #[derive(Clone, Serialize)]

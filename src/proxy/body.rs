@@ -43,6 +43,8 @@ pub struct Completion {
     pub failed: Option<&'static str>,
     /// The connection slots the middleware chain gave the request, given back when the body ends.
     pub admitted: crate::middleware::Admitted,
+    /// A shadowed request: the body's frames go to the comparison too, and it runs when the body ended whole.
+    pub shadow: Option<crate::shadow::Capture>,
 }
 
 /// The frontend's counters and where in its split the request went, kept until the body ends.
@@ -67,6 +69,11 @@ impl Completion {
 
 impl Drop for Completion {
     fn drop(&mut self) {
+        if let Some(capture) = self.shadow.take() {
+            if self.complete && self.failed.is_none() {
+                capture.finish();
+            }
+        }
         if let (true, Some(conn), Some(guard)) = (self.complete, self.conn.take(), self.guard.as_ref()) {
             guard.server().pool.put(conn);
         }
@@ -138,6 +145,9 @@ impl Body for ProxyBody {
                 if let (Poll::Ready(Some(Ok(frame))), Some(done)) = (&polled, done.as_mut()) {
                     if let Some(d) = frame.data_ref() {
                         done.bytes += d.len() as u64;
+                        if let Some(capture) = done.shadow.as_mut() {
+                            capture.data(d);
+                        }
                     }
                 }
                 match &polled {

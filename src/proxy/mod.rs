@@ -32,7 +32,7 @@ pub use error::{ErrorSource, ProxyError, UpstreamFailure};
 use crate::lifecycle::tracker::Tracker;
 use crate::middleware::{self, Admitted};
 use crate::route::Request as RouteRequest;
-use crate::table::{Backend, Frontend, RoutingTable, SharedTable};
+use crate::table::{Backend, Frontend, RoutingTable, SharedTable, StickyChoice as Choice};
 use crate::telemetry;
 use crate::upstream::pool::Conn;
 use crate::upstream::{InflightGuard, Server};
@@ -84,6 +84,10 @@ pub struct RequestCtx {
     /// Set by `request_filter`: what the middleware chain gave the request (connection slots), held until
     /// the response body ends; dropped on the error exit.
     pub admitted: Admitted,
+    /// Set by `pick` when a sticky split assigned this client its cookie; sent with the response.
+    pub set_cookie: Option<HeaderValue>,
+    /// Set by `upstream_request` when the frontend shadows this request: the response body feeds it.
+    pub shadow: Option<crate::shadow::Capture>,
 }
 
 impl RequestCtx {
@@ -103,6 +107,8 @@ impl RequestCtx {
             backend: None,
             server: None,
             admitted: Admitted::default(),
+            set_cookie: None,
+            shadow: None,
         }
     }
 
@@ -218,20 +224,33 @@ impl Proxy {
         let table = self.table.load_full();
         let (host, mut normalized_path) = route(ctx, &table, &self.limits, &req)?;
         request_filter(ctx, conn, host.as_ref(), &mut req, &mut normalized_path)?;
-        pick(ctx)?;
+        pick(ctx, conn, req.headers())?;
         drop(table);
         let prepared = upstream_request(ctx, conn, req, host, normalized_path)?;
+        offer_shadow(ctx, &prepared.req);
         failover::send(ctx, prepared).await
     }
 
     /// The response phase: hop-by-hop headers out, the request id in, the client's version, and the body
     /// handed on with what must live as long as it (the in-flight guard, the pooled connection, the log line).
     fn respond(&self, ctx: RequestCtx, conn: &ConnInfo, sent: Sent) -> Response<ProxyBody> {
-        let RequestCtx { start, request_id, method, log, frontend, backend, server, admitted } = ctx;
+        let RequestCtx { start, request_id, method, log, frontend, backend, server, admitted, set_cookie, shadow } =
+            ctx;
         let (frontend, (bi, backend), (si, server)) = match (frontend, backend, server) {
             (Some(f), Some(b), Some(s)) => (f, b, s),
             (frontend, backend, server) => {
-                let ctx = RequestCtx { start, request_id, method, log, frontend, backend, server, admitted };
+                let ctx = RequestCtx {
+                    start,
+                    request_id,
+                    method,
+                    log,
+                    frontend,
+                    backend,
+                    server,
+                    admitted,
+                    set_cookie,
+                    shadow,
+                };
                 return ctx.fail(conn, ProxyError::Internal("respond ran before a server was picked"));
             }
         };
@@ -249,9 +268,16 @@ impl Proxy {
             headers::strip_hop_by_hop(resp.headers_mut());
         }
         resp.headers_mut().insert(X_REQUEST_ID.clone(), request_id.clone());
+        if let Some(cookie) = set_cookie {
+            resp.headers_mut().append(header::SET_COOKIE, cookie);
+        }
         // Answer in the client's protocol version, not the upstream's (an HTTP/1.0 upstream must not
         // downgrade a keep-alive HTTP/1.1 client).
         *resp.version_mut() = client_version;
+        let shadow = shadow.map(|mut capture| {
+            capture.head(status, resp.headers());
+            capture
+        });
         // The log phase runs when the body ends (see `Completion`): the request is counted and logged then.
         let log = log.map(|request| AccessRecord {
             frontend: frontend.id.clone(),
@@ -275,6 +301,7 @@ impl Proxy {
             outcome: body::Outcome { frontend, backend: bi, server: si, status: status.as_u16(), start },
             failed: None,
             admitted,
+            shadow,
         });
         Response::from_parts(parts, ProxyBody::Upstream { body, done: Some(done) })
     }
@@ -420,10 +447,23 @@ fn request_filter(
     Ok(())
 }
 
-/// The pick phase: the backend of the frontend's split, then a server of that backend.
-fn pick(ctx: &mut RequestCtx) -> Result<(), ProxyError> {
+/// The pick phase: the backend of the frontend's split (by the client's key when the split is sticky), then a
+/// server of that backend.
+fn pick(ctx: &mut RequestCtx, conn: &ConnInfo, headers: &http::HeaderMap) -> Result<(), ProxyError> {
     let frontend = ctx.frontend.as_ref().ok_or(ProxyError::Internal("pick ran before route"))?;
-    let (bi, backend) = frontend.split.pick_indexed().ok_or(ProxyError::NoBackend)?;
+    let (bi, backend) = match frontend
+        .sticky
+        .as_ref()
+        .and_then(|s| s.choose(headers, conn.peer.ip(), https(conn, frontend, headers)))
+    {
+        Some(Choice::Item(i)) => frontend.split.get(i).map(|b| (i, b)),
+        Some(Choice::Assigned(i, cookie)) => {
+            ctx.set_cookie = Some(cookie);
+            frontend.split.get(i).map(|b| (i, b))
+        }
+        Some(Choice::Unkeyed) | None => frontend.split.pick_indexed(),
+    }
+    .ok_or(ProxyError::NoBackend)?;
     let backend = backend.clone();
     let picked = failover::pick_server(&backend, ctx.start, &[]).map(|(si, server)| (si, server.clone()));
     let (si, server) = match picked {
@@ -501,6 +541,15 @@ fn upstream_request(
     Ok(Prepared { req, client_upgrade, client_version })
 }
 
+/// Offers the request, as it goes upstream, to the frontend's shadow (if any): a copy goes to the shadow
+/// backend off the client's path, and the response body will hand the primary's answer to the comparison.
+#[inline]
+fn offer_shadow(ctx: &mut RequestCtx, req: &Request<crate::upstream::RequestBody>) {
+    let (Some(frontend), Some((_, server))) = (&ctx.frontend, &ctx.server) else { return };
+    let Some(route) = &frontend.shadow else { return };
+    ctx.shadow = route.state.offer(req, server, route.backend.servers.pick());
+}
+
 /// The send phase: the request to the picked server, bounded by the backend's Read timeout (time to the
 /// response head) and cut when the server's drain deadline passes.
 async fn send(ctx: &RequestCtx, prepared: Prepared) -> Result<Sent, ProxyError> {
@@ -527,6 +576,13 @@ async fn send(ctx: &RequestCtx, prepared: Prepared) -> Result<Sent, ProxyError> 
     };
     failover::observe(backend, server, ctx.start, Err(&failure));
     Err(upstream_error(failure))
+}
+
+/// The client reached Ficus over TLS, or a trusted proxy in front says it did.
+fn https(conn: &ConnInfo, frontend: &Frontend, headers: &http::HeaderMap) -> bool {
+    conn.tls
+        || ((frontend.trust_forward_header || conn.trust_forward_header)
+            && headers.get("x-forwarded-proto").is_some_and(|p| p.as_bytes().eq_ignore_ascii_case(b"https")))
 }
 
 fn content_length(h: &http::HeaderMap) -> Option<u64> {

@@ -13,8 +13,11 @@
 
 pub mod reload;
 
+/// What a frontend's sticky split decided for a request (the proxy reads it through the frontend).
+pub use crate::balance::sticky::Choice as StickyChoice;
+
 use crate::balance::Weighted;
-use crate::model::{Delta, UpstreamSettings, ValidatedBackend, ValidatedConfig, ValidatedFrontend};
+use crate::model::{Delta, StickyKey, UpstreamSettings, ValidatedBackend, ValidatedConfig, ValidatedFrontend};
 use crate::route::{Request, RouteSet, RouteSpec, Router};
 use crate::telemetry::FrontendMetrics;
 use crate::upstream::health::Policy;
@@ -35,6 +38,8 @@ pub struct RoutingTable {
     pub certs: Arc<CertStore>,
     /// What the table was built from, for `/config`.
     pub config: Arc<ValidatedConfig>,
+    /// Every frontend's shadow state, for the admin listener's `/shadow/<frontend>`.
+    pub shadows: Arc<crate::shadow::Registry>,
 }
 
 /// Past this many overlay routes plus masked base routes, the next change rebuilds the base instead: the
@@ -157,6 +162,15 @@ pub struct Frontend {
     pub failover: Option<crate::upstream::failover::Failover>,
     /// The middleware chain, in order; empty (no allocation, one length check per request) for most frontends.
     pub chain: crate::middleware::Chain,
+    /// `Sticky`: the split by client key instead of by request; `None` for the plain split.
+    pub sticky: Option<crate::balance::sticky::Sticky>,
+    /// `Shadow`: where copies of the selected requests go, and the state comparing their answers.
+    pub shadow: Option<ShadowRoute>,
+}
+
+pub struct ShadowRoute {
+    pub state: Arc<crate::shadow::Shadow>,
+    pub backend: Arc<Backend>,
 }
 
 pub struct Backend {
@@ -195,7 +209,13 @@ impl CertStore {
 
 impl RoutingTable {
     pub fn empty() -> Self {
-        RoutingTable { generation: 0, router: TableRouter::empty(), certs: Arc::default(), config: Arc::default() }
+        RoutingTable {
+            generation: 0,
+            router: TableRouter::empty(),
+            certs: Arc::default(),
+            config: Arc::default(),
+            shadows: Arc::default(),
+        }
     }
 }
 
@@ -207,6 +227,8 @@ struct BackendEntry {
 struct FrontendEntry {
     id: Arc<str>,
     counter: Arc<AtomicUsize>,
+    /// The sticky split's new-client counter: kept while the frontend exists, so a reload does not restart it.
+    sticky_next: Arc<AtomicUsize>,
     spec: Arc<ValidatedFrontend>,
     compiled: Arc<Frontend>,
     slot: u32,
@@ -235,6 +257,8 @@ pub struct Compiler {
     epoch: u64,
     /// Middleware state (token buckets, connection counts) kept across generations while unchanged.
     middleware_state: crate::middleware::Registry,
+    /// Shadow state (queues, reports) kept across generations while unchanged.
+    shadows: Arc<crate::shadow::Registry>,
 }
 
 /// A snapshot of every current route, in the order the base index will hold them.
@@ -276,6 +300,7 @@ impl Compiler {
             certs: Arc::default(),
             epoch: 0,
             middleware_state: crate::middleware::Registry::new(),
+            shadows: Arc::default(),
         }
     }
 
@@ -356,7 +381,13 @@ impl Compiler {
         if delta.hosts {
             self.certs = Arc::new(cert_store(&config));
         }
-        let table = RoutingTable { generation, router: self.router(), certs: self.certs.clone(), config };
+        let table = RoutingTable {
+            generation,
+            router: self.router(),
+            certs: self.certs.clone(),
+            config,
+            shadows: self.shadows.clone(),
+        };
         (table, retired)
     }
 
@@ -378,7 +409,13 @@ impl Compiler {
         if let Some(old) = self.frontends.get(id) {
             let items = old.compiled.split.items();
             let same_backends = items.len() == f.backends.len()
-                && items.iter().all(|b| backends.get(&*b.id).is_some_and(|nb| Arc::ptr_eq(&nb.compiled, b)));
+                && items.iter().all(|b| backends.get(&*b.id).is_some_and(|nb| Arc::ptr_eq(&nb.compiled, b)))
+                && old
+                    .compiled
+                    .shadow
+                    .as_ref()
+                    .map(|s| &s.backend)
+                    .map_or(true, |b| backends.get(&*b.id).is_some_and(|nb| Arc::ptr_eq(&nb.compiled, b)));
             if Arc::ptr_eq(&old.spec, f) && same_backends {
                 return false;
             }
@@ -389,7 +426,9 @@ impl Compiler {
             Some(o) => o.counter.clone(),
             None => self.counter(format!("f:{id}")),
         };
-        let compiled = compile_frontend(&id_arc, f, &self.backends, &counter, &self.middleware_state);
+        let sticky_next = old.as_ref().map(|o| o.sticky_next.clone()).unwrap_or_default();
+        let state = (&self.middleware_state, &*self.shadows);
+        let compiled = compile_frontend(&id_arc, f, &self.backends, (&counter, &sticky_next), state);
         let slot = old.as_ref().map(|o| o.slot).unwrap_or_else(|| self.alloc_slot());
         self.slots.set(slot, Some(compiled.clone()));
         let same_route = old.as_ref().is_some_and(|o| o.spec.route == f.route && o.spec.priority == f.priority);
@@ -401,16 +440,16 @@ impl Compiler {
             let spec = RouteSpec { id: id_arc.clone(), priority: f.priority, expr: f.expr.clone(), value: slot };
             self.overlay.insert(id.to_string(), spec);
         }
-        let same_names = old.as_ref().is_some_and(|o| o.spec.backends == f.backends);
+        let same_names = old.as_ref().is_some_and(|o| named_backends(&o.spec).eq(named_backends(f)));
         if !same_names {
             if let Some(old) = &old {
                 self.unuse(id, &old.spec);
             }
-            for (b, _) in &f.backends {
+            for b in named_backends(f) {
                 self.users.entry(b.clone()).or_default().insert(id_arc.clone());
             }
         }
-        let entry = FrontendEntry { id: id_arc, counter, spec: f.clone(), compiled, slot, base };
+        let entry = FrontendEntry { id: id_arc, counter, sticky_next, spec: f.clone(), compiled, slot, base };
         self.frontends.insert(id.to_string(), entry);
         !same_route
     }
@@ -418,13 +457,14 @@ impl Compiler {
     /// Recompiles a frontend against its backends' new objects. Its route and slot stay.
     fn rebind(&mut self, id: &str) {
         let Some(entry) = self.frontends.get_mut(id) else { return };
-        entry.compiled =
-            compile_frontend(&entry.id, &entry.spec, &self.backends, &entry.counter, &self.middleware_state);
+        let counters = (&entry.counter, &entry.sticky_next);
+        let state = (&self.middleware_state, &*self.shadows);
+        entry.compiled = compile_frontend(&entry.id, &entry.spec, &self.backends, counters, state);
         self.slots.set(entry.slot, Some(entry.compiled.clone()));
     }
 
     fn unuse(&mut self, id: &str, spec: &ValidatedFrontend) {
-        for (b, _) in &spec.backends {
+        for b in named_backends(spec) {
             if let Some(users) = self.users.get_mut(b) {
                 users.remove(id);
                 if users.is_empty() {
@@ -519,12 +559,29 @@ fn compile_frontend(
     id: &Arc<str>,
     f: &ValidatedFrontend,
     backends: &HashMap<String, BackendEntry>,
-    counter: &Arc<AtomicUsize>,
-    middleware_state: &crate::middleware::Registry,
+    (counter, sticky_next): (&Arc<AtomicUsize>, &Arc<AtomicUsize>),
+    (middleware_state, shadows): (&crate::middleware::Registry, &crate::shadow::Registry),
 ) -> Arc<Frontend> {
     // Validation guarantees every named backend exists; filter anyway rather than trust it blindly.
     let split: Vec<(Arc<Backend>, u32)> =
         f.backends.iter().filter_map(|(b, w)| backends.get(b.as_str()).map(|e| (e.compiled.clone(), *w))).collect();
+    let sticky = f.sticky.as_ref().map(|key| {
+        use crate::balance::sticky::{KeySource, Sticky};
+        let source = match key {
+            StickyKey::Cookie(name) => KeySource::Cookie(name.as_str().into()),
+            // Checked as a header name when the value arrived; an unusable one falls back to the client IP.
+            StickyKey::Header(name) => {
+                http::HeaderName::from_bytes(name.as_bytes()).map_or(KeySource::ClientIp, KeySource::Header)
+            }
+            StickyKey::ClientIp => KeySource::ClientIp,
+        };
+        let items: Vec<(&str, u32)> = split.iter().map(|(b, w)| (&*b.id, *w)).collect();
+        Sticky::new(source, &items, sticky_next.clone())
+    });
+    let shadow = f.shadow.as_ref().and_then(|spec| {
+        let backend = backends.get(spec.backend.as_str())?.compiled.clone();
+        Some(ShadowRoute { state: shadows.compile(id, spec), backend })
+    });
     let server_counts: Vec<(&str, usize)> = split.iter().map(|(b, _)| (&*b.id, b.servers.items().len())).collect();
     let hostname =
         (!f.settings.hostname.is_empty()).then(|| HeaderValue::from_str(&f.settings.hostname).ok()).flatten();
@@ -538,7 +595,14 @@ fn compile_frontend(
         max_body_bytes: (f.settings.limits.max_body_bytes > 0).then_some(f.settings.limits.max_body_bytes),
         failover: f.failover.as_ref().map(|c| crate::upstream::failover::Failover::new(id, c.clone())),
         chain: middleware_state.compile(id, &f.middlewares),
+        sticky,
+        shadow,
     })
+}
+
+/// The backends a frontend names: its split's, then its shadow's.
+fn named_backends(f: &ValidatedFrontend) -> impl Iterator<Item = &String> {
+    f.backends.iter().map(|(b, _)| b).chain(f.shadow.iter().map(|s| &s.backend))
 }
 
 fn cert_store(config: &ValidatedConfig) -> CertStore {

@@ -272,6 +272,7 @@ impl Reloader {
             router,
             certs: current.certs.clone(),
             config: current.config.clone(),
+            shadows: current.shadows.clone(),
         }));
     }
 

@@ -151,3 +151,39 @@ fn a_changed_backend_recompiles_its_users_and_drains_what_left() {
     let (t3, _) = compiler.compile(Arc::new(v.config), &v.delta, 3, &registry);
     assert!(Arc::ptr_eq(t3.router.find(&req).expect("routed"), f2));
 }
+
+/// A frontend's shadow follows its backend: a new server there is where the next copy goes, without a write to
+/// the frontend; and the shadow's state (its report) is the same object across the two tables.
+#[test]
+fn a_shadow_follows_its_backends_servers_and_keeps_its_state() {
+    let mut state = ConfigState::new();
+    let registry = Registry::new();
+    let mut compiler = Compiler::new();
+    for (key, value) in [
+        ("backends/p/backend", r#"{"Type":"http"}"#),
+        ("backends/p/servers/s1", r#"{"URL":"http://127.0.0.1:9"}"#),
+        ("backends/sh/backend", r#"{"Type":"http"}"#),
+        ("backends/sh/servers/s1", r#"{"URL":"http://127.0.0.1:10"}"#),
+        ("frontends/f/frontend", r#"{"Type":"http","BackendId":"p","Route":"Path(`/`)","Shadow":{"BackendId":"sh"}}"#),
+    ] {
+        state.apply(put(key.into(), value.into())).expect(key);
+    }
+    let headers = http::HeaderMap::new();
+    let req = Request { method: &http::Method::GET, host: "h", path: "/", headers: &headers };
+    let v = state.validate();
+    let (t1, _) = compiler.compile(Arc::new(v.config), &v.delta, 1, &registry);
+    let shadow = |t: &RoutingTable| {
+        let f = t.router.find(&req).expect("routed").clone();
+        let s = f.shadow.as_ref().expect("a shadow");
+        (s.state.clone(), s.backend.servers.items().iter().map(|s| s.url.clone()).collect::<Vec<_>>())
+    };
+    let (state1, urls1) = shadow(&t1);
+    assert_eq!(urls1, ["http://127.0.0.1:10"]);
+    state.apply(put("backends/sh/servers/s1".into(), r#"{"URL":"http://127.0.0.1:11"}"#.into())).expect("server");
+    let v = state.validate();
+    let (t2, _) = compiler.compile(Arc::new(v.config), &v.delta, 2, &registry);
+    let (state2, urls2) = shadow(&t2);
+    assert_eq!(urls2, ["http://127.0.0.1:11"]);
+    assert!(Arc::ptr_eq(&state1, &state2), "the report survives an unrelated change");
+    assert!(t2.shadows.report("f").is_some());
+}

@@ -33,6 +33,8 @@ pub const DRAINING_INFLIGHT: &str = "ficus_draining_inflight";
 pub const BUILD_INFO: &str = "ficus_build_info";
 /// Requests a frontend's middleware refused, by `frontend`, `middleware` and `reason` (`rate`, `connections`).
 pub const MIDDLEWARE_REJECTED_TOTAL: &str = "ficus_middleware_rejected_total";
+/// Shadow copies by frontend and result (equal, different, dropped, error, skipped).
+pub const SHADOW_TOTAL: &str = "ficus_shadow_total";
 /// A server's health by `backend` and `server`: 1 takes requests, 0 failing its checks or ejected.
 pub const UPSTREAM_HEALTH: &str = "ficus_upstream_health";
 /// Passive ejections by `backend` and `server`.

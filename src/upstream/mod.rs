@@ -74,6 +74,12 @@ impl Server {
         self.served.load(Ordering::Relaxed)
     }
 
+    /// A pool of its own to this server, for traffic that must not share connections (or their tasks) with the
+    /// request path: shadow copies run on a runtime of their own.
+    pub fn separate_pool(&self) -> pool::Pool<RequestBody> {
+        pool::Pool::new(&self.scheme, &self.authority, &self.settings, self.tls.as_ref())
+    }
+
     pub fn is_aborted(&self) -> bool {
         self.aborted.load(Ordering::Relaxed)
     }

@@ -7,6 +7,7 @@
 
 mod common;
 
+mod canary;
 mod compose;
 mod dashboard;
 mod etcd_auth;
@@ -24,6 +25,7 @@ mod readme_recipes;
 mod reload;
 mod resilience;
 mod routing;
+mod shadow;
 mod shutdown;
 mod source_contract;
 mod strangler;

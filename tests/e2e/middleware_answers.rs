@@ -472,3 +472,142 @@ async fn check_and_apply_accept_every_middleware_type_and_refuse_a_bad_one_by_ke
         assert!(keys.contains(&format!("/vulcand/frontends/f/middlewares/{id}")), "{keys}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rewrite_replacement_is_a_template_of_the_request() {
+    let b = TestBackend::start("b").await;
+    let routes = Routes::new();
+    routes.backend("b", &[("s1", b.addr)]);
+    routes.frontend("f", "b", "PathPrefix(`/`)");
+    routes.put(
+        "frontends/f/middlewares/me",
+        r#"{"Type":"rewrite","Middleware":{"Regexp":"^http://([^/]+)/me(.*)$","Replacement":"http://$1/users/{{.Request.Header.Get \"X-User\"}}$2"}}"#,
+    );
+    let ficus = Ficus::start(routes.path()).await;
+    let c = http1_client();
+    let req = http::Request::get(ficus.url("/me/profile")).header("x-user", "ann").body(Full::default()).unwrap();
+    let (code, body) = request(&c, req).await;
+    assert_eq!(code, 200);
+    let body: serde_json::Value = serde_json::from_slice(&body).expect("the backend's JSON echo");
+    assert_eq!(body["path"], "/users/ann/profile", "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trace_records_arrive_at_a_unix_datagram_socket_and_a_missing_one_never_holds_a_request() {
+    let b = TestBackend::start("b").await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("log.sock");
+    let syslog = tokio::net::UnixDatagram::bind(&path).expect("bind the unix socket");
+    let routes = Routes::new();
+    routes.backend("b", &[("s1", b.addr)]);
+    routes.frontend("f", "b", "PathPrefix(`/f`)");
+    routes.frontend("g", "b", "PathPrefix(`/g`)");
+    let trace = |addr: String| {
+        serde_json::json!({"Type":"trace","Middleware":{"RespHeaders":["Content-Type"],"Addr":addr}}).to_string()
+    };
+    routes.put("frontends/f/middlewares/t", &trace(format!("syslog://{}", path.display())));
+    routes.put("frontends/g/middlewares/t", &trace(format!("syslog://{}", dir.path().join("absent.sock").display())));
+    let ficus = Ficus::start(routes.path()).await;
+    let c = http1_client();
+    // Nothing listens for g's records: its requests are answered all the same.
+    for _ in 0..5 {
+        assert_eq!(get(&c, &ficus.url("/g/x")).await.0, 200);
+    }
+    assert_eq!(get(&c, &ficus.url("/f/unix")).await.0, 200);
+    let mut buf = vec![0u8; 65536];
+    let n = tokio::time::timeout(Duration::from_secs(20), syslog.recv(&mut buf))
+        .await
+        .expect("a record within the bound")
+        .expect("recv");
+    let line = String::from_utf8_lossy(&buf[..n]).into_owned();
+    assert!(line.starts_with("<134>"), "LOCAL0 (16) x 8 + INFO (6) by default: {line}");
+    let (_, json) = line.split_once("@cee: ").unwrap_or_else(|| panic!("no @cee: in {line}"));
+    let record: serde_json::Value = serde_json::from_str(json).expect("JSON record");
+    assert!(record["request"]["url"].as_str().unwrap().ends_with("/f/unix"), "{record}");
+    assert_eq!(record["response"]["code"], 200);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while ficus.metric("ficus_trace_dropped_total").await < 1.0 {
+        assert!(Instant::now() < deadline, "g's undeliverable records were never counted as dropped");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// An https server with a certificate from a fresh test CA, recording the paths of the requests it gets;
+/// returns it with the CA's PEM.
+async fn https_receiver() -> (SocketAddr, Arc<Mutex<Vec<String>>>, String, tokio::task::JoinHandle<()>) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair, SanType};
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let ca_key = KeyPair::generate().expect("key");
+    let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.distinguished_name.push(rcgen::DnType::CommonName, "ficus webhook test CA");
+    let ca = params.self_signed(&ca_key).expect("ca");
+    let key = KeyPair::generate().expect("key");
+    let mut leaf = CertificateParams::new(vec!["localhost".to_string()]).expect("params");
+    leaf.subject_alt_names.push(SanType::IpAddress([127, 0, 0, 1].into()));
+    let cert = leaf.signed_by(&key, &ca, &ca_key).expect("sign");
+    let chain = vec![CertificateDer::from_pem_slice(cert.pem().as_bytes()).expect("cert")];
+    let private = PrivateKeyDer::from_pem_slice(key.serialize_pem().as_bytes()).expect("key");
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_no_client_auth()
+        .with_single_cert(chain, private)
+        .expect("server config");
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let g = got.clone();
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else { return };
+            let (acceptor, g) = (acceptor.clone(), g.clone());
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else { return };
+                let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                    g.lock().unwrap().push(req.uri().path().to_string());
+                    async { Ok::<_, Infallible>(http::Response::new(Full::new(Bytes::new()))) }
+                });
+                let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tls), svc).await;
+            });
+        }
+    });
+    (addr, got, ca.pem(), task)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_https_webhook_is_sent_verified_against_the_system_roots() {
+    let backend = flaky_backend().await;
+    backend.failing.store(true, Ordering::SeqCst);
+    let (hook, got, ca_pem, task) = https_receiver().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ca_file = dir.path().join("roots.pem");
+    std::fs::write(&ca_file, ca_pem).expect("write the roots");
+    let routes = Routes::new();
+    routes.backend("b", &[("s1", backend.addr)]);
+    routes.frontend("f", "b", "PathPrefix(`/`)");
+    let breaker = serde_json::json!({"Type":"cbreaker","Middleware":{"Condition":"NetworkErrorRatio() > 0.5",
+        "FallbackDuration":"1h","CheckPeriod":"10ms","OnTripped":{"URL":format!("https://{hook}/tripped")}}});
+    routes.put("frontends/f/middlewares/cb", &breaker.to_string());
+    // The system's roots, as rustls-native-certs reads them, are the test CA alone.
+    let env = vec![("SSL_CERT_FILE".to_string(), ca_file.display().to_string())];
+    let ficus = Ficus::start_with(routes.path(), FicusOptions { env, ..Default::default() }).await;
+    assert!(
+        ficus.status().await["unsupported"].as_array().is_none_or(|u| u.is_empty()),
+        "https webhooks are sent, not reported unsupported"
+    );
+    let c = http1_client();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while get(&c, &ficus.url("/x")).await.0 != 503 {
+        assert!(Instant::now() < deadline, "never tripped; log:\n{}", ficus.log_text());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !got.lock().unwrap().iter().any(|p| p == "/tripped") {
+        assert!(Instant::now() < deadline, "the https webhook never arrived; log:\n{}", ficus.log_text());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    task.abort();
+}

@@ -161,8 +161,19 @@ pub struct FrontendRow {
     /// Its middleware chain in the order it runs (empty for most frontends).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub middlewares: Vec<MiddlewareRow>,
+    /// Where its shadow copies go, and its comparison report.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shadow: Option<ShadowRow>,
     #[serde(flatten)]
     pub rates: Rates,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ShadowRow {
+    pub backend: String,
+    pub percent: u32,
+    /// The admin path of the comparison report (`/shadow/<frontend>`).
+    pub report: String,
 }
 
 #[derive(Debug, Serialize)]
@@ -305,6 +316,11 @@ pub fn build<'a>(
                                 .collect()
                         })
                         .unwrap_or_default(),
+                    shadow: f.shadow.as_ref().map(|sh| ShadowRow {
+                        backend: sh.backend.clone(),
+                        percent: sh.percent,
+                        report: format!("/shadow/{id}"),
+                    }),
                     rates: sampler.rates(Kind::Frontend, id),
                 }
             })
@@ -559,6 +575,15 @@ fn frontends(view: &View, query: &Query, out: &mut String) {
                 }
             }
             out.push_str("</div>");
+        }
+        if let Some(sh) = &row.shadow {
+            let _ = write!(
+                out,
+                r#"<div class="route">shadow: {pct}% to <code>{b}</code>, <a href="{report}">comparison report</a></div>"#,
+                pct = sh.percent,
+                b = esc(&sh.backend),
+                report = esc(&sh.report),
+            );
         }
         let _ = write!(out, r#"</th><td><div class="bar" role="img" aria-label="{}">"#, esc(&split_text(&row.split)));
         // A backend at weight 0 gets no bar (it would show as a sliver); the label above still names it.
