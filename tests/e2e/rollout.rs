@@ -1,5 +1,5 @@
 //! `ficus canary --to ... --steps ...` against a real etcd, a real gateway following it and real backends under
-//! steady traffic: a healthy canary reaches 100%; one that starts answering 500 at step 2 is rolled back to 0%
+//! steady traffic: a healthy canary reaches 100%; a step counts the requests of every instance listed; one that starts answering 500 at step 2 is rolled back to 0%
 //! at that step's judgement; a command killed mid-way continues from the stored step when run again; an
 //! operator's own write to the frontend pauses the rollout; `ficus rollout abort` rolls it back and stops a
 //! running command; too little traffic holds a step and says so; an etcd that fails stops the rollout with
@@ -108,12 +108,16 @@ impl World {
         format!("http://{}", self.ficus.admin)
     }
 
-    /// `ficus canary gtin --to gtin`, its stdout read line by line.
+    /// `ficus canary gtin --to gtin` judged by this world's gateway, its stdout read line by line.
     fn rollout(&self, steps: &str, interval: &str) -> Running {
+        self.rollout_judged_by(&self.admin(), steps, interval)
+    }
+
+    fn rollout_judged_by(&self, admin: &str, steps: &str, interval: &str) -> Running {
         let mut child = Command::new(env!("CARGO_BIN_EXE_ficus"))
             .args(["canary", "gtin", "--to", "gtin", "--steps", steps, "--interval", interval])
             .args(["--max-error-rate", "1%", "--max-p99", "2s", "--min-requests", "5"])
-            .args(["--admin", &self.admin(), "--etcd", &self.etcd.endpoint(), "--etcd-timeout", "1s"])
+            .args(["--admin", admin, "--etcd", &self.etcd.endpoint(), "--etcd-timeout", "1s"])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -214,6 +218,33 @@ async fn a_healthy_canary_is_promoted_step_by_step_to_100_percent() {
     assert!(!out.contains("skipped"), "{out}");
     assert!(!dir.path().join("ficus").exists());
     assert!(dir.path().join("frontends/gtin/frontend.json").exists());
+    w.stop().await;
+}
+
+/// Every instance's counters count: with all traffic through a second gateway, a rollout that read only the
+/// first would find too little to judge at every step.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_is_judged_from_the_requests_of_every_instance() {
+    let w = World::start().await;
+    w.sending.store(false, Ordering::Relaxed);
+    let other = Ficus::start_etcd(&w.etcd.endpoint(), "/vulcand").await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let (halt, url) = (stop.clone(), other.url("/stores/1/gtins/1"));
+    let load = tokio::spawn(async move {
+        let c = http1_client();
+        while !halt.load(Ordering::Relaxed) {
+            let _ = tokio::time::timeout(Duration::from_secs(2), get(&c, &url)).await;
+            tokio::time::sleep(Duration::from_millis(3)).await;
+        }
+    });
+    let admins = format!("{},http://{}", w.admin(), other.admin);
+    let (code, out, err) = w.rollout_judged_by(&admins, "25,100", "1s").finish().await;
+    stop.store(true, Ordering::Relaxed);
+    let _ = tokio::time::timeout(Duration::from_secs(5), load).await;
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(!out.contains("too little to judge"), "{out}");
+    assert!(out.contains("step 1/2 (25%): healthy") && out.contains("step 2/2 (100%): healthy"), "{out}");
+    assert_eq!(w.weights(), (0, 100));
     w.stop().await;
 }
 
