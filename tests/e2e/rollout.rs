@@ -1,9 +1,10 @@
 //! `ficus canary --to ... --steps ...` against a real etcd, a real gateway following it and real backends under
-//! steady traffic: a healthy canary reaches 100%; a step counts the requests of every instance listed; one that starts answering 500 at step 2 is rolled back to 0%
-//! at that step's judgement; a command killed mid-way continues from the stored step when run again; an
-//! operator's own write to the frontend pauses the rollout; `ficus rollout abort` rolls it back and stops a
-//! running command; too little traffic holds a step and says so; an etcd that fails stops the rollout with
-//! the weights it last wrote. Intervals are 1 s; every wait is bounded and every process is stopped.
+//! steady traffic: a healthy canary reaches 100%; a step counts the requests of every instance listed; a canary
+//! that starts answering 500 at step 2 is rolled back to 0% at that step's judgement; a command killed mid-way
+//! continues from the stored step when run again; an operator's own write to the frontend pauses the rollout;
+//! `ficus rollout abort` rolls it back and stops a running command; too little traffic holds a step and says
+//! so; an etcd that fails stops the rollout with the weights it last wrote. Intervals are 1 s; every wait is
+//! bounded and every process is stopped.
 
 use crate::common;
 
