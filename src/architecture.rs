@@ -35,7 +35,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("admin", &["telemetry", "model", "lifecycle", "upstream", "table"]),
     // Beside the flow: checking and writing config.
     ("check", &["model", "source"]),
-    ("ops", &["model", "source", "check"]),
+    ("ops", &["telemetry", "model", "source", "check"]),
     // Wires everything together.
     ("app", &["telemetry", "model", "source", "lifecycle", "upstream", "table", "proxy", "listen", "admin"]),
 ];

@@ -24,8 +24,9 @@
 //! - [`listen`] and [`lifecycle`]: accept, TLS, HTTP/1.1 and HTTP/2; shutdown and drain, inherited sockets and
 //!   hot upgrade, systemd socket activation and notification.
 //! - [`admin`] and [`telemetry`]: `/metrics`, `/status`, `/config`, the dashboard; metric names; logging.
-//! - [`ops`]: operator commands that write etcd (`apply`, `export`, `canary`, `drain`), beside the flow;
-//!   [`check`] validates a routes directory the way the gateway would load it.
+//! - [`ops`]: operator commands that write etcd (`apply`, `export`, `canary`, `drain`), beside the flow; a
+//!   rollout (`canary --to`) also reads every instance's live counters (`telemetry::live`) from its admin
+//!   listener; [`check`] validates a routes directory the way the gateway would load it.
 //! - [`app`] wires them together and owns start and stop order; `main.rs` parses the command line.
 //!
 //! Below all of them, the serving kit (`crates/serve`, shared with the companion services): the connection

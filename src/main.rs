@@ -1,5 +1,5 @@
-//! The `ficus` command line: `serve`, `check`, and the etcd operator commands `apply`, `export`, `canary`,
-//! `drain`, and `upgrade` (hot binary upgrade through the control socket).
+//! The `ficus` command line: `serve`, `check`, and the etcd operator commands `apply`, `export`, `canary`
+//! (one split, or a judged rollout), `rollout status|abort`, `drain`, and `upgrade` (hot binary upgrade through the control socket).
 
 use clap::{Parser, Subcommand};
 use ficus::app::{ListenerSettings, Settings};
@@ -151,13 +151,42 @@ enum Command {
         #[command(flatten)]
         etcd: EtcdArgs,
     },
-    /// Split a frontend's traffic: `ficus canary gtin legacy=95 gtin=5` (percents sum to 100).
+    /// Split a frontend's traffic: `ficus canary gtin legacy=95 gtin=5` (percents sum to 100); or move it in
+    /// judged steps with rollback: `ficus canary gtin --to gtin --steps 5,25,50,100 --interval 60s
+    /// --max-error-rate 1% --max-p99 250ms --admin http://10.0.0.1:9090,http://10.0.0.2:9090`. A rollout's
+    /// state is kept in etcd: the same command continues it after it was stopped.
     Canary {
         frontend: String,
-        #[arg(required = true, value_name = "BACKEND=PERCENT")]
+        #[arg(value_name = "BACKEND=PERCENT", required_unless_present = "to", conflicts_with = "to")]
         split: Vec<String>,
+        /// Roll out to this backend in steps (the frontend's other backends share the rest).
+        #[arg(long, value_name = "BACKEND", requires = "admin")]
+        to: Option<String>,
+        /// The canary's percentages, rising.
+        #[arg(long, value_name = "P,P,...", default_value = "5,25,50,100")]
+        steps: String,
+        /// How long each step is held before it is judged (Go-style duration).
+        #[arg(long, value_parser = parse_go_duration, default_value = "60s")]
+        interval: Duration,
+        /// Roll back when the canary's share of 5xx answers over a step is above this.
+        #[arg(long, value_parser = ficus::ops::rollout::parse_rate, default_value = "1%")]
+        max_error_rate: f64,
+        /// Roll back when the canary's p99 latency at any instance over a step is above this.
+        #[arg(long, value_parser = parse_go_duration, default_value = "250ms")]
+        max_p99: Duration,
+        /// Fewer canary requests in a step is too little to judge: the step is held for another interval.
+        #[arg(long, value_name = "N", default_value_t = 20)]
+        min_requests: u64,
+        /// Every instance's admin listener, whose counters judge each step (token from FICUS_ADMIN_TOKEN).
+        #[arg(long, value_name = "URL", value_delimiter = ',')]
+        admin: Vec<String>,
         #[command(flatten)]
         etcd: EtcdArgs,
+    },
+    /// A rollout started by `ficus canary --to`: `status` shows it, `abort` rolls the canary back to 0%.
+    Rollout {
+        #[command(subcommand)]
+        action: RolloutAction,
     },
     /// Mark a server draining (no new requests, in-flight ones finish): `ficus drain gtin/gtin-1`.
     Drain {
@@ -166,6 +195,22 @@ enum Command {
         /// Put the server back into rotation.
         #[arg(long)]
         undo: bool,
+        #[command(flatten)]
+        etcd: EtcdArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum RolloutAction {
+    /// The stored state of a frontend's rollout.
+    Status {
+        frontend: String,
+        #[command(flatten)]
+        etcd: EtcdArgs,
+    },
+    /// Roll the canary back to 0% and stop the rollout (a running command sees it and stops).
+    Abort {
+        frontend: String,
         #[command(flatten)]
         etcd: EtcdArgs,
     },
@@ -346,7 +391,50 @@ fn main() -> ExitCode {
             println!("wrote {n} keys to {}", dir.display());
             Ok(())
         }),
-        Command::Canary { frontend, split, etcd } => operate(&etcd, |s| async move {
+        Command::Canary {
+            frontend,
+            to: Some(to),
+            steps,
+            interval,
+            max_error_rate,
+            max_p99,
+            min_requests,
+            admin,
+            etcd,
+            ..
+        } => operate(&etcd, |s| async move {
+            let steps = ficus::ops::rollout::parse_steps(&steps).map_err(|e| e.to_string())?;
+            let admin_token = std::env::var("FICUS_ADMIN_TOKEN").ok().filter(|t| !t.is_empty());
+            let spec = ficus::ops::rollout::RolloutSpec {
+                to,
+                steps,
+                interval,
+                max_error_rate,
+                max_p99,
+                min_requests,
+                admin,
+                admin_token,
+            };
+            let mut out = Progress::new();
+            let outcome =
+                ficus::ops::rollout::rollout(&s, &frontend, &spec, &mut out).await.map_err(|e| e.to_string())?;
+            out.finish();
+            match outcome {
+                ficus::ops::rollout::Outcome::Done => Ok(()),
+                ficus::ops::rollout::Outcome::RolledBack(why) => Err(format!("{frontend}: {why}")),
+                ficus::ops::rollout::Outcome::Paused(why) => Err(format!("{frontend}: paused: {why}")),
+                ficus::ops::rollout::Outcome::Stopped(why) => Err(format!("{frontend}: {why}")),
+            }
+        }),
+        Command::Rollout { action: RolloutAction::Status { frontend, etcd } } => operate(&etcd, |s| async move {
+            println!("{}", ficus::ops::rollout::status(&s, &frontend).await.map_err(|e| e.to_string())?);
+            Ok(())
+        }),
+        Command::Rollout { action: RolloutAction::Abort { frontend, etcd } } => operate(&etcd, |s| async move {
+            println!("{}", ficus::ops::rollout::abort(&s, &frontend).await.map_err(|e| e.to_string())?);
+            Ok(())
+        }),
+        Command::Canary { frontend, split, etcd, .. } => operate(&etcd, |s| async move {
             let split = ficus::ops::parse_split(&split).map_err(|e| e.to_string())?;
             let value = ficus::ops::canary(&s, &frontend, &split).await.map_err(|e| e.to_string())?;
             println!("{}: {value}", s.absolute_key(&format!("frontends/{frontend}/frontend")));
@@ -357,6 +445,46 @@ fn main() -> ExitCode {
             println!("{}: {value}", s.absolute_key(&format!("backends/{}", target.replacen('/', "/servers/", 1))));
             Ok(())
         }),
+    }
+}
+
+/// A rollout's progress on stdout: whole lines always; on a terminal, also one line redrawn in place.
+struct Progress {
+    tty: bool,
+    drawn: bool,
+}
+
+impl Progress {
+    fn new() -> Self {
+        use std::io::IsTerminal;
+        Progress { tty: std::io::stdout().is_terminal(), drawn: false }
+    }
+
+    fn clear(&mut self) {
+        if self.drawn {
+            print!("\r\x1b[2K");
+            self.drawn = false;
+        }
+    }
+
+    fn finish(&mut self) {
+        self.clear();
+    }
+}
+
+impl ficus::ops::rollout::Report for Progress {
+    fn line(&mut self, text: &str) {
+        self.clear();
+        println!("{text}");
+    }
+
+    fn progress(&mut self, text: &str) {
+        use std::io::Write;
+        if self.tty {
+            print!("\r\x1b[2K{text}");
+            let _ = std::io::stdout().flush();
+            self.drawn = true;
+        }
     }
 }
 

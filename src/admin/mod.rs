@@ -182,6 +182,22 @@ impl Admin {
         }
     }
 
+    /// The reload loop's status, with each failover frontend's retries (they live in the table in service).
+    fn status(&self) -> Response<Full<Bytes>> {
+        let mut status = match serde_json::to_value(self.status.snapshot(&self.registry)) {
+            Ok(v) => v,
+            Err(e) => return text(StatusCode::INTERNAL_SERVER_ERROR, format!("cannot render: {e}\n")),
+        };
+        let table = self.table.load();
+        let mut failover: Vec<_> =
+            table.router.frontends().filter_map(|f| f.failover.as_ref().map(|fo| fo.status(&f.id))).collect();
+        failover.sort_by(|a, b| a.frontend.cmp(&b.frontend));
+        if let (Some(map), Ok(list)) = (status.as_object_mut(), serde_json::to_value(failover)) {
+            map.insert("failover".to_string(), list);
+        }
+        json(&status)
+    }
+
     fn answer(&self, req: &Request<Incoming>) -> Response<Full<Bytes>> {
         let host = match req.headers().get(header::HOST) {
             Some(h) => Some(h.to_str().unwrap_or("?")),
@@ -221,7 +237,7 @@ impl Admin {
                     .insert(header::CONTENT_TYPE, header::HeaderValue::from_static("text/plain; version=0.0.4"));
                 r
             }
-            "/status" => json(&self.status.snapshot(&self.registry)),
+            "/status" => self.status(),
             "/config" => json(&*self.table.load().config),
             "/health" | "/health/live" => text(StatusCode::OK, "ok\n"),
             "/health/ready" => {

@@ -25,6 +25,16 @@ pub enum KeyError {
     BadId { key: String, id: String, why: &'static str },
 }
 
+/// Keys under `<prefix>/ficus/` hold the state of Ficus's own operator commands (a rollout's progress under
+/// `ficus/rollouts/<frontend>`), not routing config: the sources skip them rather than report them as unknown,
+/// and `apply` and `export` leave them alone. Under the prefix, so an etcd role granted the prefix covers them.
+pub const OWN_STATE_DIR: &str = "ficus/";
+
+/// Whether a key relative to the prefix is Ficus's own state (see [`OWN_STATE_DIR`]).
+pub fn is_own_state(rel: &str) -> bool {
+    rel.trim_start_matches('/').starts_with(OWN_STATE_DIR)
+}
+
 impl Key {
     /// Parses a key relative to the prefix, with or without a leading `/`.
     pub fn parse(rel: &str) -> Result<Key, KeyError> {
@@ -105,6 +115,14 @@ mod tests {
             assert_eq!(key.to_string(), k);
             assert_eq!(Key::parse(&format!("/{k}")).unwrap(), key);
         }
+    }
+
+    #[test]
+    fn own_state_keys_are_not_config_keys() {
+        assert!(is_own_state("ficus/rollouts/gtin"));
+        assert!(is_own_state("/ficus/rollouts/gtin"));
+        assert!(!is_own_state("frontends/ficus/frontend"));
+        assert!(!is_own_state("ficus-x/y"));
     }
 
     #[test]

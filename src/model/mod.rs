@@ -27,7 +27,7 @@ pub use cbreaker::{BreakerFn, CircuitBreakerConfig, Fallback, Webhook, BREAKER_V
 pub use duration::{de_duration, format_duration, parse_duration, DurationError, GoDuration};
 pub use failover::{FailoverConfig, FailoverFn, RetryBudgetSpec, FAILOVER_VOCABULARY};
 pub use health::{BackendHealth, HealthCheck, HealthCheckSpec, Outlier, OutlierSpec};
-pub use key::{Key, KeyError};
+pub use key::{is_own_state, Key, KeyError, OWN_STATE_DIR};
 pub use middleware::{
     ConnLimitConfig, MiddlewareConfig, RateLimitConfig, RewriteConfig, ValidatedMiddleware, Variable,
 };

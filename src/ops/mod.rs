@@ -1,11 +1,13 @@
 //! Operator commands that write etcd: `ficus apply` (the strangler plan in files → etcd, one guarded
-//! transaction), `ficus export` (etcd → files), `ficus canary` and `ficus drain`. They sit beside the data flow,
+//! transaction), `ficus export` (etcd → files), `ficus canary` (one split, or a rollout in judged steps:
+//! [`rollout`]) and `ficus drain`. They sit beside the data flow,
 //! upstream of it: they only write the same plain keys `etcdctl` would, and the watching gateways pick the
 //! writes up like any other. Every value is checked with the gateway's own decoder before it is written, and
 //! every write is guarded by the mod revision it was computed from, so a concurrent change is never overwritten
 //! silently.
 
 mod plan;
+pub mod rollout;
 
 pub use plan::{apply, export, plan, write, ApplyOptions, ApplyReport, Diff, Plan, ETCD_MAX_TXN_OPS};
 
@@ -34,6 +36,9 @@ pub enum OpsError {
     Io { path: std::path::PathBuf, source: std::io::Error },
     #[error("the routes directory has {0} invalid value(s); nothing was written")]
     InvalidPlan(usize),
+    /// A rollout that cannot go on (etcd refused a write); says what the frontend was left with.
+    #[error("{0}")]
+    Stopped(String),
 }
 
 /// One stored value with what the guards need.

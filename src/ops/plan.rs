@@ -94,7 +94,8 @@ async fn list_with_revisions(
         .kvs()
         .iter()
         .filter_map(|kv| {
-            let rel = settings.relative_key(kv.key())?;
+            // A rollout's state is not part of the plan: never diffed, pruned or exported.
+            let rel = settings.relative_key(kv.key()).filter(|k| !crate::model::is_own_state(k))?;
             Some((rel, Entry { value: kv.value().to_vec(), mod_revision: kv.mod_revision(), lease: kv.lease() }))
         })
         .collect())

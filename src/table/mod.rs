@@ -94,6 +94,11 @@ impl TableRouter {
         self.frontends.get(*slot)
     }
 
+    /// Every frontend in the table, in slot order (for `/status`).
+    pub fn frontends(&self) -> impl Iterator<Item = &Arc<Frontend>> {
+        self.frontends.chunks.iter().flat_map(|c| c.iter().flatten())
+    }
+
     /// Frontends in the table.
     pub fn len(&self) -> usize {
         self.len

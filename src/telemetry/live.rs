@@ -32,8 +32,9 @@ pub struct Live {
     latency: [AtomicU64; BUCKETS],
 }
 
-/// What [`Live::read`] returns: the counters at one moment.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What [`Live::read`] returns: the counters at one moment. Serialized in the dashboard's JSON, where
+/// `ficus canary --steps` reads them from every instance and judges a step by the difference.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Totals {
     pub requests: u64,
     pub errors: u64,
@@ -148,6 +149,12 @@ pub fn handle(kind: Kind, id: &str) -> Arc<Live> {
     let live = Arc::new(Live::default());
     entries.insert((kind, id.into()), live.clone());
     live
+}
+
+/// The counters of one id now, if some table holds it. For the admin side only: it takes the registry's lock.
+pub fn read(kind: Kind, id: &str) -> Option<Totals> {
+    let entries = registry().lock().unwrap_or_else(|p| p.into_inner());
+    entries.get(&(kind, Arc::from(id))).map(|live| live.read())
 }
 
 /// Reads every registered id's counters, and forgets the ids no table holds any more (only the registry

@@ -16,8 +16,10 @@ use std::sync::Arc;
 
 /// One token, in the budget's fixed-point units (a request deposits `percent * 10` of them).
 const TOKEN: i64 = 1000;
-/// Tokens saved up at most: the burst of retries a long calm allows.
-const SAVED_TOKENS: i64 = 10;
+/// Tokens saved up at most: the burst of retries a long calm allows. A server that dies under load fails every
+/// request in flight on it at once, and each needs its retry: with 10, a busy frontend was refused one in the
+/// kill bench (benches/resilience.sh); 100 covers the in-flight requests of a busy frontend's server.
+const SAVED_TOKENS: i64 = 100;
 
 /// The largest request body kept in memory so the request can be sent again; a larger (or streamed) body
 /// goes out once, and a failed attempt with it is answered as it is.
@@ -64,6 +66,19 @@ pub struct Failover {
     retried: Counter,
     budget: Counter,
     not_replayable: Counter,
+    /// The same counts for `/status`, since this frontend value was compiled.
+    counts: [AtomicU64; 3],
+}
+
+/// What `/status` shows about a frontend's failover.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct FailoverStatus {
+    pub frontend: String,
+    pub predicate: String,
+    pub max_attempts: u32,
+    pub retried: u64,
+    pub budget_exhausted: u64,
+    pub not_replayable: u64,
 }
 
 impl std::fmt::Debug for Failover {
@@ -84,6 +99,19 @@ impl Failover {
             retried: counter("retried"),
             budget: counter("budget_exhausted"),
             not_replayable: counter("not_replayable"),
+            counts: Default::default(),
+        }
+    }
+
+    pub fn status(&self, frontend: &str) -> FailoverStatus {
+        let [retried, budget_exhausted, not_replayable] = self.counts.each_ref().map(|c| c.load(Relaxed));
+        FailoverStatus {
+            frontend: frontend.to_string(),
+            predicate: self.config.predicate.text().to_string(),
+            max_attempts: self.config.max_attempts,
+            retried,
+            budget_exhausted,
+            not_replayable,
         }
     }
 
@@ -105,16 +133,21 @@ impl Failover {
         if attempt.attempts >= self.config.max_attempts || !self.config.predicate.eval(attempt) {
             return Decision::Done;
         }
-        if !replayable {
-            self.not_replayable.increment(1);
-            return Decision::NotReplayable;
-        }
-        if !self.withdraw(now) {
-            self.budget.increment(1);
-            return Decision::BudgetExhausted;
-        }
-        self.retried.increment(1);
-        Decision::Retry
+        let (decision, counter) = if !replayable {
+            (Decision::NotReplayable, &self.not_replayable)
+        } else if !self.withdraw(now) {
+            (Decision::BudgetExhausted, &self.budget)
+        } else {
+            (Decision::Retry, &self.retried)
+        };
+        counter.increment(1);
+        let at = match decision {
+            Decision::Retry => 0,
+            Decision::BudgetExhausted => 1,
+            _ => 2,
+        };
+        self.counts[at].fetch_add(1, Relaxed);
+        decision
     }
 
     fn withdraw(&self, now: u64) -> bool {

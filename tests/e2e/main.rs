@@ -24,6 +24,7 @@ mod readme_etcdctl;
 mod readme_recipes;
 mod reload;
 mod resilience;
+mod rollout;
 mod routing;
 mod shadow;
 mod shutdown;

@@ -429,12 +429,17 @@ async fn a_backend_answering_503_gets_retries_only_within_the_budget() {
     assert_eq!(counts, BTreeMap::from([(503, n)]));
     let sent = servers.iter().map(Upstream::requests).sum::<usize>() - before;
     let retries = sent - n;
-    // 20% of the requests, the saved burst of 10, the floor of 3 a second (and the first request's share).
-    let bound = n / 5 + 10 + 3 * seconds + 1;
+    // 20% of the requests, the saved burst of 100, the floor of 3 a second (and the first request's share);
+    // without a budget the predicate would allow 3 retries of each, 900.
+    let bound = n / 5 + 100 + 3 * seconds + 1;
     assert!(retries <= bound, "{retries} retries for {n} requests, bound {bound}");
     assert!(retries >= n / 5, "the budget allows {} retries and they are used: {retries}", n / 5);
     let metric = ficus.metric("ficus_retries_total{frontend=\"f\",outcome=\"retried\"}").await as usize;
     assert!(metric >= retries, "every retry the servers saw is counted: {metric} < {retries}");
+    let status = ficus.status().await;
+    assert_eq!(status["failover"][0]["frontend"], "f", "{status}");
+    assert_eq!(status["failover"][0]["retried"].as_u64(), Some(metric as u64), "{status}");
+    assert!(status["failover"][0]["budget_exhausted"].as_u64().unwrap_or(0) >= 1, "{status}");
     assert!(ficus.metric("ficus_retries_total{frontend=\"f\",outcome=\"budget_exhausted\"}").await >= 1.0);
 }
 

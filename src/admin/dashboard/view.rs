@@ -204,6 +204,10 @@ pub struct BackendRow {
     pub servers: Vec<ServerRow>,
     #[serde(flatten)]
     pub rates: Rates,
+    /// The cumulative counters as they are now (not the sampler's reading), for tools that take their own
+    /// differences: `ficus canary --steps` judges each step by them. `None` before the first table holds it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub totals: Option<crate::telemetry::live::Totals>,
 }
 
 #[derive(Debug, Serialize)]
@@ -352,6 +356,7 @@ pub fn build<'a>(
                     })
                     .collect(),
                 rates: sampler.rates(Kind::Backend, id),
+                totals: crate::telemetry::live::read(Kind::Backend, id),
             })
             .collect()
     });

@@ -175,6 +175,9 @@ fn group_by_revision(settings: &EtcdSettings, events: &[etcd_client::Event]) -> 
         let Some(kv) = ev.kv() else { continue };
         let revision = kv.mod_revision().max(0) as u64;
         let Some(key) = settings.relative_key(kv.key()) else { continue };
+        if crate::model::is_own_state(&key) {
+            continue;
+        }
         let change = match ev.event_type() {
             EventType::Put => Change::Put { key, value: kv.value().to_vec() },
             EventType::Delete => Change::Delete { key },
@@ -204,7 +207,7 @@ pub async fn list(settings: &EtcdSettings, client: &mut Client) -> Result<(u64, 
             revision = resp.header().map(|h| h.revision()).unwrap_or(0);
         }
         for kv in resp.kvs() {
-            if let Some(key) = settings.relative_key(kv.key()) {
+            if let Some(key) = settings.relative_key(kv.key()).filter(|k| !crate::model::is_own_state(k)) {
                 entries.push((key, kv.value().to_vec()));
             }
         }
