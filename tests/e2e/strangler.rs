@@ -6,60 +6,10 @@
 
 use crate::common;
 
+use common::services::{sibling, spawn_announced, wait_ok};
 use common::*;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
-
-/// A sibling binary of the workspace (built by `cargo build --workspace --bins`, which scripts/test runs).
-fn sibling(name: &str) -> PathBuf {
-    let ficus = PathBuf::from(env!("CARGO_BIN_EXE_ficus"));
-    let path = ficus.with_file_name(name);
-    assert!(path.exists(), "{} is not built: run `cargo build --workspace --bins` first", path.display());
-    path
-}
-
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Starts a service on port 0 and reads the port it got from the line it prints once it listens.
-fn spawn_announced(mut cmd: Command, prefix: &'static str) -> (Proc, u16) {
-    use std::io::BufRead;
-    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let proc = Proc(child);
-    let (tx, rx) = std::sync::mpsc::channel();
-    // Keeps reading after the line, so the service never blocks on a full pipe.
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Some(port) = line.strip_prefix(prefix).and_then(|a| a.parse::<std::net::SocketAddr>().ok()) {
-                let _ = tx.send(port.port());
-            }
-        }
-    });
-    let port = rx.recv_timeout(Duration::from_secs(20)).expect("the service announces its address within 20 s");
-    (proc, port)
-}
-
-async fn wait_ok(url: &str) {
-    let c = http1_client();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Ok(Ok(r)) = tokio::time::timeout(Duration::from_secs(1), c.get(url.parse().unwrap())).await {
-            if r.status() == 200 {
-                return;
-            }
-        }
-        assert!(Instant::now() < deadline, "{url} not up in 20 s");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gtin_route_moves_from_legacy_to_the_gtin_service() {

@@ -8,6 +8,7 @@ pub mod browser;
 pub mod etcd;
 pub mod load;
 pub mod mixed;
+pub mod services;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
