@@ -191,6 +191,9 @@ struct Inner<B> {
     http2: Http2,
     /// The shared HTTP/2 connection, once the server speaks HTTP/2.
     h2: ArcSwapOption<http2::SendRequest<B>>,
+    /// Whether this server can ever speak HTTP/2 (TLS with ALPN, or prior knowledge): a plain HTTP/1.1 server
+    /// skips the shared-connection check and the upgrade probe on every request.
+    may_h2: bool,
     dial_timeout: Duration,
     keep_alive: Duration,
     idle_timeout: Duration,
@@ -226,6 +229,7 @@ where
                 handshake_timeout: settings.tls_handshake_timeout,
             }
         });
+        let may_h2 = settings.http2 == Http2::PriorKnowledge || (tls.is_some() && settings.http2 != Http2::Off);
         Pool {
             inner: Arc::new(Inner {
                 target,
@@ -233,6 +237,7 @@ where
                 tls,
                 http2: settings.http2,
                 h2: ArcSwapOption::empty(),
+                may_h2,
                 dial_timeout: settings.dial_timeout,
                 keep_alive: settings.keep_alive_period,
                 // As long as the connection-level keep-alive probes would take to call a silent peer dead.
@@ -268,12 +273,12 @@ where
     /// Sends `req` on an idle connection, or on a new one when none is usable. `now` is the request's start,
     /// read once by the caller, against which idle connections are aged.
     pub async fn send(&self, mut req: Request<B>, now: Instant) -> Result<(Response<Incoming>, Conn<B>), PoolError> {
-        let upgrade = req.headers().contains_key(header::UPGRADE);
+        let upgrade = self.inner.may_h2 && req.headers().contains_key(header::UPGRADE);
         loop {
             if self.inner.sockets.is_cut() {
                 return Err(PoolError::Cut);
             }
-            if !upgrade {
+            if self.inner.may_h2 && !upgrade {
                 if let Some(h2) = self.inner.h2.load_full() {
                     if !h2.is_closed() {
                         return self.inner.send_h2(&h2, req).await;

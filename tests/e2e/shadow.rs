@@ -7,9 +7,8 @@
 use crate::common;
 
 use common::backend::TestBackend;
-use common::services::{sibling, spawn_announced, wait_ok};
+use common::services::StoryServices;
 use common::*;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 async fn report(ficus: &Ficus, frontend: &str) -> serde_json::Value {
@@ -35,23 +34,8 @@ async fn wait_settled(ficus: &Ficus, frontend: &str, n: u64) -> serde_json::Valu
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shadowing_the_legacy_catalog_with_the_gtin_service_reports_exactly_the_13_digit_codes_as_different() {
-    let data = tempfile::tempdir().unwrap();
-    let mut legacy = Command::new(sibling("legacy-catalog"));
-    legacy.args(["--listen", "127.0.0.1:0", "--products", "2000", "--seed", "1"]);
-    let (_legacy, legacy_port) = spawn_announced(legacy, "legacy-catalog listening on http://");
-    let mut gtin = Command::new(sibling("gtin-service"));
-    gtin.args(["serve", "--listen", "127.0.0.1:0", "--data"]).arg(data.path());
-    let (_gtin, gtin_port) = spawn_announced(gtin, "listening on ");
-    wait_ok(&format!("http://127.0.0.1:{legacy_port}/health")).await;
-    wait_ok(&format!("http://127.0.0.1:{gtin_port}/health/live")).await;
-    let sync = Command::new(sibling("gtin-service"))
-        .args(["sync", "--from", &format!("http://127.0.0.1:{legacy_port}/export"), "--data"])
-        .arg(data.path())
-        .args(["--notify", &format!("http://127.0.0.1:{gtin_port}")])
-        .output()
-        .unwrap();
-    assert!(sync.status.success(), "sync failed: {}", String::from_utf8_lossy(&sync.stderr));
-    wait_ok(&format!("http://127.0.0.1:{gtin_port}/health/ready")).await;
+    let services = StoryServices::start().await;
+    let (legacy_port, gtin_port) = (services.legacy_port, services.gtin_port);
 
     // Twelve-digit codes of real products, from the legacy app's own API.
     let c = http1_client();

@@ -55,3 +55,36 @@ pub async fn wait_ok(url: &str) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// The story's two services, ready: the legacy catalog (2,000 products, seed 1) and the GTIN service synced from
+/// its export. Both are killed when this drops.
+pub struct StoryServices {
+    pub legacy_port: u16,
+    pub gtin_port: u16,
+    _legacy: Proc,
+    _gtin: Proc,
+    _data: tempfile::TempDir,
+}
+
+impl StoryServices {
+    pub async fn start() -> StoryServices {
+        let data = tempfile::tempdir().expect("temp dir");
+        let mut legacy = Command::new(sibling("legacy-catalog"));
+        legacy.args(["--listen", "127.0.0.1:0", "--products", "2000", "--seed", "1"]);
+        let (legacy, legacy_port) = spawn_announced(legacy, "legacy-catalog listening on http://");
+        let mut gtin = Command::new(sibling("gtin-service"));
+        gtin.args(["serve", "--listen", "127.0.0.1:0", "--data"]).arg(data.path());
+        let (gtin, gtin_port) = spawn_announced(gtin, "listening on ");
+        wait_ok(&format!("http://127.0.0.1:{legacy_port}/health")).await;
+        wait_ok(&format!("http://127.0.0.1:{gtin_port}/health/live")).await;
+        let sync = Command::new(sibling("gtin-service"))
+            .args(["sync", "--from", &format!("http://127.0.0.1:{legacy_port}/export"), "--data"])
+            .arg(data.path())
+            .args(["--notify", &format!("http://127.0.0.1:{gtin_port}")])
+            .output()
+            .expect("gtin-service sync runs");
+        assert!(sync.status.success(), "sync failed: {}", String::from_utf8_lossy(&sync.stderr));
+        wait_ok(&format!("http://127.0.0.1:{gtin_port}/health/ready")).await;
+        StoryServices { legacy_port, gtin_port, _legacy: legacy, _gtin: gtin, _data: data }
+    }
+}
