@@ -9,20 +9,21 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use ficus::admin::dashboard::sampler::Sampler;
 use ficus::model::ValidatedConfig;
 use ficus::telemetry::live::{self, Kind};
-use ficus::telemetry::FrontendMetrics;
+use ficus::telemetry::{FrontendMetrics, ServerAt};
 use std::hint::black_box;
 use std::time::Duration;
 
 fn per_request(c: &mut Criterion) {
     let _ = ficus::telemetry::install_metrics();
-    let metrics = FrontendMetrics::new("bench-frontend", &[("bench-legacy", 2), ("bench-new", 2)]);
+    let metrics = FrontendMetrics::new("bench-frontend", &["bench-legacy", "bench-new"]);
+    let s2 = ServerAt { list: 1, len: 2, index: 1, id: "s2" };
     // Touch the slots once so the bench measures the steady state, not the first registration.
-    metrics.record(Some((0, "bench-legacy")), Some((1, "s2")), 200, Duration::from_micros(800));
+    metrics.record(Some((0, "bench-legacy")), Some(s2), 200, Duration::from_micros(800));
     c.bench_function("FrontendMetrics::record (Prometheus + live)", |b| {
         b.iter(|| {
             metrics.record(
                 black_box(Some((0, "bench-legacy"))),
-                black_box(Some((1, "s2"))),
+                black_box(Some(s2)),
                 black_box(200),
                 black_box(Duration::from_micros(800)),
             )

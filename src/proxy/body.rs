@@ -48,6 +48,8 @@ pub struct Completion {
 pub struct Outcome {
     pub frontend: std::sync::Arc<crate::table::Frontend>,
     pub backend: usize,
+    /// The backend's server list the server was picked from: its `version` and length.
+    pub servers: (u64, usize),
     pub server: usize,
     pub status: u16,
     pub start: std::time::Instant,
@@ -85,7 +87,8 @@ impl Drop for Completion {
             }
             None => o.status,
         };
-        o.frontend.metrics.record(Some((o.backend, backend)), Some((o.server, server)), status, o.start.elapsed());
+        let at = crate::telemetry::ServerAt { list: o.servers.0, len: o.servers.1, index: o.server, id: server };
+        o.frontend.metrics.record(Some((o.backend, backend)), Some(at), status, o.start.elapsed());
         if let Some(mut log) = self.log.take() {
             log.status = status;
             log.emit(self.bytes);

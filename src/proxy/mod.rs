@@ -14,9 +14,10 @@
 //! follows from it (404 no route, 503 no server, 502 upstream unreachable or reset, 504 upstream timeout), and
 //! it says whether sending the request again is safe.
 //!
-//! The table is loaded once per request and that `Arc` is held until a server is picked (the chosen frontend,
-//! backend and server `Arc`s live in the context until the response head is built, the server's until the
-//! body ends), so a reload in the middle of a request changes nothing for it.
+//! The table is loaded once per request and that `Arc` is held until the request is ready to go upstream (the
+//! frontend's split names its backends by their slot in that table; the chosen frontend, backend and server
+//! `Arc`s live in the context until the response head is built, the server's until the body ends), so a reload
+//! in the middle of a request changes nothing for it.
 
 mod body;
 mod error;
@@ -128,7 +129,10 @@ impl RequestCtx {
             return;
         };
         let backend = self.backend.as_ref().map(|(i, b)| (*i, &*b.id));
-        let server = if with_server { self.server.as_ref().map(|(i, s)| (*i, &*s.id)) } else { None };
+        let server = match (&self.backend, &self.server) {
+            (Some((_, b)), Some((i, s))) if with_server => Some(server_at(b, *i, s)),
+            _ => None,
+        };
         frontend.metrics.record(backend, server, status, self.start.elapsed());
     }
 
@@ -224,10 +228,10 @@ impl Proxy {
         let table = self.table.load_full();
         let (host, mut normalized_path) = route(ctx, &table, &self.limits, &req)?;
         request_filter(ctx, conn, host.as_ref(), &mut req, &mut normalized_path)?;
-        pick(ctx, conn, req.headers())?;
-        drop(table);
+        pick(ctx, &table, conn, req.headers())?;
         let prepared = upstream_request(ctx, conn, req, host, normalized_path)?;
-        offer_shadow(ctx, &prepared.req);
+        offer_shadow(ctx, &table, &prepared.req);
+        drop(table);
         failover::send(ctx, prepared).await
     }
 
@@ -260,7 +264,8 @@ impl Proxy {
             if let Some(client_upgrade) = client_upgrade {
                 let upstream_upgrade = hyper::upgrade::on(&mut resp);
                 self.tunnel(frontend.id.clone(), client_upgrade, upstream_upgrade, guard, admitted);
-                frontend.metrics.record(Some((bi, &backend.id)), Some((si, &server.id)), 101, start.elapsed());
+                let at = server_at(&backend, si, &server);
+                frontend.metrics.record(Some((bi, &backend.id)), Some(at), 101, start.elapsed());
                 let (parts, _) = resp.into_parts();
                 return Response::from_parts(parts, ProxyBody::empty());
             }
@@ -297,7 +302,14 @@ impl Proxy {
             log,
             conn: Some(upstream_conn),
             complete: false,
-            outcome: body::Outcome { frontend, backend: bi, server: si, status: status.as_u16(), start },
+            outcome: body::Outcome {
+                frontend,
+                backend: bi,
+                servers: (backend.version, backend.servers.items().len()),
+                server: si,
+                status: status.as_u16(),
+                start,
+            },
             failed: None,
             admitted,
             shadow,
@@ -448,9 +460,14 @@ fn request_filter(
 
 /// The pick phase: the backend of the frontend's split (by the client's key when the split is sticky), then a
 /// server of that backend.
-fn pick(ctx: &mut RequestCtx, conn: &ConnInfo, headers: &http::HeaderMap) -> Result<(), ProxyError> {
+fn pick(
+    ctx: &mut RequestCtx,
+    table: &RoutingTable,
+    conn: &ConnInfo,
+    headers: &http::HeaderMap,
+) -> Result<(), ProxyError> {
     let frontend = ctx.frontend.as_ref().ok_or(ProxyError::Internal("pick ran before route"))?;
-    let (bi, backend) = match frontend
+    let (bi, at) = match frontend
         .sticky
         .as_ref()
         .and_then(|s| s.choose(headers, conn.peer.ip(), https(conn, frontend, headers)))
@@ -463,7 +480,8 @@ fn pick(ctx: &mut RequestCtx, conn: &ConnInfo, headers: &http::HeaderMap) -> Res
         Some(Choice::Unkeyed) | None => frontend.split.pick_indexed(),
     }
     .ok_or(ProxyError::NoBackend)?;
-    let backend = backend.clone();
+    // The backend as this table has it: a server put replaces it there, not in the frontend.
+    let backend = table.router.backend(at).ok_or(ProxyError::NoBackend)?.clone();
     let picked = failover::pick_server(&backend, ctx.start, &[]).map(|(si, server)| (si, server.clone()));
     let (si, server) = match picked {
         Some(picked) => picked,
@@ -476,6 +494,12 @@ fn pick(ctx: &mut RequestCtx, conn: &ConnInfo, headers: &http::HeaderMap) -> Res
     ctx.backend = Some((bi, backend));
     ctx.server = Some((si, server));
     Ok(())
+}
+
+/// Where a request went in `backend`, for the frontend's per-server counters.
+#[inline]
+fn server_at<'a>(backend: &Backend, index: usize, server: &'a Server) -> telemetry::ServerAt<'a> {
+    telemetry::ServerAt { list: backend.version, len: backend.servers.items().len(), index, id: &server.id }
 }
 
 /// The upstream request phase: the client's request turned into the one sent to the server. Hop-by-hop
@@ -544,10 +568,11 @@ fn upstream_request(
 /// Offers the request, as it goes upstream, to the frontend's shadow (if any): a copy goes to the shadow
 /// backend off the client's path, and the response body will hand the primary's answer to the comparison.
 #[inline]
-fn offer_shadow(ctx: &mut RequestCtx, req: &Request<crate::upstream::RequestBody>) {
+fn offer_shadow(ctx: &mut RequestCtx, table: &RoutingTable, req: &Request<crate::upstream::RequestBody>) {
     let (Some(frontend), Some((_, server))) = (&ctx.frontend, &ctx.server) else { return };
     let Some(route) = &frontend.shadow else { return };
-    ctx.shadow = route.state.offer(req, server, route.backend.servers.pick());
+    let shadow_server = table.router.backend(&route.backend).and_then(|b| b.servers.pick());
+    ctx.shadow = route.state.offer(req, server, shadow_server);
 }
 
 /// The send phase: the request to the picked server, bounded by the backend's Read timeout (time to the

@@ -5,7 +5,9 @@
 //! `load_full()` and keeps that `Arc` until the response is done, so a swap never changes a request midway.
 //!
 //! A change costs what it touches. The compiler keeps what it compiled between generations and revisits only the
-//! frontends and backends a validation pass reports as changed. Routes live in two layers: a base index over
+//! frontends and backends a validation pass reports as changed. A frontend's split names its backends by their
+//! slot in the table, not by their compiled value, so a server put rebuilds one backend, stores it in its slot
+//! and recompiles no frontend, however many use it. Routes live in two layers: a base index over
 //! every frontend, rebuilt rarely, and a small overlay index of the routes added or changed since, which is
 //! cheap to rebuild on every change. Base routes that were replaced or removed are masked out of the search.
 //! When the overlay grows, or the config has been quiet for a moment, the base is rebuilt and the overlay
@@ -26,7 +28,7 @@ use arc_swap::ArcSwap;
 use http::HeaderValue;
 use rustls::sign::CertifiedKey;
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 /// The one shared, swappable pointer readers go through.
@@ -46,13 +48,15 @@ pub struct RoutingTable {
 /// overlay's build cost and its share of every lookup stay small.
 const COMPACT_AT: usize = 256;
 
-/// The route layers of one table and the compiled frontends their routes point at (by slot).
+/// The route layers of one table, the compiled frontends their routes point at (by slot), and the compiled
+/// backends the frontends' splits point at (by slot).
 pub struct TableRouter {
     base: Arc<Router<u32>>,
     /// Base routes that a newer value replaced or removed.
     masked: Arc<RouteSet>,
     overlay: Arc<Router<u32>>,
     frontends: Slots<Arc<Frontend>>,
+    backends: Slots<Arc<Backend>>,
     len: usize,
 }
 
@@ -63,6 +67,7 @@ impl TableRouter {
             masked: Arc::default(),
             overlay: Arc::default(),
             frontends: Slots::default(),
+            backends: Slots::default(),
             len: 0,
         }
     }
@@ -92,6 +97,12 @@ impl TableRouter {
         };
         let (_, slot) = router.entry(index)?;
         self.frontends.get(*slot)
+    }
+
+    /// The backend a frontend's split (or shadow) names, as compiled for this table.
+    #[inline]
+    pub fn backend(&self, at: &BackendRef) -> Option<&Arc<Backend>> {
+        self.backends.get(at.slot)
     }
 
     /// Every frontend in the table, in slot order (for `/status`).
@@ -135,6 +146,7 @@ impl<T: Clone> Clone for Slots<T> {
 }
 
 impl<T: Clone> Slots<T> {
+    #[inline]
     fn get(&self, slot: u32) -> Option<&T> {
         let slot = slot as usize;
         self.chunks.get(slot / CHUNK)?.get(slot % CHUNK)?.as_ref()
@@ -151,7 +163,8 @@ impl<T: Clone> Slots<T> {
 
 pub struct Frontend {
     pub id: Arc<str>,
-    pub split: Weighted<Arc<Backend>>,
+    /// The backends, by weight; each is looked up in the table the request loaded ([`TableRouter::backend`]).
+    pub split: Weighted<BackendRef>,
     pub pass_host_header: bool,
     pub trust_forward_header: bool,
     /// `Settings.Hostname`: overrides the Host header sent upstream.
@@ -170,11 +183,27 @@ pub struct Frontend {
 
 pub struct ShadowRoute {
     pub state: Arc<crate::shadow::Shadow>,
-    pub backend: Arc<Backend>,
+    pub backend: BackendRef,
 }
+
+/// A backend as a frontend names it: its id and its slot in the table. The slot stays while the backend
+/// exists, whatever its servers do; a backend that is removed and added again is given a slot anew, and the
+/// frontends naming it are recompiled then.
+#[derive(Debug, Clone)]
+pub struct BackendRef {
+    pub id: Arc<str>,
+    slot: u32,
+}
+
+/// Numbers compiled backends, so per-frontend metric slots can tell a backend's newer server list from an
+/// older one.
+static BACKEND_VERSIONS: AtomicU64 = AtomicU64::new(1);
 
 pub struct Backend {
     pub id: Arc<str>,
+    /// Larger for every backend compiled later, in any table; what a frontend's metrics key their
+    /// per-server slots by.
+    pub version: u64,
     /// Servers marked draining are not in here: they take no new requests.
     pub servers: Weighted<Arc<Server>>,
     pub settings: UpstreamSettings,
@@ -222,6 +251,7 @@ impl RoutingTable {
 struct BackendEntry {
     spec: ValidatedBackend,
     compiled: Arc<Backend>,
+    slot: u32,
 }
 
 struct FrontendEntry {
@@ -241,13 +271,17 @@ struct FrontendEntry {
 pub struct Compiler {
     backends: HashMap<String, BackendEntry>,
     frontends: HashMap<String, FrontendEntry>,
-    /// Backend id to the frontends compiled against it: a changed backend recompiles exactly those.
+    /// Backend id to the frontends that name it: a backend that appears or disappears recompiles exactly
+    /// those (a backend whose servers or settings change recompiles none: they reach it by its slot).
     users: HashMap<String, HashSet<Arc<str>>>,
     /// Balancer positions by `f:<frontend>` / `b:<backend>`: a recompiled value keeps its place in the sequence.
     counters: HashMap<String, Arc<AtomicUsize>>,
     slots: Slots<Arc<Frontend>>,
     free_slots: Vec<u32>,
     next_slot: u32,
+    backend_slots: Slots<Arc<Backend>>,
+    free_backend_slots: Vec<u32>,
+    next_backend_slot: u32,
     base: Arc<Router<u32>>,
     masked: Arc<RouteSet>,
     overlay: BTreeMap<String, RouteSpec<u32>>,
@@ -293,6 +327,9 @@ impl Compiler {
             slots: Slots::default(),
             free_slots: Vec::new(),
             next_slot: 0,
+            backend_slots: Slots::default(),
+            free_backend_slots: Vec::new(),
+            next_backend_slot: 0,
             base: Arc::default(),
             masked: Arc::default(),
             overlay: BTreeMap::new(),
@@ -315,9 +352,11 @@ impl Compiler {
         registry: &Registry,
     ) -> (RoutingTable, Vec<Arc<Server>>) {
         let mut retired = Vec::new();
-        // Frontends whose backend objects were replaced; their own values did not change (a frontend whose
-        // validated value changed is in `delta.frontends`).
+        // Frontends naming a backend that appeared or disappeared; their own values did not change (a frontend
+        // whose validated value changed is in `delta.frontends`).
         let mut rebind: HashSet<Arc<str>> = HashSet::new();
+        // Slots of removed backends, reusable once no frontend names them (after the rebinding below).
+        let mut freed = Vec::new();
         for id in &delta.backends {
             let new = config.backends.get(id);
             match (self.backends.get(id), new) {
@@ -326,6 +365,7 @@ impl Compiler {
                 _ => {}
             }
             let old = self.backends.remove(id);
+            let slot = old.as_ref().map(|o| o.slot);
             if let Some(b) = new {
                 let counter = self.counter(format!("b:{id}"));
                 let servers: Vec<_> = b
@@ -338,14 +378,21 @@ impl Compiler {
                     registry.health_check(server, b.health.check.as_ref());
                 }
                 let compiled = Arc::new(Backend {
-                    id: id.as_str().into(),
+                    id: old.as_ref().map_or_else(|| id.as_str().into(), |o| o.compiled.id.clone()),
+                    version: BACKEND_VERSIONS.fetch_add(1, Ordering::Relaxed),
                     servers: Weighted::new(servers, counter),
                     settings: b.settings,
                     health: Policy::new(b.health.outlier, b.health.check.is_some()),
                 });
-                self.backends.insert(id.clone(), BackendEntry { spec: b.clone(), compiled });
+                let slot = slot.unwrap_or_else(|| self.alloc_backend_slot());
+                self.backend_slots.set(slot, Some(compiled.clone()));
+                self.backends.insert(id.clone(), BackendEntry { spec: b.clone(), compiled, slot });
             } else {
                 self.counters.remove(&format!("b:{id}"));
+                if let Some(slot) = slot {
+                    self.backend_slots.set(slot, None);
+                    freed.push(slot);
+                }
             }
             if let Some(old) = old {
                 let kept: HashSet<*const Server> = match self.backends.get(id) {
@@ -355,8 +402,12 @@ impl Compiler {
                 retired
                     .extend(old.compiled.servers.items().iter().filter(|s| !kept.contains(&Arc::as_ptr(s))).cloned());
             }
-            if let Some(users) = self.users.get(id) {
-                rebind.extend(users.iter().cloned());
+            // Frontends reach a backend that stays by its slot: only one that appeared or disappeared changes
+            // what they were compiled against.
+            if slot.is_none() || new.is_none() {
+                if let Some(users) = self.users.get(id) {
+                    rebind.extend(users.iter().cloned());
+                }
             }
         }
 
@@ -371,6 +422,7 @@ impl Compiler {
         for id in rebind {
             self.rebind(&id);
         }
+        self.free_backend_slots.extend(freed);
         if routes_changed {
             if self.overlay.len() + self.masked.len() > COMPACT_AT {
                 self.rebuild_base();
@@ -408,14 +460,10 @@ impl Compiler {
         let backends = &self.backends;
         if let Some(old) = self.frontends.get(id) {
             let items = old.compiled.split.items();
+            let current = |b: &BackendRef| backends.get(&*b.id).is_some_and(|nb| nb.slot == b.slot);
             let same_backends = items.len() == f.backends.len()
-                && items.iter().all(|b| backends.get(&*b.id).is_some_and(|nb| Arc::ptr_eq(&nb.compiled, b)))
-                && old
-                    .compiled
-                    .shadow
-                    .as_ref()
-                    .map(|s| &s.backend)
-                    .map_or(true, |b| backends.get(&*b.id).is_some_and(|nb| Arc::ptr_eq(&nb.compiled, b)));
+                && items.iter().all(current)
+                && old.compiled.shadow.as_ref().map_or(true, |s| current(&s.backend));
             if Arc::ptr_eq(&old.spec, f) && same_backends {
                 return false;
             }
@@ -476,6 +524,13 @@ impl Compiler {
 
     fn counter(&mut self, name: String) -> Arc<AtomicUsize> {
         self.counters.entry(name).or_default().clone()
+    }
+
+    fn alloc_backend_slot(&mut self) -> u32 {
+        self.free_backend_slots.pop().unwrap_or_else(|| {
+            self.next_backend_slot += 1;
+            self.next_backend_slot - 1
+        })
     }
 
     fn alloc_slot(&mut self) -> u32 {
@@ -550,6 +605,7 @@ impl Compiler {
             masked: self.masked.clone(),
             overlay: self.overlay_router.clone(),
             frontends: self.slots.clone(),
+            backends: self.backend_slots.clone(),
             len: self.frontends.len(),
         }
     }
@@ -562,9 +618,10 @@ fn compile_frontend(
     (counter, sticky_next): (&Arc<AtomicUsize>, &Arc<AtomicUsize>),
     (middleware_state, shadows): (&crate::middleware::Registry, &crate::shadow::Registry),
 ) -> Arc<Frontend> {
+    let named = |e: &BackendEntry| BackendRef { id: e.compiled.id.clone(), slot: e.slot };
     // Validation guarantees every named backend exists; filter anyway rather than trust it blindly.
-    let split: Vec<(Arc<Backend>, u32)> =
-        f.backends.iter().filter_map(|(b, w)| backends.get(b.as_str()).map(|e| (e.compiled.clone(), *w))).collect();
+    let split: Vec<(BackendRef, u32)> =
+        f.backends.iter().filter_map(|(b, w)| backends.get(b.as_str()).map(|e| (named(e), *w))).collect();
     let sticky = f.sticky.as_ref().map(|key| {
         use crate::balance::sticky::{KeySource, Sticky};
         let source = match key {
@@ -579,15 +636,15 @@ fn compile_frontend(
         Sticky::new(source, &items, sticky_next.clone())
     });
     let shadow = f.shadow.as_ref().and_then(|spec| {
-        let backend = backends.get(spec.backend.as_str())?.compiled.clone();
+        let backend = named(backends.get(spec.backend.as_str())?);
         Some(ShadowRoute { state: shadows.compile(id, spec), backend })
     });
-    let server_counts: Vec<(&str, usize)> = split.iter().map(|(b, _)| (&*b.id, b.servers.items().len())).collect();
+    let backend_ids: Vec<&str> = split.iter().map(|(b, _)| &*b.id).collect();
     let hostname =
         (!f.settings.hostname.is_empty()).then(|| HeaderValue::from_str(&f.settings.hostname).ok()).flatten();
     Arc::new(Frontend {
         id: id.clone(),
-        metrics: FrontendMetrics::new(id, &server_counts),
+        metrics: FrontendMetrics::new(id, &backend_ids),
         split: Weighted::new(split, counter.clone()),
         pass_host_header: f.settings.pass_host_header,
         trust_forward_header: f.settings.trust_forward_header,

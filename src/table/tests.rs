@@ -108,6 +108,18 @@ fn layered_index_answers_as_a_fresh_index() {
             routed += usize::from(got.is_some());
             assert_eq!(got, want, "step {step}: {method} {host}{path} {headers:?}");
         }
+        // Every split reaches the backend it names, as the config has it now, whether or not the frontend was
+        // recompiled since the backend changed.
+        for f in table.router.frontends() {
+            for at in f.split.items() {
+                let b = table.router.backend(at).expect("the split's backend is in the table");
+                assert_eq!(b.id, at.id, "step {step}");
+                let spec = config.backends.get(&*at.id).expect("the split's backend is in the config");
+                let want: Vec<&str> = spec.servers.iter().filter(|s| !s.draining).map(|s| s.url.as_str()).collect();
+                let got: Vec<&str> = b.servers.items().iter().map(|s| s.url.as_str()).collect();
+                assert_eq!(got, want, "step {step}: frontend {}", f.id);
+            }
+        }
     }
     assert!(most_routes >= 20, "at most {most_routes} routes at once");
     assert!(routed > 1200 * probes.len() / 2, "only {routed} probes routed");
@@ -116,8 +128,14 @@ fn layered_index_answers_as_a_fresh_index() {
     assert!(table.router.pending() <= COMPACT_AT);
 }
 
+/// The servers of the backend a frontend's split names in table `t`.
+fn urls(t: &RoutingTable, f: &Frontend) -> Vec<String> {
+    let b = t.router.backend(&f.split.items()[0]).expect("the split's backend is in the table");
+    b.servers.items().iter().map(|s| s.url.clone()).collect()
+}
+
 #[test]
-fn a_changed_backend_recompiles_its_users_and_drains_what_left() {
+fn a_changed_backend_reaches_its_users_without_recompiling_them_and_drains_what_left() {
     let mut state = ConfigState::new();
     let registry = Registry::new();
     let mut compiler = Compiler::new();
@@ -132,7 +150,7 @@ fn a_changed_backend_recompiles_its_users_and_drains_what_left() {
     let headers = http::HeaderMap::new();
     let req = Request { method: &http::Method::GET, host: "h", path: "/", headers: &headers };
     let f1 = t1.router.find(&req).expect("routed").clone();
-    let s1 = f1.split.items()[0].servers.items()[0].clone();
+    let s1 = t1.router.backend(&f1.split.items()[0]).expect("backend").servers.items()[0].clone();
 
     // The server moves: the frontend now reaches the new one, and the old one is handed back to drain.
     state.apply(put("backends/b/servers/s1".into(), r#"{"URL":"http://127.0.0.1:9002"}"#.into())).expect("server");
@@ -141,15 +159,84 @@ fn a_changed_backend_recompiles_its_users_and_drains_what_left() {
     assert_eq!(retired.len(), 1);
     assert!(Arc::ptr_eq(&retired[0], &s1));
     let f2 = t2.router.find(&req).expect("routed");
-    assert_eq!(f2.split.items()[0].servers.items()[0].url, "http://127.0.0.1:9002");
+    assert_eq!(urls(&t2, f2), ["http://127.0.0.1:9002"]);
+    // The frontend was not recompiled: it reaches the backend's new value through the table.
+    assert!(Arc::ptr_eq(f2, &f1));
     // The old table still answers with what it was built from.
-    assert_eq!(t1.router.find(&req).expect("routed").split.items()[0].servers.items()[0].url, "http://127.0.0.1:9001");
+    assert_eq!(urls(&t1, t1.router.find(&req).expect("routed")), ["http://127.0.0.1:9001"]);
 
     // An unrelated change leaves the compiled frontend as it was.
     state.apply(put("backends/other/backend".into(), r#"{"Type":"http"}"#.into())).expect("backend");
     let v = state.validate();
     let (t3, _) = compiler.compile(Arc::new(v.config), &v.delta, 3, &registry);
     assert!(Arc::ptr_eq(t3.router.find(&req).expect("routed"), f2));
+}
+
+/// A backend removed and added again (a frontend switched away and back, the backend's slot given to another
+/// backend meanwhile) is reached at its new slot: the frontends naming it are recompiled when it appears.
+#[test]
+fn a_backend_that_leaves_and_returns_is_found_at_its_new_slot() {
+    let mut state = ConfigState::new();
+    let registry = Registry::new();
+    let mut compiler = Compiler::new();
+    let headers = http::HeaderMap::new();
+    let req = Request { method: &http::Method::GET, host: "h", path: "/", headers: &headers };
+    let mut generation = 0;
+    let mut step = |state: &mut ConfigState, changes: &[(&str, Option<&str>)]| {
+        for (key, value) in changes {
+            let change = match value {
+                Some(v) => put(key.to_string(), v.to_string()),
+                None => Change::Delete { key: key.to_string() },
+            };
+            state.apply(change).expect(key);
+        }
+        let v = state.validate();
+        assert!(v.errors.is_empty(), "{:?}", v.errors);
+        generation += 1;
+        let (t, retired) = compiler.compile(Arc::new(v.config), &v.delta, generation, &registry);
+        registry.retire(retired);
+        t
+    };
+    let t = step(
+        &mut state,
+        &[
+            ("backends/a/backend", Some(r#"{"Type":"http"}"#)),
+            ("backends/a/servers/s", Some(r#"{"URL":"http://127.0.0.1:9001"}"#)),
+            ("backends/b/backend", Some(r#"{"Type":"http"}"#)),
+            ("backends/b/servers/s", Some(r#"{"URL":"http://127.0.0.1:9002"}"#)),
+            ("frontends/f/frontend", Some(r#"{"Type":"http","BackendId":"a","Route":"Path(`/`)"}"#)),
+            ("frontends/g/frontend", Some(r#"{"Type":"http","BackendId":"b","Route":"Path(`/g`)"}"#)),
+        ],
+    );
+    assert_eq!(urls(&t, t.router.find(&req).expect("routed")), ["http://127.0.0.1:9001"]);
+    // `f` moves to `b`, and `a` goes: its slot is free.
+    let f = r#"{"Type":"http","BackendId":"b","Route":"Path(`/`)"}"#;
+    let t = step(
+        &mut state,
+        &[("frontends/f/frontend", Some(f)), ("backends/a/servers/s", None), ("backends/a/backend", None)],
+    );
+    assert_eq!(urls(&t, t.router.find(&req).expect("routed")), ["http://127.0.0.1:9002"]);
+    // A new backend takes the free slot; `a` comes back elsewhere and `f` returns to it.
+    let t = step(
+        &mut state,
+        &[
+            ("backends/c/backend", Some(r#"{"Type":"http"}"#)),
+            ("backends/c/servers/s", Some(r#"{"URL":"http://127.0.0.1:9003"}"#)),
+        ],
+    );
+    assert_eq!(urls(&t, t.router.find(&req).expect("routed")), ["http://127.0.0.1:9002"]);
+    let f = r#"{"Type":"http","BackendId":"a","Route":"Path(`/`)"}"#;
+    let t = step(
+        &mut state,
+        &[
+            ("backends/a/backend", Some(r#"{"Type":"http"}"#)),
+            ("backends/a/servers/s", Some(r#"{"URL":"http://127.0.0.1:9004"}"#)),
+            ("frontends/f/frontend", Some(f)),
+        ],
+    );
+    assert_eq!(urls(&t, t.router.find(&req).expect("routed")), ["http://127.0.0.1:9004"]);
+    let g = Request { method: &http::Method::GET, host: "h", path: "/g", headers: &headers };
+    assert_eq!(urls(&t, t.router.find(&g).expect("routed")), ["http://127.0.0.1:9002"]);
 }
 
 /// A frontend's shadow follows its backend: a new server there is where the next copy goes, without a write to
@@ -175,7 +262,8 @@ fn a_shadow_follows_its_backends_servers_and_keeps_its_state() {
     let shadow = |t: &RoutingTable| {
         let f = t.router.find(&req).expect("routed").clone();
         let s = f.shadow.as_ref().expect("a shadow");
-        (s.state.clone(), s.backend.servers.items().iter().map(|s| s.url.clone()).collect::<Vec<_>>())
+        let backend = t.router.backend(&s.backend).expect("the shadow's backend is in the table");
+        (s.state.clone(), backend.servers.items().iter().map(|s| s.url.clone()).collect::<Vec<_>>())
     };
     let (state1, urls1) = shadow(&t1);
     assert_eq!(urls1, ["http://127.0.0.1:10"]);

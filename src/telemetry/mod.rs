@@ -9,6 +9,7 @@ pub mod batch;
 pub mod live;
 pub mod process;
 
+use arc_swap::ArcSwapOption;
 use metrics::{Counter, Histogram};
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -102,71 +103,110 @@ fn request_counter((frontend, backend, server): (&str, &str, &str), status: u16)
         "server" => server.to_string(), "code" => status.to_string())
 }
 
+/// Where a request went inside a backend: the server list in force (its `list` number, which no other
+/// compiled list shares and which grows with every compile, and its length), the server's position in it
+/// and its id.
+#[derive(Debug, Clone, Copy)]
+pub struct ServerAt<'a> {
+    pub list: u64,
+    pub len: usize,
+    pub index: usize,
+    pub id: &'a str,
+}
+
 /// Request counters and the latency histogram of one frontend.
+///
+/// The counters of each (backend, server) pair are found by the server's position in the backend's server
+/// list. That list changes without the frontend being recompiled (a server put rebuilds one backend and no
+/// frontend), so each backend of the split keeps its per-server slots for one list at a time, replaced on
+/// the first request that comes with a newer list. The Prometheus counters behind the slots are the
+/// recorder's, by label, so replacing the slots loses no count.
 pub struct FrontendMetrics {
     frontend: Arc<str>,
-    /// Start of each backend's servers in `slots`, in split order; one extra slot per backend for "no server".
-    offsets: Box<[usize]>,
-    slots: Box<[OnceLock<StatusCounters>]>,
+    /// One per backend of the split, in split order.
+    backends: Box<[BackendCounters]>,
     /// Requests answered before a backend was picked.
     no_backend: OnceLock<StatusCounters>,
     latency: OnceLock<Histogram>,
-    /// The dashboard's counters of the frontend and of each backend of its split, in split order.
+    /// The dashboard's counters of the frontend.
     live: Arc<live::Live>,
-    live_backends: Box<[Arc<live::Live>]>,
+}
+
+struct BackendCounters {
+    /// Requests answered before a server was picked (503).
+    no_server: OnceLock<StatusCounters>,
+    servers: ArcSwapOption<ServerCounters>,
+    /// The dashboard's counters of the backend.
+    live: Arc<live::Live>,
+}
+
+/// The counters of one server list's servers, by position.
+struct ServerCounters {
+    list: u64,
+    slots: Box<[OnceLock<StatusCounters>]>,
 }
 
 impl FrontendMetrics {
-    /// `backends`: each backend's id and server count, in the order of the frontend's split.
-    pub fn new(frontend: &str, backends: &[(&str, usize)]) -> Self {
-        let mut offsets = Vec::with_capacity(backends.len());
-        let mut total = 0;
-        for (_, n) in backends {
-            offsets.push(total);
-            total += n + 1;
-        }
+    /// `backends`: the ids of the frontend's split, in its order.
+    pub fn new(frontend: &str, backends: &[&str]) -> Self {
         FrontendMetrics {
             frontend: frontend.into(),
-            offsets: offsets.into_boxed_slice(),
-            slots: (0..total).map(|_| OnceLock::new()).collect(),
+            backends: backends
+                .iter()
+                .map(|id| BackendCounters {
+                    no_server: OnceLock::new(),
+                    servers: ArcSwapOption::empty(),
+                    live: live::handle(live::Kind::Backend, id),
+                })
+                .collect(),
             no_backend: OnceLock::new(),
             latency: OnceLock::new(),
             live: live::handle(live::Kind::Frontend, frontend),
-            live_backends: backends.iter().map(|(id, _)| live::handle(live::Kind::Backend, id)).collect(),
         }
     }
 
-    /// Counts a request answered for this frontend. `server` is `None` when no server was picked (503).
-    pub fn record(
-        &self,
-        backend: Option<(usize, &str)>,
-        server: Option<(usize, &str)>,
-        status: u16,
-        elapsed: Duration,
-    ) {
-        let slot = backend.and_then(|(bi, _)| {
-            let base = *self.offsets.get(bi)?;
-            let next = self.offsets.get(bi + 1).copied().unwrap_or(self.slots.len());
-            let idx = match server {
-                Some((si, _)) => base + si,
-                None => next - 1,
-            };
-            (idx < next).then_some(idx)
-        });
-        let b = backend.map_or(NONE, |(_, b)| b);
-        let s = server.map_or(NONE, |(_, s)| s);
-        let counters = match slot {
-            Some(idx) => &self.slots[idx],
-            None => &self.no_backend,
-        };
-        counters.get_or_init(StatusCounters::new).increment(status, (&self.frontend, b, s));
+    /// Counts a request answered for this frontend. `backend`: its position in the split and its id;
+    /// `server` is `None` when no server was picked (503).
+    pub fn record(&self, backend: Option<(usize, &str)>, server: Option<ServerAt<'_>>, status: u16, elapsed: Duration) {
+        let counters = backend.and_then(|(bi, id)| Some((self.backends.get(bi)?, id)));
+        match (counters, server) {
+            (Some((b, id)), Some(s)) => b.server(s, status, (&self.frontend, id, s.id)),
+            (Some((b, id)), None) => {
+                b.no_server.get_or_init(StatusCounters::new).increment(status, (&self.frontend, id, NONE))
+            }
+            (None, _) => {
+                self.no_backend.get_or_init(StatusCounters::new).increment(status, (&self.frontend, NONE, NONE))
+            }
+        }
         self.latency
             .get_or_init(|| metrics::histogram!(REQUEST_DURATION, "frontend" => self.frontend.to_string()))
             .record(elapsed.as_secs_f64());
         self.live.record(status, elapsed);
-        if let Some(live) = backend.and_then(|(bi, _)| self.live_backends.get(bi)) {
-            live.record(status, elapsed);
+        if let Some((b, _)) = counters {
+            b.live.record(status, elapsed);
         }
+    }
+}
+
+impl BackendCounters {
+    fn server(&self, at: ServerAt<'_>, status: u16, labels: (&str, &str, &str)) {
+        let current = self.servers.load();
+        if let Some(c) = current.as_deref().filter(|c| c.list == at.list) {
+            if let Some(slot) = c.slots.get(at.index) {
+                slot.get_or_init(StatusCounters::new).increment(status, labels);
+                return;
+            }
+        }
+        if current.as_deref().is_some_and(|c| c.list > at.list) || at.index >= at.len {
+            // A request picked from an older list than the slots already in place (it ended after a newer
+            // one's first request): counted through the recorder's own lookup, once.
+            request_counter(labels, status).increment(1);
+            return;
+        }
+        let fresh = ServerCounters { list: at.list, slots: (0..at.len).map(|_| OnceLock::new()).collect() };
+        fresh.slots[at.index].get_or_init(StatusCounters::new).increment(status, labels);
+        // Two first requests of a new list may both store: either set of slots is right for that list.
+        self.servers.store(Some(Arc::new(fresh)));
     }
 }
 

@@ -261,3 +261,88 @@ async fn a_leased_server_vanishes_at_expiry_and_drains() {
         assert_eq!(s.await.expect("slow request").0, 200);
     }
 }
+
+/// A server put into a backend that many frontends share reaches every one of them with the same table: the
+/// frontends name the backend by its slot, so the backend is rebuilt once and no frontend is recompiled. A
+/// sticky canary keeps its clients on their side, now on the side's new server, and the requests are counted
+/// under the new server for each frontend.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_put_into_a_shared_backend_reaches_every_frontend_using_it() {
+    const FRONTENDS: usize = 40;
+    let etcd = Etcd::start();
+    let (one, two, three, other) = (
+        TestBackend::start("one").await,
+        TestBackend::start("two").await,
+        TestBackend::start("three").await,
+        TestBackend::start("other").await,
+    );
+    backend_keys(&etcd, "shared", &[("s1", one.addr)]);
+    backend_keys(&etcd, "other", &[("o1", other.addr)]);
+    for i in 0..FRONTENDS {
+        let v = format!(r#"{{"Type":"http","BackendId":"shared","Route":"Path(\"/f{i}\")"}}"#);
+        etcd.put(&format!("{P}/frontends/f{i}/frontend"), &v);
+    }
+    let canary = r#"{"Type":"http","Route":"Path(\"/canary\")","Sticky":{"Header":"x-user"},
+        "Backends":[{"Id":"shared","Weight":50},{"Id":"other","Weight":50}]}"#;
+    etcd.put(&format!("{P}/frontends/canary/frontend"), canary);
+    let ficus = Ficus::start_etcd(&etcd.endpoint(), P).await;
+    wait_routed(&ficus, &format!("/f{}", FRONTENDS - 1), Some("one")).await;
+
+    let c = http1_client();
+    let canary_get = |user: String| {
+        let c = c.clone();
+        let url = ficus.url("/canary");
+        async move {
+            let req = http::Request::get(url).header("x-user", user).body(Default::default()).unwrap();
+            let (code, body) = request(&c, req).await;
+            assert_eq!(code, 200);
+            served_by(&body)
+        }
+    };
+    // Users on each side of the sticky split.
+    let mut sides = std::collections::BTreeMap::new();
+    for u in 0..64 {
+        sides.entry(canary_get(format!("u{u}")).await).or_insert_with(Vec::new).push(format!("u{u}"));
+    }
+    assert_eq!(sides.keys().collect::<Vec<_>>(), ["one", "other"], "{sides:?}");
+
+    // The server moves: one put.
+    etcd.put(&format!("{P}/backends/shared/servers/s1"), &format!(r#"{{"URL": "http://{}"}}"#, two.addr));
+    wait_routed(&ficus, "/f0", Some("two")).await;
+    // The table that sent /f0 to the new server sends every frontend there: on the first request, no waiting.
+    for i in 0..FRONTENDS {
+        let (code, body) = get(&c, &ficus.url(&format!("/f{i}"))).await;
+        assert_eq!((code, served_by(&body)), (200, "two".to_string()), "/f{i}");
+    }
+    for u in &sides["one"] {
+        assert_eq!(canary_get(u.clone()).await, "two", "{u} stays on the shared side, on its new server");
+    }
+    for u in &sides["other"] {
+        assert_eq!(canary_get(u.clone()).await, "other", "{u} stays on the other side");
+    }
+
+    // A new server id, the old one gone: requests are counted under the new one, per frontend.
+    let gen = ficus.generation().await;
+    etcd.put(&format!("{P}/backends/shared/servers/s2"), &format!(r#"{{"URL": "http://{}"}}"#, three.addr));
+    etcd.ctl(&["del", &format!("{P}/backends/shared/servers/s1")]);
+    let mut status = ficus.wait_generation_above(gen).await;
+    // The table with `s2` in and `s1` out is published: `o1` and `s2` are the servers counted.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while status["counts"]["servers"].as_u64() != Some(2) {
+        assert!(Instant::now() < deadline, "the delete never applied: {status}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        status = ficus.status().await;
+    }
+    for i in 0..FRONTENDS {
+        let (code, body) = get(&c, &ficus.url(&format!("/f{i}"))).await;
+        assert_eq!((code, served_by(&body)), (200, "three".to_string()), "/f{i}");
+    }
+    for i in [1, 2, FRONTENDS / 2] {
+        let series = format!(r#"ficus_requests_total{{frontend="f{i}",backend="shared",server="s2",code="200"}}"#);
+        assert_eq!(ficus.metric(&series).await, 1.0, "{series}");
+        let series = format!(r#"ficus_requests_total{{frontend="f{i}",backend="shared",server="s1",code="200"}}"#);
+        assert_eq!(ficus.metric(&series).await, 1.0, "{series}: the request /f{i} sent to `two` as s1");
+    }
+    let status = ficus.status().await;
+    assert_eq!(status["counts"]["frontends"].as_u64(), Some(FRONTENDS as u64 + 1), "{status}");
+}
