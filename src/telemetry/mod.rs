@@ -340,3 +340,41 @@ pub async fn reopen_access_log_on_sighup(has_file: bool) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A backend's server list changes under a frontend that is not recompiled: each request is counted under
+    /// the server it went to, whether it came with the newer list, the older one (a request that ended after
+    /// the change), or the newer one again.
+    #[test]
+    fn server_counters_follow_the_backends_current_server_list() {
+        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        metrics::with_local_recorder(&recorder, || {
+            let m = FrontendMetrics::new("f", &["b"]);
+            let at = |list, len, index, id| Some(ServerAt { list, len, index, id });
+            let ms = Duration::from_millis(1);
+            m.record(Some((0, "b")), at(1, 2, 0, "s1"), 200, ms);
+            m.record(Some((0, "b")), at(1, 2, 1, "s2"), 200, ms);
+            m.record(Some((0, "b")), at(2, 1, 0, "s3"), 200, ms);
+            m.record(Some((0, "b")), at(1, 2, 1, "s2"), 502, ms);
+            m.record(Some((0, "b")), at(2, 1, 0, "s3"), 200, ms);
+            m.record(Some((0, "b")), None, 503, ms);
+            m.record(None, None, 404, ms);
+        });
+        let text = handle.render();
+        for (labels, want) in [
+            (r#"backend="b",server="s1",code="200""#, 1),
+            (r#"backend="b",server="s2",code="200""#, 1),
+            (r#"backend="b",server="s2",code="502""#, 1),
+            (r#"backend="b",server="s3",code="200""#, 2),
+            (r#"backend="b",server="(none)",code="503""#, 1),
+            (r#"backend="(none)",server="(none)",code="404""#, 1),
+        ] {
+            let series = format!("{REQUESTS_TOTAL}{{frontend=\"f\",{labels}}} {want}");
+            assert!(text.lines().any(|l| l == series), "{series} in\n{text}");
+        }
+    }
+}
