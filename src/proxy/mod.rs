@@ -14,10 +14,10 @@
 //! follows from it (404 no route, 503 no server, 502 upstream unreachable or reset, 504 upstream timeout), and
 //! it says whether sending the request again is safe.
 //!
-//! The table is loaded once per request and that `Arc` is held until the request is ready to go upstream (the
-//! frontend's split names its backends by their slot in that table; the chosen frontend, backend and server
-//! `Arc`s live in the context until the response head is built, the server's until the body ends), so a reload
-//! in the middle of a request changes nothing for it.
+//! The table is loaded once per request and that `Arc` is held until a server is picked (the frontend's split
+//! names its backends by their slot in that table; the chosen frontend, backend and server `Arc`s live in the
+//! context until the response head is built, the server's until the body ends), so a reload in the middle of
+//! a request changes nothing for it.
 
 mod body;
 mod error;
@@ -229,9 +229,16 @@ impl Proxy {
         let (host, mut normalized_path) = route(ctx, &table, &self.limits, &req)?;
         request_filter(ctx, conn, host.as_ref(), &mut req, &mut normalized_path)?;
         pick(ctx, &table, conn, req.headers())?;
-        let prepared = upstream_request(ctx, conn, req, host, normalized_path)?;
-        offer_shadow(ctx, &table, &prepared.req);
+        // The shadow's backend as this table has it, for a frontend that shadows (the table goes before the
+        // request body may be read).
+        let shadow_backend = ctx
+            .frontend
+            .as_ref()
+            .and_then(|f| f.shadow.as_ref())
+            .and_then(|route| table.router.backend(&route.backend).cloned());
         drop(table);
+        let mut prepared = upstream_request(ctx, conn, req, host, normalized_path)?;
+        offer_shadow(ctx, shadow_backend, &mut prepared.req).await?;
         failover::send(ctx, prepared).await
     }
 
@@ -566,13 +573,30 @@ fn upstream_request(
 }
 
 /// Offers the request, as it goes upstream, to the frontend's shadow (if any): a copy goes to the shadow
-/// backend off the client's path, and the response body will hand the primary's answer to the comparison.
+/// backend off the client's path, and the response body will hand the primary's answer to the comparison. A
+/// copied request's body (a declared length up to `shadow::REQUEST_BODY_LIMIT`) is read whole first, so both
+/// sides get the same bytes.
 #[inline]
-fn offer_shadow(ctx: &mut RequestCtx, table: &RoutingTable, req: &Request<crate::upstream::RequestBody>) {
-    let (Some(frontend), Some((_, server))) = (&ctx.frontend, &ctx.server) else { return };
-    let Some(route) = &frontend.shadow else { return };
-    let shadow_server = table.router.backend(&route.backend).and_then(|b| b.servers.pick());
-    ctx.shadow = route.state.offer(req, server, shadow_server);
+async fn offer_shadow(
+    ctx: &mut RequestCtx,
+    shadow_backend: Option<Arc<Backend>>,
+    req: &mut Request<crate::upstream::RequestBody>,
+) -> Result<(), ProxyError> {
+    let (Some(frontend), Some((_, server))) = (&ctx.frontend, &ctx.server) else { return Ok(()) };
+    let Some(route) = &frontend.shadow else { return Ok(()) };
+    let Some(with_body) = route.state.select(req) else { return Ok(()) };
+    let body = if with_body {
+        let (_, backend, server) = ctx.picked()?;
+        failover::read_whole(req).await.map_err(|failure| ProxyError::Upstream {
+            failure,
+            server: server.id.clone(),
+            backend: backend.id.clone(),
+        })?
+    } else {
+        bytes::Bytes::new()
+    };
+    ctx.shadow = route.state.offer(req, body, server, shadow_backend.as_ref().and_then(|b| b.servers.pick()));
+    Ok(())
 }
 
 /// The send phase: the request to the picked server, bounded by the backend's Read timeout (time to the
