@@ -35,6 +35,8 @@ impl UpstreamFailure {
             // A server that cannot be spoken to safely is as unreachable as one that refuses the connection.
             PoolError::Tls { .. } | PoolError::TlsTimeout { .. } => return UpstreamFailure::Connect(e.to_string()),
             PoolError::Http(http) => http,
+            // The codec sends only bodyless requests: whatever failed, it was the server's side of the exchange.
+            PoolError::H1(_) => return UpstreamFailure::Reset(e.to_string()),
             // The send phase names a cut a drain deadline before it gets here; a cut is a broken exchange.
             PoolError::Cut => return UpstreamFailure::Reset(e.to_string()),
         };
