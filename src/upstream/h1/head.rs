@@ -140,12 +140,15 @@ fn build(head: Bytes, status: StatusCode, version: Version, method: &Method, spa
     for span in spans {
         let name =
             HeaderName::from_bytes(&head[span.name.0 as usize..span.name.1 as usize]).map_err(|_| Error::HeaderName)?;
-        let value = HeaderValue::from_maybe_shared(head.slice(span.value.0 as usize..span.value.1 as usize))
-            .map_err(|_| Error::HeaderValue)?;
+        let bytes = head.slice(span.value.0 as usize..span.value.1 as usize);
+        // SAFETY: not a memory-safety matter, only `HeaderValue`'s invariant that its bytes are HTAB, SP to
+        // `~` or 0x80 to 0xFF; httparse accepted this value under exactly that rule (its header-value map), so
+        // checking every byte again, as `from_maybe_shared` would, is redundant. hyper's client does the same.
+        let value = unsafe { HeaderValue::from_maybe_shared_unchecked(bytes) };
         // A value with bytes outside visible ASCII names no token and no coding (as hyper reads it): the
-        // two readers of a response must never frame it differently.
-        let text = value.to_str().is_ok();
-        if name == header::CONNECTION && text {
+        // two readers of a response must never frame it differently. Checked only for the fields that frame.
+        let text = || value.to_str().is_ok();
+        if name == header::CONNECTION && text() {
             for token in value.as_bytes().split(|b| *b == b',') {
                 let token = token.trim_ascii();
                 fields.close |= token.eq_ignore_ascii_case(b"close");
@@ -154,7 +157,7 @@ fn build(head: Bytes, status: StatusCode, version: Version, method: &Method, spa
         } else if name == header::TRANSFER_ENCODING {
             fields.transfer_encoding = true;
             let last = value.as_bytes().rsplit(|b| *b == b',').next().unwrap_or(b"");
-            fields.chunked = text && last.trim_ascii().eq_ignore_ascii_case(b"chunked");
+            fields.chunked = text() && last.trim_ascii().eq_ignore_ascii_case(b"chunked");
         } else if name == header::CONTENT_LENGTH {
             for part in value.as_bytes().split(|b| *b == b',') {
                 let n = digits(part.trim_ascii()).ok_or(());
