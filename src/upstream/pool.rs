@@ -13,7 +13,8 @@
 //! Every connection's socket is listed while it is open (`sockets`), so the server's drain deadline can cut all
 //! of them at once ([`Pool::cut`]) without a request registering anything to be woken by it.
 //!
-//! Plain-TCP HTTP/1.1 requests without a body (almost every GET) do not use hyper's client at all: they go
+//! Plain-TCP HTTP/1.1 requests without a body (almost every GET) or with a small declared one do not use
+//! hyper's client at all: they go
 //! through Ficus's own codec (`super::h1`), driven from the request's task, on connections kept on a second
 //! stack beside hyper's, under the same lock ([`Pool::send`] decides; [`uses_codec`] is the one switch).
 //! Their response body puts the connection back itself when it ends cleanly.
@@ -60,6 +61,9 @@ pub enum PoolError {
     Http(#[from] hyper::Error),
     #[error(transparent)]
     H1(#[from] h1::Error),
+    /// The client's body failed while it was read for the codec (it went away, or passed the frontend's limit).
+    #[error("request body: {0}")]
+    RequestBody(#[source] Box<dyn std::error::Error + Send + Sync>),
     #[error("the server's drain deadline passed")]
     Cut,
 }
@@ -149,11 +153,12 @@ fn idempotent(method: &Method) -> bool {
 }
 
 /// Whether a request to a server of this pool goes through Ficus's own codec: a plain-TCP HTTP/1.1 server,
-/// and a request without a body that does not ask to upgrade. Everything else (bodies, upgrades, CONNECT,
-/// TLS, HTTP/2) stays on hyper's client.
+/// and a request without a body, or with a declared one of at most `h1::SMALL_BODY` bytes, that does not ask
+/// to upgrade. Everything else (large or chunked bodies, upgrades, CONNECT, TLS, HTTP/2) stays on hyper's
+/// client.
 fn uses_codec<B: Body>(plain_h1: bool, req: &Request<B>) -> bool {
     plain_h1
-        && req.body().is_end_stream()
+        && req.body().size_hint().exact().is_some_and(|n| n <= h1::SMALL_BODY)
         && *req.method() != Method::CONNECT
         && !req.headers().contains_key(header::UPGRADE)
 }
@@ -363,10 +368,20 @@ where
     }
 
     /// One exchange through the codec, from this task: an idle connection that still looks open, or a new
-    /// one. A pooled connection that turns out closed before any response byte (the server's close crossed
-    /// the request) is dropped and the request sent again on another, when it is idempotent; it has no body,
-    /// and nothing is copied to send it again.
-    async fn send_h1(&self, req: Request<B>, now: Instant) -> Result<(Response<UpstreamBody>, Conn<B>), PoolError> {
+    /// one. A small declared body is read whole first. A pooled connection that turns out closed before any
+    /// response byte (the server's close crossed the request) is dropped and the request sent again on
+    /// another, when it is idempotent; nothing is copied to send it again.
+    async fn send_h1(&self, mut req: Request<B>, now: Instant) -> Result<(Response<UpstreamBody>, Conn<B>), PoolError> {
+        let body = if req.body().is_end_stream() {
+            Bytes::new()
+        } else {
+            use http_body_util::BodyExt;
+            let streamed = std::mem::replace(req.body_mut(), B::empty());
+            match streamed.collect().await {
+                Ok(whole) => whole.to_bytes(),
+                Err(e) => return Err(PoolError::RequestBody(e.into())),
+            }
+        };
         loop {
             if self.inner.sockets.is_cut() {
                 return Err(PoolError::Cut);
@@ -375,7 +390,7 @@ where
                 Some(conn) => (conn, true),
                 None => (h1::Connection::new(Box::pin(self.inner.tcp()).await?), false),
             };
-            match conn.request(&req).await {
+            match conn.request(&req, &body).await {
                 Ok(head) => {
                     let h1::Head { status, version, headers, framing, keep_alive } = head;
                     let shelf: Arc<dyn h1::Shelf> = self.inner.clone();
@@ -854,6 +869,65 @@ mod tests {
         exchange(&none, Method::GET).await.expect("exchange");
         assert_eq!(none.idle_count(), 0);
         assert_eq!(accepted.load(Ordering::SeqCst), 3);
+    }
+
+    impl Replay for http_body_util::Full<Bytes> {
+        fn empty() -> Self {
+            http_body_util::Full::new(Bytes::new())
+        }
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_small_declared_body_goes_out_with_its_head_and_the_connection_is_reused() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (seen_tx, seen) = mpsc::channel::<Vec<u8>>();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let counted = accepted.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { return };
+                counted.fetch_add(1, Ordering::SeqCst);
+                let seen_tx = seen_tx.clone();
+                std::thread::spawn(move || loop {
+                    // Head, then the 5 declared bytes.
+                    let mut got = Vec::new();
+                    let mut chunk = [0u8; 1024];
+                    while !got.windows(4).any(|w| w == b"\r\n\r\n") || !got.ends_with(b"hello") {
+                        match stream.read(&mut chunk) {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => got.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    let _ = seen_tx.send(got);
+                    if stream.write_all(OK).is_err() {
+                        return;
+                    }
+                });
+            }
+        });
+        let pool: Pool<http_body_util::Full<Bytes>> = Pool::new(
+            &Scheme::HTTP,
+            &Authority::try_from(addr.to_string().as_str()).expect("authority"),
+            &UpstreamSettings { max_idle_per_host: 4, ..Default::default() },
+            None,
+        );
+        for _ in 0..2 {
+            let req = Request::builder()
+                .method(Method::POST)
+                .uri("/in")
+                .header("host", "test")
+                .header("content-length", "5")
+                .body(http_body_util::Full::new(Bytes::from_static(b"hello")))
+                .expect("request");
+            let (resp, _) = pool.send(req, Instant::now()).await.expect("exchange");
+            assert!(matches!(resp.body(), UpstreamBody::H1(_)), "a small body goes through the codec");
+            let body = resp.into_body().collect().await.expect("the body arrives whole").to_bytes();
+            assert_eq!(&body[..], b"ok");
+            let got = seen.recv().expect("the server saw the request");
+            assert_eq!(got, b"POST /in HTTP/1.1\r\nhost: test\r\ncontent-length: 5\r\n\r\nhello");
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 1, "the connection went back and was reused");
     }
 
     #[tokio::test(flavor = "current_thread")]

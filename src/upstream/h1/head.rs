@@ -46,8 +46,9 @@ pub struct Head {
 }
 
 /// Writes the request head for `req` into `dst` (cleared first). The request is the one the proxy prepared:
-/// origin-form target, hop-by-hop headers already removed, Host set. Only bodyless requests come here, so no
-/// length is added (hyper's client adds none for them either).
+/// origin-form target, hop-by-hop headers already removed, Host set. Only requests without a body or with a
+/// declared one come here: the client's `Content-Length` is forwarded as it is, and no length is added to a
+/// bodyless request (hyper's client adds none either).
 pub fn write_request<B>(req: &Request<B>, dst: &mut Vec<u8>) {
     dst.clear();
     let target = req.uri().path_and_query().map_or("/", |pq| pq.as_str());

@@ -9,8 +9,11 @@
 //! body over as a [`ResponseBody`] that reads the rest from the socket as the client takes it, and puts the
 //! connection back on its pool's shelf when the body ended cleanly (dropping it otherwise).
 //!
-//! Scope: the pool sends plain-TCP HTTP/1.1 requests without a body through this codec (`Pool::send` says
-//! which); requests with a body, upgrades, TLS and HTTP/2 servers stay on hyper's client.
+//! Scope: the pool sends plain-TCP HTTP/1.1 requests without a body, or with a declared body of at most
+//! [`SMALL_BODY`] bytes, through this codec (`Pool::send` says which). A small body is read whole first and
+//! goes out with the head in the same write, so no response can arrive while it is still being sent, and it
+//! can be sent again. Larger or streamed (chunked) bodies, upgrades, TLS and HTTP/2 servers stay on hyper's
+//! client, which streams them.
 
 mod body;
 pub mod chunked;
@@ -26,6 +29,9 @@ use std::future::poll_fn;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use tokio::io::AsyncWriteExt;
+
+/// The largest declared request body sent through the codec (read whole, then written with the head).
+pub const SMALL_BODY: u64 = 16 * 1024;
 
 /// Read buffer size, and how much room is made before each read (hyper's client reads 8 KiB at a time too).
 const READ_CHUNK: usize = 8192;
@@ -114,10 +120,11 @@ impl Connection {
         }
     }
 
-    /// Sends a bodyless request and reads the response head; the body follows from `self` as
-    /// [`ResponseBody`] reads it.
-    pub async fn request<B>(&mut self, req: &Request<B>) -> Result<Head, Error> {
+    /// Sends a request, its head and its whole `body` (empty for most) in one write, and reads the response
+    /// head; the response body follows from `self` as [`ResponseBody`] reads it.
+    pub async fn request<B>(&mut self, req: &Request<B>, body: &[u8]) -> Result<Head, Error> {
         head::write_request(req, &mut self.write);
+        self.write.extend_from_slice(body);
         self.io.write_all(&self.write).await.map_err(Error::Write)?;
         self.read_head(req.method()).await
     }
