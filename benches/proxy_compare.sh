@@ -17,11 +17,15 @@
 # h2load -c<connections> -m10, `nginx-h2` and `ficus-h2` (req/s and p99 of the request times).
 # With MW=1 a `ficus-mw` row runs Ficus with a ratelimit (never reached), a connlimit (never reached) and a
 # rewrite (a regexp that matches and leaves the URL as it was) on the route: the chain's own cost.
+# With CORES=2 every proxy gets both cores (nginx and HAProxy two workers/threads, Ficus `--threads 2`), and the
+# backend and wrk (two threads) share them unpinned: the scaling run, read as a ratio between the proxies.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-10}
 conns=${2:-50}
 rounds=${3:-3}
+cores=${CORES:-1}
+if [ "$cores" = 1 ]; then proxy_cpus=1 load_cpus=0; else proxy_cpus=0-$((cores - 1)) load_cpus=0-$((cores - 1)); fi
 scripts/install-deps wrk=wrk nginx=nginx-light
 if [ "${HAPROXY:-0}" = 1 ]; then scripts/install-deps haproxy=haproxy; fi
 if [ "${H2:-0}" = 1 ]; then scripts/install-deps h2load=nghttp2-client; fi
@@ -41,7 +45,7 @@ events { worker_connections 4096; }
 http { access_log off; server { listen $BACKEND; keepalive_requests 1000000; location / { return 200 "ok\n"; } } }
 CONF
 cat > "$work/proxy.conf" <<CONF
-worker_processes 1; daemon off; error_log $work/proxy.err; pid $work/proxy.pid;
+worker_processes $cores; daemon off; error_log $work/proxy.err; pid $work/proxy.pid;
 events { worker_connections 4096; }
 http {
   access_log off;
@@ -54,7 +58,7 @@ http {
 CONF
 cat > "$work/haproxy.cfg" <<CONF
 global
-  nbthread 1
+  nbthread $cores
   maxconn 4096
 defaults
   mode http
@@ -82,11 +86,11 @@ echo '{"Type":"connlimit","Priority":2,"Middleware":{"Connections":100000,"Varia
 echo '{"Type":"rewrite","Priority":3,"Middleware":{"Regexp":"^(.*)$","Replacement":"$1"}}' \
   > "$work/routes-mw/frontends/all/middlewares/rw.json"
 
-taskset -c 0 nginx -c "$work/backend.conf" & pids+=($!)
+taskset -c "$load_cpus" nginx -c "$work/backend.conf" & pids+=($!)
 sleep 0.5
 
 run_wrk() { # name url
-  taskset -c 0 wrk -t1 -c"$conns" -d"${secs}s" --latency "$2" > "$work/wrk.out"
+  taskset -c "$load_cpus" wrk -t"$cores" -c"$conns" -d"${secs}s" --latency "$2" > "$work/wrk.out"
   local rps p99
   rps=$(awk '/Requests\/sec/ {print $2}' "$work/wrk.out")
   p99=$(awk '$1=="99%" {print $2}' "$work/wrk.out")
@@ -96,7 +100,7 @@ run_wrk() { # name url
 }
 
 run_h2load() { # name url: req/s and the p99 of request times from h2load's per-request log
-  taskset -c 0 h2load -c"$conns" -m10 -D"$secs" --log-file="$work/h2.log" "$2" > "$work/h2.out"
+  taskset -c "$load_cpus" h2load -t"$cores" -c"$conns" -m10 -D"$secs" --log-file="$work/h2.log" "$2" > "$work/h2.out"
   local rps p99 errs
   rps=$(awk '/^finished in/ {gsub(/,/,""); print $4}' "$work/h2.out")
   p99=$(awk -F'\t' '{print $3}' "$work/h2.log" | sort -n | awk '{a[NR]=$1} END {printf "%.2fms", a[int(NR*0.99)]/1000}')
@@ -104,13 +108,13 @@ run_h2load() { # name url: req/s and the p99 of request times from h2load's per-
   echo "$1 $rps $p99 $errs" | tee -a "$work/rows"
 }
 
-start_nginx() { taskset -c 1 nginx -c "$work/proxy.conf" & echo $! > "$work/nginx.pid"; sleep 0.5; }
+start_nginx() { taskset -c "$proxy_cpus" nginx -c "$work/proxy.conf" & echo $! > "$work/nginx.pid"; sleep 0.5; }
 stop_nginx() { kill "$(cat "$work/nginx.pid")"; wait "$(cat "$work/nginx.pid")" 2>/dev/null || true; }
-start_haproxy() { taskset -c 1 haproxy -db -f "$work/haproxy.cfg" > "$work/haproxy.log" 2>&1 & echo $! > "$work/haproxy.pid"; sleep 0.5; }
+start_haproxy() { taskset -c "$proxy_cpus" haproxy -db -f "$work/haproxy.cfg" > "$work/haproxy.log" 2>&1 & echo $! > "$work/haproxy.pid"; sleep 0.5; }
 stop_haproxy() { kill "$(cat "$work/haproxy.pid")"; wait "$(cat "$work/haproxy.pid")" 2>/dev/null || true; }
 start_ficus() { # [binary] [routes dir]
-  taskset -c 1 "${1:-target/release/ficus}" serve --listen $FICUS --admin $ADMIN --routes "${2:-$work/routes}" \
-    --threads 1 --no-access-log > "$work/ficus.log" 2>&1 & echo $! > "$work/ficus.pid"
+  taskset -c "$proxy_cpus" "${1:-target/release/ficus}" serve --listen $FICUS --admin $ADMIN --routes "${2:-$work/routes}" \
+    --threads "$cores" --no-access-log > "$work/ficus.log" 2>&1 & echo $! > "$work/ficus.pid"
   for _ in $(seq 50); do curl -sf "http://$ADMIN/health/ready" >/dev/null && return; sleep 0.1; done
   echo "ficus did not start"; cat "$work/ficus.log"; exit 1
 }
@@ -164,7 +168,7 @@ for r in $(seq "$rounds"); do
 done
 
 echo
-echo "median over $rounds rounds (wrk -t1 -c$conns -d${secs}s, proxies pinned to one core):"
+echo "median over $rounds rounds (wrk -t$cores -c$conns -d${secs}s, proxies on cores $proxy_cpus, load on $load_cpus):"
 for row in direct nginx haproxy ficus ficus-base nginx-h2 ficus-h2 ficus-mw ficus-etcd-quiet ficus-etcd-swapping; do
   grep -q "^$row " "$work/rows" || continue
   rps=$(awk -v r="$row" '$1==r {print $2}' "$work/rows" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')

@@ -165,7 +165,8 @@ enum Command {
         /// The canary's percentages, rising.
         #[arg(long, value_name = "P,P,...", default_value = "5,25,50,100")]
         steps: String,
-        /// How long each step is held before it is judged (Go-style duration).
+        /// How long each step is held before it is judged and promoted (Go-style duration); a breach is looked
+        /// for every second meanwhile and rolls back at once.
         #[arg(long, value_parser = parse_go_duration, default_value = "60s")]
         interval: Duration,
         /// Roll back when the canary's share of 5xx answers over a step is above this.

@@ -16,6 +16,7 @@
 //! that could slow it down.
 
 pub mod dashboard;
+mod gauges;
 
 use crate::lifecycle::Shutdown;
 use crate::table::reload::StatusBoard;
@@ -154,34 +155,6 @@ impl AllowedHosts {
 }
 
 impl Admin {
-    /// Draining servers change without a reload (requests finish), so their gauges are set when scraped.
-    fn draining_gauges(&self) {
-        // Servers reported at the last scrape and gone now are set to 0, not left at a stale count.
-        static SHOWN: std::sync::Mutex<Vec<(String, String)>> = std::sync::Mutex::new(Vec::new());
-        let draining = self.registry.draining();
-        metrics::gauge!(crate::telemetry::DRAINING_SERVERS).set(draining.len() as f64);
-        let mut shown = SHOWN.lock().unwrap_or_else(|p| p.into_inner());
-        for (backend, server) in shown.drain(..) {
-            if !draining.iter().any(|d| d.backend == backend && d.server == server) {
-                metrics::gauge!(crate::telemetry::DRAINING_INFLIGHT, "backend" => backend, "server" => server).set(0.0);
-            }
-        }
-        for d in &draining {
-            metrics::gauge!(crate::telemetry::DRAINING_INFLIGHT, "backend" => d.backend.clone(), "server" => d.server.clone())
-                .set(d.inflight as f64);
-            shown.push((d.backend.clone(), d.server.clone()));
-        }
-    }
-
-    /// Health changes without a reload (checks, ejections), so its gauges are set when scraped.
-    fn health_gauges(&self) {
-        for s in self.registry.health() {
-            let up = matches!(s.state, crate::upstream::health::State::Healthy);
-            metrics::gauge!(crate::telemetry::UPSTREAM_HEALTH, "backend" => s.backend, "server" => s.server)
-                .set(if up { 1.0 } else { 0.0 });
-        }
-    }
-
     /// The reload loop's status, with each failover frontend's retries (they live in the table in service).
     fn status(&self) -> Response<Full<Bytes>> {
         let mut status = match serde_json::to_value(self.status.snapshot(&self.registry)) {
@@ -225,10 +198,9 @@ impl Admin {
         }
         match path {
             "/metrics" => {
-                self.draining_gauges();
-                self.health_gauges();
                 self.metrics.run_upkeep();
                 let mut body = self.metrics.render();
+                gauges::render(&status(), &mut body);
                 if let Some(process) = crate::telemetry::process::ProcessStats::read() {
                     process.render(&mut body);
                 }

@@ -19,7 +19,6 @@
 use super::Stop;
 use crate::model::{BreakerFn, CircuitBreakerConfig, Fallback, Webhook};
 use crate::predicate::{Env, Literal, Value};
-use crate::telemetry;
 use bytes::Bytes;
 use http::HeaderValue;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
@@ -90,7 +89,6 @@ pub struct CircuitBreaker {
     slots: Box<[Slot]>,
     /// The fallback answer, built once.
     fallback: FallbackAnswer,
-    gauge: metrics::Gauge,
 }
 
 enum FallbackAnswer {
@@ -205,8 +203,6 @@ impl CircuitBreaker {
                 FallbackAnswer::Redirect { url: url.clone(), preserve_path: *preserve_path }
             }
         };
-        let gauge = metrics::gauge!(telemetry::CIRCUIT_STATE, "frontend" => frontend.to_string());
-        gauge.set(0.0);
         CircuitBreaker {
             config,
             frontend: frontend.into(),
@@ -220,7 +216,6 @@ impl CircuitBreaker {
             ranges: ranges.into_boxed_slice(),
             slots,
             fallback,
-            gauge,
         }
     }
 
@@ -304,7 +299,6 @@ impl CircuitBreaker {
             return false;
         }
         self.since.store(now, Ordering::Release);
-        self.gauge.set(to as u8 as f64);
         if to == State::Standby {
             tracing::info!(target: "config", frontend = %self.frontend, middleware = %self.middleware,
                 "circuit breaker recovered");

@@ -98,14 +98,7 @@ async fn keep(req: &mut Request<RequestBody>, server: &Server) -> Result<Option<
             Some(n) if n <= REPLAY_BODY_LIMIT => {}
             _ => return Ok(None),
         }
-        let streamed = std::mem::replace(req.body_mut(), RequestBody::kept(Bytes::new()));
-        let whole = streamed.collect().await.map_err(|e| {
-            let too_large = matches!(e, crate::upstream::RequestBodyError::TooLarge { .. });
-            UpstreamFailure::ClientBody { message: e.to_string(), too_large }
-        })?;
-        let whole = whole.to_bytes();
-        *req.body_mut() = RequestBody::kept(whole.clone());
-        whole
+        read_whole(req).await?
     };
     Ok(Some(Replay {
         method: req.method().clone(),
@@ -115,6 +108,22 @@ async fn keep(req: &mut Request<RequestBody>, server: &Server) -> Result<Option<
         body,
         host_is_server: req.headers().get(header::HOST) == Some(&server.host_header),
     }))
+}
+
+/// Reads the request's body whole and leaves it in the request as one kept frame (sent as often as needed);
+/// returns it too (a reference count, no copy). The caller checked the declared length.
+pub(super) async fn read_whole(req: &mut Request<RequestBody>) -> Result<Bytes, UpstreamFailure> {
+    if let Some(whole) = req.body().whole() {
+        return Ok(whole);
+    }
+    let streamed = std::mem::replace(req.body_mut(), RequestBody::kept(Bytes::new()));
+    let whole = streamed.collect().await.map_err(|e| {
+        let too_large = matches!(e, crate::upstream::RequestBodyError::TooLarge { .. });
+        UpstreamFailure::ClientBody { message: e.to_string(), too_large }
+    })?;
+    let whole = whole.to_bytes();
+    *req.body_mut() = RequestBody::kept(whole.clone());
+    Ok(whole)
 }
 
 /// The send phase: one attempt, or, for a frontend with a failover predicate, as many as the predicate, the

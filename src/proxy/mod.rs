@@ -226,8 +226,8 @@ impl Proxy {
         request_filter(ctx, conn, host.as_ref(), &mut req, &mut normalized_path)?;
         pick(ctx, conn, req.headers())?;
         drop(table);
-        let prepared = upstream_request(ctx, conn, req, host, normalized_path)?;
-        offer_shadow(ctx, &prepared.req);
+        let mut prepared = upstream_request(ctx, conn, req, host, normalized_path)?;
+        offer_shadow(ctx, &mut prepared.req).await?;
         failover::send(ctx, prepared).await
     }
 
@@ -542,12 +542,26 @@ fn upstream_request(
 }
 
 /// Offers the request, as it goes upstream, to the frontend's shadow (if any): a copy goes to the shadow
-/// backend off the client's path, and the response body will hand the primary's answer to the comparison.
+/// backend off the client's path, and the response body will hand the primary's answer to the comparison. A
+/// copied request's body (a declared length up to `shadow::REQUEST_BODY_LIMIT`) is read whole first, so both
+/// sides get the same bytes.
 #[inline]
-fn offer_shadow(ctx: &mut RequestCtx, req: &Request<crate::upstream::RequestBody>) {
-    let (Some(frontend), Some((_, server))) = (&ctx.frontend, &ctx.server) else { return };
-    let Some(route) = &frontend.shadow else { return };
-    ctx.shadow = route.state.offer(req, server, route.backend.servers.pick());
+async fn offer_shadow(ctx: &mut RequestCtx, req: &mut Request<crate::upstream::RequestBody>) -> Result<(), ProxyError> {
+    let (Some(frontend), Some((_, server))) = (&ctx.frontend, &ctx.server) else { return Ok(()) };
+    let Some(route) = &frontend.shadow else { return Ok(()) };
+    let Some(with_body) = route.state.select(req) else { return Ok(()) };
+    let body = if with_body {
+        let (_, backend, server) = ctx.picked()?;
+        failover::read_whole(req).await.map_err(|failure| ProxyError::Upstream {
+            failure,
+            server: server.id.clone(),
+            backend: backend.id.clone(),
+        })?
+    } else {
+        bytes::Bytes::new()
+    };
+    ctx.shadow = route.state.offer(req, body, server, route.backend.servers.pick());
+    Ok(())
 }
 
 /// The send phase: the request to the picked server, bounded by the backend's Read timeout (time to the

@@ -1,7 +1,8 @@
 //! Shadow traffic: a copy of a frontend's selected requests goes to another backend, and its answers are
 //! compared with the primary's. It sits beside the request path, never in it: the proxy offers each request
-//! after building the upstream request (`offer`, a few atomic operations and one `try_reserve` on a bounded
-//! queue); the response body, on its way to the client, hands a copy of its frames (reference-counted, no
+//! after building the upstream request (`select`, then `offer`: a few atomic operations and one `try_reserve`
+//! on a bounded queue; a copied request's small body is read whole first and shared, reference-counted, by
+//! both sides); the response body, on its way to the client, hands a copy of its frames (reference-counted, no
 //! byte copied) to a [`Capture`] that sends them to the comparison when the body ends. Everything else (the
 //! shadow request, reading its answer, the comparison, the report) runs in a worker task per frontend, off
 //! the client's path: a shadow backend that hangs fills the queue, and further copies are dropped and
@@ -26,7 +27,7 @@ mod diff;
 pub use diff::{compare, covered_by, Answer};
 
 use crate::model::ValidatedShadow;
-use crate::upstream::pool::{Pool, Replay};
+use crate::upstream::pool::Pool;
 use crate::upstream::{RequestBody, Server};
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode, Uri};
@@ -47,6 +48,9 @@ const LAST_PAIRS: usize = 20;
 const EXCERPT: usize = 2048;
 /// The longest a copy waits for the primary's body to end (a client may read it slowly); then it is skipped.
 const PRIMARY_WAIT: Duration = Duration::from_secs(300);
+/// The longest request body copied: it is read whole before the request goes upstream (the client's upload is
+/// then held in memory once, for both readers), as failover does for the bodies it may send again.
+pub const REQUEST_BODY_LIMIT: u64 = crate::upstream::failover::REPLAY_BODY_LIMIT;
 
 /// How a copy ended, as counted in the report and `ficus_shadow_total{result}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,7 +62,7 @@ enum Outcome {
     Dropped,
     /// The shadow backend failed (no server, refused, timed out, cut).
     Error,
-    /// Not compared: a request with a body, a primary that did not finish, a body over the limit.
+    /// Not compared: a request body too long to copy, a primary that did not finish, a body over the limit.
     Skipped,
 }
 
@@ -141,6 +145,8 @@ struct Job {
     method: Method,
     uri: Uri,
     headers: HeaderMap,
+    /// The request's body, read whole before it went to the primary (empty for none).
+    body: Bytes,
     request_id: Option<HeaderValue>,
     primary_server: Arc<Server>,
     shadow_server: Arc<Server>,
@@ -222,25 +228,39 @@ impl Shadow {
         }
     }
 
-    /// On the request path: whether this request is copied, and if so the capture its response body carries.
-    /// `req` is the request as it goes to `primary`; `target` a server of the shadow backend.
-    pub fn offer<B: http_body::Body>(
-        &self,
-        req: &Request<B>,
-        primary: &Arc<Server>,
-        target: Option<&Arc<Server>>,
-    ) -> Option<Capture> {
+    /// On the request path, first: whether this request is to be copied. `Some(true)` when its body must be
+    /// read whole first (a declared length up to [`REQUEST_BODY_LIMIT`]); a body longer than that or of unknown
+    /// length is not copied (counted as skipped), since copying it would mean holding the client's upload for a
+    /// second reader.
+    pub fn select<B: http_body::Body>(&self, req: &Request<B>) -> Option<bool> {
         if !self.methods.contains(req.method()) || req.headers().contains_key(header::UPGRADE) {
             return None;
         }
         if !chosen(self.selected.fetch_add(1, Ordering::Relaxed), self.inner.spec.percent) {
             return None;
         }
-        if !req.body().is_end_stream() {
-            // Copying a request body would mean holding the client's upload for a second reader.
-            self.inner.count(Outcome::Skipped);
-            return None;
+        if req.body().is_end_stream() {
+            return Some(false);
         }
+        match req.body().size_hint().exact() {
+            Some(n) if n <= REQUEST_BODY_LIMIT => Some(true),
+            _ => {
+                self.inner.count(Outcome::Skipped);
+                None
+            }
+        }
+    }
+
+    /// Then, for a selected request: the copy goes into the queue, and the capture its response body carries
+    /// comes back. `req` is the request as it goes to `primary`, `body` its body read whole (empty for none);
+    /// `target` a server of the shadow backend.
+    pub fn offer<B>(
+        &self,
+        req: &Request<B>,
+        body: Bytes,
+        primary: &Arc<Server>,
+        target: Option<&Arc<Server>>,
+    ) -> Option<Capture> {
         let Some(target) = target else {
             self.inner.count(Outcome::Error);
             return None;
@@ -255,6 +275,7 @@ impl Shadow {
             method: req.method().clone(),
             uri: req.uri().clone(),
             headers: req.headers().clone(),
+            body,
             request_id: req.headers().get("x-request-id").cloned(),
             primary_server: primary.clone(),
             shadow_server: target.clone(),
@@ -433,7 +454,10 @@ impl Job {
     /// The copy for `to` (the shadow server): the primary's request, with `Host` naming the shadow server when
     /// it named the primary server.
     fn request(&self, to: Option<&Arc<Server>>) -> Request<RequestBody> {
-        let mut req = job_request(&self.method, &self.uri, &self.headers);
+        let mut req = Request::new(RequestBody::kept(self.body.clone()));
+        *req.method_mut() = self.method.clone();
+        *req.uri_mut() = self.uri.clone();
+        *req.headers_mut() = self.headers.clone();
         if let Some(to) = to {
             if self.headers.get(header::HOST) == Some(&self.primary_server.host_header) {
                 req.headers_mut().insert(header::HOST, to.host_header.clone());
@@ -441,14 +465,6 @@ impl Job {
         }
         req
     }
-}
-
-fn job_request(method: &Method, uri: &Uri, headers: &HeaderMap) -> Request<RequestBody> {
-    let mut req = Request::new(RequestBody::empty());
-    *req.method_mut() = method.clone();
-    *req.uri_mut() = uri.clone();
-    *req.headers_mut() = headers.clone();
-    req
 }
 
 fn concat(chunks: &[Bytes]) -> Bytes {

@@ -257,6 +257,8 @@ pub struct Compiler {
     epoch: u64,
     /// Middleware state (token buckets, connection counts) kept across generations while unchanged.
     middleware_state: crate::middleware::Registry,
+    /// Failover retry budgets by frontend id, kept across recompiles so a change spends no fresh burst.
+    retry_budgets: crate::upstream::failover::Budgets,
     /// Shadow state (queues, reports) kept across generations while unchanged.
     shadows: Arc<crate::shadow::Registry>,
 }
@@ -300,6 +302,7 @@ impl Compiler {
             certs: Arc::default(),
             epoch: 0,
             middleware_state: crate::middleware::Registry::new(),
+            retry_budgets: Default::default(),
             shadows: Arc::default(),
         }
     }
@@ -427,7 +430,7 @@ impl Compiler {
             None => self.counter(format!("f:{id}")),
         };
         let sticky_next = old.as_ref().map(|o| o.sticky_next.clone()).unwrap_or_default();
-        let state = (&self.middleware_state, &*self.shadows);
+        let state = (&self.middleware_state, &*self.shadows, &self.retry_budgets);
         let compiled = compile_frontend(&id_arc, f, &self.backends, (&counter, &sticky_next), state);
         let slot = old.as_ref().map(|o| o.slot).unwrap_or_else(|| self.alloc_slot());
         self.slots.set(slot, Some(compiled.clone()));
@@ -458,7 +461,7 @@ impl Compiler {
     fn rebind(&mut self, id: &str) {
         let Some(entry) = self.frontends.get_mut(id) else { return };
         let counters = (&entry.counter, &entry.sticky_next);
-        let state = (&self.middleware_state, &*self.shadows);
+        let state = (&self.middleware_state, &*self.shadows, &self.retry_budgets);
         entry.compiled = compile_frontend(&entry.id, &entry.spec, &self.backends, counters, state);
         self.slots.set(entry.slot, Some(entry.compiled.clone()));
     }
@@ -560,7 +563,11 @@ fn compile_frontend(
     f: &ValidatedFrontend,
     backends: &HashMap<String, BackendEntry>,
     (counter, sticky_next): (&Arc<AtomicUsize>, &Arc<AtomicUsize>),
-    (middleware_state, shadows): (&crate::middleware::Registry, &crate::shadow::Registry),
+    (middleware_state, shadows, budgets): (
+        &crate::middleware::Registry,
+        &crate::shadow::Registry,
+        &crate::upstream::failover::Budgets,
+    ),
 ) -> Arc<Frontend> {
     // Validation guarantees every named backend exists; filter anyway rather than trust it blindly.
     let split: Vec<(Arc<Backend>, u32)> =
@@ -593,7 +600,7 @@ fn compile_frontend(
         trust_forward_header: f.settings.trust_forward_header,
         hostname,
         max_body_bytes: (f.settings.limits.max_body_bytes > 0).then_some(f.settings.limits.max_body_bytes),
-        failover: f.failover.as_ref().map(|c| crate::upstream::failover::Failover::new(id, c.clone())),
+        failover: f.failover.as_ref().map(|c| crate::upstream::failover::Failover::new(id, c.clone(), budgets.get(id))),
         chain: middleware_state.compile(id, &f.middlewares),
         sticky,
         shadow,

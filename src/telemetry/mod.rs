@@ -44,7 +44,7 @@ pub const HEALTH_CHECKS_TOTAL: &str = "ficus_health_checks_total";
 /// Failover decisions by `frontend` and `outcome`: `retried` (sent again), `budget` (refused by the retry
 /// budget), `not_replayable` (the body could not be sent again).
 pub const RETRIES_TOTAL: &str = "ficus_retries_total";
-/// A frontend's circuit breaker state, by `frontend`: 0 standby, 1 tripped, 2 recovering.
+/// A circuit breaker's state, by `frontend` and `middleware`: 0 standby, 1 tripped, 2 recovering.
 pub const CIRCUIT_STATE: &str = "ficus_circuit_state";
 /// Trace records dropped (the sender's queue was full or the socket refused them), by `frontend`.
 pub const TRACE_DROPPED_TOTAL: &str = "ficus_trace_dropped_total";
@@ -218,8 +218,6 @@ fn describe() {
     describe_gauge!(CONFIG_ERRORS, "Config problems present now (see /status)");
     describe_gauge!(CONFIG_FRONTENDS, "Frontends in the routing table");
     describe_gauge!(CONFIG_SERVERS, "Servers in the routing table (draining excluded)");
-    describe_gauge!(DRAINING_SERVERS, "Servers that left the config and still have requests in flight");
-    describe_gauge!(DRAINING_INFLIGHT, "Requests in flight on a draining server, by backend and server");
     describe_gauge!(BUILD_INFO, "Always 1; the version label is the running Ficus version");
 }
 

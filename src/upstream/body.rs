@@ -40,6 +40,14 @@ impl RequestBody {
     }
 }
 
+impl RequestBody {
+    /// The whole body when it was read before (or is empty after a replay), so a second reader need not read
+    /// it again.
+    pub fn whole(&self) -> Option<Bytes> {
+        self.inner.is_none().then(|| self.kept.clone().unwrap_or_default())
+    }
+}
+
 impl super::pool::Replay for RequestBody {
     fn empty() -> Self {
         RequestBody { inner: None, kept: None, remaining: None, limit: 0 }

@@ -6,13 +6,15 @@
 //! The budget is Envoy's idea in a lock-free form: every request puts `Percent`/100 of a token in, every retry
 //! takes one whole token out, and the tokens saved are capped, so retries stay within `Percent` of requests
 //! plus a small burst. A floor of `MinPerSecond` retries lets a quiet frontend retry at all. Its state
-//! belongs to the compiled frontend, so a change to the frontend (or its backends) starts it afresh.
+//! ([`Budget`]) belongs to the frontend's id, not to one compiled value: a route edit or a server added while
+//! the backend fails must not hand out a fresh burst of retries, so recompiles share it through [`Budgets`].
 
 use crate::model::{FailoverConfig, FailoverFn};
 use crate::predicate::{Env, Literal, Value};
 use metrics::Counter;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering::Relaxed};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, Weak};
 
 /// One token, in the budget's fixed-point units (a request deposits `percent * 10` of them).
 const TOKEN: i64 = 1000;
@@ -59,15 +61,70 @@ pub enum Decision {
 
 pub struct Failover {
     config: Arc<FailoverConfig>,
+    budget: Arc<Budget>,
+    retried: Counter,
+    refused: Counter,
+    not_replayable: Counter,
+}
+
+/// A frontend's retry budget and its decision counts, shared by every compiled value of the frontend.
+#[derive(Debug)]
+pub struct Budget {
     credit: AtomicI64,
     /// The second (on the health clock) the floor counts in, and the retries it allowed in it.
     floor_second: AtomicU64,
     floor_used: AtomicU32,
-    retried: Counter,
-    budget: Counter,
-    not_replayable: Counter,
-    /// The same counts for `/status`, since this frontend value was compiled.
+    /// Decisions for `/status` (retried, budget exhausted, not replayable), since the frontend appeared.
     counts: [AtomicU64; 3],
+}
+
+impl Budget {
+    fn new() -> Self {
+        Budget {
+            // A fresh frontend may retry a little at once.
+            credit: AtomicI64::new(SAVED_TOKENS * TOKEN),
+            floor_second: AtomicU64::new(0),
+            floor_used: AtomicU32::new(0),
+            counts: Default::default(),
+        }
+    }
+}
+
+/// Budgets by frontend id, held weakly: a budget lives while some table's frontend uses it. Touched only when
+/// a frontend is compiled, never per request.
+pub struct Budgets {
+    map: Mutex<KeptBudgets>,
+}
+
+struct KeptBudgets {
+    by_frontend: HashMap<Arc<str>, Weak<Budget>>,
+    /// The size at which dead entries are next swept out: a sweep per insert would make a full build of many
+    /// frontends quadratic.
+    sweep_at: usize,
+}
+
+impl Default for Budgets {
+    fn default() -> Self {
+        Budgets { map: Mutex::new(KeptBudgets { by_frontend: HashMap::new(), sweep_at: 64 }) }
+    }
+}
+
+impl Budgets {
+    /// The frontend's budget: the one its previous value used, or a new one.
+    pub fn get(&self, frontend: &str) -> Arc<Budget> {
+        let mut kept = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(live) = kept.by_frontend.get(frontend).and_then(Weak::upgrade) {
+            return live;
+        }
+        // Budgets of deleted frontends go when the map doubled.
+        if kept.by_frontend.len() >= kept.sweep_at {
+            kept.by_frontend.retain(|_, w| w.strong_count() > 0);
+            kept.sweep_at = (kept.by_frontend.len() * 2).max(64);
+        }
+        let budget = Arc::new(Budget::new());
+        kept.by_frontend.insert(frontend.into(), Arc::downgrade(&budget));
+        budget
+    }
 }
 
 /// What `/status` shows about a frontend's failover.
@@ -88,23 +145,19 @@ impl std::fmt::Debug for Failover {
 }
 
 impl Failover {
-    pub fn new(frontend: &str, config: Arc<FailoverConfig>) -> Self {
+    pub fn new(frontend: &str, config: Arc<FailoverConfig>, budget: Arc<Budget>) -> Self {
         let counter = |outcome: &'static str| metrics::counter!(crate::telemetry::RETRIES_TOTAL, "frontend" => frontend.to_string(), "outcome" => outcome);
         Failover {
             config,
-            // A fresh frontend may retry a little at once.
-            credit: AtomicI64::new(SAVED_TOKENS * TOKEN),
-            floor_second: AtomicU64::new(0),
-            floor_used: AtomicU32::new(0),
+            budget,
             retried: counter("retried"),
-            budget: counter("budget_exhausted"),
+            refused: counter("budget_exhausted"),
             not_replayable: counter("not_replayable"),
-            counts: Default::default(),
         }
     }
 
     pub fn status(&self, frontend: &str) -> FailoverStatus {
-        let [retried, budget_exhausted, not_replayable] = self.counts.each_ref().map(|c| c.load(Relaxed));
+        let [retried, budget_exhausted, not_replayable] = self.budget.counts.each_ref().map(|c| c.load(Relaxed));
         FailoverStatus {
             frontend: frontend.to_string(),
             predicate: self.config.predicate.text().to_string(),
@@ -122,8 +175,8 @@ impl Failover {
     /// A request came in: its share of a retry goes into the budget. Costs one load once the budget is full.
     #[inline]
     pub fn deposit(&self) {
-        if self.credit.load(Relaxed) < SAVED_TOKENS * TOKEN {
-            self.credit.fetch_add(i64::from(self.config.budget_percent) * TOKEN / 100, Relaxed);
+        if self.budget.credit.load(Relaxed) < SAVED_TOKENS * TOKEN {
+            self.budget.credit.fetch_add(i64::from(self.config.budget_percent) * TOKEN / 100, Relaxed);
         }
     }
 
@@ -136,7 +189,7 @@ impl Failover {
         let (decision, counter) = if !replayable {
             (Decision::NotReplayable, &self.not_replayable)
         } else if !self.withdraw(now) {
-            (Decision::BudgetExhausted, &self.budget)
+            (Decision::BudgetExhausted, &self.refused)
         } else {
             (Decision::Retry, &self.retried)
         };
@@ -146,20 +199,21 @@ impl Failover {
             Decision::BudgetExhausted => 1,
             _ => 2,
         };
-        self.counts[at].fetch_add(1, Relaxed);
+        self.budget.counts[at].fetch_add(1, Relaxed);
         decision
     }
 
     fn withdraw(&self, now: u64) -> bool {
-        let taken = self.credit.fetch_update(Relaxed, Relaxed, |c| (c >= TOKEN).then_some(c - TOKEN)).is_ok();
+        let budget = &self.budget;
+        let taken = budget.credit.fetch_update(Relaxed, Relaxed, |c| (c >= TOKEN).then_some(c - TOKEN)).is_ok();
         if taken {
             return true;
         }
         let second = now / 1000;
-        if self.floor_second.load(Relaxed) != second && self.floor_second.swap(second, Relaxed) != second {
-            self.floor_used.store(0, Relaxed);
+        if budget.floor_second.load(Relaxed) != second && budget.floor_second.swap(second, Relaxed) != second {
+            budget.floor_used.store(0, Relaxed);
         }
-        self.floor_used.fetch_add(1, Relaxed) < self.config.budget_min_per_second
+        budget.floor_used.fetch_add(1, Relaxed) < self.config.budget_min_per_second
     }
 }
 
@@ -171,7 +225,7 @@ mod tests {
         let key = crate::model::Key::parse("frontends/f/frontend").expect("key");
         let budget = crate::model::RetryBudgetSpec { percent: Some(percent), min_per_second: Some(floor) };
         let config = crate::model::failover::check(&key, predicate, Some(&budget)).expect("valid").expect("some");
-        Failover::new("f", Arc::new(config))
+        Failover::new("f", Arc::new(config), Arc::new(Budget::new()))
     }
 
     fn attempt(attempts: u32, code: u16) -> Attempt<'static> {
@@ -210,5 +264,28 @@ mod tests {
         // A new second: the floor allows 3 more with no credit left.
         let more = (0..10).filter(|_| f.decide(&attempt(1, 503), true, 6_000) == Decision::Retry).count();
         assert_eq!(more, 3);
+    }
+
+    #[test]
+    fn a_recompiled_frontend_keeps_its_spent_budget_and_counts() {
+        let budgets = Budgets::default();
+        let key = crate::model::Key::parse("frontends/f/frontend").expect("key");
+        let spec = crate::model::RetryBudgetSpec { percent: Some(0), min_per_second: Some(0) };
+        let config =
+            |p: &str| Arc::new(crate::model::failover::check(&key, p, Some(&spec)).expect("ok").expect("some"));
+        let first = Failover::new("f", config("ResponseCode() == 503"), budgets.get("f"));
+        let spent = (0..200).filter(|_| first.decide(&attempt(1, 503), true, 1_000) == Decision::Retry).count();
+        assert_eq!(spent, SAVED_TOKENS as usize, "the saved burst, then nothing");
+        // The frontend's value changes (another predicate): the budget stays spent, the counts go on.
+        let second = Failover::new("f", config("ResponseCode() >= 500"), budgets.get("f"));
+        drop(first);
+        assert_eq!(second.decide(&attempt(1, 503), true, 1_000), Decision::BudgetExhausted);
+        assert_eq!(second.status("f").retried, SAVED_TOKENS as u64);
+        // Another frontend has its own; a frontend gone and back starts afresh.
+        let other = Failover::new("g", config("ResponseCode() == 503"), budgets.get("g"));
+        assert_eq!(other.decide(&attempt(1, 503), true, 1_000), Decision::Retry);
+        drop(second);
+        let again = Failover::new("f", config("ResponseCode() == 503"), budgets.get("f"));
+        assert_eq!(again.decide(&attempt(1, 503), true, 1_000), Decision::Retry);
     }
 }

@@ -244,6 +244,14 @@ async fn a_bad_breaker_value_is_refused_by_key_and_field_and_the_tripped_breaker
         let (parts, _) = request_full(&c, http::Request::get(ficus.url("/x")).body(Full::default()).unwrap()).await;
         assert_eq!(parts.status, 302, "the gate opened after {value}");
     }
+    // A tripped breaker that leaves the config takes its gauge with it, instead of reporting "tripped" forever.
+    let tripped = "ficus_circuit_state{frontend=\"f\",middleware=\"cb\"} 1\n";
+    assert!(ficus.metrics_text().await.contains(tripped));
+    let gen = ficus.generation().await;
+    routes.delete("frontends/f/middlewares/cb");
+    ficus.wait_generation_above(gen).await;
+    let metrics = ficus.metrics_text().await;
+    assert!(!metrics.contains("ficus_circuit_state{"), "{metrics}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -233,6 +233,8 @@ async fn checks_stop_when_a_server_leaves_and_survive_a_reload_that_keeps_it() {
     ficus.wait_generation_above(generation).await;
     assert_eq!(health_state(&ficus, "s1").await, "failing");
 
+    let s3_health = "ficus_upstream_health{backend=\"b\",server=\"s3\"} 1\n";
+    assert!(ficus.metrics_text().await.contains(s3_health));
     // s3 leaves: its checks stop.
     let generation = ficus.generation().await;
     routes.delete("backends/b/servers/s3");
@@ -241,6 +243,11 @@ async fn checks_stop_when_a_server_leaves_and_survive_a_reload_that_keeps_it() {
     let s2_at = servers[1].checks();
     wait_for("s2 to be checked 5 more times", || servers[1].checks() >= s2_at + 5).await;
     assert!(servers[2].checks() <= stopped_at + 1, "s3 is still checked after it left");
+    // Its health series left `/metrics` with it; the failing s1 is still reported as such.
+    let metrics = ficus.metrics_text().await;
+    assert!(!metrics.contains("ficus_upstream_health{backend=\"b\",server=\"s3\"}"), "{metrics}");
+    assert!(metrics.contains("ficus_upstream_health{backend=\"b\",server=\"s1\"} 0\n"), "{metrics}");
+    assert!(metrics.contains("ficus_upstream_health{backend=\"b\",server=\"s2\"} 1\n"), "{metrics}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -441,6 +448,24 @@ async fn a_backend_answering_503_gets_retries_only_within_the_budget() {
     assert_eq!(status["failover"][0]["retried"].as_u64(), Some(metric as u64), "{status}");
     assert!(status["failover"][0]["budget_exhausted"].as_u64().unwrap_or(0) >= 1, "{status}");
     assert!(ficus.metric("ficus_retries_total{frontend=\"f\",outcome=\"budget_exhausted\"}").await >= 1.0);
+
+    // The frontend's value changes mid-outage: the spent budget is kept (a fresh one would allow the saved
+    // burst of 100 at once, two retries for each of these 30), and so are the counts.
+    let generation = ficus.generation().await;
+    frontend_with(
+        &routes,
+        r#"{"FailoverPredicate":"ResponseCode() == 503 && Attempts() <= 2","RetryBudget":{"Percent":20,"MinPerSecond":3}}"#,
+    );
+    ficus.wait_generation_above(generation).await;
+    let before: usize = servers.iter().map(Upstream::requests).sum();
+    let started = std::time::Instant::now();
+    assert_eq!(gets(&ficus, 30).await, BTreeMap::from([(503, 30)]));
+    let seconds = started.elapsed().as_secs() as usize + 1;
+    let retries = servers.iter().map(Upstream::requests).sum::<usize>() - before - 30;
+    let bound = 30 / 5 + 3 * seconds + 1;
+    assert!(retries <= bound, "{retries} retries for 30 requests after the change, bound {bound}");
+    let status = ficus.status().await;
+    assert!(status["failover"][0]["retried"].as_u64().unwrap_or(0) >= metric as u64, "counts kept: {status}");
 }
 
 /// A POST to `/upload` with a chunked body of `size` bytes, over its own connection; returns the status.

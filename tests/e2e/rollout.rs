@@ -354,3 +354,19 @@ async fn an_etcd_that_fails_stops_the_rollout_with_the_weights_it_last_wrote() {
     assert!(status.contains("running at 5%"), "{status}");
     w.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_breach_rolls_back_when_it_shows_not_at_the_end_of_a_long_step() {
+    let w = World::start().await;
+    // Five minutes a step: the test's own 60 s bound fails it if the breach waited for the end of the step.
+    let mut run = w.rollout("50,100", "5m");
+    run.until("step 1/2 (50%): legacy 50%, gtin 50% written").await;
+    w.canary.failing.store(true, Ordering::Relaxed);
+    let breach = run.until("step 1/2 (50%): BREACH: error rate").await;
+    assert!(breach.contains("into the step's 300s)"), "{breach}");
+    let (code, out, err) = run.finish().await;
+    assert_eq!(code, 1, "{out}\n{err}");
+    assert!(out.contains("step 1/2 (50%): rolled back to legacy 100%, gtin 0%"), "{out}");
+    assert_eq!(w.weights(), (100, 0));
+    w.stop().await;
+}

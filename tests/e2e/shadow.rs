@@ -2,13 +2,15 @@
 //! a copy of every lookup; the report at `/shadow/<frontend>` counts exactly the 13-digit codes (which the
 //! legacy app gets wrong) as different and the 12-digit ones as equal. A shadow backend that never answers
 //! leaves every client request answered by the primary, and its copies past the queue are dropped and
-//! counted. Noise learning ignores a field where the primary disagrees with itself.
+//! counted. Noise learning ignores a field where the primary disagrees with itself. A copied POST carries its
+//! body; one too long to hold or streamed without a length is not copied.
 
 use crate::common;
 
 use common::backend::TestBackend;
 use common::services::StoryServices;
 use common::*;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 async fn report(ficus: &Ficus, frontend: &str) -> serde_json::Value {
@@ -239,4 +241,87 @@ async fn noise_learned_from_the_primary_and_configured_paths_are_not_differences
             assert_eq!(r["noise"], serde_json::json!([]));
         }
     }
+}
+
+/// A JSON backend answering with the request body it read, keeping every body it got.
+async fn echo_server() -> (std::net::SocketAddr, Arc<Mutex<Vec<bytes::Bytes>>>, tokio::task::JoinHandle<()>) {
+    use http_body_util::BodyExt;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let got: Arc<Mutex<Vec<bytes::Bytes>>> = Arc::default();
+    let seen = got.clone();
+    let task = tokio::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    let seen = seen.clone();
+                    async move {
+                        let body = req.into_body().collect().await?.to_bytes();
+                        seen.lock().unwrap().push(body.clone());
+                        let answer = serde_json::json!({"len": body.len(), "body": String::from_utf8_lossy(&body)});
+                        let resp = hyper::Response::builder()
+                            .header("content-type", "application/json")
+                            .body(http_body_util::Full::new(bytes::Bytes::from(answer.to_string())))
+                            .unwrap();
+                        Ok::<_, hyper::Error>(resp)
+                    }
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(s), svc)
+                    .await;
+            });
+        }
+    });
+    (addr, got, task)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copied_post_carries_its_body_and_bodies_too_long_or_streamed_are_skipped() {
+    let (primary, primary_got, _p) = echo_server().await;
+    let (shadow, shadow_got, _s) = echo_server().await;
+    let routes = Routes::new();
+    routes.backend("primary", &[("s1", primary)]);
+    routes.backend("shadow", &[("s1", shadow)]);
+    let frontend = serde_json::json!({"Type":"http","BackendId":"primary","Route":"PathPrefix(`/`)",
+        "Shadow":{"BackendId":"shadow","Methods":["POST"]}});
+    routes.put("frontends/f/frontend", &frontend.to_string());
+    let ficus = Ficus::start(routes.path()).await;
+    wait_paths(&ficus, &["/x"], &[], Duration::from_secs(10)).await;
+
+    // Declared lengths within the limit: both sides get the very bytes, and answer alike.
+    let probes = primary_got.lock().unwrap().len();
+    let c = http1_client();
+    for i in 0..5 {
+        let body = format!(r#"{{"sku":{i},"note":"copied"}}"#);
+        let req = http::Request::post(ficus.url("/orders"))
+            .body(http_body_util::Full::new(bytes::Bytes::from(body.clone())))
+            .unwrap();
+        let (parts, answer) = request_full(&c, req).await;
+        assert_eq!(parts.status, 200);
+        let answer: serde_json::Value = serde_json::from_slice(&answer).unwrap();
+        assert_eq!(answer["body"], body.as_str());
+    }
+    let r = wait_settled(&ficus, "f", 5).await;
+    assert_eq!((r["equal"].as_u64(), r["skipped"].as_u64()), (Some(5), Some(0)), "{r:#}");
+    assert_eq!(*shadow_got.lock().unwrap(), primary_got.lock().unwrap()[probes..]);
+
+    // Past the limit (64 KiB), or streamed without a length: the primary gets it whole, no copy is made.
+    let big = bytes::Bytes::from(vec![b'b'; 100 * 1024]);
+    let (parts, answer) =
+        request_full(&c, http::Request::post(ficus.url("/big")).body(http_body_util::Full::new(big)).unwrap()).await;
+    assert_eq!(parts.status, 200);
+    assert_eq!(serde_json::from_slice::<serde_json::Value>(&answer).unwrap()["len"], 100 * 1024);
+    let mut conn = RawConn::connect(ficus.addr).await;
+    conn.send(b"POST /streamed HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n")
+        .await;
+    conn.send(b"5\r\nhello\r\n0\r\n\r\n").await;
+    let (code, answer) = tokio::time::timeout(Duration::from_secs(10), conn.response()).await.expect("an answer");
+    assert_eq!(code, 200);
+    assert_eq!(serde_json::from_slice::<serde_json::Value>(&answer).unwrap()["body"], "hello");
+    let r = report(&ficus, "f").await;
+    assert_eq!((r["compared"].as_u64(), r["skipped"].as_u64()), (Some(5), Some(2)), "{r:#}");
+    assert_eq!(shadow_got.lock().unwrap().len(), 5);
+    assert_eq!(primary_got.lock().unwrap().len(), probes + 7);
 }

@@ -4,7 +4,8 @@
 //! reads each instance's live counters of the canary backend from its admin listener
 //! (`/dashboard/data.json`, the cumulative `totals` of a backend row). A step is judged by the difference
 //! between the readings at its start and its end, summed over instances: requests, the error rate weighted by
-//! requests, and the worst instance's p99.
+//! requests, and the worst instance's p99. During the step the same difference is looked at every second, so a
+//! breach rolls back when it shows rather than at the end of the interval; promotion waits for the interval.
 //!
 //! The rollout's progress is state in etcd, not in this process: `<prefix>/ficus/rollouts/<frontend>` (a key the
 //! config sources skip, see `model::OWN_STATE_DIR`), written right after each step's weights. Every write is
@@ -29,6 +30,9 @@ use judge::{human, pct};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// How often a held step looks at the counters for a breach (one read of each admin listener).
+const LOOK_EVERY: Duration = Duration::from_secs(1);
 
 /// What the operator asked for.
 #[derive(Debug, Clone)]
@@ -328,12 +332,31 @@ impl Run<'_> {
         let tick = (self.spec.interval / 10).clamp(Duration::from_millis(100), Duration::from_secs(1));
         loop {
             let began = Instant::now();
+            let mut next_look = began + LOOK_EVERY;
             while began.elapsed() < self.spec.interval {
                 tokio::time::sleep(tick.min(self.spec.interval.saturating_sub(began.elapsed()))).await;
                 if let Some(o) = self.interfered(out).await? {
                     return Ok(Held::End(o));
                 }
                 out.progress(&bar(label, self.state.percent, began.elapsed(), self.spec.interval));
+                // A breach is acted on when it shows, not at the end of the step: a bad canary at 50% for
+                // the rest of a 10-minute interval is what the rollback is there to prevent. Promotion still
+                // waits for the whole interval.
+                if Instant::now() >= next_look && began.elapsed() < self.spec.interval {
+                    next_look = Instant::now() + LOOK_EVERY;
+                    if let Some(now) = self.quick_readings().await {
+                        let deltas: Vec<(String, Totals)> =
+                            start.iter().zip(&now).map(|((inst, s), (_, e))| (inst.clone(), delta(s, e))).collect();
+                        if let Verdict::Breach(why) = judge(self.spec, &deltas) {
+                            let when = format!(
+                                "{:.1}s into the step's {}",
+                                began.elapsed().as_secs_f64(),
+                                human(self.spec.interval)
+                            );
+                            return Ok(Held::Breach(format!("{why} ({when})")));
+                        }
+                    }
+                }
             }
             let end = match self.readings(None).await {
                 Ok(r) => r,
@@ -495,6 +518,17 @@ impl Run<'_> {
         }
         self.guard.state = resp.header().map_or(0, |h| h.revision());
         Ok(())
+    }
+
+    /// The counters at every instance, one try each, for a look during a step; `None` when one cannot be read
+    /// (the judgement at the end of the step retries, and pauses the rollout if it still cannot read).
+    async fn quick_readings(&self) -> Option<Vec<(String, Totals)>> {
+        let mut out = Vec::with_capacity(self.spec.admin.len());
+        for inst in &self.spec.admin {
+            let (_, totals) = self.http.backend_totals(inst, &self.spec.to).await.ok()?;
+            out.push((inst.clone(), totals));
+        }
+        Some(out)
     }
 
     /// The canary backend's counters at every instance, in `--admin` order. With `applied`, first waits (up to

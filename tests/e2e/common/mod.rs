@@ -256,9 +256,13 @@ impl Ficus {
     }
 
     /// The sum of a metric's series on the admin listener.
+    /// The `/metrics` exposition as text.
+    pub async fn metrics_text(&self) -> String {
+        String::from_utf8_lossy(&get(&http1_client(), &format!("http://{}/metrics", self.admin)).await.1).into_owned()
+    }
+
     pub async fn metric(&self, name: &str) -> f64 {
-        let text = String::from_utf8_lossy(&get(&http1_client(), &format!("http://{}/metrics", self.admin)).await.1)
-            .into_owned();
+        let text = self.metrics_text().await;
         text.lines()
             .filter(|l| l.strip_prefix(name).is_some_and(|rest| rest.starts_with(['{', ' '])))
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
