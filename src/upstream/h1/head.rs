@@ -150,10 +150,20 @@ fn build(head: Bytes, status: StatusCode, version: Version, method: &Method, spa
         // two readers of a response must never frame it differently. Checked only for the fields that frame.
         let text = || value.to_str().is_ok();
         if name == header::CONNECTION && text() {
+            let mut names_fields = false;
             for token in value.as_bytes().split(|b| *b == b',') {
                 let token = token.trim_ascii();
-                fields.close |= token.eq_ignore_ascii_case(b"close");
-                fields.keep_alive_token |= token.eq_ignore_ascii_case(b"keep-alive");
+                let close = token.eq_ignore_ascii_case(b"close");
+                let keep_alive = token.eq_ignore_ascii_case(b"keep-alive");
+                fields.close |= close;
+                fields.keep_alive_token |= keep_alive;
+                names_fields |= !(close || keep_alive || token.is_empty());
+            }
+            if !names_fields {
+                // Hop-by-hop, and naming no other field: the proxy would only remove it again (a hash and a
+                // probe per response, with every upstream that says `Connection: keep-alive`). One that names
+                // fields stays, so the proxy removes them with it.
+                continue;
             }
         } else if name == header::TRANSFER_ENCODING {
             fields.transfer_encoding = true;
@@ -339,6 +349,18 @@ mod tests {
         assert!(head(b"HTTP/1.0 200 OK\r\nConnection: Keep-Alive\r\nContent-Length: 0\r\n\r\n").keep_alive);
         assert!(!head(b"HTTP/1.1 200 OK\r\n\r\n").keep_alive, "read to close");
         assert_eq!(head(b"HTTP/1.1 200 OK\r\n\r\n").framing, Framing::Close);
+    }
+
+    #[test]
+    fn a_connection_field_naming_no_other_field_is_not_passed_on() {
+        let h = head(b"HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nContent-Length: 0\r\n\r\n");
+        assert!(h.headers.get(header::CONNECTION).is_none());
+        assert!(h.keep_alive);
+        let h = head(b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n");
+        assert!(h.headers.get(header::CONNECTION).is_none());
+        assert!(!h.keep_alive, "read, even though not passed on");
+        let h = head(b"HTTP/1.1 200 OK\r\nConnection: keep-alive, X-Hop\r\nX-Hop: 1\r\nContent-Length: 0\r\n\r\n");
+        assert_eq!(h.headers[header::CONNECTION], "keep-alive, X-Hop", "kept, so the proxy removes X-Hop with it");
     }
 
     #[test]

@@ -117,6 +117,20 @@ async fn via_hyper(bytes: Vec<u8>, method: &Method, close_after: bool) -> Outcom
         Some(false)
     };
     let mut headers = parts.headers;
+    // The codec does not pass on a Connection field that names no other field (close, keep-alive): the
+    // proxy would only remove it. What it read from it shows in `reusable`.
+    let connection: Vec<_> = headers.get_all(http::header::CONNECTION).iter().cloned().collect();
+    headers.remove(http::header::CONNECTION);
+    for value in connection {
+        let names_fields = value.to_str().map_or(true, |v| {
+            v.split(',')
+                .map(str::trim)
+                .any(|t| !(t.is_empty() || t.eq_ignore_ascii_case("close") || t.eq_ignore_ascii_case("keep-alive")))
+        });
+        if names_fields {
+            headers.append(http::header::CONNECTION, value);
+        }
+    }
     let bodiless = *method == Method::HEAD || parts.status.as_u16() == 204 || parts.status.as_u16() == 304;
     if !bodiless && headers.contains_key(http::header::TRANSFER_ENCODING) {
         // The codec removes a Content-Length the coding overrides (RFC 9112 section 6.3); hyper keeps it.
