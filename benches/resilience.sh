@@ -12,7 +12,10 @@
 #
 #   benches/resilience.sh [seconds=10] [connections=20] [cpu_seconds=30]
 #
-# PARTS="kill cpu" (the default) picks the parts; NO_BUILD=1 uses target/release/ficus as it is.
+# PARTS="kill cpu" (the default) picks the parts; NO_BUILD=1 uses target/release/ficus as it is. RUNS=n
+# repeats the failover row n times (a failed request there is rare). KEEP=dir turns the access log on in part 1
+# and keeps each row's Ficus log there with wrk's output (a failed request's error line carries its request
+# id; a retry not made says why). CPU_RUNS=n measures each CPU row over n periods of cpu_seconds in a row.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-10}
@@ -52,9 +55,9 @@ routes() { # backend-settings frontend-settings
     > "$work/routes/frontends/all/frontend.json"
 }
 
-start_ficus() {
+start_ficus() { # [--no-access-log]
   taskset -c 1 target/release/ficus serve --listen $FICUS --admin $ADMIN --routes "$work/routes" \
-    --threads 1 --no-access-log > "$work/ficus.log" 2>&1 & echo $! > "$work/ficus.pid"; pids+=($!)
+    --threads 1 "$@" > "$work/ficus.log" 2>&1 & echo $! > "$work/ficus.pid"; pids+=($!)
   for _ in $(seq 100); do curl -sf "http://$ADMIN/health/ready" >/dev/null && return; sleep 0.1; done
   echo "ficus did not start"; cat "$work/ficus.log"; exit 1
 }
@@ -63,7 +66,7 @@ stop_ficus() { kill "$(cat "$work/ficus.pid")"; wait "$(cat "$work/ficus.pid")" 
 kill_row() { # name backend-settings frontend-settings
   for i in 0 1 2; do start_server "$i"; done
   routes "$2" "$3"
-  start_ficus
+  if [ -n "${KEEP:-}" ]; then start_ficus; else start_ficus --no-access-log; fi
   sleep 2.5 # health checks, when on, have run on every server
   (sleep 3; kill -9 "$(cat "$work/s1.nginxpid")") & local killer=$!
   taskset -c 0 wrk -t1 -c"$conns" -d"${secs}s" "http://$FICUS/" > "$work/wrk.out" 2>&1 || true
@@ -83,14 +86,19 @@ kill_row() { # name backend-settings frontend-settings
   [ -z "$retries" ] || echo "    retries: $retries"
   stop_ficus
   for i in 0 2; do kill "$(cat "$work/s$i.nginxpid")" 2>/dev/null || true; wait "$(cat "$work/s$i.nginxpid")" 2>/dev/null || true; done
-  cp "$work/ficus.log" "$work/ficus-$1.log"
+  if [ -n "${KEEP:-}" ]; then
+    mkdir -p "$KEEP"; cp "$work/ficus.log" "$KEEP/ficus-$1.log"; cp "$work/wrk.out" "$KEEP/wrk-$1.out"
+  fi
 }
 
 if [[ " $parts " == *" kill "* ]]; then
   echo "1. one of three servers killed under wrk -t1 -c$conns -d${secs}s, 3 s in:"
   kill_row no-failover '{}' '{}'
   kill_row health-checks-only '{"HealthCheck":{"Path":"/health","Interval":"1s","Timeout":"500ms","Unhealthy":2}}' '{}'
-  kill_row failover '{"Outlier":{"Consecutive":3}}' '{"FailoverPredicate":"IsNetworkError() && Attempts() <= 2"}'
+  for run in $(seq "${RUNS:-1}"); do
+    name=failover; [ "${RUNS:-1}" = 1 ] || name=failover-$run
+    kill_row "$name" '{"Outlier":{"Consecutive":3}}' '{"FailoverPredicate":"IsNetworkError() && Attempts() <= 2"}'
+  done
 fi
 [[ " $parts " == *" cpu "* ]] || exit 0
 
@@ -117,15 +125,17 @@ cpu_ticks() { awk '{print $14, $15}' "/proc/$(cat "$work/ficus.pid")/stat"; } # 
 measure() { # name backend-settings
   many_routes "$2"
   ulimit -n 16384
-  start_ficus
+  start_ficus --no-access-log
   sleep 5 # the first checks (spread over one interval) and their connections are made
-  local u0 s0 u1 s1 hz
+  local u0 s0 u1 s1 hz load checks
   hz=$(getconf CLK_TCK)
-  read -r u0 s0 < <(cpu_ticks); sleep "$cpu_secs"; read -r u1 s1 < <(cpu_ticks)
-  local checks
-  checks=$(curl -s "http://$ADMIN/metrics" | awk '/^ficus_health_checks_total/ {s += $NF} END {print s + 0}')
-  awk -v u="$((u1 - u0))" -v k="$((s1 - s0))" -v hz="$hz" -v s="$cpu_secs" -v n="$1" -v c="$checks" \
-    'BEGIN { printf "  %-22s %6.2f%% of one core (user %.2f%%, system %.2f%%; %d checks so far)\n", n, 100 * (u + k) / hz / s, 100 * u / hz / s, 100 * k / hz / s, c }'
+  for _ in $(seq "${CPU_RUNS:-1}"); do
+    read -r u0 s0 < <(cpu_ticks); sleep "$cpu_secs"; read -r u1 s1 < <(cpu_ticks)
+    load=$(cut -d' ' -f1-3 /proc/loadavg)
+    checks=$(curl -s "http://$ADMIN/metrics" | awk '/^ficus_health_checks_total/ {s += $NF} END {print s + 0}')
+    awk -v u="$((u1 - u0))" -v k="$((s1 - s0))" -v hz="$hz" -v s="$cpu_secs" -v n="$1" -v c="$checks" -v l="$load" \
+      'BEGIN { printf "  %-22s %6.2f%% of one core (user %.2f%%, system %.2f%%; %d checks so far; load %s)\n", n, 100 * (u + k) / hz / s, 100 * u / hz / s, 100 * k / hz / s, c, l }'
+  done
   stop_ficus
 }
 measure without-checks '{}'

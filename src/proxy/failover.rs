@@ -165,13 +165,22 @@ pub(super) async fn send(ctx: &mut RequestCtx, mut prepared: Prepared) -> Result
             Err(_) => break result,
         };
         let attempt = Attempt { attempts, network_error, method: ctx.method.as_str(), code };
-        let Some(replay) = &replay else {
-            policy.decide(&attempt, false, 0);
-            break result;
+        let decision = match &replay {
+            Some(_) => policy.decide(&attempt, true, millis(Instant::now())),
+            None => policy.decide(&attempt, false, 0),
         };
-        if policy.decide(&attempt, true, millis(Instant::now())) != Decision::Retry {
-            break result;
-        }
+        let replay = match (decision, &replay) {
+            (Decision::Retry, Some(replay)) => replay,
+            (Decision::Done, _) => break result,
+            (refused, _) => {
+                // The answer about to go out is an upstream failure that a retry would have hidden: say why
+                // none was made, beside that request's own error line.
+                let why = if refused == Decision::BudgetExhausted { "retry budget exhausted" } else { "body not kept" };
+                tracing::info!(target: "access", frontend = %frontend.id, backend = %backend.id, attempts, code,
+                    request_id = ?ctx.request_id, "no failover: {why}");
+                break result;
+            }
+        };
         let tried_now = &tried[..(attempts as usize).min(tried.len())];
         let Some((si, next)) = pick_server(&backend, ctx.start, tried_now).map(|(i, s)| (i, s.clone())) else {
             break result;

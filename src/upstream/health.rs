@@ -205,7 +205,7 @@ pub(super) fn unchecked(server: &Server) {
 
 async fn check_loop(server: Weak<Server>, check: Arc<HealthCheck>) {
     // Spread over the first interval, so a backend of many servers (or a restart) does not check all at once.
-    tokio::time::sleep(check.interval.mul_f64(random_unit())).await;
+    tokio::time::sleep_until(slot_after(check.interval.mul_f64(random_unit()), check.interval)).await;
     let mut conn: Option<SendRequest<Empty<Bytes>>> = None;
     let (mut passes, mut fails) = (0u32, 0u32);
     // Worked out once: a server's address never changes (a new URL is a new server).
@@ -242,9 +242,24 @@ async fn check_loop(server: Weak<Server>, check: Arc<HealthCheck>) {
         record(&s, &check, passed, &mut passes, &mut fails);
         drop(s);
         // ±10% so checks that started together drift apart.
-        tokio::time::sleep(check.interval.mul_f64(0.9 + 0.2 * random_unit())).await;
+        tokio::time::sleep_until(slot_after(check.interval.mul_f64(0.9 + 0.2 * random_unit()), check.interval)).await;
     }
 }
+
+/// The start of the first time slot at or after `delay` from now. Checks wake only on slot boundaries, shared
+/// by every checker with the same `interval`, so one wake-up of the runtime sends all the checks of a slot
+/// instead of each check waking it on its own.
+fn slot_after(delay: std::time::Duration, interval: std::time::Duration) -> tokio::time::Instant {
+    let slot = (interval.as_nanos() / SLOTS_PER_INTERVAL).clamp(1_000_000, MAX_SLOT.as_nanos());
+    let base = epoch();
+    let at = (Instant::now() + delay).saturating_duration_since(base).as_nanos();
+    let rounded = at.div_ceil(slot) * slot;
+    tokio::time::Instant::from_std(base + std::time::Duration::from_nanos(rounded as u64))
+}
+
+/// Slots an interval is cut into (at most [`MAX_SLOT`] long): the ±10% jitter still spans four of them.
+const SLOTS_PER_INTERVAL: u128 = 20;
+const MAX_SLOT: std::time::Duration = std::time::Duration::from_millis(100);
 
 fn record(s: &Server, check: &HealthCheck, passed: bool, passes: &mut u32, fails: &mut u32) {
     let h = &s.health;
@@ -307,4 +322,30 @@ async fn probe(
         }
     }
     Ok(status)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn checks_wake_on_the_shared_slot_boundary_at_or_after_their_time() {
+        let slot =
+            |interval: Duration| (interval / SLOTS_PER_INTERVAL as u32).clamp(Duration::from_millis(1), MAX_SLOT);
+        for (interval, delay) in [
+            (Duration::from_secs(2), Duration::from_millis(1_850)),
+            (Duration::from_secs(30), Duration::from_secs(27)),
+            (Duration::from_millis(50), Duration::from_millis(47)),
+        ] {
+            let before = tokio::time::Instant::now() + delay;
+            let at = slot_after(delay, interval);
+            let after = tokio::time::Instant::now() + delay;
+            let step = slot(interval);
+            assert!(at >= before, "{interval:?}: woken before its time");
+            assert!(at < after + step, "{interval:?}: later than the next slot");
+            let since_epoch = at.into_std().duration_since(epoch());
+            assert_eq!(since_epoch.as_nanos() % step.as_nanos(), 0, "{interval:?}: not on a slot boundary");
+        }
+    }
 }
