@@ -248,8 +248,8 @@ struct IdleH1 {
     since: Instant,
 }
 
-/// The idle connections, under one lock: hyper's senders, and the codec's connections. Each stack holds at
-/// most `max_idle`.
+/// The idle connections, under one lock: hyper's senders, and the codec's connections. Together they hold at
+/// most `max_idle` (`MaxIdleConnsPerHost` counts connections to the server, whichever path made them).
 struct Stacks<B> {
     hyper: Vec<Idle<B>>,
     h1: Vec<IdleH1>,
@@ -258,6 +258,23 @@ struct Stacks<B> {
 impl<B> Stacks<B> {
     fn len(&self) -> usize {
         self.hyper.len() + self.h1.len()
+    }
+
+    /// When the stacks are full, takes out the oldest idle connection of either (so the pool keeps the
+    /// warmest ones) and returns it, to be closed once the lock is released.
+    fn make_room(&mut self, max_idle: usize) -> (Option<Idle<B>>, Option<IdleH1>) {
+        if self.len() < max_idle {
+            return (None, None);
+        }
+        let hyper_older = match (self.hyper.first(), self.h1.first()) {
+            (Some(a), Some(b)) => a.since <= b.since,
+            (a, _) => a.is_some(),
+        };
+        if hyper_older {
+            (Some(self.hyper.remove(0)), None)
+        } else {
+            (None, (!self.h1.is_empty()).then(|| self.h1.remove(0)))
+        }
     }
 }
 
@@ -529,16 +546,10 @@ where
         let since = Instant::now();
         {
             let mut stacks = this.lock();
-            let idle = &mut stacks.hyper;
-            if idle.len() >= this.max_idle {
-                // Full: the oldest goes, so the stack keeps the warmest connections.
-                let oldest = idle.remove(0);
-                idle.push(Idle { tx, since });
-                drop(stacks);
-                drop(oldest);
-            } else {
-                idle.push(Idle { tx, since });
-            }
+            let oldest = stacks.make_room(this.max_idle);
+            stacks.hyper.push(Idle { tx, since });
+            drop(stacks);
+            drop(oldest);
         }
         if !this.reaper.swap(true, Ordering::AcqRel) {
             this.start_reaper();
@@ -726,8 +737,7 @@ where
         let since = Instant::now();
         let (oldest, start_reaper) = {
             let mut stacks = self.lock();
-            // Full: the oldest goes, so the stack keeps the warmest connections.
-            let oldest = (stacks.h1.len() >= self.max_idle).then(|| stacks.h1.remove(0));
+            let oldest = stacks.make_room(self.max_idle);
             stacks.h1.push(IdleH1 { conn, since });
             (oldest, !self.reaper.swap(true, Ordering::AcqRel))
         };
@@ -928,6 +938,61 @@ mod tests {
             assert_eq!(got, b"POST /in HTTP/1.1\r\nhost: test\r\ncontent-length: 5\r\n\r\nhello");
         }
         assert_eq!(accepted.load(Ordering::SeqCst), 1, "the connection went back and was reused");
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn max_idle_counts_the_connections_of_both_paths_together() {
+        // Reads a head and the body its Content-Length declares, answers, and goes on.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { return };
+                std::thread::spawn(move || loop {
+                    let mut got = Vec::new();
+                    let mut byte = [0u8; 1];
+                    while !got.ends_with(b"\r\n\r\n") {
+                        match stream.read(&mut byte) {
+                            Ok(1) => got.push(byte[0]),
+                            _ => return,
+                        }
+                    }
+                    let head = String::from_utf8_lossy(&got).to_ascii_lowercase();
+                    let length = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length: ")?.trim().parse::<usize>().ok())
+                        .unwrap_or(0);
+                    let mut body = vec![0u8; length];
+                    if stream.read_exact(&mut body).is_err() || stream.write_all(OK).is_err() {
+                        return;
+                    }
+                });
+            }
+        });
+        let pool: Pool<http_body_util::Full<Bytes>> = Pool::new(
+            &Scheme::HTTP,
+            &Authority::try_from(addr.to_string().as_str()).expect("authority"),
+            &UpstreamSettings { max_idle_per_host: 1, ..Default::default() },
+            None,
+        );
+        let send = |body: Bytes| {
+            let req = Request::builder()
+                .method(Method::POST)
+                .uri("/")
+                .header("host", "test")
+                .header("content-length", body.len().to_string())
+                .body(http_body_util::Full::new(body))
+                .expect("request");
+            pool.send(req, Instant::now())
+        };
+        // A small body goes through the codec, a large one through hyper's client: two connections at once.
+        let (small, _) = send(Bytes::from_static(b"hello")).await.expect("small");
+        let (large, conn) = send(Bytes::from(vec![b'x'; 64 * 1024])).await.expect("large");
+        assert!(matches!(small.body(), UpstreamBody::H1(_)) && matches!(large.body(), UpstreamBody::Hyper(_)));
+        small.into_body().collect().await.expect("small body");
+        large.into_body().collect().await.expect("large body");
+        pool.put(conn);
+        assert_eq!(pool.idle_count(), 1, "one idle connection to the server, whichever path made it");
     }
 
     #[tokio::test(flavor = "current_thread")]
