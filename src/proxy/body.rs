@@ -9,9 +9,9 @@
 //! logged as the 502 it is, with `ficus_upstream_errors_total{kind="body"}`. A client that goes away is not
 //! an upstream failure and keeps the status it was sent.
 
+use crate::upstream::pool::UpstreamBody;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
-use hyper::body::Incoming;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -20,7 +20,7 @@ pub enum ProxyBody {
     /// The upstream body, with what must live exactly as long as it: the server's in-flight count and the
     /// access-log record, written when the body is done (or dropped by a client that went away).
     Upstream {
-        body: Incoming,
+        body: UpstreamBody,
         done: Option<Box<Completion>>,
     },
     Full(Option<Bytes>),

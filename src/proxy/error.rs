@@ -35,6 +35,15 @@ impl UpstreamFailure {
             // A server that cannot be spoken to safely is as unreachable as one that refuses the connection.
             PoolError::Tls { .. } | PoolError::TlsTimeout { .. } => return UpstreamFailure::Connect(e.to_string()),
             PoolError::Http(http) => http,
+            // The codec's own failures are the server's side of the exchange (the client's body is read whole
+            // before anything is sent, and fails as `RequestBody`).
+            PoolError::H1(_) => return UpstreamFailure::Reset(e.to_string()),
+            PoolError::RequestBody(source) => {
+                let too_large = source
+                    .downcast_ref::<super::RequestBodyError>()
+                    .is_some_and(|b| matches!(b, super::RequestBodyError::TooLarge { .. }));
+                return UpstreamFailure::ClientBody { message: e.to_string(), too_large };
+            }
             // The send phase names a cut a drain deadline before it gets here; a cut is a broken exchange.
             PoolError::Cut => return UpstreamFailure::Reset(e.to_string()),
         };

@@ -175,7 +175,7 @@ struct Prepared {
 /// What `send` hands to `respond`: the upstream's response head and everything that must live as long as
 /// its body.
 struct Sent {
-    resp: Response<Incoming>,
+    resp: Response<crate::upstream::pool::UpstreamBody>,
     conn: Conn<RequestBody>,
     guard: InflightGuard,
     client_upgrade: Option<OnUpgrade>,

@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex, Weak};
 
 mod body;
 pub mod failover;
+pub mod h1;
 pub mod health;
 pub mod pool;
 mod sockets;

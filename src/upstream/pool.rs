@@ -13,26 +13,36 @@
 //! Every connection's socket is listed while it is open (`sockets`), so the server's drain deadline can cut all
 //! of them at once ([`Pool::cut`]) without a request registering anything to be woken by it.
 //!
+//! Plain-TCP HTTP/1.1 requests without a body (almost every GET) or with a small declared one do not use
+//! hyper's client at all: they go
+//! through Ficus's own codec (`super::h1`), driven from the request's task, on connections kept on a second
+//! stack beside hyper's, under the same lock ([`Pool::send`] decides; [`uses_codec`] is the one switch).
+//! Their response body puts the connection back itself when it ends cleanly.
+//!
 //! `https://` servers are dialed with the backend's TLS (SNI, verification, client certificate; see
 //! `model::upstream_tls`). When ALPN picks `h2`, or the backend says `HTTP2: prior-knowledge`, the server is
 //! spoken to over one shared HTTP/2 connection instead of the stack: every request opens a stream on it (so
 //! gRPC, trailers included, passes), read lock-free, and replaced when the server closes it. Requests that
 //! upgrade the connection (WebSocket) always get an HTTP/1.1 connection of their own.
 
+use super::h1;
 use super::sockets::{Sockets, Tracked};
 use crate::model::{Http2, UpstreamSettings, UpstreamTls};
 use arc_swap::ArcSwapOption;
+use bytes::Bytes;
 use http::uri::{Authority, Scheme};
 use http::{header, HeaderMap, Method, Request, Response, Uri, Version};
-use http_body::Body;
+use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper::client::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use rustls::pki_types::ServerName;
 use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
 
@@ -49,6 +59,11 @@ pub enum PoolError {
     TlsTimeout { target: String, after: Duration },
     #[error(transparent)]
     Http(#[from] hyper::Error),
+    #[error(transparent)]
+    H1(#[from] h1::Error),
+    /// The client's body failed while it was read for the codec (it went away, or passed the frontend's limit).
+    #[error("request body: {0}")]
+    RequestBody(#[source] Box<dyn std::error::Error + Send + Sync>),
     #[error("the server's drain deadline passed")]
     Cut,
 }
@@ -114,11 +129,7 @@ struct Copy {
 impl Copy {
     /// Only idempotent requests without a body: sending one twice is harmless (RFC 9110 section 9.2.2).
     fn of<B: Body>(req: &Request<B>) -> Option<Copy> {
-        let idempotent = matches!(
-            *req.method(),
-            Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
-        );
-        (idempotent && req.body().is_end_stream()).then(|| Copy {
+        (idempotent(req.method()) && req.body().is_end_stream()).then(|| Copy {
             method: req.method().clone(),
             uri: req.uri().clone(),
             version: req.version(),
@@ -133,6 +144,54 @@ impl Copy {
         *req.version_mut() = self.version;
         *req.headers_mut() = self.headers;
         req
+    }
+}
+
+/// Sending the request twice is harmless (RFC 9110 section 9.2.2).
+fn idempotent(method: &Method) -> bool {
+    matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE)
+}
+
+/// Whether a request to a server of this pool goes through Ficus's own codec: a plain-TCP HTTP/1.1 server,
+/// and a request without a body, or with a declared one of at most `h1::SMALL_BODY` bytes, that does not ask
+/// to upgrade. Everything else (large or chunked bodies, upgrades, CONNECT, TLS, HTTP/2) stays on hyper's
+/// client.
+fn uses_codec<B: Body>(plain_h1: bool, req: &Request<B>) -> bool {
+    plain_h1
+        && req.body().size_hint().exact().is_some_and(|n| n <= h1::SMALL_BODY)
+        && *req.method() != Method::CONNECT
+        && !req.headers().contains_key(header::UPGRADE)
+}
+
+/// A response body from the server: read by hyper's client, or by Ficus's own codec.
+pub enum UpstreamBody {
+    Hyper(Incoming),
+    H1(h1::ResponseBody),
+}
+
+impl Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        match self.get_mut() {
+            UpstreamBody::Hyper(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            UpstreamBody::H1(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            UpstreamBody::Hyper(b) => b.is_end_stream(),
+            UpstreamBody::H1(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            UpstreamBody::Hyper(b) => b.size_hint(),
+            UpstreamBody::H1(b) => b.size_hint(),
+        }
     }
 }
 
@@ -184,6 +243,41 @@ struct Idle<B> {
     since: Instant,
 }
 
+struct IdleH1 {
+    conn: Box<h1::Connection>,
+    since: Instant,
+}
+
+/// The idle connections, under one lock: hyper's senders, and the codec's connections. Together they hold at
+/// most `max_idle` (`MaxIdleConnsPerHost` counts connections to the server, whichever path made them).
+struct Stacks<B> {
+    hyper: Vec<Idle<B>>,
+    h1: Vec<IdleH1>,
+}
+
+impl<B> Stacks<B> {
+    fn len(&self) -> usize {
+        self.hyper.len() + self.h1.len()
+    }
+
+    /// When the stacks are full, takes out the oldest idle connection of either (so the pool keeps the
+    /// warmest ones) and returns it, to be closed once the lock is released.
+    fn make_room(&mut self, max_idle: usize) -> (Option<Idle<B>>, Option<IdleH1>) {
+        if self.len() < max_idle {
+            return (None, None);
+        }
+        let hyper_older = match (self.hyper.first(), self.h1.first()) {
+            (Some(a), Some(b)) => a.since <= b.since,
+            (a, _) => a.is_some(),
+        };
+        if hyper_older {
+            (Some(self.hyper.remove(0)), None)
+        } else {
+            (None, (!self.h1.is_empty()).then(|| self.h1.remove(0)))
+        }
+    }
+}
+
 struct Inner<B> {
     target: Target,
     scheme: Scheme,
@@ -194,15 +288,19 @@ struct Inner<B> {
     /// Whether this server can ever speak HTTP/2 (TLS with ALPN, or prior knowledge): a plain HTTP/1.1 server
     /// skips the shared-connection check and the upgrade probe on every request.
     may_h2: bool,
+    /// A plain-TCP server spoken to in HTTP/1.1: bodyless requests use the codec (see [`uses_codec`]).
+    plain_h1: bool,
     dial_timeout: Duration,
     keep_alive: Duration,
     idle_timeout: Duration,
     max_idle: usize,
-    idle: Mutex<Vec<Idle<B>>>,
+    idle: Mutex<Stacks<B>>,
     /// A task closes connections idle past `idle_timeout` while any sit idle; it stops when none do.
     reaper: AtomicBool,
     /// Every open connection's socket, for [`Pool::cut`].
     sockets: Sockets,
+    /// This pool, for the reaper, which must not keep it alive.
+    me: Weak<Inner<B>>,
 }
 
 /// The pool of one server; `B` is the request body type.
@@ -230,22 +328,25 @@ where
             }
         });
         let may_h2 = settings.http2 == Http2::PriorKnowledge || (tls.is_some() && settings.http2 != Http2::Off);
+        let plain_h1 = tls.is_none() && settings.http2 != Http2::PriorKnowledge;
         Pool {
-            inner: Arc::new(Inner {
+            inner: Arc::new_cyclic(|me| Inner {
                 target,
                 scheme: scheme.clone(),
                 tls,
                 http2: settings.http2,
                 h2: ArcSwapOption::empty(),
                 may_h2,
+                plain_h1,
                 dial_timeout: settings.dial_timeout,
                 keep_alive: settings.keep_alive_period,
                 // As long as the connection-level keep-alive probes would take to call a silent peer dead.
                 idle_timeout: settings.keep_alive_period * 3,
                 max_idle: settings.max_idle_per_host as usize,
-                idle: Mutex::new(Vec::new()),
+                idle: Mutex::new(Stacks { hyper: Vec::new(), h1: Vec::new() }),
                 reaper: AtomicBool::new(false),
                 sockets: Sockets::default(),
+                me: me.clone(),
             }),
         }
     }
@@ -264,7 +365,10 @@ where
 
     /// Closes every idle connection (the server was cut off; nothing will reuse them).
     pub fn close_idle(&self) {
-        let idle = std::mem::take(&mut *self.inner.lock());
+        let idle = {
+            let mut stacks = self.inner.lock();
+            (std::mem::take(&mut stacks.hyper), std::mem::take(&mut stacks.h1))
+        };
         drop(idle);
         // Streams still open on it keep it alive until they end.
         self.inner.h2.store(None);
@@ -272,7 +376,56 @@ where
 
     /// Sends `req` on an idle connection, or on a new one when none is usable. `now` is the request's start,
     /// read once by the caller, against which idle connections are aged.
-    pub async fn send(&self, mut req: Request<B>, now: Instant) -> Result<(Response<Incoming>, Conn<B>), PoolError> {
+    pub async fn send(&self, req: Request<B>, now: Instant) -> Result<(Response<UpstreamBody>, Conn<B>), PoolError> {
+        if uses_codec(self.inner.plain_h1, &req) {
+            return self.send_h1(req, now).await;
+        }
+        let (resp, conn) = self.send_hyper(req, now).await?;
+        Ok((resp.map(UpstreamBody::Hyper), conn))
+    }
+
+    /// One exchange through the codec, from this task: an idle connection that still looks open, or a new
+    /// one. A small declared body is read whole first. A pooled connection that turns out closed before any
+    /// response byte (the server's close crossed the request) is dropped and the request sent again on
+    /// another, when it is idempotent; nothing is copied to send it again.
+    async fn send_h1(&self, mut req: Request<B>, now: Instant) -> Result<(Response<UpstreamBody>, Conn<B>), PoolError> {
+        let body = if req.body().is_end_stream() {
+            Bytes::new()
+        } else {
+            use http_body_util::BodyExt;
+            let streamed = std::mem::replace(req.body_mut(), B::empty());
+            match streamed.collect().await {
+                Ok(whole) => whole.to_bytes(),
+                Err(e) => return Err(PoolError::RequestBody(e.into())),
+            }
+        };
+        loop {
+            if self.inner.sockets.is_cut() {
+                return Err(PoolError::Cut);
+            }
+            let (mut conn, reused) = match self.inner.checkout_h1(now) {
+                Some(conn) => (conn, true),
+                None => (h1::Connection::new(Box::pin(self.inner.tcp()).await?), false),
+            };
+            match conn.request(&req, &body).await {
+                Ok(head) => {
+                    let h1::Head { status, version, headers, framing, keep_alive } = head;
+                    let shelf: Arc<dyn h1::Shelf> = self.inner.clone();
+                    let body = h1::ResponseBody::new(conn, framing, keep_alive, shelf);
+                    let mut resp = Response::new(UpstreamBody::H1(body));
+                    *resp.status_mut() = status;
+                    *resp.version_mut() = version;
+                    *resp.headers_mut() = headers;
+                    return Ok((resp, Conn { tx: None }));
+                }
+                Err(e) if reused && e.before_response() && idempotent(req.method()) => continue,
+                Err(e) => return Err(PoolError::H1(e)),
+            }
+        }
+    }
+
+    /// One exchange through hyper's client connection.
+    async fn send_hyper(&self, mut req: Request<B>, now: Instant) -> Result<(Response<Incoming>, Conn<B>), PoolError> {
         let upgrade = self.inner.may_h2 && req.headers().contains_key(header::UPGRADE);
         loop {
             if self.inner.sockets.is_cut() {
@@ -349,14 +502,33 @@ where
     B::Data: Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Idle<B>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Stacks<B>> {
         self.idle.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The warmest idle codec connection that is neither past the idle timeout nor closed by the server.
+    fn checkout_h1(&self, now: Instant) -> Option<Box<h1::Connection>> {
+        let mut stale = Vec::new();
+        let found = {
+            let mut stacks = self.lock();
+            loop {
+                let Some(entry) = stacks.h1.pop() else { break None };
+                if now.saturating_duration_since(entry.since) < self.idle_timeout && entry.conn.is_open() {
+                    break Some(entry.conn);
+                }
+                stale.push(entry);
+            }
+        };
+        // Closed outside the lock.
+        drop(stale);
+        found
     }
 
     fn checkout(&self, now: Instant) -> Option<SendRequest<B>> {
         let mut stale = Vec::new();
         let found = {
-            let mut idle = self.lock();
+            let mut stacks = self.lock();
+            let idle = &mut stacks.hyper;
             loop {
                 let Some(entry) = idle.pop() else { break None };
                 if entry.tx.is_ready() && now.saturating_duration_since(entry.since) < self.idle_timeout {
@@ -373,48 +545,48 @@ where
     fn push(this: &Arc<Self>, tx: SendRequest<B>) {
         let since = Instant::now();
         {
-            let mut idle = this.lock();
-            if idle.len() >= this.max_idle {
-                // Full: the oldest goes, so the stack keeps the warmest connections.
-                let oldest = idle.remove(0);
-                idle.push(Idle { tx, since });
-                drop(idle);
-                drop(oldest);
-            } else {
-                idle.push(Idle { tx, since });
-            }
+            let mut stacks = this.lock();
+            let oldest = stacks.make_room(this.max_idle);
+            stacks.hyper.push(Idle { tx, since });
+            drop(stacks);
+            drop(oldest);
         }
         if !this.reaper.swap(true, Ordering::AcqRel) {
-            Self::start_reaper(this);
+            this.start_reaper();
         }
     }
 
-    fn start_reaper(this: &Arc<Self>) {
+    fn start_reaper(&self) {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            this.reaper.store(false, Ordering::Release);
+            self.reaper.store(false, Ordering::Release);
             return;
         };
-        let weak: Weak<Self> = Arc::downgrade(this);
-        let period = (this.idle_timeout / 2).max(Duration::from_millis(100));
+        let weak: Weak<Self> = self.me.clone();
+        let period = (self.idle_timeout / 2).max(Duration::from_millis(100));
         runtime.spawn(async move {
             loop {
                 tokio::time::sleep(period).await;
                 let Some(inner) = weak.upgrade() else { return };
                 let now = Instant::now();
-                let expired: Vec<Idle<B>> = {
-                    let mut idle = inner.lock();
-                    let (keep, expired) = std::mem::take(&mut *idle).into_iter().partition(|e: &Idle<B>| {
-                        !e.tx.is_closed() && now.saturating_duration_since(e.since) < inner.idle_timeout
-                    });
-                    *idle = keep;
-                    if idle.is_empty() {
+                let expired: (Vec<Idle<B>>, Vec<IdleH1>) = {
+                    let mut stacks = inner.lock();
+                    let fresh = |since: Instant| now.saturating_duration_since(since) < inner.idle_timeout;
+                    let (keep, expired) = std::mem::take(&mut stacks.hyper)
+                        .into_iter()
+                        .partition(|e: &Idle<B>| !e.tx.is_closed() && fresh(e.since));
+                    stacks.hyper = keep;
+                    let (keep, expired_h1) = std::mem::take(&mut stacks.h1)
+                        .into_iter()
+                        .partition(|e: &IdleH1| fresh(e.since) && e.conn.is_open());
+                    stacks.h1 = keep;
+                    if stacks.len() == 0 {
                         // Under the lock, so a connection pushed right after sees the flag down and restarts us.
                         inner.reaper.store(false, Ordering::Release);
-                        drop(idle);
-                        drop(expired);
+                        drop(stacks);
+                        drop((expired, expired_h1));
                         return;
                     }
-                    expired
+                    (expired, expired_h1)
                 };
                 drop(expired);
             }
@@ -551,6 +723,31 @@ where
     }
 }
 
+impl<B> h1::Shelf for Inner<B>
+where
+    B: Body + Replay + Send + Unpin + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    /// Takes back a codec connection whose exchange ended cleanly.
+    fn put(&self, conn: Box<h1::Connection>) {
+        if self.max_idle == 0 || self.sockets.is_cut() {
+            return;
+        }
+        let since = Instant::now();
+        let (oldest, start_reaper) = {
+            let mut stacks = self.lock();
+            let oldest = stacks.make_room(self.max_idle);
+            stacks.h1.push(IdleH1 { conn, since });
+            (oldest, !self.reaper.swap(true, Ordering::AcqRel))
+        };
+        drop(oldest);
+        if start_reaper {
+            self.start_reaper();
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -601,7 +798,7 @@ mod tests {
         let req =
             Request::builder().method(method).uri("/").header("host", "test").body(Empty::new()).expect("request");
         let (resp, conn) = pool.send(req, Instant::now()).await?;
-        let body = resp.into_body().collect().await?.to_bytes();
+        let body = resp.into_body().collect().await.expect("the body arrives whole").to_bytes();
         assert_eq!(&body[..], b"ok");
         pool.put(conn);
         Ok(())
@@ -656,7 +853,7 @@ mod tests {
         let pool = pool(addr, 4, Duration::from_secs(30));
         exchange(&pool, Method::POST).await.expect("first exchange");
         close_first();
-        assert!(matches!(exchange(&pool, Method::POST).await, Err(PoolError::Http(_))));
+        assert!(matches!(exchange(&pool, Method::POST).await, Err(PoolError::H1(_) | PoolError::Http(_))));
         assert_eq!(accepted.load(Ordering::SeqCst), 1);
     }
 
@@ -682,6 +879,120 @@ mod tests {
         exchange(&none, Method::GET).await.expect("exchange");
         assert_eq!(none.idle_count(), 0);
         assert_eq!(accepted.load(Ordering::SeqCst), 3);
+    }
+
+    impl Replay for http_body_util::Full<Bytes> {
+        fn empty() -> Self {
+            http_body_util::Full::new(Bytes::new())
+        }
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_small_declared_body_goes_out_with_its_head_and_the_connection_is_reused() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (seen_tx, seen) = mpsc::channel::<Vec<u8>>();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let counted = accepted.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { return };
+                counted.fetch_add(1, Ordering::SeqCst);
+                let seen_tx = seen_tx.clone();
+                std::thread::spawn(move || loop {
+                    // Head, then the 5 declared bytes.
+                    let mut got = Vec::new();
+                    let mut chunk = [0u8; 1024];
+                    while !got.windows(4).any(|w| w == b"\r\n\r\n") || !got.ends_with(b"hello") {
+                        match stream.read(&mut chunk) {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => got.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    let _ = seen_tx.send(got);
+                    if stream.write_all(OK).is_err() {
+                        return;
+                    }
+                });
+            }
+        });
+        let pool: Pool<http_body_util::Full<Bytes>> = Pool::new(
+            &Scheme::HTTP,
+            &Authority::try_from(addr.to_string().as_str()).expect("authority"),
+            &UpstreamSettings { max_idle_per_host: 4, ..Default::default() },
+            None,
+        );
+        for _ in 0..2 {
+            let req = Request::builder()
+                .method(Method::POST)
+                .uri("/in")
+                .header("host", "test")
+                .header("content-length", "5")
+                .body(http_body_util::Full::new(Bytes::from_static(b"hello")))
+                .expect("request");
+            let (resp, _) = pool.send(req, Instant::now()).await.expect("exchange");
+            assert!(matches!(resp.body(), UpstreamBody::H1(_)), "a small body goes through the codec");
+            let body = resp.into_body().collect().await.expect("the body arrives whole").to_bytes();
+            assert_eq!(&body[..], b"ok");
+            let got = seen.recv().expect("the server saw the request");
+            assert_eq!(got, b"POST /in HTTP/1.1\r\nhost: test\r\ncontent-length: 5\r\n\r\nhello");
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 1, "the connection went back and was reused");
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn max_idle_counts_the_connections_of_both_paths_together() {
+        // Reads a head and the body its Content-Length declares, answers, and goes on.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { return };
+                std::thread::spawn(move || loop {
+                    let mut got = Vec::new();
+                    let mut byte = [0u8; 1];
+                    while !got.ends_with(b"\r\n\r\n") {
+                        match stream.read(&mut byte) {
+                            Ok(1) => got.push(byte[0]),
+                            _ => return,
+                        }
+                    }
+                    let head = String::from_utf8_lossy(&got).to_ascii_lowercase();
+                    let length = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length: ")?.trim().parse::<usize>().ok())
+                        .unwrap_or(0);
+                    let mut body = vec![0u8; length];
+                    if stream.read_exact(&mut body).is_err() || stream.write_all(OK).is_err() {
+                        return;
+                    }
+                });
+            }
+        });
+        let pool: Pool<http_body_util::Full<Bytes>> = Pool::new(
+            &Scheme::HTTP,
+            &Authority::try_from(addr.to_string().as_str()).expect("authority"),
+            &UpstreamSettings { max_idle_per_host: 1, ..Default::default() },
+            None,
+        );
+        let send = |body: Bytes| {
+            let req = Request::builder()
+                .method(Method::POST)
+                .uri("/")
+                .header("host", "test")
+                .header("content-length", body.len().to_string())
+                .body(http_body_util::Full::new(body))
+                .expect("request");
+            pool.send(req, Instant::now())
+        };
+        // A small body goes through the codec, a large one through hyper's client: two connections at once.
+        let (small, _) = send(Bytes::from_static(b"hello")).await.expect("small");
+        let (large, conn) = send(Bytes::from(vec![b'x'; 64 * 1024])).await.expect("large");
+        assert!(matches!(small.body(), UpstreamBody::H1(_)) && matches!(large.body(), UpstreamBody::Hyper(_)));
+        small.into_body().collect().await.expect("small body");
+        large.into_body().collect().await.expect("large body");
+        pool.put(conn);
+        assert_eq!(pool.idle_count(), 1, "one idle connection to the server, whichever path made it");
     }
 
     #[tokio::test(flavor = "current_thread")]

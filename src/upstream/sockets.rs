@@ -87,6 +87,13 @@ pub struct Tracked {
     key: u64,
 }
 
+impl Tracked {
+    /// The socket itself, for a non-blocking probe of an idle connection.
+    pub fn tcp(&self) -> &TcpStream {
+        &self.stream
+    }
+}
+
 impl Drop for Tracked {
     fn drop(&mut self) {
         // Runs before the `stream` field is dropped (and its descriptor closed): see `Sockets::cut`.
