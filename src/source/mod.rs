@@ -38,7 +38,9 @@ pub struct SourceStatus {
     pub location: String,
     /// `starting`, `watching` or `error` (retrying, the last table serving).
     pub state: &'static str,
-    /// The last revision applied (etcd) or rescan count (files).
+    /// The etcd revision (or the routes directory's rescan count) that the routing table in force reflects:
+    /// a change received but not yet built into a table does not count, so a tool that waits for a revision
+    /// here knows the change is being served.
     pub revision: u64,
     /// The most recent source problem, kept after recovery so a flapping etcd is visible.
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -94,6 +94,9 @@ pub struct Reloader {
     locations: Locations,
     /// The listeners of the latest config, for the listener manager.
     config_tx: watch::Sender<Arc<ValidatedConfig>>,
+    /// The revision of changes applied to the state but not yet built into a table: `/status` shows it only
+    /// once the table that holds them is published.
+    pending_revision: Option<u64>,
 }
 
 impl Reloader {
@@ -116,6 +119,7 @@ impl Reloader {
                 generation,
                 locations: Locations::new(),
                 config_tx,
+                pending_revision: None,
             },
             config_rx,
         )
@@ -129,11 +133,12 @@ impl Reloader {
                 let (errors, changed) = self.state.reset(entries);
                 self.report_rejections(&errors);
                 self.status.update(|s| {
-                    s.source.revision = revision;
                     s.source.state = "watching";
                     s.source.problems.clear();
                 });
-                changed || !errors.is_empty() || self.generation == 0
+                let build = changed || !errors.is_empty() || self.generation == 0;
+                self.note_revision(revision, build);
+                build
             }
             SourceEvent::Changes { revision, changes, locations } => {
                 let mut changed = false;
@@ -149,17 +154,15 @@ impl Reloader {
                     }
                 }
                 self.report_rejections(&errors);
-                self.status.update(|s| {
-                    s.source.revision = revision;
-                    s.source.state = "watching";
-                });
-                changed || !errors.is_empty()
+                self.status.update(|s| s.source.state = "watching");
+                let build = changed || !errors.is_empty();
+                self.note_revision(revision, build);
+                build
             }
             SourceEvent::Watching { revision } => {
-                self.status.update(|s| {
-                    s.source.state = "watching";
-                    s.source.revision = s.source.revision.max(revision);
-                });
+                self.status.update(|s| s.source.state = "watching");
+                let at_least = self.pending_revision.unwrap_or(0).max(revision);
+                self.note_revision(at_least, false);
                 false
             }
             SourceEvent::Problem { message } => {
@@ -177,6 +180,17 @@ impl Reloader {
                 });
                 false
             }
+        }
+    }
+
+    /// Records the revision the state now reflects: straight into `/status` when the table in force already
+    /// serves it (nothing to build), else held until the table with it is published (`rebuild`). A revision
+    /// that follows one still waiting for its build waits too.
+    fn note_revision(&mut self, revision: u64, build: bool) {
+        if build || self.pending_revision.is_some() {
+            self.pending_revision = Some(revision);
+        } else {
+            self.status.update(|s| s.source.revision = s.source.revision.max(revision));
         }
     }
 
@@ -242,7 +256,11 @@ impl Reloader {
         tracing::info!(target: "config", generation = self.generation, frontends = counts.frontends,
             backends = counts.backends, servers = counts.servers, problems, "routing table published");
         let generation = self.generation;
+        let revision = self.pending_revision.take();
         self.status.update(|s| {
+            if let Some(revision) = revision {
+                s.source.revision = revision;
+            }
             s.generation = generation;
             s.reloaded_at_unix = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
             s.counts = counts;
@@ -343,5 +361,29 @@ mod tests {
         let changes = vec![Change::Delete { key: key.into() }];
         r.apply(SourceEvent::Changes { revision: 2, changes, locations: Locations::new() });
         assert_eq!(r.file_hint(key), "");
+    }
+
+    #[test]
+    fn status_shows_a_revision_only_once_the_table_that_serves_it_is_published() {
+        let mut r = reloader();
+        let revision = |r: &Reloader| r.status.snapshot(&r.registry).source.revision;
+        let put = |key: &str, value: &str| Change::Put { key: key.into(), value: value.as_bytes().to_vec() };
+        let entries = vec![("backends/b/backend".to_string(), br#"{"Type":"http"}"#.to_vec())];
+        assert!(r.apply(SourceEvent::Snapshot { revision: 5, entries, locations: Locations::new() }));
+        assert_eq!(revision(&r), 0, "received, not built");
+        r.rebuild();
+        assert_eq!(revision(&r), 5);
+        // A change, then a progress notice, both before the build: neither shows until the table is out.
+        let changes = vec![put("backends/b/servers/s1", r#"{"URL":"http://127.0.0.1:1"}"#)];
+        assert!(r.apply(SourceEvent::Changes { revision: 6, changes, locations: Locations::new() }));
+        assert!(!r.apply(SourceEvent::Watching { revision: 7 }));
+        assert_eq!(revision(&r), 5);
+        r.rebuild();
+        assert_eq!(revision(&r), 7);
+        assert_eq!(r.status.snapshot(&r.registry).counts.servers, 1);
+        // Nothing to build (the same value again): the table in force already serves it.
+        let changes = vec![put("backends/b/servers/s1", r#"{"URL":"http://127.0.0.1:1"}"#)];
+        assert!(!r.apply(SourceEvent::Changes { revision: 8, changes, locations: Locations::new() }));
+        assert_eq!(revision(&r), 8);
     }
 }
