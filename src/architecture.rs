@@ -16,15 +16,17 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("balance", &[]),
     ("telemetry", &[]),
     ("predicate", &[]),
+    // State kept across tables by key, held weakly.
+    ("kept", &[]),
     // Config as stored and validated, and where it comes from.
     ("model", &["route", "predicate"]),
     ("source", &["model"]),
     // Process lifecycle primitives passed everywhere (shutdown, drain tracking, inherited sockets, upgrade).
     ("lifecycle", &["model"]),
     // Per-server state and pools, kept across tables.
-    ("upstream", &["telemetry", "predicate", "model"]),
+    ("upstream", &["telemetry", "predicate", "model", "kept"]),
     // A frontend's middleware chain and its state kept across tables.
-    ("middleware", &["telemetry", "model", "predicate"]),
+    ("middleware", &["telemetry", "model", "predicate", "kept"]),
     // Shadow copies of a frontend's requests and the comparison of their answers, kept across tables.
     ("shadow", &["telemetry", "model", "upstream"]),
     // The compiled table and the reload loop that builds it from source events.

@@ -39,7 +39,7 @@ use http::{HeaderMap, HeaderValue, Method, StatusCode};
 use metrics::Counter;
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// A compiled chain, in order (smaller Priority first, ties by id). Empty for most frontends: no allocation.
@@ -270,17 +270,17 @@ impl Registry {
             let key = (frontend.to_string(), m.id.clone(), m.value.clone());
             let kind = match &m.config {
                 MiddlewareConfig::RateLimit(c) => {
-                    Kind::RateLimit(reuse(&self.rate, key, || RateLimiter::new(c.clone())))
+                    Kind::RateLimit(self.rate.get_or_make(key, || RateLimiter::new(c.clone())))
                 }
                 MiddlewareConfig::ConnLimit(c) => {
-                    Kind::ConnLimit(reuse(&self.conn, key, || ConnLimiter::new(c.clone())))
+                    Kind::ConnLimit(self.conn.get_or_make(key, || ConnLimiter::new(c.clone())))
                 }
                 MiddlewareConfig::Rewrite(c) => Kind::Rewrite(Rewriter::new(c.clone())),
-                MiddlewareConfig::CircuitBreaker(c) => Kind::CircuitBreaker(reuse(&self.breakers, key, || {
-                    CircuitBreaker::new((**c).clone(), frontend, &m.id)
-                })),
+                MiddlewareConfig::CircuitBreaker(c) => Kind::CircuitBreaker(
+                    self.breakers.get_or_make(key, || CircuitBreaker::new((**c).clone(), frontend, &m.id)),
+                ),
                 MiddlewareConfig::Trace(c) => {
-                    Kind::Trace(reuse(&self.tracers, key, || Tracer::new(c.clone(), frontend)))
+                    Kind::Trace(self.tracers.get_or_make(key, || Tracer::new(c.clone(), frontend)))
                 }
                 MiddlewareConfig::Unsupported => continue,
             };
@@ -297,8 +297,7 @@ impl Registry {
 impl Registry {
     /// The live breaker of a frontend's middleware, for `/status`.
     pub fn breaker(&self, frontend: &str, m: &ValidatedMiddleware) -> Option<Arc<CircuitBreaker>> {
-        let kept = self.breakers.lock().unwrap_or_else(|p| p.into_inner());
-        kept.map.get(&(frontend.to_string(), m.id.clone(), m.value.clone())).and_then(Weak::upgrade)
+        self.breakers.get(&(frontend.to_string(), m.id.clone(), m.value.clone()))
     }
 }
 
@@ -316,21 +315,6 @@ impl serde::Serialize for BreakerView {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(self.0.state().as_str())
     }
-}
-
-fn reuse<T>(map: &Kept<T>, key: (String, String, String), make: impl FnOnce() -> T) -> Arc<T> {
-    let mut kept = map.lock().unwrap_or_else(|p| p.into_inner());
-    if let Some(live) = kept.map.get(&key).and_then(Weak::upgrade) {
-        return live;
-    }
-    if kept.map.len() >= kept.sweep_at {
-        // Limiters no table holds any more are gone for good: forget them.
-        kept.map.retain(|_, w| w.strong_count() > 0);
-        kept.sweep_at = (kept.map.len() * 2).max(64);
-    }
-    let made = Arc::new(make());
-    kept.map.insert(key, Arc::downgrade(&made));
-    made
 }
 
 /// The shard a key's state lives in: limiters split their maps so concurrent requests rarely meet on a lock.
@@ -351,20 +335,7 @@ const SHARDS: usize = 16;
 type Shards = Box<[Mutex<HashMap<Box<[u8]>, u64>>]>;
 
 /// Limiters by (frontend id, middleware id, value), held weakly: a limiter lives as long as a table uses it.
-type Kept<T> = Mutex<KeptMap<T>>;
-
-struct KeptMap<T> {
-    map: HashMap<(String, String, String), Weak<T>>,
-    /// The size at which dead entries are next swept out: sweeping on every insert would make a full rebuild
-    /// of many frontends with middlewares quadratic; sweeping when the map doubled keeps it linear.
-    sweep_at: usize,
-}
-
-impl<T> Default for KeptMap<T> {
-    fn default() -> Self {
-        KeptMap { map: HashMap::new(), sweep_at: 64 }
-    }
-}
+type Kept<T> = crate::kept::Kept<(String, String, String), T>;
 
 #[cfg(test)]
 mod tests {

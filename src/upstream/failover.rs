@@ -12,9 +12,8 @@
 use crate::model::{FailoverConfig, FailoverFn};
 use crate::predicate::{Env, Literal, Value};
 use metrics::Counter;
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::Arc;
 
 /// One token, in the budget's fixed-point units (a request deposits `percent * 10` of them).
 const TOKEN: i64 = 1000;
@@ -92,38 +91,13 @@ impl Budget {
 
 /// Budgets by frontend id, held weakly: a budget lives while some table's frontend uses it. Touched only when
 /// a frontend is compiled, never per request.
-pub struct Budgets {
-    map: Mutex<KeptBudgets>,
-}
-
-struct KeptBudgets {
-    by_frontend: HashMap<Arc<str>, Weak<Budget>>,
-    /// The size at which dead entries are next swept out: a sweep per insert would make a full build of many
-    /// frontends quadratic.
-    sweep_at: usize,
-}
-
-impl Default for Budgets {
-    fn default() -> Self {
-        Budgets { map: Mutex::new(KeptBudgets { by_frontend: HashMap::new(), sweep_at: 64 }) }
-    }
-}
+#[derive(Default)]
+pub struct Budgets(crate::kept::Kept<String, Budget>);
 
 impl Budgets {
     /// The frontend's budget: the one its previous value used, or a new one.
     pub fn get(&self, frontend: &str) -> Arc<Budget> {
-        let mut kept = self.map.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(live) = kept.by_frontend.get(frontend).and_then(Weak::upgrade) {
-            return live;
-        }
-        // Budgets of deleted frontends go when the map doubled.
-        if kept.by_frontend.len() >= kept.sweep_at {
-            kept.by_frontend.retain(|_, w| w.strong_count() > 0);
-            kept.sweep_at = (kept.by_frontend.len() * 2).max(64);
-        }
-        let budget = Arc::new(Budget::new());
-        kept.by_frontend.insert(frontend.into(), Arc::downgrade(&budget));
-        budget
+        self.0.get_or_make(frontend.to_string(), Budget::new)
     }
 }
 
