@@ -10,7 +10,8 @@
 # Prints instructions and allocations (calls into mimalloc's malloc, zalloc and realloc) per request, then
 # the exclusive instructions per request grouped by crate, then the top functions. BIN=<path> measures
 # another ficus binary (a before/after pair); NGINX=1 measures nginx as the proxy instead, in one process.
-# KEEP=<dir> keeps the callgrind output there for callgrind_annotate.
+# KEEP=<dir> keeps the callgrind output there for callgrind_annotate; PORT_BASE=<port> uses that port and the
+# next two instead of 19201 to 19203.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-20}
@@ -23,7 +24,9 @@ pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT
 
-BACKEND=127.0.0.1:19201 PROXY=127.0.0.1:19202 ADMIN=127.0.0.1:19203
+# PORT_BASE moves the three ports (backend, proxy, admin), so two counts can run side by side.
+base=${PORT_BASE:-19201}
+BACKEND=127.0.0.1:$base PROXY=127.0.0.1:$((base + 1)) ADMIN=127.0.0.1:$((base + 2))
 
 cat > "$work/backend.conf" <<CONF
 worker_processes 1; daemon off; error_log $work/backend.err; pid $work/backend.pid;
