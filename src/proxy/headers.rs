@@ -15,14 +15,12 @@
 
 use super::limits::Limits;
 use super::ProxyError;
+use crate::upstream::forwarded::{Field, Forwarded};
 use http::header::{self, Entry, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Version};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
-pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
-pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+pub use crate::upstream::forwarded::{X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO, X_REQUEST_ID};
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
@@ -212,17 +210,22 @@ pub fn forwarded_client(headers: &HeaderMap) -> Option<std::net::IpAddr> {
     last.parse().ok().or_else(|| last.parse::<std::net::SocketAddr>().ok().map(|a| a.ip()))
 }
 
-/// Sets X-Forwarded-For/Proto/Host. `client_ip` was formatted once per connection.
-pub fn set_forwarded(
-    headers: &mut HeaderMap,
+/// The fields set on the request as it goes upstream (X-Forwarded-For/Proto/Host, Host, X-Request-Id), from
+/// the client's `headers`: written into the head by the upstream codec, or into the map for hyper's client
+/// (`upstream::Forwarded`). `client_ip` and `proto` were formatted once per connection; `host` is the
+/// request's one host.
+pub fn forwarded(
+    headers: &HeaderMap,
     trust: bool,
     client_ip: &HeaderValue,
     proto: &HeaderValue,
     host: Option<&HeaderValue>,
-) {
+    upstream_host: HeaderValue,
+    request_id: HeaderValue,
+) -> Forwarded {
     // The client's own X-Forwarded-For is only looked up when it is believed.
     let prior = if trust { headers.get(&X_FORWARDED_FOR) } else { None };
-    let xff = match prior {
+    let forwarded_for = match prior {
         Some(prior) if !prior.is_empty() => {
             let mut v = Vec::with_capacity(prior.len() + 2 + client_ip.len());
             v.extend_from_slice(prior.as_bytes());
@@ -232,16 +235,14 @@ pub fn set_forwarded(
         }
         _ => client_ip.clone(),
     };
-    headers.insert(X_FORWARDED_FOR.clone(), xff);
-    if !(trust && headers.contains_key(&X_FORWARDED_PROTO)) {
-        headers.insert(X_FORWARDED_PROTO.clone(), proto.clone());
-    }
-    if !(trust && headers.contains_key(&X_FORWARDED_HOST)) {
-        match host {
-            Some(h) => headers.insert(X_FORWARDED_HOST.clone(), h.clone()),
-            None => headers.remove(&X_FORWARDED_HOST),
-        };
-    }
+    let forwarded_proto =
+        if trust && headers.contains_key(&X_FORWARDED_PROTO) { Field::Keep } else { Field::Set(proto.clone()) };
+    let forwarded_host = match host {
+        _ if trust && headers.contains_key(&X_FORWARDED_HOST) => Field::Keep,
+        Some(h) => Field::Set(h.clone()),
+        None => Field::Remove,
+    };
+    Forwarded { forwarded_for, forwarded_proto, forwarded_host, host: upstream_host, request_id }
 }
 
 /// Request ids: unique per process start and request, cheap (a counter mixed with a random start).
@@ -346,13 +347,32 @@ mod tests {
     fn forwarded_headers_trust() {
         let ip = HeaderValue::from_static("10.0.0.9");
         let proto = HeaderValue::from_static("http");
+        let (up, id) = (HeaderValue::from_static("up:80"), HeaderValue::from_static("id"));
+        let set = |h: &mut HeaderMap, trust: bool, host: Option<&HeaderValue>| {
+            forwarded(h, trust, &ip, &proto, host, up.clone(), id.clone()).apply(h)
+        };
         let mut h = HeaderMap::new();
         h.insert(&X_FORWARDED_FOR, HeaderValue::from_static("1.2.3.4"));
-        set_forwarded(&mut h, false, &ip, &proto, Some(&HeaderValue::from_static("a.com")));
+        h.insert(&X_FORWARDED_PROTO, HeaderValue::from_static("https"));
+        h.insert(&X_FORWARDED_HOST, HeaderValue::from_static("claimed.com"));
+        set(&mut h, false, Some(&HeaderValue::from_static("a.com")));
         assert_eq!(h[&X_FORWARDED_FOR], "10.0.0.9");
+        assert_eq!(h[&X_FORWARDED_PROTO], "http", "an untrusted client's claim is replaced");
+        assert_eq!(h[&X_FORWARDED_HOST], "a.com");
+        assert_eq!((&h[header::HOST], &h[&X_REQUEST_ID]), (&up, &id));
         h.insert(&X_FORWARDED_FOR, HeaderValue::from_static("1.2.3.4"));
-        set_forwarded(&mut h, true, &ip, &proto, None);
-        assert_eq!(h[&X_FORWARDED_FOR], "1.2.3.4, 10.0.0.9");
+        h.append(&X_FORWARDED_FOR, HeaderValue::from_static("5.6.7.8"));
+        h.insert(&X_FORWARDED_PROTO, HeaderValue::from_static("https"));
+        set(&mut h, true, None);
+        assert_eq!(h[&X_FORWARDED_FOR], "1.2.3.4, 10.0.0.9", "the first line appended to, every line replaced");
+        assert_eq!(h.get_all(&X_FORWARDED_FOR).iter().count(), 1);
+        assert_eq!(h[&X_FORWARDED_PROTO], "https", "a trusted proxy's claim is kept");
+        assert_eq!(h[&X_FORWARDED_HOST], "a.com", "and so is its host");
+        // No host to name and none claimed: the field goes.
+        h.remove(&X_FORWARDED_HOST);
+        h.insert(&X_FORWARDED_HOST, HeaderValue::from_static("claimed.com"));
+        set(&mut h, false, None);
+        assert!(h.get(&X_FORWARDED_HOST).is_none());
     }
 
     fn req(version: Version, uri: &str, headers: &[(&str, &str)]) -> Request<()> {

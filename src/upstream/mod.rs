@@ -15,12 +15,14 @@ use std::sync::{Arc, Mutex, Weak};
 
 mod body;
 pub mod failover;
+pub mod forwarded;
 pub mod h1;
 pub mod health;
 pub mod pool;
 mod sockets;
 
 pub use body::{RequestBody, RequestBodyError};
+pub use forwarded::Forwarded;
 
 /// One upstream server as the proxy uses it.
 pub struct Server {

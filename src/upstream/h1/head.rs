@@ -9,6 +9,7 @@
 //! `Transfer-Encoding` and `Content-Length` is read as chunked but its connection is not reused).
 
 use super::Error;
+use crate::upstream::forwarded::{line, Forwarded};
 use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, StatusCode, Version};
@@ -48,8 +49,9 @@ pub struct Head {
 /// Writes the request head for `req` into `dst` (cleared first). The request is the one the proxy prepared:
 /// origin-form target, hop-by-hop headers already removed, Host set. Only requests without a body or with a
 /// declared one come here: the client's `Content-Length` is forwarded as it is, and no length is added to a
-/// bodyless request (hyper's client adds none either).
-pub fn write_request<B>(req: &Request<B>, dst: &mut Vec<u8>) {
+/// bodyless request (hyper's client adds none either). `forwarded`: the fields the proxy sets, written in
+/// place of the client's of the same names (the map does not hold them).
+pub fn write_request<B>(req: &Request<B>, forwarded: Option<&Forwarded>, dst: &mut Vec<u8>) {
     dst.clear();
     let target = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
     let target = if target.is_empty() { "/" } else { target };
@@ -57,11 +59,13 @@ pub fn write_request<B>(req: &Request<B>, dst: &mut Vec<u8>) {
     dst.push(b' ');
     dst.extend_from_slice(target.as_bytes());
     dst.extend_from_slice(b" HTTP/1.1\r\n");
-    for (name, value) in req.headers() {
-        dst.extend_from_slice(name.as_str().as_bytes());
-        dst.extend_from_slice(b": ");
-        dst.extend_from_slice(value.as_bytes());
-        dst.extend_from_slice(b"\r\n");
+    match forwarded {
+        Some(forwarded) => forwarded.write_fields(req.headers(), dst),
+        None => {
+            for (name, value) in req.headers() {
+                line(dst, name.as_str(), value);
+            }
+        }
     }
     dst.extend_from_slice(b"\r\n");
 }
@@ -386,7 +390,7 @@ mod tests {
             .body(())
             .expect("request");
         let mut out = Vec::new();
-        write_request(&req, &mut out);
+        write_request(&req, None, &mut out);
         assert_eq!(out, b"GET /a/b?c=d HTTP/1.1\r\nhost: example\r\nx-forwarded-for: 1.2.3.4\r\n\r\n");
     }
 }

@@ -160,7 +160,7 @@ async fn via_codec(bytes: Vec<u8>, method: &Method, close_after: bool) -> Outcom
     let addr = serve(bytes, close_after).await;
     let sockets = Sockets::default();
     let mut conn = Connection::new(sockets.track(TcpStream::connect(addr).await.expect("connect")));
-    let Ok(head) = conn.request(&request(method), b"").await else { return Outcome::Failed };
+    let Ok(head) = conn.request(&request(method), None, b"").await else { return Outcome::Failed };
     let kept = Arc::new(Kept::default());
     let body = ResponseBody::new(conn, head.framing, head.keep_alive, kept.clone());
     let (body, trailers, body_failed) = collect(body).await;
@@ -168,7 +168,8 @@ async fn via_codec(bytes: Vec<u8>, method: &Method, close_after: bool) -> Outcom
     let reusable = if close_after || body_failed {
         None
     } else if let Some(mut conn) = back {
-        let next = conn.request(&request(&Method::GET), b"").await.expect("a second exchange on a reusable connection");
+        let next =
+            conn.request(&request(&Method::GET), None, b"").await.expect("a second exchange on a reusable connection");
         let next = ResponseBody::new(conn, next.framing, next.keep_alive, kept.clone());
         let (next, _, _) = collect(next).await;
         assert_eq!(next, b"next");
