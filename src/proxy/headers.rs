@@ -1,5 +1,6 @@
 //! Header rules of the request: the checks a head passes before it is routed (sizes, one Host, strict
-//! Transfer-Encoding), and the forward phase (hop-by-hop removal, X-Forwarded-*, X-Request-Id).
+//! Transfer-Encoding), and the forward phase (X-Forwarded-*, X-Request-Id; the hop-by-hop rule, which the
+//! upstream codec follows too, is `upstream::hop_by_hop`, re-exported here).
 //!
 //! A request has exactly one host, worked out here and used alike for routing, `X-Forwarded-Host` and the
 //! upstream `Host`: two `Host` lines, or an HTTP/1.1 request without one, are refused (RFC 9112 section 3.2);
@@ -16,108 +17,12 @@
 use super::limits::Limits;
 use super::ProxyError;
 use crate::upstream::forwarded::{Field, Forwarded};
-use http::header::{self, Entry, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, HeaderMap, HeaderValue};
 use http::{Request, Version};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 pub use crate::upstream::forwarded::{X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO, X_REQUEST_ID};
-static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
-static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
-
-const HOP_BY_HOP: [&HeaderName; 8] = [
-    &header::CONNECTION,
-    &KEEP_ALIVE,
-    &PROXY_CONNECTION,
-    &header::PROXY_AUTHENTICATE,
-    &header::PROXY_AUTHORIZATION,
-    &header::TRAILER,
-    &header::TRANSFER_ENCODING,
-    &header::UPGRADE,
-];
-
-/// `Connection` values of one message: almost always one, so no allocation for it.
-enum SmallValues {
-    None,
-    One(HeaderValue),
-    Many(Vec<HeaderValue>),
-}
-
-impl FromIterator<HeaderValue> for SmallValues {
-    fn from_iter<I: IntoIterator<Item = HeaderValue>>(iter: I) -> Self {
-        let mut iter = iter.into_iter();
-        let Some(first) = iter.next() else { return SmallValues::None };
-        match iter.next() {
-            None => SmallValues::One(first),
-            Some(second) => SmallValues::Many([first, second].into_iter().chain(iter).collect()),
-        }
-    }
-}
-
-impl SmallValues {
-    fn iter(&self) -> std::slice::Iter<'_, HeaderValue> {
-        match self {
-            SmallValues::None => [].iter(),
-            SmallValues::One(v) => std::slice::from_ref(v).iter(),
-            SmallValues::Many(v) => v.iter(),
-        }
-    }
-}
-
-/// Removes hop-by-hop headers, including those the `Connection` header names. `TE: trailers` survives, since
-/// it asks the next hop for trailers and gRPC relies on it.
-pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // One pass over the names first: most messages carry none of these (or only `Connection`), and removing
-    // an absent name still costs a hash and a probe each.
-    let mut present = 0u16;
-    let mut te = false;
-    for name in headers.keys() {
-        if let Some(i) = HOP_BY_HOP.iter().position(|h| *h == name) {
-            present |= 1 << i;
-        } else if name == header::TE {
-            te = true;
-        }
-    }
-    if present & 1 != 0 {
-        // Taken out with its values in one probe (looking the values up, then removing the name, probed twice);
-        // the names they list are removed after.
-        let values: SmallValues = match headers.entry(header::CONNECTION) {
-            Entry::Occupied(e) => e.remove_entry_mult().1.collect(),
-            Entry::Vacant(_) => SmallValues::None,
-        };
-        for value in values.iter() {
-            for token in value.to_str().unwrap_or("").split(',').map(str::trim) {
-                // These name headers removed below anyway.
-                if token.is_empty() || token.eq_ignore_ascii_case("keep-alive") || token.eq_ignore_ascii_case("upgrade")
-                {
-                    continue;
-                }
-                if let Ok(name) = HeaderName::from_bytes(token.as_bytes()) {
-                    if name == header::TE {
-                        te = false;
-                    }
-                    headers.remove(name);
-                }
-            }
-        }
-    }
-    // `Connection` (bit 0) is gone already.
-    for (i, name) in HOP_BY_HOP.iter().enumerate().skip(1) {
-        if present & (1 << i) != 0 {
-            headers.remove(*name);
-        }
-    }
-    if te {
-        let wants_trailers = headers.get_all(header::TE).iter().any(|v| {
-            v.to_str().map(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("trailers"))).unwrap_or(false)
-        });
-        if wants_trailers {
-            headers.insert(header::TE, HeaderValue::from_static("trailers"));
-        } else {
-            headers.remove(header::TE);
-        }
-    }
-}
-
+pub use crate::upstream::hop_by_hop::strip_hop_by_hop;
 /// Checks a request head against the limits and the framing rules, and gives its one host.
 pub fn check_head<B>(req: &Request<B>, limits: &Limits) -> Result<Option<HeaderValue>, ProxyError> {
     let uri = req.uri();
@@ -341,6 +246,40 @@ mod tests {
         let before = h.clone();
         strip_hop_by_hop(&mut h);
         assert_eq!(h, before);
+    }
+
+    /// What the upstream codec leaves in a response's map is what the removal pass leaves of the whole head, so
+    /// the respond phase can skip the pass for codec responses.
+    #[test]
+    fn the_map_is_what_the_removal_pass_would_leave() {
+        let heads: [&[u8]; 5] = [
+            b"HTTP/1.1 200 OK\r\nConnection: close, X-A\r\nclose: 1\r\nX-A: 1\r\nX-C: 3\r\nContent-Length: 0\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nTE: trailers, gzip\r\nTE: x\r\nUpgrade: h2c\r\nContent-Length: 1\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nConnection: upgrade, keep-alive\r\nKeep-Alive: 1\r\nContent-Length: 0\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nTrailer: X-T\r\nTransfer-Encoding: chunked\r\nProxy-Authenticate: B\r\nX-D: 4\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nConnection: x-a\r\nConnection: x-b, te\r\nX-B: 1\r\nTE: trailers\r\nX-A: 1\r\nContent-Length: 0\r\n\r\n",
+        ];
+        for bytes in heads {
+            let mut buf = bytes::BytesMut::from(bytes);
+            let h = crate::upstream::h1::head::parse_response(&mut buf, &http::Method::GET, &mut Vec::new())
+                .expect("parses")
+                .expect("complete");
+            let mut whole = HeaderMap::new();
+            let mut slots = [httparse::EMPTY_HEADER; 16];
+            let mut resp = httparse::Response::new(&mut slots);
+            resp.parse(bytes).expect("parses");
+            for f in resp.headers.iter() {
+                let name = http::header::HeaderName::from_bytes(f.name.as_bytes()).expect("name");
+                whole.append(name, HeaderValue::from_bytes(f.value).expect("value"));
+            }
+            strip_hop_by_hop(&mut whole);
+            let sorted = |m: &HeaderMap| {
+                let mut v: Vec<String> = m.iter().map(|(n, v)| format!("{n}: {v:?}")).collect();
+                v.sort();
+                v
+            };
+            assert_eq!(sorted(&h.headers), sorted(&whole), "{}", String::from_utf8_lossy(bytes));
+        }
     }
 
     #[test]

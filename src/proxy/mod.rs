@@ -35,7 +35,7 @@ use crate::middleware::{self, Admitted};
 use crate::route::Request as RouteRequest;
 use crate::table::{Backend, Frontend, RoutingTable, SharedTable, StickyChoice as Choice};
 use crate::telemetry;
-use crate::upstream::pool::Conn;
+use crate::upstream::pool::{Conn, UpstreamBody};
 use crate::upstream::{Forwarded, InflightGuard, Server};
 use headers::{RequestIds, X_REQUEST_ID};
 use http::header::{self, HeaderValue};
@@ -178,7 +178,7 @@ struct Prepared {
 /// What `send` hands to `respond`: the upstream's response head and everything that must live as long as
 /// its body.
 struct Sent {
-    resp: Response<crate::upstream::pool::UpstreamBody>,
+    resp: Response<UpstreamBody>,
     conn: Conn<RequestBody>,
     guard: InflightGuard,
     client_upgrade: Option<OnUpgrade>,
@@ -279,7 +279,8 @@ impl Proxy {
                 let (parts, _) = resp.into_parts();
                 return Response::from_parts(parts, ProxyBody::empty());
             }
-        } else {
+        } else if !matches!(resp.body(), UpstreamBody::H1(_)) {
+            // Ficus's own codec left the hop-by-hop fields out of the map as it built it; hyper's did not.
             headers::strip_hop_by_hop(resp.headers_mut());
         }
         resp.headers_mut().insert(X_REQUEST_ID.clone(), request_id.clone());

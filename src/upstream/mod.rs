@@ -18,6 +18,7 @@ pub mod failover;
 pub mod forwarded;
 pub mod h1;
 pub mod health;
+pub mod hop_by_hop;
 pub mod pool;
 mod sockets;
 

@@ -117,25 +117,14 @@ async fn via_hyper(bytes: Vec<u8>, method: &Method, close_after: bool) -> Outcom
         Some(false)
     };
     let mut headers = parts.headers;
-    // The codec does not pass on a Connection field that names no other field (close, keep-alive): the
-    // proxy would only remove it. What it read from it shows in `reusable`.
-    let connection: Vec<_> = headers.get_all(http::header::CONNECTION).iter().cloned().collect();
-    headers.remove(http::header::CONNECTION);
-    for value in connection {
-        let names_fields = value.to_str().map_or(true, |v| {
-            v.split(',')
-                .map(str::trim)
-                .any(|t| !(t.is_empty() || t.eq_ignore_ascii_case("close") || t.eq_ignore_ascii_case("keep-alive")))
-        });
-        if names_fields {
-            headers.append(http::header::CONNECTION, value);
-        }
-    }
     let bodiless = *method == Method::HEAD || parts.status.as_u16() == 204 || parts.status.as_u16() == 304;
     if !bodiless && headers.contains_key(http::header::TRANSFER_ENCODING) {
         // The codec removes a Content-Length the coding overrides (RFC 9112 section 6.3); hyper keeps it.
         headers.remove(http::header::CONTENT_LENGTH);
     }
+    // The codec leaves the hop-by-hop fields out of the map, which the proxy removes from hyper's: what it
+    // read from them shows in the framing and in `reusable`.
+    crate::upstream::hop_by_hop::strip_hop_by_hop(&mut headers);
     Outcome::Answered {
         status: parts.status.as_u16(),
         headers: fields(&headers),
