@@ -153,6 +153,8 @@ pub fn forwarded(
 /// Request ids: unique per process start and request, cheap (a counter mixed with a random start).
 pub struct RequestIds {
     seed: u64,
+    /// The seed as hex: the first half of every id, written once.
+    prefix: [u8; 16],
     next: AtomicU64,
 }
 
@@ -162,17 +164,21 @@ impl RequestIds {
         use std::hash::{BuildHasher, Hasher};
         let mut h = std::collections::hash_map::RandomState::new().build_hasher();
         h.write_u64(std::process::id() as u64);
-        RequestIds { seed: h.finish(), next: AtomicU64::new(0) }
+        let seed = h.finish();
+        let mut prefix = [0u8; 16];
+        hex(seed, &mut prefix);
+        RequestIds { seed, prefix, next: AtomicU64::new(0) }
     }
 
     pub fn next(&self) -> HeaderValue {
         let n = self.next.fetch_add(1, Ordering::Relaxed);
         let mixed = splitmix(self.seed ^ n);
         let mut buf = [0u8; 32];
-        hex(self.seed, &mut buf[..16]);
+        buf[..16].copy_from_slice(&self.prefix);
         hex(mixed, &mut buf[16..]);
-        // Hex digits are always a valid header value.
-        HeaderValue::from_bytes(&buf).unwrap_or(HeaderValue::from_static("0"))
+        // SAFETY: not a memory-safety matter, only `HeaderValue`'s invariant that its bytes are visible ASCII
+        // (or HTAB, SP, 0x80 and up): hex digits are, so checking all 32 again (`from_bytes`) is redundant.
+        unsafe { HeaderValue::from_maybe_shared_unchecked(bytes::Bytes::copy_from_slice(&buf)) }
     }
 }
 
@@ -371,5 +377,7 @@ mod tests {
         let b = ids.next();
         assert_ne!(a, b);
         assert_eq!(a.len(), 32);
+        assert!(a.as_bytes().iter().all(u8::is_ascii_hexdigit), "{a:?}");
+        assert_eq!(a.as_bytes()[..16], b.as_bytes()[..16], "one process, one prefix");
     }
 }
