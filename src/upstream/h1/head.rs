@@ -171,6 +171,31 @@ fn kind(name: &[u8]) -> Kind {
     }
 }
 
+/// The `HeaderName` of a field most responses carry, without `HeaderName::from_bytes` (which lowercases the
+/// name into a buffer and matches it against every standard name: about 150 instructions a field, four or
+/// five fields a response). `None` for the others, which take that way.
+fn common_name(name: &[u8]) -> Option<HeaderName> {
+    let is = |lowercase: &[u8]| same_name(name, lowercase);
+    let known = match name.len() {
+        3 if is(b"age") => header::AGE,
+        4 if is(b"date") => header::DATE,
+        4 if is(b"etag") => header::ETAG,
+        4 if is(b"vary") => header::VARY,
+        4 if is(b"link") => header::LINK,
+        6 if is(b"server") => header::SERVER,
+        7 if is(b"expires") => header::EXPIRES,
+        8 if is(b"location") => header::LOCATION,
+        10 if is(b"set-cookie") => header::SET_COOKIE,
+        12 if is(b"content-type") => header::CONTENT_TYPE,
+        13 if is(b"cache-control") => header::CACHE_CONTROL,
+        13 if is(b"last-modified") => header::LAST_MODIFIED,
+        13 if is(b"accept-ranges") => header::ACCEPT_RANGES,
+        16 if is(b"content-encoding") => header::CONTENT_ENCODING,
+        _ => return None,
+    };
+    Some(known)
+}
+
 /// `name` (a token, as httparse checked) is `lowercase`, a name of letters and `-` of the same length, in any
 /// case. Eight bytes at a time: setting bit 0x20 lowercases a letter, leaves `-` as it is, and turns no other
 /// token character into a letter or `-`, so the comparison is exact for such names.
@@ -257,7 +282,14 @@ fn build(head: Bytes, status: StatusCode, version: Version, method: &Method, spa
             }
             Kind::HopByHop | Kind::Other => {}
         }
-        let name = HeaderName::from_bytes(name).map_err(|_| Error::HeaderName)?;
+        let name = match kind {
+            Kind::ContentLength => header::CONTENT_LENGTH,
+            Kind::Te => header::TE,
+            _ => match common_name(name) {
+                Some(known) => known,
+                None => HeaderName::from_bytes(name).map_err(|_| Error::HeaderName)?,
+            },
+        };
         headers.append(name, value);
     }
     // The rest of the hop-by-hop rule, for the rare head that needs it.
@@ -455,6 +487,37 @@ mod tests {
         for other in [&b"connectioN_"[..], b"connectiom", b"content-lengtH1", b"content_length", b"keep-alivf", b"ta"] {
             assert!(kind(other) == Kind::Other, "{}", String::from_utf8_lossy(other));
         }
+    }
+
+    #[test]
+    fn common_names_are_the_names_from_bytes_makes() {
+        for name in [
+            "age",
+            "Date",
+            "ETAG",
+            "vary",
+            "Link",
+            "server",
+            "Expires",
+            "location",
+            "Set-Cookie",
+            "Content-Type",
+            "cache-control",
+            "Last-Modified",
+            "accept-ranges",
+            "Content-Encoding",
+        ] {
+            let made = HeaderName::from_bytes(name.as_bytes()).expect("valid");
+            assert_eq!(common_name(name.as_bytes()), Some(made), "{name}");
+        }
+        for other in ["dates", "x-date", "servers", "content-typf", "ag", "set_cookie"] {
+            assert_eq!(common_name(other.as_bytes()), None, "{other}");
+        }
+        let h = head(
+            b"HTTP/1.1 200 OK\r\nDATE: a\r\nContent-TYPE: t\r\nX-Own: 1\r\nte: trailers\r\nContent-Length: 0\r\n\r\n",
+        );
+        assert_eq!(h.headers.len(), 5);
+        assert!(h.headers["date"] == "a" && h.headers["content-type"] == "t" && h.headers["x-own"] == "1");
     }
 
     #[test]
