@@ -35,7 +35,7 @@ use crate::middleware::{self, Admitted};
 use crate::route::Request as RouteRequest;
 use crate::table::{Backend, Frontend, RoutingTable, SharedTable, StickyChoice as Choice};
 use crate::telemetry;
-use crate::upstream::pool::{Conn, UpstreamBody};
+use crate::upstream::pool::{Conn, PoolError, UpstreamBody};
 use crate::upstream::{Forwarded, InflightGuard, Server};
 use headers::{RequestIds, X_REQUEST_ID};
 use http::header::{self, HeaderValue};
@@ -618,19 +618,19 @@ async fn send(ctx: &RequestCtx, prepared: Prepared) -> Result<Sent, ProxyError> 
     let guard = server.begin();
     // Counted from the request's start, read once already, rather than from another clock read.
     let deadline = tokio::time::Instant::from_std(ctx.start) + backend.settings.read_timeout;
-    let sent = tokio::time::timeout_at(deadline, server.pool.send(upstream_req, Some(&forwarded), ctx.start)).await;
+    let sent = server.pool.send(upstream_req, Some(&forwarded), ctx.start, Some(deadline)).await;
     let failure = match sent {
-        Ok(Ok((resp, conn))) => {
+        Ok((resp, conn)) => {
             failover::observe(backend, server, ctx.start, Ok(resp.status().as_u16()));
             return Ok(Sent { resp, conn, guard, client_upgrade, client_version });
         }
+        Err(PoolError::ReadTimeout) => UpstreamFailure::Timeout(backend.settings.read_timeout),
         // The drain deadline shut the server's sockets (`upstream::pool::Pool::cut`), which is how the
         // exchange failed: a cut, not the server's fault, so passive health does not hear of it.
-        Ok(Err(_)) if server.is_aborted() => {
+        Err(_) if server.is_aborted() => {
             return Err(upstream_error(UpstreamFailure::DrainDeadline(backend.settings.drain_timeout)))
         }
-        Ok(Err(e)) => UpstreamFailure::classify(&e),
-        Err(_) => UpstreamFailure::Timeout(backend.settings.read_timeout),
+        Err(e) => UpstreamFailure::classify(&e),
     };
     failover::observe(backend, server, ctx.start, Err(&failure));
     Err(upstream_error(failure))
