@@ -75,8 +75,9 @@ pub struct RequestCtx {
     pub request_id: HeaderValue,
     pub method: Method,
     /// What the access log says about the request, taken only when the access log is on (its lines, and
-    /// the error exit's, name the path). The host is filled in by `route` once the head is checked.
-    pub log: Option<RequestLog>,
+    /// the error exit's, name the path). The host is filled in by `route` once the head is checked. Boxed:
+    /// the context moves between the phases by value, and a record held inline made every move larger.
+    pub log: Option<Box<RequestLog>>,
     /// Set by `route`.
     pub frontend: Option<Arc<Frontend>>,
     /// Set by `pick`, with their positions in the frontend's split and the backend's servers (metric slots).
@@ -88,7 +89,8 @@ pub struct RequestCtx {
     /// Set by `pick` when a sticky split assigned this client its cookie; sent with the response.
     pub set_cookie: Option<HeaderValue>,
     /// Set by `upstream_request` when the frontend shadows this request: the response body feeds it.
-    pub shadow: Option<crate::shadow::Capture>,
+    /// Boxed for the same reason as `log`: only shadowed requests carry one.
+    pub shadow: Option<Box<crate::shadow::Capture>>,
 }
 
 impl RequestCtx {
@@ -98,7 +100,7 @@ impl RequestCtx {
             Some(id) if !id.is_empty() && id.len() <= 200 => id.clone(),
             _ => ids.next(),
         };
-        let log = access_log_enabled().then(|| RequestLog::new(req, None));
+        let log = access_log_enabled().then(|| Box::new(RequestLog::new(req, None)));
         RequestCtx {
             start,
             request_id,
@@ -603,8 +605,10 @@ async fn offer_shadow(
     } else {
         bytes::Bytes::new()
     };
-    ctx.shadow =
-        route.state.offer(req, forwarded, body, server, shadow_backend.as_ref().and_then(|b| b.servers.pick()));
+    ctx.shadow = route
+        .state
+        .offer(req, forwarded, body, server, shadow_backend.as_ref().and_then(|b| b.servers.pick()))
+        .map(Box::new);
     Ok(())
 }
 
@@ -705,7 +709,7 @@ pub struct AccessRecord {
     backend: Arc<str>,
     server: Arc<str>,
     method: Method,
-    request: RequestLog,
+    request: Box<RequestLog>,
     status: u16,
     peer: SocketAddr,
     request_id: HeaderValue,
