@@ -14,6 +14,7 @@
 //! are not quiet for a whole period.
 
 use super::drain::{self, ConnState};
+use super::h1;
 use super::head;
 use super::ConnService;
 use crate::lifecycle::Shutdown;
@@ -41,6 +42,8 @@ pub struct Protocols {
     pub parked: metrics::Gauge,
     /// The request-line limit (`head::LineGuard`).
     pub max_request_line: usize,
+    /// Ficus's own HTTP/1.1 codec serves the requests in its scope (`h1`); `None`: hyper serves them all.
+    pub codec: Option<h1::Settings>,
 }
 
 /// A client stream the connection can wait on without reading from it.
@@ -131,6 +134,23 @@ async fn serve_h1<I>(
     let mut seen = state.requests();
     let mut seen_io = state.io_count();
     loop {
+        if let Some(settings) = protocols.codec {
+            // Boxed: the codec keeps the handler's future (kilobytes) inside its own, and the connection's
+            // task, which stays while it is parked, should not have room for it.
+            let exit = Box::pin(h1::serve(&mut io, &*service.0, &state, &drain, settings, &mut quiet)).await;
+            match exit {
+                h1::Exit::Close => return,
+                h1::Exit::Park => {
+                    if !park(&io, &protocols.parked, head_timeout, quiet, &drain).await {
+                        return;
+                    }
+                    continue;
+                }
+                // hyper serves from this head on, with the bytes read put back in front.
+                h1::Exit::Hyper => {}
+            }
+            seen = state.requests();
+        }
         // Boxed so the buffers and state go back to the allocator when the connection parks; the task itself
         // stays small. Every hyper connection starts at a message boundary, so the guard watches its first line.
         let guarded = head::LineGuard::new(io, protocols.max_request_line);
@@ -183,23 +203,35 @@ async fn serve_h1<I>(
             // Part of a request head had arrived: serve it on without waiting.
             continue;
         }
-        let left = head_timeout.saturating_sub(PARK_AFTER * quiet);
-        protocols.parked.increment(1.0);
-        let woken = tokio::select! {
-            res = io.inner.tcp().readable() => res.is_ok(),
-            _ = tokio::time::sleep(left) => {
-                tracing::debug!("no request within the header read timeout; closing");
-                false
-            }
-            // A new hyper connection takes the drain path at once: served if the client is sending, closed
-            // politely once quiet.
-            _ = drain.wait() => true,
-        };
-        protocols.parked.decrement(1.0);
-        if !woken {
+        if !park(&io, &protocols.parked, head_timeout, quiet, &drain).await {
             return;
         }
     }
+}
+
+/// Waits on the bare socket of a parked connection: true once the client sends (or a drain begins), false
+/// at the header read timeout, counted from the last request across the `quiet` periods already gone.
+async fn park<I: Socket>(
+    io: &Rewind<I>,
+    parked: &metrics::Gauge,
+    head_timeout: Duration,
+    quiet: u32,
+    drain: &Shutdown,
+) -> bool {
+    let left = head_timeout.saturating_sub(PARK_AFTER * quiet);
+    parked.increment(1.0);
+    let woken = tokio::select! {
+        res = io.inner.tcp().readable() => res.is_ok(),
+        _ = tokio::time::sleep(left) => {
+            tracing::debug!("no request within the header read timeout; closing");
+            false
+        }
+        // The connection takes the drain path at once: served if the client is sending, closed politely
+        // once quiet.
+        _ = drain.wait() => true,
+    };
+    parked.decrement(1.0);
+    woken
 }
 
 type H1Conn<I> = http1::UpgradeableConnection<TokioIo<head::LineGuard<Rewind<I>>>, ConnService>;
@@ -255,8 +287,14 @@ pub struct Rewind<I> {
 }
 
 impl<I> Rewind<I> {
-    /// Puts `read` (bytes hyper read but did not use) in front of whatever is still to be replayed.
-    fn put_back(&mut self, read: Bytes) {
+    #[cfg(test)]
+    pub(super) fn new(prefix: Bytes, inner: I) -> Self {
+        Rewind { prefix, inner }
+    }
+
+    /// Puts `read` (bytes hyper or the codec read but did not use) in front of whatever is still to be
+    /// replayed.
+    pub(super) fn put_back(&mut self, read: Bytes) {
         if read.is_empty() {
             return;
         }

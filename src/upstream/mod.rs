@@ -20,7 +20,7 @@ pub mod health;
 pub mod pool;
 mod sockets;
 
-pub use body::{RequestBody, RequestBodyError};
+pub use body::{ClientBody, RequestBody, RequestBodyError};
 
 /// One upstream server as the proxy uses it.
 pub struct Server {
