@@ -4,8 +4,13 @@
 //! The protocol is told from the first bytes, as h2c prior knowledge requires: the HTTP/2 connection preface,
 //! or anything else for HTTP/1.x. HTTP/2 connections are served by hyper to their end.
 //!
+//! HTTP/1.x requests in the scope of Ficus's own codec (`super::h1`: no body, no upgrade) are served by it;
+//! the first head out of its scope hands the connection to hyper's server with every byte read put back in
+//! front, and hyper serves it until it parks, when the codec takes it again.
+//!
 //! An HTTP/1.1 keep-alive connection spends most of its life waiting for the client's next request, and
-//! hyper's connection keeps its read and write buffers (8 KiB each) all that time. So once a connection has
+//! hyper's connection keeps its read and write buffers (8 KiB each) all that time (the codec drops its own
+//! the same way when it parks). So once a connection has
 //! been quiet for [`PARK_AFTER`] (no request, nothing in flight, nothing left to write), it is *parked*: hyper's
 //! connection is taken apart and dropped, and the task waits on the bare socket. When the client sends again,
 //! a new hyper connection picks up where the old one stopped, with any bytes hyper had read but not parsed

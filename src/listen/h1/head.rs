@@ -254,81 +254,72 @@ pub fn write_response(
     let mut wrote_len = false;
     let mut wrote_date = false;
     let mut trailer_fields: Option<Vec<HeaderName>> = None;
-    // One pass over the names (each name once, its values in order), as hyper's `drain` walks them.
-    for name in resp.headers.keys() {
-        let values = resp.headers.get_all(name);
+    // One pass over the fields in the map's order (a name's values follow each other, and share the one
+    // name the map holds, so a new name is told by its address). The framing fields' values are joined on
+    // one line, as hyper writes them; `open` is such a line still taking values.
+    let mut open = false;
+    let mut must_chunk = false;
+    let mut prev: *const HeaderName = std::ptr::null();
+    for (name, value) in resp.headers.iter() {
+        let first = !std::ptr::eq(prev, name);
+        if first {
+            prev = name;
+            end_line(dst, &mut open, &mut must_chunk);
+        }
         match *name {
-            header::CONTENT_LENGTH => {
-                let first = values.iter().next();
-                match body {
-                    BodyLength::Known(n) => {
-                        // hyper trusts the body's length for the encoding and writes the field's first value.
-                        if let Some(v) = first {
-                            encoder = Encoder::Length(n);
-                            line(dst, b"content-length", v.as_bytes());
-                            wrote_len = true;
-                        }
-                    }
-                    BodyLength::Unknown => {
-                        let mut seen = None;
-                        for v in values.iter() {
-                            let Some(n) = digits(v.as_bytes()) else { continue };
-                            if seen.is_none() {
-                                encoder = Encoder::Length(n);
-                                line(dst, b"content-length", v.as_bytes());
-                                wrote_len = true;
-                                seen = Some(n);
-                            }
-                        }
-                    }
-                    BodyLength::None if is_head => {
-                        for v in values.iter() {
-                            line(dst, b"content-length", v.as_bytes());
-                        }
+            header::CONTENT_LENGTH => match body {
+                // hyper trusts the body's length for the encoding and writes the field's first value.
+                BodyLength::Known(n) => {
+                    if first {
+                        encoder = Encoder::Length(n);
+                        start_line(dst, b"content-length", value, &mut open);
                         wrote_len = true;
                     }
-                    BodyLength::None => {}
                 }
-            }
+                BodyLength::Unknown => {
+                    if let (false, Some(n)) = (open, digits(value.as_bytes())) {
+                        encoder = Encoder::Length(n);
+                        start_line(dst, b"content-length", value, &mut open);
+                        wrote_len = true;
+                    }
+                }
+                BodyLength::None if is_head => {
+                    line(dst, b"content-length", value.as_bytes());
+                    wrote_len = true;
+                }
+                BodyLength::None => {}
+            },
             header::TRANSFER_ENCODING => {
                 if !can_chunk || resp.version == Version::HTTP_10 {
                     continue;
                 }
                 wrote_len = true;
                 encoder = Encoder::Chunked(None);
-                joined(dst, b"transfer-encoding", values.iter());
-                let last_value = values.iter().last();
-                if !last_value.is_some_and(is_chunked) {
-                    dst.truncate(dst.len() - 2);
-                    dst.extend_from_slice(b", chunked\r\n");
-                }
+                // `chunked` must be the last coding, or it is added.
+                must_chunk = !is_chunked(value);
+                continue_line(dst, b"transfer-encoding", value, &mut open, first);
             }
             header::CONNECTION => {
-                if values.iter().any(|v| has_token(v, "close")) {
-                    last = true;
-                }
-                joined(dst, b"connection", values.iter());
+                last |= has_token(value, "close");
+                continue_line(dst, b"connection", value, &mut open, first);
             }
             header::TRAILER => {
                 if !can_chunk || resp.version == Version::HTTP_10 {
                     continue;
                 }
-                joined(dst, b"trailer", values.iter());
-                for v in values.iter() {
-                    if let Ok(text) = v.to_str() {
-                        let fields = trailer_fields.get_or_insert_with(Vec::new);
-                        fields.extend(text.split(',').filter_map(|s| HeaderName::from_bytes(s.trim().as_bytes()).ok()));
-                    }
+                continue_line(dst, b"trailer", value, &mut open, first);
+                if let Ok(text) = value.to_str() {
+                    let fields = trailer_fields.get_or_insert_with(Vec::new);
+                    fields.extend(text.split(',').filter_map(|s| HeaderName::from_bytes(s.trim().as_bytes()).ok()));
                 }
             }
             _ => {
                 wrote_date |= *name == header::DATE;
-                for v in values.iter() {
-                    line(dst, name.as_str().as_bytes(), v.as_bytes());
-                }
+                line(dst, name.as_str().as_bytes(), value.as_bytes());
             }
         }
     }
+    end_line(dst, &mut open, &mut must_chunk);
     if !wrote_len {
         encoder = match body {
             BodyLength::Unknown if can_chunk && resp.version != Version::HTTP_10 => {
@@ -377,17 +368,31 @@ fn line(dst: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     dst.extend_from_slice(b"\r\n");
 }
 
-/// One line with every value of a field joined by ", ", as hyper writes the framing fields.
-fn joined<'a>(dst: &mut Vec<u8>, name: &[u8], values: impl Iterator<Item = &'a HeaderValue>) {
+/// Starts a framing field's line; [`end_line`] ends it when the next name comes.
+fn start_line(dst: &mut Vec<u8>, name: &[u8], value: &HeaderValue, open: &mut bool) {
     dst.extend_from_slice(name);
     dst.extend_from_slice(b": ");
-    for (i, v) in values.enumerate() {
-        if i > 0 {
-            dst.extend_from_slice(b", ");
-        }
-        dst.extend_from_slice(v.as_bytes());
+    dst.extend_from_slice(value.as_bytes());
+    *open = true;
+}
+
+/// A framing field's value: its line started for the first, joined by ", " after that.
+fn continue_line(dst: &mut Vec<u8>, name: &[u8], value: &HeaderValue, open: &mut bool, first: bool) {
+    if first || !*open {
+        start_line(dst, name, value, open);
+    } else {
+        dst.extend_from_slice(b", ");
+        dst.extend_from_slice(value.as_bytes());
     }
-    dst.extend_from_slice(b"\r\n");
+}
+
+/// Ends an open framing line, with `, chunked` when a `Transfer-Encoding` did not end in it. (hyper keeps
+/// that flag for every later joined line too, a slip with no effect here: the proxy never sends
+/// `Transfer-Encoding` to a client, it is hop-by-hop.)
+fn end_line(dst: &mut Vec<u8>, open: &mut bool, must_chunk: &mut bool) {
+    if std::mem::take(open) {
+        dst.extend_from_slice(if std::mem::take(must_chunk) { b", chunked\r\n" } else { b"\r\n" });
+    }
 }
 
 fn is_chunked(value: &HeaderValue) -> bool {
