@@ -16,14 +16,8 @@ use std::task::{Context, Poll};
 pub enum ClientBody {
     /// Read by hyper's server, frame by frame.
     Hyper(Incoming),
-    /// Read whole by the listener's own codec (empty for the requests it serves today).
+    /// Read whole by the listener's own codec (empty without a body, else a small declared one).
     Whole(Bytes),
-}
-
-impl ClientBody {
-    pub fn empty() -> Self {
-        ClientBody::Whole(Bytes::new())
-    }
 }
 
 impl From<Incoming> for ClientBody {

@@ -15,6 +15,10 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, StatusCode, Uri, Version};
 use std::mem::MaybeUninit;
 
+/// The largest declared request body the codec takes (read whole before the handler is called, as the
+/// upstream codec reads a body it sends with the head); larger ones stream through hyper.
+pub const SMALL_BODY: usize = 16 * 1024;
+
 /// hyper's cap on a request target (it answers 414 past it).
 const MAX_URI_LEN: usize = (u16::MAX - 1) as usize;
 
@@ -48,6 +52,8 @@ pub struct Head {
     pub keep_alive: bool,
     /// The client accepts trailer fields (`TE: trailers`), as hyper's server checks before sending any.
     pub trailers: bool,
+    /// The declared body, whole (empty without one); it shares the read buffer.
+    pub body: Bytes,
 }
 
 /// Where a header field sits in the head's bytes, kept between parsing (which borrows the buffer) and
@@ -100,14 +106,19 @@ pub fn parse_request(buf: &mut BytesMut, limits: &HeadLimits, spans: &mut Vec<Sp
     let offset = |s: &[u8]| (s.as_ptr() as usize).wrapping_sub(base);
     let path = (offset(path.as_bytes()), offset(path.as_bytes()) + path.len());
     spans.clear();
+    let mut declared: Option<u64> = None;
     for h in req.headers.iter() {
-        // A body, an interim answer or a protocol switch: hyper's tested path. Told before the head is split
-        // off the buffer, so a fallback finds it as it was.
+        // Told before anything is split off the buffer, so a fallback finds it as it was.
         let name = h.name.as_bytes();
-        if [&b"content-length"[..], b"transfer-encoding", b"expect", b"upgrade"]
-            .iter()
-            .any(|n| name.eq_ignore_ascii_case(n))
-        {
+        if name.eq_ignore_ascii_case(b"content-length") {
+            // Digits only, and every length the same (else hyper answers 400).
+            match (digits(h.value), declared) {
+                (Some(n), None) => declared = Some(n),
+                (Some(n), Some(seen)) if n == seen => {}
+                _ => return Parsed::Fallback,
+            }
+        } else if [&b"transfer-encoding"[..], b"expect", b"upgrade"].iter().any(|n| name.eq_ignore_ascii_case(n)) {
+            // A streamed body, an interim answer or a protocol switch: hyper's tested path.
             return Parsed::Fallback;
         }
         // Offsets into the head: httparse's slices all point into `buf`. An empty value may point anywhere,
@@ -121,14 +132,25 @@ pub fn parse_request(buf: &mut BytesMut, limits: &HeadLimits, spans: &mut Vec<Sp
     if path.1 > len {
         return Parsed::Fallback;
     }
+    let body_len = match declared {
+        None => 0,
+        // A small declared body is taken whole, once it is all in the buffer; a larger one streams on hyper.
+        Some(n) if n <= SMALL_BODY as u64 => n as usize,
+        Some(_) => return Parsed::Fallback,
+    };
+    if buf.len() - len < body_len {
+        return Parsed::Partial;
+    }
     let head = buf.split_to(len).freeze();
-    match build(&head, method, path, spans) {
+    let body = buf.split_to(body_len).freeze();
+    match build(&head, method, path, spans, body.clone()) {
         Some(parsed) => Parsed::Request(parsed),
         None => {
-            // A target or a field name `http` refuses (hyper answers 400): the head goes back in front of
+            // A target or a field name `http` refuses (hyper answers 400): the message goes back in front of
             // what followed it, a copy on this rare path only.
-            let mut restored = BytesMut::with_capacity(head.len() + buf.len());
+            let mut restored = BytesMut::with_capacity(head.len() + body.len() + buf.len());
             restored.extend_from_slice(&head);
+            restored.extend_from_slice(&body);
             restored.extend_from_slice(buf);
             *buf = restored;
             Parsed::Fallback
@@ -136,12 +158,12 @@ pub fn parse_request(buf: &mut BytesMut, limits: &HeadLimits, spans: &mut Vec<Sp
     }
 }
 
-fn build(head: &Bytes, method: Method, path: (usize, usize), spans: &[Span]) -> Option<Head> {
+fn build(head: &Bytes, method: Method, path: (usize, usize), spans: &[Span], body: Bytes) -> Option<Head> {
     let uri = Uri::from_maybe_shared(head.slice(path.0..path.1)).ok()?;
     // Room for what the proxy adds on its way upstream (X-Forwarded-For, -Proto, -Host, Host, X-Request-Id),
     // so the map is not grown again for them.
     let mut headers = HeaderMap::with_capacity(spans.len() + 5);
-    let (mut keep_alive, mut trailers) = (true, false);
+    let (mut keep_alive, mut trailers, mut length) = (true, false, false);
     for span in spans {
         let name = HeaderName::from_bytes(&head[span.name.0 as usize..span.name.1 as usize]).ok()?;
         let bytes = head.slice(span.value.0 as usize..span.value.1 as usize);
@@ -150,6 +172,8 @@ fn build(head: &Bytes, method: Method, path: (usize, usize), spans: &[Span]) -> 
         // again, as `from_maybe_shared` would, is redundant. hyper's server does the same.
         let value = unsafe { HeaderValue::from_maybe_shared_unchecked(bytes) };
         match name {
+            // Lengths that agree are kept once, as hyper keeps them.
+            header::CONTENT_LENGTH if std::mem::replace(&mut length, true) => continue,
             header::CONNECTION if has_token(&value, "close") => keep_alive = false,
             header::TE if has_token(&value, "trailers") => trailers = true,
             _ => {}
@@ -161,7 +185,7 @@ fn build(head: &Bytes, method: Method, path: (usize, usize), spans: &[Span]) -> 
     *request.uri_mut() = uri;
     *request.version_mut() = Version::HTTP_11;
     *request.headers_mut() = headers;
-    Some(Head { request, keep_alive, trailers })
+    Some(Head { request, keep_alive, trailers, body })
 }
 
 /// A comma-separated token list holds `token` (hyper's reading: text only, trimmed, any case).

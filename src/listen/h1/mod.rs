@@ -10,8 +10,9 @@
 //! `http::Response` into the write buffer with the first body bytes, so a small response goes out in one
 //! write.
 //!
-//! Scope, and the one switch: [`head::parse_request`] takes HTTP/1.1 requests without a body, no `Expect`,
-//! no `Upgrade`, no CONNECT, within the listener's head limits. Anything else ends [`serve`] with
+//! Scope, and the one switch: [`head::parse_request`] takes HTTP/1.1 requests without a body or with a
+//! declared one of at most [`head::SMALL_BODY`] bytes (taken whole once it has all arrived, within the header
+//! read timeout), no `Expect`, no `Upgrade`, no CONNECT, within the listener's head limits. Anything else ends [`serve`] with
 //! [`Exit::Hyper`], every byte read so far put back in front of the socket, and hyper serves the connection
 //! from that message on exactly as before (its 400, 414 and 431 answers, bodies, upgrades) until it parks,
 //! when this codec takes it again. Responses follow hyper's server byte for byte (`head::write_response`),
@@ -214,7 +215,7 @@ impl Conn {
         let _inflight = InFlight(state);
         let (parts, ()) = head.request.into_parts();
         let method = parts.method.clone();
-        let mut call = pin!(handler.call(Request::from_parts(parts, ClientBody::empty())));
+        let mut call = pin!(handler.call(Request::from_parts(parts, ClientBody::Whole(head.body))));
         // While the handler runs, a client that closes its connection cancels the request, as with hyper
         // (which watches for the end of input while it waits, unless it has bytes of a next request).
         let resp = loop {

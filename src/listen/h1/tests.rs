@@ -56,6 +56,23 @@ fn a_bodyless_get_is_parsed_into_the_request_the_proxy_takes_and_split_off_the_b
 }
 
 #[test]
+fn a_small_declared_body_is_taken_whole_once_it_has_all_arrived() {
+    let short = b"POST /p HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\nab";
+    let (parsed, rest) = parse(short);
+    assert!(matches!(parsed, Parsed::Partial), "{parsed:?}");
+    assert_eq!(&rest[..], short);
+    let (parsed, rest) = parse(b"POST /p HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\nabcGET");
+    let Parsed::Request(head) = parsed else { panic!("{parsed:?}") };
+    assert_eq!(&head.body[..], b"abc");
+    // Lengths that agree are kept once, as hyper keeps them.
+    assert_eq!(head.request.headers().get_all("content-length").iter().count(), 1);
+    assert_eq!(&rest[..], b"GET");
+    let (parsed, _) = parse(b"GET / HTTP/1.1\r\nContent-Length: 0\r\n\r\n");
+    let Parsed::Request(head) = parsed else { panic!("{parsed:?}") };
+    assert!(head.body.is_empty());
+}
+
+#[test]
 fn connection_close_in_any_field_ends_the_connection_after_the_response() {
     let (parsed, _) = parse(b"GET / HTTP/1.1\r\nConnection: keep-alive\r\nConnection: Foo, Close\r\n\r\n");
     let Parsed::Request(head) = parsed else { panic!("{parsed:?}") };
@@ -76,10 +93,14 @@ fn heads_out_of_scope_go_to_hyper_with_every_byte_left_in_place() {
     let long_line = format!("GET /{} HTTP/1.1\r\n\r\n", "a".repeat(2000));
     let many = format!("GET / HTTP/1.1\r\n{}\r\n", "a: b\r\n".repeat(101));
     let big = format!("GET / HTTP/1.1\r\nx: {}\r\n\r\n", "a".repeat(9000));
+    let large = format!("POST / HTTP/1.1\r\nContent-Length: 16385\r\n\r\n{}", "a".repeat(16385));
     let cases: Vec<&[u8]> = vec![
-        b"POST / HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc",
-        b"GET / HTTP/1.1\r\nContent-Length: 0\r\n\r\n",
+        b"POST / HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd",
+        b"POST / HTTP/1.1\r\nContent-Length: 3, 3\r\n\r\nabc",
+        b"POST / HTTP/1.1\r\nContent-Length: +3\r\n\r\nabc",
+        large.as_bytes(),
         b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        b"POST / HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
         b"PUT / HTTP/1.1\r\nExpect: 100-continue\r\n\r\n",
         b"GET / HTTP/1.1\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n",
         b"CONNECT example.com:443 HTTP/1.1\r\n\r\n",
