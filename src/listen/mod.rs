@@ -57,15 +57,10 @@ struct ConnService(Arc<ConnCtx>);
 impl h1::Handler for ConnCtx {
     type Body = ProxyBody;
 
-    fn call(
-        &self,
-        req: http::Request<crate::proxy::ClientBody>,
-    ) -> impl Future<Output = http::Response<ProxyBody>> + Send {
-        async move {
-            let mut resp = self.proxy.handle(&self.info, req).await;
-            self.draining.mark(http::Version::HTTP_11, &mut resp);
-            resp
-        }
+    async fn call(&self, req: http::Request<crate::proxy::ClientBody>) -> http::Response<ProxyBody> {
+        let mut resp = self.proxy.handle(&self.info, req).await;
+        self.draining.mark(http::Version::HTTP_11, &mut resp);
+        resp
     }
 }
 

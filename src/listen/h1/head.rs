@@ -34,6 +34,8 @@ pub struct HeadLimits {
 }
 
 /// What the parser made of the front of the read buffer.
+// Returned by value once per request: boxing the head would cost an allocation each time.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum Parsed {
     /// Not a whole head yet, and within the limits: read more.

@@ -299,16 +299,13 @@ impl Conn {
                     }
                 }
             },
-            Encoder::Close => loop {
-                match self.next_frame(io, &mut body, state, head_timeout).await? {
-                    Some(Ok(frame)) => {
-                        if let Ok(data) = frame.into_data() {
-                            self.write.extend_from_slice(&data);
-                        }
+            Encoder::Close => {
+                while let Some(Ok(frame)) = self.next_frame(io, &mut body, state, head_timeout).await? {
+                    if let Ok(data) = frame.into_data() {
+                        self.write.extend_from_slice(&data);
                     }
-                    Some(Err(_)) | None => break,
                 }
-            },
+            }
         }
         flush(io, &mut self.write, state, head_timeout).await?;
         Ok(keep)

@@ -295,8 +295,8 @@ impl Recorder {
 impl Handler for Recorder {
     type Body = TestBody;
 
-    fn call(&self, req: Request<ClientBody>) -> impl std::future::Future<Output = Response<TestBody>> + Send {
-        async move { self.answer(req).await }
+    async fn call(&self, req: Request<ClientBody>) -> Response<TestBody> {
+        self.answer(req).await
     }
 }
 
@@ -378,7 +378,7 @@ async fn exchange(chunks: &[Vec<u8>], codec: bool) -> (Vec<Seen>, Vec<u8>, bool,
         closed = false;
     }
     drop(client);
-    let fell_back = tokio::time::timeout(Duration::from_secs(5), server).await.map_or(false, |r| r.unwrap_or(false));
+    let fell_back = tokio::time::timeout(Duration::from_secs(5), server).await.is_ok_and(|r| r.unwrap_or(false));
     let seen = std::mem::take(&mut *recorder.0.lock().unwrap());
     (seen, received, closed, fell_back)
 }
