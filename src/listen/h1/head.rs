@@ -112,18 +112,14 @@ pub fn parse_request(buf: &mut BytesMut, limits: &HeadLimits, spans: &mut Vec<Sp
     for h in req.headers.iter() {
         // Told before anything is split off the buffer, so a fallback finds it as it was.
         let name = h.name.as_bytes();
-        // By length first: most fields are none of the four, and are passed over on one comparison.
-        let maybe_framing = matches!(name.len(), 6 | 7 | 14 | 17);
-        if maybe_framing && name.eq_ignore_ascii_case(b"content-length") {
+        if name.eq_ignore_ascii_case(b"content-length") {
             // Digits only, and every length the same (else hyper answers 400).
             match (digits(h.value), declared) {
                 (Some(n), None) => declared = Some(n),
                 (Some(n), Some(seen)) if n == seen => {}
                 _ => return Parsed::Fallback,
             }
-        } else if maybe_framing
-            && [&b"transfer-encoding"[..], b"expect", b"upgrade"].iter().any(|n| name.eq_ignore_ascii_case(n))
-        {
+        } else if [&b"transfer-encoding"[..], b"expect", b"upgrade"].iter().any(|n| name.eq_ignore_ascii_case(n)) {
             // A streamed body, an interim answer or a protocol switch: hyper's tested path.
             return Parsed::Fallback;
         }
@@ -232,14 +228,13 @@ pub struct Written {
 /// Writes the response head into `dst` as hyper's server writes it for an HTTP/1.1 request: the status line
 /// (`HTTP/1.1 200 OK` for the common case), the fields in the map's order with lower-case names (framing
 /// fields special as below), the framing field hyper adds when the response has none, and `date` when the
-/// response has none (`date` is asked only then: a proxied response usually carries its server's).
-/// `keep_alive`: the request allows another after this one.
+/// response has none. `keep_alive`: the request allows another after this one.
 pub fn write_response(
     resp: &mut http::response::Parts,
     body: BodyLength,
     method: &Method,
     keep_alive: bool,
-    date: impl FnOnce() -> [u8; 29],
+    date: &[u8],
     dst: &mut Vec<u8>,
 ) -> Written {
     if !keep_alive {
@@ -383,7 +378,7 @@ pub fn write_response(
     last |= encoder == Encoder::Close;
     if !wrote_date {
         dst.extend_from_slice(b"date: ");
-        dst.extend_from_slice(&date());
+        dst.extend_from_slice(date);
         dst.extend_from_slice(b"\r\n");
     }
     dst.extend_from_slice(b"\r\n");

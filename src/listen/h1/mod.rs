@@ -236,7 +236,7 @@ impl Conn {
             body.size_hint().exact().map_or(BodyLength::Unknown, BodyLength::Known)
         };
         self.write.clear();
-        let written = head::write_response(&mut parts, length, &method, keep_alive, date::now, &mut self.write);
+        let written = head::write_response(&mut parts, length, &method, keep_alive, &date::now(), &mut self.write);
         drop(parts);
         let mut keep = !written.last;
         match written.encoder {
@@ -388,7 +388,7 @@ mod date {
     use std::cell::RefCell;
     use std::time::{SystemTime, UNIX_EPOCH};
 
-    const LEN: usize = 29;
+    pub const LEN: usize = 29;
 
     thread_local! {
         static CACHED: RefCell<(u64, [u8; LEN])> = const { RefCell::new((0, [0; LEN])) };

@@ -128,7 +128,7 @@ fn heads_out_of_scope_go_to_hyper_with_every_byte_left_in_place() {
 fn written(resp: Response<()>, body: BodyLength, method: Method, keep_alive: bool) -> (String, head::Written) {
     let (mut parts, ()) = resp.into_parts();
     let mut out = Vec::new();
-    let w = head::write_response(&mut parts, body, &method, keep_alive, || *b"Mon, 07 Dec 2026 04:00:00 GMT", &mut out);
+    let w = head::write_response(&mut parts, body, &method, keep_alive, b"Mon, 07 Dec 2026 04:00:00 GMT", &mut out);
     (String::from_utf8(out).unwrap(), w)
 }
 
