@@ -13,9 +13,9 @@ use crate::model::failover::MAX_ATTEMPTS;
 use crate::table::Backend;
 use crate::upstream::failover::{Attempt, Decision, REPLAY_BODY_LIMIT};
 use crate::upstream::health::{millis, Outcome};
-use crate::upstream::Server;
+use crate::upstream::{Forwarded, Server};
 use bytes::Bytes;
-use http::{header, HeaderMap, Method, Request, Uri, Version};
+use http::{HeaderMap, Method, Request, Uri, Version};
 use http_body::Body;
 use http_body_util::BodyExt;
 use std::sync::Arc;
@@ -70,27 +70,34 @@ struct Replay {
     version: Version,
     headers: HeaderMap,
     body: Bytes,
+    forwarded: Forwarded,
     /// The request's Host named the first server: a retry names its own server instead.
     host_is_server: bool,
 }
 
 impl Replay {
-    fn request(&self, server: &Server) -> Request<RequestBody> {
+    /// The request for `server`, and the fields it gets on its way out.
+    fn request(&self, server: &Server) -> (Request<RequestBody>, Forwarded) {
         let mut req = Request::new(RequestBody::kept(self.body.clone()));
         *req.method_mut() = self.method.clone();
         *req.uri_mut() = self.uri.clone();
         *req.version_mut() = self.version;
         *req.headers_mut() = self.headers.clone();
+        let mut forwarded = self.forwarded.clone();
         if self.host_is_server {
-            req.headers_mut().insert(header::HOST, server.host_header.clone());
+            forwarded.host = server.host_header.clone();
         }
-        req
+        (req, forwarded)
     }
 }
 
 /// Keeps what is needed to send `req` again, reading a small body whole; `None` when the body is too large or
 /// of unknown length.
-async fn keep(req: &mut Request<RequestBody>, server: &Server) -> Result<Option<Replay>, UpstreamFailure> {
+async fn keep(
+    req: &mut Request<RequestBody>,
+    forwarded: &Forwarded,
+    server: &Server,
+) -> Result<Option<Replay>, UpstreamFailure> {
     let body = if req.body().is_end_stream() {
         Bytes::new()
     } else {
@@ -106,7 +113,8 @@ async fn keep(req: &mut Request<RequestBody>, server: &Server) -> Result<Option<
         version: req.version(),
         headers: req.headers().clone(),
         body,
-        host_is_server: req.headers().get(header::HOST) == Some(&server.host_header),
+        forwarded: forwarded.clone(),
+        host_is_server: forwarded.host == server.host_header,
     }))
 }
 
@@ -139,11 +147,9 @@ pub(super) async fn send(ctx: &mut RequestCtx, mut prepared: Prepared) -> Result
         _ => return Err(ProxyError::Internal("send ran before a server was picked")),
     };
     policy.deposit();
-    let replay = keep(&mut prepared.req, &server).await.map_err(|failure| ProxyError::Upstream {
-        failure,
-        backend: backend.id.clone(),
-        server: server.id.clone(),
-    })?;
+    let replay = keep(&mut prepared.req, &prepared.forwarded, &server)
+        .await
+        .map_err(|failure| ProxyError::Upstream { failure, backend: backend.id.clone(), server: server.id.clone() })?;
     let client_upgrade = prepared.client_upgrade.take();
     let client_version = prepared.client_version;
     // Positions of the servers tried, so a retry goes elsewhere when it can.
@@ -192,7 +198,8 @@ pub(super) async fn send(ctx: &mut RequestCtx, mut prepared: Prepared) -> Result
         tracing::info!(target: "access", frontend = %frontend.id, backend = %backend.id, failed = ?failed,
             next = %next.id, attempts, code, request_id = ?ctx.request_id, "failing over to another server");
         drop(result);
-        prepared = Prepared { req: replay.request(&next), client_upgrade: None, client_version };
+        let (req, forwarded) = replay.request(&next);
+        prepared = Prepared { req, forwarded, client_upgrade: None, client_version };
         ctx.server = Some((si, next));
     };
     result.map(|mut sent| {

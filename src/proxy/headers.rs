@@ -1,5 +1,6 @@
 //! Header rules of the request: the checks a head passes before it is routed (sizes, one Host, strict
-//! Transfer-Encoding), and the forward phase (hop-by-hop removal, X-Forwarded-*, X-Request-Id).
+//! Transfer-Encoding), and the forward phase (X-Forwarded-*, X-Request-Id; the hop-by-hop rule, which the
+//! upstream codec follows too, is `upstream::hop_by_hop`, re-exported here).
 //!
 //! A request has exactly one host, worked out here and used alike for routing, `X-Forwarded-Host` and the
 //! upstream `Host`: two `Host` lines, or an HTTP/1.1 request without one, are refused (RFC 9112 section 3.2);
@@ -15,111 +16,13 @@
 
 use super::limits::Limits;
 use super::ProxyError;
-use http::header::{self, Entry, HeaderMap, HeaderName, HeaderValue};
+use crate::upstream::forwarded::{Field, Forwarded};
+use http::header::{self, HeaderMap, HeaderValue};
 use http::{Request, Version};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
-pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
-pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
-static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
-
-const HOP_BY_HOP: [&HeaderName; 8] = [
-    &header::CONNECTION,
-    &KEEP_ALIVE,
-    &PROXY_CONNECTION,
-    &header::PROXY_AUTHENTICATE,
-    &header::PROXY_AUTHORIZATION,
-    &header::TRAILER,
-    &header::TRANSFER_ENCODING,
-    &header::UPGRADE,
-];
-
-/// `Connection` values of one message: almost always one, so no allocation for it.
-enum SmallValues {
-    None,
-    One(HeaderValue),
-    Many(Vec<HeaderValue>),
-}
-
-impl FromIterator<HeaderValue> for SmallValues {
-    fn from_iter<I: IntoIterator<Item = HeaderValue>>(iter: I) -> Self {
-        let mut iter = iter.into_iter();
-        let Some(first) = iter.next() else { return SmallValues::None };
-        match iter.next() {
-            None => SmallValues::One(first),
-            Some(second) => SmallValues::Many([first, second].into_iter().chain(iter).collect()),
-        }
-    }
-}
-
-impl SmallValues {
-    fn iter(&self) -> std::slice::Iter<'_, HeaderValue> {
-        match self {
-            SmallValues::None => [].iter(),
-            SmallValues::One(v) => std::slice::from_ref(v).iter(),
-            SmallValues::Many(v) => v.iter(),
-        }
-    }
-}
-
-/// Removes hop-by-hop headers, including those the `Connection` header names. `TE: trailers` survives, since
-/// it asks the next hop for trailers and gRPC relies on it.
-pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // One pass over the names first: most messages carry none of these (or only `Connection`), and removing
-    // an absent name still costs a hash and a probe each.
-    let mut present = 0u16;
-    let mut te = false;
-    for name in headers.keys() {
-        if let Some(i) = HOP_BY_HOP.iter().position(|h| *h == name) {
-            present |= 1 << i;
-        } else if name == header::TE {
-            te = true;
-        }
-    }
-    if present & 1 != 0 {
-        // Taken out with its values in one probe (looking the values up, then removing the name, probed twice);
-        // the names they list are removed after.
-        let values: SmallValues = match headers.entry(header::CONNECTION) {
-            Entry::Occupied(e) => e.remove_entry_mult().1.collect(),
-            Entry::Vacant(_) => SmallValues::None,
-        };
-        for value in values.iter() {
-            for token in value.to_str().unwrap_or("").split(',').map(str::trim) {
-                // These name headers removed below anyway.
-                if token.is_empty() || token.eq_ignore_ascii_case("keep-alive") || token.eq_ignore_ascii_case("upgrade")
-                {
-                    continue;
-                }
-                if let Ok(name) = HeaderName::from_bytes(token.as_bytes()) {
-                    if name == header::TE {
-                        te = false;
-                    }
-                    headers.remove(name);
-                }
-            }
-        }
-    }
-    // `Connection` (bit 0) is gone already.
-    for (i, name) in HOP_BY_HOP.iter().enumerate().skip(1) {
-        if present & (1 << i) != 0 {
-            headers.remove(*name);
-        }
-    }
-    if te {
-        let wants_trailers = headers.get_all(header::TE).iter().any(|v| {
-            v.to_str().map(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("trailers"))).unwrap_or(false)
-        });
-        if wants_trailers {
-            headers.insert(header::TE, HeaderValue::from_static("trailers"));
-        } else {
-            headers.remove(header::TE);
-        }
-    }
-}
-
+pub use crate::upstream::forwarded::{X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO, X_REQUEST_ID};
+pub use crate::upstream::hop_by_hop::strip_hop_by_hop;
 /// Checks a request head against the limits and the framing rules, and gives its one host.
 pub fn check_head<B>(req: &Request<B>, limits: &Limits) -> Result<Option<HeaderValue>, ProxyError> {
     let uri = req.uri();
@@ -212,17 +115,22 @@ pub fn forwarded_client(headers: &HeaderMap) -> Option<std::net::IpAddr> {
     last.parse().ok().or_else(|| last.parse::<std::net::SocketAddr>().ok().map(|a| a.ip()))
 }
 
-/// Sets X-Forwarded-For/Proto/Host. `client_ip` was formatted once per connection.
-pub fn set_forwarded(
-    headers: &mut HeaderMap,
+/// The fields set on the request as it goes upstream (X-Forwarded-For/Proto/Host, Host, X-Request-Id), from
+/// the client's `headers`: written into the head by the upstream codec, or into the map for hyper's client
+/// (`upstream::Forwarded`). `client_ip` and `proto` were formatted once per connection; `host` is the
+/// request's one host.
+pub fn forwarded(
+    headers: &HeaderMap,
     trust: bool,
     client_ip: &HeaderValue,
     proto: &HeaderValue,
     host: Option<&HeaderValue>,
-) {
+    upstream_host: HeaderValue,
+    request_id: HeaderValue,
+) -> Forwarded {
     // The client's own X-Forwarded-For is only looked up when it is believed.
     let prior = if trust { headers.get(&X_FORWARDED_FOR) } else { None };
-    let xff = match prior {
+    let forwarded_for = match prior {
         Some(prior) if !prior.is_empty() => {
             let mut v = Vec::with_capacity(prior.len() + 2 + client_ip.len());
             v.extend_from_slice(prior.as_bytes());
@@ -232,21 +140,21 @@ pub fn set_forwarded(
         }
         _ => client_ip.clone(),
     };
-    headers.insert(X_FORWARDED_FOR.clone(), xff);
-    if !(trust && headers.contains_key(&X_FORWARDED_PROTO)) {
-        headers.insert(X_FORWARDED_PROTO.clone(), proto.clone());
-    }
-    if !(trust && headers.contains_key(&X_FORWARDED_HOST)) {
-        match host {
-            Some(h) => headers.insert(X_FORWARDED_HOST.clone(), h.clone()),
-            None => headers.remove(&X_FORWARDED_HOST),
-        };
-    }
+    let forwarded_proto =
+        if trust && headers.contains_key(&X_FORWARDED_PROTO) { Field::Keep } else { Field::Set(proto.clone()) };
+    let forwarded_host = match host {
+        _ if trust && headers.contains_key(&X_FORWARDED_HOST) => Field::Keep,
+        Some(h) => Field::Set(h.clone()),
+        None => Field::Remove,
+    };
+    Forwarded { forwarded_for, forwarded_proto, forwarded_host, host: upstream_host, request_id }
 }
 
 /// Request ids: unique per process start and request, cheap (a counter mixed with a random start).
 pub struct RequestIds {
     seed: u64,
+    /// The seed as hex: the first half of every id, written once.
+    prefix: [u8; 16],
     next: AtomicU64,
 }
 
@@ -256,17 +164,21 @@ impl RequestIds {
         use std::hash::{BuildHasher, Hasher};
         let mut h = std::collections::hash_map::RandomState::new().build_hasher();
         h.write_u64(std::process::id() as u64);
-        RequestIds { seed: h.finish(), next: AtomicU64::new(0) }
+        let seed = h.finish();
+        let mut prefix = [0u8; 16];
+        hex(seed, &mut prefix);
+        RequestIds { seed, prefix, next: AtomicU64::new(0) }
     }
 
     pub fn next(&self) -> HeaderValue {
         let n = self.next.fetch_add(1, Ordering::Relaxed);
         let mixed = splitmix(self.seed ^ n);
         let mut buf = [0u8; 32];
-        hex(self.seed, &mut buf[..16]);
+        buf[..16].copy_from_slice(&self.prefix);
         hex(mixed, &mut buf[16..]);
-        // Hex digits are always a valid header value.
-        HeaderValue::from_bytes(&buf).unwrap_or(HeaderValue::from_static("0"))
+        // SAFETY: not a memory-safety matter, only `HeaderValue`'s invariant that its bytes are visible ASCII
+        // (or HTAB, SP, 0x80 and up): hex digits are, so checking all 32 again (`from_bytes`) is redundant.
+        unsafe { HeaderValue::from_maybe_shared_unchecked(bytes::Bytes::copy_from_slice(&buf)) }
     }
 }
 
@@ -342,17 +254,70 @@ mod tests {
         assert_eq!(h, before);
     }
 
+    /// What the upstream codec leaves in a response's map is what the removal pass leaves of the whole head, so
+    /// the respond phase can skip the pass for codec responses.
+    #[test]
+    fn the_map_is_what_the_removal_pass_would_leave() {
+        let heads: [&[u8]; 5] = [
+            b"HTTP/1.1 200 OK\r\nConnection: close, X-A\r\nclose: 1\r\nX-A: 1\r\nX-C: 3\r\nContent-Length: 0\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nTE: trailers, gzip\r\nTE: x\r\nUpgrade: h2c\r\nContent-Length: 1\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nConnection: upgrade, keep-alive\r\nKeep-Alive: 1\r\nContent-Length: 0\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nTrailer: X-T\r\nTransfer-Encoding: chunked\r\nProxy-Authenticate: B\r\nX-D: 4\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nConnection: x-a\r\nConnection: x-b, te\r\nX-B: 1\r\nTE: trailers\r\nX-A: 1\r\nContent-Length: 0\r\n\r\n",
+        ];
+        for bytes in heads {
+            let mut buf = bytes::BytesMut::from(bytes);
+            let h = crate::upstream::h1::head::parse_response(&mut buf, &http::Method::GET, &mut Vec::new())
+                .expect("parses")
+                .expect("complete");
+            let mut whole = HeaderMap::new();
+            let mut slots = [httparse::EMPTY_HEADER; 16];
+            let mut resp = httparse::Response::new(&mut slots);
+            resp.parse(bytes).expect("parses");
+            for f in resp.headers.iter() {
+                let name = http::header::HeaderName::from_bytes(f.name.as_bytes()).expect("name");
+                whole.append(name, HeaderValue::from_bytes(f.value).expect("value"));
+            }
+            strip_hop_by_hop(&mut whole);
+            let sorted = |m: &HeaderMap| {
+                let mut v: Vec<String> = m.iter().map(|(n, v)| format!("{n}: {v:?}")).collect();
+                v.sort();
+                v
+            };
+            assert_eq!(sorted(&h.headers), sorted(&whole), "{}", String::from_utf8_lossy(bytes));
+        }
+    }
+
     #[test]
     fn forwarded_headers_trust() {
         let ip = HeaderValue::from_static("10.0.0.9");
         let proto = HeaderValue::from_static("http");
+        let (up, id) = (HeaderValue::from_static("up:80"), HeaderValue::from_static("id"));
+        let set = |h: &mut HeaderMap, trust: bool, host: Option<&HeaderValue>| {
+            forwarded(h, trust, &ip, &proto, host, up.clone(), id.clone()).apply(h)
+        };
         let mut h = HeaderMap::new();
         h.insert(&X_FORWARDED_FOR, HeaderValue::from_static("1.2.3.4"));
-        set_forwarded(&mut h, false, &ip, &proto, Some(&HeaderValue::from_static("a.com")));
+        h.insert(&X_FORWARDED_PROTO, HeaderValue::from_static("https"));
+        h.insert(&X_FORWARDED_HOST, HeaderValue::from_static("claimed.com"));
+        set(&mut h, false, Some(&HeaderValue::from_static("a.com")));
         assert_eq!(h[&X_FORWARDED_FOR], "10.0.0.9");
+        assert_eq!(h[&X_FORWARDED_PROTO], "http", "an untrusted client's claim is replaced");
+        assert_eq!(h[&X_FORWARDED_HOST], "a.com");
+        assert_eq!((&h[header::HOST], &h[&X_REQUEST_ID]), (&up, &id));
         h.insert(&X_FORWARDED_FOR, HeaderValue::from_static("1.2.3.4"));
-        set_forwarded(&mut h, true, &ip, &proto, None);
-        assert_eq!(h[&X_FORWARDED_FOR], "1.2.3.4, 10.0.0.9");
+        h.append(&X_FORWARDED_FOR, HeaderValue::from_static("5.6.7.8"));
+        h.insert(&X_FORWARDED_PROTO, HeaderValue::from_static("https"));
+        set(&mut h, true, None);
+        assert_eq!(h[&X_FORWARDED_FOR], "1.2.3.4, 10.0.0.9", "the first line appended to, every line replaced");
+        assert_eq!(h.get_all(&X_FORWARDED_FOR).iter().count(), 1);
+        assert_eq!(h[&X_FORWARDED_PROTO], "https", "a trusted proxy's claim is kept");
+        assert_eq!(h[&X_FORWARDED_HOST], "a.com", "and so is its host");
+        // No host to name and none claimed: the field goes.
+        h.remove(&X_FORWARDED_HOST);
+        h.insert(&X_FORWARDED_HOST, HeaderValue::from_static("claimed.com"));
+        set(&mut h, false, None);
+        assert!(h.get(&X_FORWARDED_HOST).is_none());
     }
 
     fn req(version: Version, uri: &str, headers: &[(&str, &str)]) -> Request<()> {
@@ -412,5 +377,7 @@ mod tests {
         let b = ids.next();
         assert_ne!(a, b);
         assert_eq!(a.len(), 32);
+        assert!(a.as_bytes().iter().all(u8::is_ascii_hexdigit), "{a:?}");
+        assert_eq!(a.as_bytes()[..16], b.as_bytes()[..16], "one process, one prefix");
     }
 }

@@ -35,8 +35,8 @@ use crate::middleware::{self, Admitted};
 use crate::route::Request as RouteRequest;
 use crate::table::{Backend, Frontend, RoutingTable, SharedTable, StickyChoice as Choice};
 use crate::telemetry;
-use crate::upstream::pool::Conn;
-use crate::upstream::{InflightGuard, Server};
+use crate::upstream::pool::{Conn, UpstreamBody};
+use crate::upstream::{Forwarded, InflightGuard, Server};
 use headers::{RequestIds, X_REQUEST_ID};
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
@@ -167,6 +167,9 @@ impl RequestCtx {
 /// from the client's request.
 struct Prepared {
     req: Request<RequestBody>,
+    /// X-Forwarded-*, Host and X-Request-Id, set on the request on its way out rather than in its map (the
+    /// codec writes them into the head; see `upstream::Forwarded`).
+    forwarded: Forwarded,
     client_upgrade: Option<OnUpgrade>,
     client_version: Version,
 }
@@ -174,7 +177,7 @@ struct Prepared {
 /// What `send` hands to `respond`: the upstream's response head and everything that must live as long as
 /// its body.
 struct Sent {
-    resp: Response<crate::upstream::pool::UpstreamBody>,
+    resp: Response<UpstreamBody>,
     conn: Conn<RequestBody>,
     guard: InflightGuard,
     client_upgrade: Option<OnUpgrade>,
@@ -237,7 +240,7 @@ impl Proxy {
             .and_then(|route| table.router.backend(&route.backend).cloned());
         drop(table);
         let mut prepared = upstream_request(ctx, conn, req, host, normalized_path)?;
-        offer_shadow(ctx, shadow_backend, &mut prepared.req).await?;
+        offer_shadow(ctx, shadow_backend, &mut prepared.req, &prepared.forwarded).await?;
         failover::send(ctx, prepared).await
     }
 
@@ -275,7 +278,8 @@ impl Proxy {
                 let (parts, _) = resp.into_parts();
                 return Response::from_parts(parts, ProxyBody::empty());
             }
-        } else {
+        } else if !matches!(resp.body(), UpstreamBody::H1(_)) {
+            // Ficus's own codec left the hop-by-hop fields out of the map as it built it; hyper's did not.
             headers::strip_hop_by_hop(resp.headers_mut());
         }
         resp.headers_mut().insert(X_REQUEST_ID.clone(), request_id.clone());
@@ -509,8 +513,8 @@ fn server_at<'a>(backend: &Backend, index: usize, server: &'a Server) -> telemet
 }
 
 /// The upstream request phase: the client's request turned into the one sent to the server. Hop-by-hop
-/// headers out; X-Forwarded-*, Host and X-Request-Id in; origin-form target; HTTP/1.1; the body wrapped in
-/// the frontend's size limit.
+/// headers out; X-Forwarded-*, Host and X-Request-Id worked out (and set as the request leaves); origin-form
+/// target; HTTP/1.1; the body wrapped in the frontend's size limit.
 fn upstream_request(
     ctx: &RequestCtx,
     conn: &ConnInfo,
@@ -531,22 +535,25 @@ fn upstream_request(
     let client_version = req.version();
     let (mut parts, body) = req.into_parts();
     headers::strip_hop_by_hop(&mut parts.headers);
-    // Room for what is added below (X-Forwarded-*, Host, X-Request-Id) in one step: hyper sizes the map to
-    // the headers it parsed, so each insert would otherwise grow it.
-    parts.headers.reserve(5);
     if let Some(proto) = upgrade_value {
         parts.headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         parts.headers.insert(header::UPGRADE, proto);
     }
     let trust = frontend.trust_forward_header || conn.trust_forward_header;
-    headers::set_forwarded(&mut parts.headers, trust, &conn.client_ip, &conn.proto, host.as_ref());
-    let upstream_host = match (&frontend.hostname, frontend.pass_host_header, host) {
+    let upstream_host = match (&frontend.hostname, frontend.pass_host_header, &host) {
         (Some(h), _, _) => h.clone(),
-        (None, true, Some(h)) => h,
+        (None, true, Some(h)) => h.clone(),
         _ => server.host_header.clone(),
     };
-    parts.headers.insert(header::HOST, upstream_host);
-    parts.headers.insert(X_REQUEST_ID.clone(), ctx.request_id.clone());
+    let forwarded = headers::forwarded(
+        &parts.headers,
+        trust,
+        &conn.client_ip,
+        &conn.proto,
+        host.as_ref(),
+        upstream_host,
+        ctx.request_id.clone(),
+    );
     // Origin form (`/path?query`): the server is reached directly, and the Host header names it.
     let origin_form = match normalized_path {
         Some(p) => {
@@ -568,7 +575,7 @@ fn upstream_request(
     // Upstreams speak HTTP/1.1 whatever the client spoke.
     parts.version = Version::HTTP_11;
     let req = Request::from_parts(parts, RequestBody::new(body, frontend.max_body_bytes));
-    Ok(Prepared { req, client_upgrade, client_version })
+    Ok(Prepared { req, forwarded, client_upgrade, client_version })
 }
 
 /// Offers the request, as it goes upstream, to the frontend's shadow (if any): a copy goes to the shadow
@@ -580,6 +587,7 @@ async fn offer_shadow(
     ctx: &mut RequestCtx,
     shadow_backend: Option<Arc<Backend>>,
     req: &mut Request<crate::upstream::RequestBody>,
+    forwarded: &Forwarded,
 ) -> Result<(), ProxyError> {
     let (Some(frontend), Some((_, server))) = (&ctx.frontend, &ctx.server) else { return Ok(()) };
     let Some(route) = &frontend.shadow else { return Ok(()) };
@@ -594,21 +602,22 @@ async fn offer_shadow(
     } else {
         bytes::Bytes::new()
     };
-    ctx.shadow = route.state.offer(req, body, server, shadow_backend.as_ref().and_then(|b| b.servers.pick()));
+    ctx.shadow =
+        route.state.offer(req, forwarded, body, server, shadow_backend.as_ref().and_then(|b| b.servers.pick()));
     Ok(())
 }
 
 /// The send phase: the request to the picked server, bounded by the backend's Read timeout (time to the
 /// response head) and cut when the server's drain deadline passes.
 async fn send(ctx: &RequestCtx, prepared: Prepared) -> Result<Sent, ProxyError> {
-    let Prepared { req: upstream_req, client_upgrade, client_version } = prepared;
+    let Prepared { req: upstream_req, forwarded, client_upgrade, client_version } = prepared;
     let (_, backend, server) = ctx.picked()?;
     let upstream_error =
         |failure| ProxyError::Upstream { failure, server: server.id.clone(), backend: backend.id.clone() };
     let guard = server.begin();
     // Counted from the request's start, read once already, rather than from another clock read.
     let deadline = tokio::time::Instant::from_std(ctx.start) + backend.settings.read_timeout;
-    let sent = tokio::time::timeout_at(deadline, server.pool.send(upstream_req, ctx.start)).await;
+    let sent = tokio::time::timeout_at(deadline, server.pool.send(upstream_req, Some(&forwarded), ctx.start)).await;
     let failure = match sent {
         Ok(Ok((resp, conn))) => {
             failover::observe(backend, server, ctx.start, Ok(resp.status().as_u16()));

@@ -253,10 +253,12 @@ impl Shadow {
 
     /// Then, for a selected request: the copy goes into the queue, and the capture its response body carries
     /// comes back. `req` is the request as it goes to `primary`, `body` its body read whole (empty for none);
-    /// `target` a server of the shadow backend.
+    /// `target` a server of the shadow backend. `forwarded`: the fields the primary's request gets on its
+    /// way out (the map does not hold them), which the copy carries too.
     pub fn offer<B>(
         &self,
         req: &Request<B>,
+        forwarded: &crate::upstream::Forwarded,
         body: Bytes,
         primary: &Arc<Server>,
         target: Option<&Arc<Server>>,
@@ -271,12 +273,14 @@ impl Shadow {
             return None;
         };
         let (tx, rx) = oneshot::channel();
+        let mut headers = req.headers().clone();
+        forwarded.apply(&mut headers);
         slot.send(Job {
             method: req.method().clone(),
             uri: req.uri().clone(),
-            headers: req.headers().clone(),
+            headers,
             body,
-            request_id: req.headers().get("x-request-id").cloned(),
+            request_id: Some(forwarded.request_id.clone()),
             primary_server: primary.clone(),
             shadow_server: target.clone(),
             primary: Some(rx),
@@ -486,7 +490,7 @@ async fn fetch(
 ) -> Result<(u16, Vec<Option<HeaderValue>>, Option<Bytes>), String> {
     let guard = server.begin();
     let exchange = async {
-        let (resp, conn) = pool.send(req, Instant::now()).await.map_err(|e| e.to_string())?;
+        let (resp, conn) = pool.send(req, None, Instant::now()).await.map_err(|e| e.to_string())?;
         let (parts, mut body) = resp.into_parts();
         let mut buf: Vec<u8> = Vec::new();
         let mut complete = true;

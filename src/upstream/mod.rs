@@ -15,12 +15,15 @@ use std::sync::{Arc, Mutex, Weak};
 
 mod body;
 pub mod failover;
+pub mod forwarded;
 pub mod h1;
 pub mod health;
+pub mod hop_by_hop;
 pub mod pool;
 mod sockets;
 
 pub use body::{ClientBody, RequestBody, RequestBodyError};
+pub use forwarded::Forwarded;
 
 /// One upstream server as the proxy uses it.
 pub struct Server {

@@ -25,6 +25,7 @@
 //! gRPC, trailers included, passes), read lock-free, and replaced when the server closes it. Requests that
 //! upgrade the connection (WebSocket) always get an HTTP/1.1 connection of their own.
 
+use super::forwarded::Forwarded;
 use super::h1;
 use super::sockets::{Sockets, Tracked};
 use crate::model::{Http2, UpstreamSettings, UpstreamTls};
@@ -375,10 +376,20 @@ where
     }
 
     /// Sends `req` on an idle connection, or on a new one when none is usable. `now` is the request's start,
-    /// read once by the caller, against which idle connections are aged.
-    pub async fn send(&self, req: Request<B>, now: Instant) -> Result<(Response<UpstreamBody>, Conn<B>), PoolError> {
+    /// read once by the caller, against which idle connections are aged. `forwarded`: the fields the proxy
+    /// sets on the request, not in its map: the codec writes them into the head, and for hyper's client they
+    /// go into the map here.
+    pub async fn send(
+        &self,
+        mut req: Request<B>,
+        forwarded: Option<&Forwarded>,
+        now: Instant,
+    ) -> Result<(Response<UpstreamBody>, Conn<B>), PoolError> {
         if uses_codec(self.inner.plain_h1, &req) {
-            return self.send_h1(req, now).await;
+            return self.send_h1(req, forwarded, now).await;
+        }
+        if let Some(forwarded) = forwarded {
+            forwarded.apply(req.headers_mut());
         }
         let (resp, conn) = self.send_hyper(req, now).await?;
         Ok((resp.map(UpstreamBody::Hyper), conn))
@@ -388,7 +399,12 @@ where
     /// one. A small declared body is read whole first. A pooled connection that turns out closed before any
     /// response byte (the server's close crossed the request) is dropped and the request sent again on
     /// another, when it is idempotent; nothing is copied to send it again.
-    async fn send_h1(&self, mut req: Request<B>, now: Instant) -> Result<(Response<UpstreamBody>, Conn<B>), PoolError> {
+    async fn send_h1(
+        &self,
+        mut req: Request<B>,
+        forwarded: Option<&Forwarded>,
+        now: Instant,
+    ) -> Result<(Response<UpstreamBody>, Conn<B>), PoolError> {
         let body = if req.body().is_end_stream() {
             Bytes::new()
         } else {
@@ -407,7 +423,7 @@ where
                 Some(conn) => (conn, true),
                 None => (h1::Connection::new(Box::pin(self.inner.tcp()).await?), false),
             };
-            match conn.request(&req, &body).await {
+            match conn.request(&req, forwarded, &body).await {
                 Ok(head) => {
                     let h1::Head { status, version, headers, framing, keep_alive } = head;
                     let shelf: Arc<dyn h1::Shelf> = self.inner.clone();
@@ -797,7 +813,7 @@ mod tests {
     async fn exchange(pool: &Pool<Empty<Bytes>>, method: Method) -> Result<(), PoolError> {
         let req =
             Request::builder().method(method).uri("/").header("host", "test").body(Empty::new()).expect("request");
-        let (resp, conn) = pool.send(req, Instant::now()).await?;
+        let (resp, conn) = pool.send(req, None, Instant::now()).await?;
         let body = resp.into_body().collect().await.expect("the body arrives whole").to_bytes();
         assert_eq!(&body[..], b"ok");
         pool.put(conn);
@@ -930,7 +946,7 @@ mod tests {
                 .header("content-length", "5")
                 .body(http_body_util::Full::new(Bytes::from_static(b"hello")))
                 .expect("request");
-            let (resp, _) = pool.send(req, Instant::now()).await.expect("exchange");
+            let (resp, _) = pool.send(req, None, Instant::now()).await.expect("exchange");
             assert!(matches!(resp.body(), UpstreamBody::H1(_)), "a small body goes through the codec");
             let body = resp.into_body().collect().await.expect("the body arrives whole").to_bytes();
             assert_eq!(&body[..], b"ok");
@@ -983,7 +999,7 @@ mod tests {
                 .header("content-length", body.len().to_string())
                 .body(http_body_util::Full::new(body))
                 .expect("request");
-            pool.send(req, Instant::now())
+            pool.send(req, None, Instant::now())
         };
         // A small body goes through the codec, a large one through hyper's client: two connections at once.
         let (small, _) = send(Bytes::from_static(b"hello")).await.expect("small");

@@ -22,6 +22,7 @@ pub mod head;
 pub use body::ResponseBody;
 pub use head::{Framing, Head};
 
+use super::forwarded::Forwarded;
 use super::sockets::Tracked;
 use bytes::BytesMut;
 use http::{Method, Request};
@@ -122,8 +123,14 @@ impl Connection {
 
     /// Sends a request, its head and its whole `body` (empty for most) in one write, and reads the response
     /// head; the response body follows from `self` as [`ResponseBody`] reads it.
-    pub async fn request<B>(&mut self, req: &Request<B>, body: &[u8]) -> Result<Head, Error> {
-        head::write_request(req, &mut self.write);
+    /// `forwarded`: the fields the proxy sets, written in place of the client's (see `head::write_request`).
+    pub async fn request<B>(
+        &mut self,
+        req: &Request<B>,
+        forwarded: Option<&Forwarded>,
+        body: &[u8],
+    ) -> Result<Head, Error> {
+        head::write_request(req, forwarded, &mut self.write);
         self.write.extend_from_slice(body);
         self.io.write_all(&self.write).await.map_err(Error::Write)?;
         self.read_head(req.method()).await

@@ -117,25 +117,14 @@ async fn via_hyper(bytes: Vec<u8>, method: &Method, close_after: bool) -> Outcom
         Some(false)
     };
     let mut headers = parts.headers;
-    // The codec does not pass on a Connection field that names no other field (close, keep-alive): the
-    // proxy would only remove it. What it read from it shows in `reusable`.
-    let connection: Vec<_> = headers.get_all(http::header::CONNECTION).iter().cloned().collect();
-    headers.remove(http::header::CONNECTION);
-    for value in connection {
-        let names_fields = value.to_str().map_or(true, |v| {
-            v.split(',')
-                .map(str::trim)
-                .any(|t| !(t.is_empty() || t.eq_ignore_ascii_case("close") || t.eq_ignore_ascii_case("keep-alive")))
-        });
-        if names_fields {
-            headers.append(http::header::CONNECTION, value);
-        }
-    }
     let bodiless = *method == Method::HEAD || parts.status.as_u16() == 204 || parts.status.as_u16() == 304;
     if !bodiless && headers.contains_key(http::header::TRANSFER_ENCODING) {
         // The codec removes a Content-Length the coding overrides (RFC 9112 section 6.3); hyper keeps it.
         headers.remove(http::header::CONTENT_LENGTH);
     }
+    // The codec leaves the hop-by-hop fields out of the map, which the proxy removes from hyper's: what it
+    // read from them shows in the framing and in `reusable`.
+    crate::upstream::hop_by_hop::strip_hop_by_hop(&mut headers);
     Outcome::Answered {
         status: parts.status.as_u16(),
         headers: fields(&headers),
@@ -160,7 +149,7 @@ async fn via_codec(bytes: Vec<u8>, method: &Method, close_after: bool) -> Outcom
     let addr = serve(bytes, close_after).await;
     let sockets = Sockets::default();
     let mut conn = Connection::new(sockets.track(TcpStream::connect(addr).await.expect("connect")));
-    let Ok(head) = conn.request(&request(method), b"").await else { return Outcome::Failed };
+    let Ok(head) = conn.request(&request(method), None, b"").await else { return Outcome::Failed };
     let kept = Arc::new(Kept::default());
     let body = ResponseBody::new(conn, head.framing, head.keep_alive, kept.clone());
     let (body, trailers, body_failed) = collect(body).await;
@@ -168,7 +157,8 @@ async fn via_codec(bytes: Vec<u8>, method: &Method, close_after: bool) -> Outcom
     let reusable = if close_after || body_failed {
         None
     } else if let Some(mut conn) = back {
-        let next = conn.request(&request(&Method::GET), b"").await.expect("a second exchange on a reusable connection");
+        let next =
+            conn.request(&request(&Method::GET), None, b"").await.expect("a second exchange on a reusable connection");
         let next = ResponseBody::new(conn, next.framing, next.keep_alive, kept.clone());
         let (next, _, _) = collect(next).await;
         assert_eq!(next, b"next");
