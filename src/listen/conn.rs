@@ -4,8 +4,13 @@
 //! The protocol is told from the first bytes, as h2c prior knowledge requires: the HTTP/2 connection preface,
 //! or anything else for HTTP/1.x. HTTP/2 connections are served by hyper to their end.
 //!
+//! HTTP/1.x requests in the scope of Ficus's own codec (`super::h1`: no body, no upgrade) are served by it;
+//! the first head out of its scope hands the connection to hyper's server with every byte read put back in
+//! front, and hyper serves it until it parks, when the codec takes it again.
+//!
 //! An HTTP/1.1 keep-alive connection spends most of its life waiting for the client's next request, and
-//! hyper's connection keeps its read and write buffers (8 KiB each) all that time. So once a connection has
+//! hyper's connection keeps its read and write buffers (8 KiB each) all that time (the codec drops its own
+//! the same way when it parks). So once a connection has
 //! been quiet for [`PARK_AFTER`] (no request, nothing in flight, nothing left to write), it is *parked*: hyper's
 //! connection is taken apart and dropped, and the task waits on the bare socket. When the client sends again,
 //! a new hyper connection picks up where the old one stopped, with any bytes hyper had read but not parsed
@@ -14,6 +19,7 @@
 //! are not quiet for a whole period.
 
 use super::drain::{self, ConnState};
+use super::h1;
 use super::head;
 use super::ConnService;
 use crate::lifecycle::Shutdown;
@@ -41,6 +47,8 @@ pub struct Protocols {
     pub parked: metrics::Gauge,
     /// The request-line limit (`head::LineGuard`).
     pub max_request_line: usize,
+    /// Ficus's own HTTP/1.1 codec serves the requests in its scope (`h1`); `None`: hyper serves them all.
+    pub codec: Option<h1::Settings>,
 }
 
 /// A client stream the connection can wait on without reading from it.
@@ -131,6 +139,23 @@ async fn serve_h1<I>(
     let mut seen = state.requests();
     let mut seen_io = state.io_count();
     loop {
+        if let Some(settings) = protocols.codec {
+            // Boxed: the codec keeps the handler's future (kilobytes) inside its own, and the connection's
+            // task, which stays while it is parked, should not have room for it.
+            let exit = Box::pin(h1::serve(&mut io, &*service.0, &state, &drain, settings, &mut quiet)).await;
+            match exit {
+                h1::Exit::Close => return,
+                h1::Exit::Park => {
+                    if !park(&io, &protocols.parked, head_timeout, quiet, &drain).await {
+                        return;
+                    }
+                    continue;
+                }
+                // hyper serves from this head on, with the bytes read put back in front.
+                h1::Exit::Hyper => {}
+            }
+            seen = state.requests();
+        }
         // Boxed so the buffers and state go back to the allocator when the connection parks; the task itself
         // stays small. Every hyper connection starts at a message boundary, so the guard watches its first line.
         let guarded = head::LineGuard::new(io, protocols.max_request_line);
@@ -183,23 +208,35 @@ async fn serve_h1<I>(
             // Part of a request head had arrived: serve it on without waiting.
             continue;
         }
-        let left = head_timeout.saturating_sub(PARK_AFTER * quiet);
-        protocols.parked.increment(1.0);
-        let woken = tokio::select! {
-            res = io.inner.tcp().readable() => res.is_ok(),
-            _ = tokio::time::sleep(left) => {
-                tracing::debug!("no request within the header read timeout; closing");
-                false
-            }
-            // A new hyper connection takes the drain path at once: served if the client is sending, closed
-            // politely once quiet.
-            _ = drain.wait() => true,
-        };
-        protocols.parked.decrement(1.0);
-        if !woken {
+        if !park(&io, &protocols.parked, head_timeout, quiet, &drain).await {
             return;
         }
     }
+}
+
+/// Waits on the bare socket of a parked connection: true once the client sends (or a drain begins), false
+/// at the header read timeout, counted from the last request across the `quiet` periods already gone.
+async fn park<I: Socket>(
+    io: &Rewind<I>,
+    parked: &metrics::Gauge,
+    head_timeout: Duration,
+    quiet: u32,
+    drain: &Shutdown,
+) -> bool {
+    let left = head_timeout.saturating_sub(PARK_AFTER * quiet);
+    parked.increment(1.0);
+    let woken = tokio::select! {
+        res = io.inner.tcp().readable() => res.is_ok(),
+        _ = tokio::time::sleep(left) => {
+            tracing::debug!("no request within the header read timeout; closing");
+            false
+        }
+        // The connection takes the drain path at once: served if the client is sending, closed politely
+        // once quiet.
+        _ = drain.wait() => true,
+    };
+    parked.decrement(1.0);
+    woken
 }
 
 type H1Conn<I> = http1::UpgradeableConnection<TokioIo<head::LineGuard<Rewind<I>>>, ConnService>;
@@ -255,8 +292,14 @@ pub struct Rewind<I> {
 }
 
 impl<I> Rewind<I> {
-    /// Puts `read` (bytes hyper read but did not use) in front of whatever is still to be replayed.
-    fn put_back(&mut self, read: Bytes) {
+    #[cfg(test)]
+    pub(super) fn new(prefix: Bytes, inner: I) -> Self {
+        Rewind { prefix, inner }
+    }
+
+    /// Puts `read` (bytes hyper or the codec read but did not use) in front of whatever is still to be
+    /// replayed.
+    pub(super) fn put_back(&mut self, read: Bytes) {
         if read.is_empty() {
             return;
         }

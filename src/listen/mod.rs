@@ -10,6 +10,7 @@
 
 mod conn;
 mod drain;
+mod h1;
 mod head;
 mod tls;
 
@@ -52,6 +53,17 @@ struct ConnCtx {
 /// The per-connection service hyper calls for each request.
 struct ConnService(Arc<ConnCtx>);
 
+/// The codec's handler: the proxy, called from the connection's own task (`h1`).
+impl h1::Handler for ConnCtx {
+    type Body = ProxyBody;
+
+    async fn call(&self, req: http::Request<crate::proxy::ClientBody>) -> http::Response<ProxyBody> {
+        let mut resp = self.proxy.handle(&self.info, req).await;
+        self.draining.mark(http::Version::HTTP_11, &mut resp);
+        resp
+    }
+}
+
 impl hyper::service::Service<http::Request<hyper::body::Incoming>> for ConnService {
     type Response = http::Response<InFlight>;
     type Error = Infallible;
@@ -66,7 +78,7 @@ impl hyper::service::Service<http::Request<hyper::body::Incoming>> for ConnServi
         let version = req.version();
         ctx.state.request_started(version);
         Box::pin(async move {
-            let mut resp = ctx.proxy.handle(&ctx.info, req).await;
+            let mut resp = ctx.proxy.handle(&ctx.info, req.map(crate::proxy::ClientBody::Hyper)).await;
             ctx.draining.mark(version, &mut resp);
             Ok(resp.map(|body| InFlight { body, ctx }))
         })
@@ -192,7 +204,21 @@ pub async fn serve(
         .keep_alive_interval(Some(Duration::from_secs(30)))
         .max_header_list_size(u32::try_from(limits.max_head_bytes).unwrap_or(u32::MAX));
     let parked = metrics::gauge!(telemetry::PARKED_CONNECTIONS, "listener" => cfg.name.clone());
-    let protocols = Arc::new(conn::Protocols { h1, h2, parked, max_request_line: limits.max_request_line_bytes });
+    let codec = h1::Settings {
+        limits: h1::head::HeadLimits {
+            max_head_bytes: limits.max_head_bytes.max(crate::proxy::limits::MIN_HEAD_BYTES),
+            max_headers: limits.max_headers,
+            max_request_line: limits.max_request_line_bytes,
+        },
+        head_timeout: limits.header_timeout,
+    };
+    let protocols = Arc::new(conn::Protocols {
+        h1,
+        h2,
+        parked,
+        max_request_line: limits.max_request_line_bytes,
+        codec: Some(codec),
+    });
     let refused = metrics::counter!(telemetry::CONNECTIONS_REFUSED_TOTAL, "listener" => cfg.name.clone());
     let mut cap = serve::accept::Cap::new(limits.connection_cap(), refused);
     let mut backoff = serve::accept::Backoff::default();

@@ -26,7 +26,7 @@ pub mod headers;
 pub mod limits;
 pub mod path;
 
-pub use crate::upstream::{RequestBody, RequestBodyError};
+pub use crate::upstream::{ClientBody, RequestBody, RequestBodyError};
 pub use body::{Completion, ProxyBody};
 pub use error::{ErrorSource, ProxyError, UpstreamFailure};
 
@@ -40,7 +40,6 @@ use crate::upstream::{Forwarded, InflightGuard, Server};
 use headers::{RequestIds, X_REQUEST_ID};
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
-use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use std::borrow::Cow;
@@ -94,7 +93,7 @@ pub struct RequestCtx {
 }
 
 impl RequestCtx {
-    fn new(req: &Request<Incoming>, ids: &RequestIds) -> Self {
+    fn new(req: &Request<ClientBody>, ids: &RequestIds) -> Self {
         let start = Instant::now();
         let request_id = match req.headers().get(&X_REQUEST_ID) {
             Some(id) if !id.is_empty() && id.len() <= 200 => id.clone(),
@@ -206,7 +205,7 @@ impl Proxy {
         self
     }
 
-    pub async fn handle(&self, conn: &ConnInfo, req: Request<Incoming>) -> Response<ProxyBody> {
+    pub async fn handle(&self, conn: &ConnInfo, req: Request<ClientBody>) -> Response<ProxyBody> {
         let mut ctx = RequestCtx::new(&req, &self.ids);
         match self.forward(&mut ctx, conn, req).await {
             Ok(sent) => {
@@ -228,7 +227,7 @@ impl Proxy {
         &self,
         ctx: &mut RequestCtx,
         conn: &ConnInfo,
-        mut req: Request<Incoming>,
+        mut req: Request<ClientBody>,
     ) -> Result<Sent, ProxyError> {
         let table = self.table.load_full();
         let (host, mut normalized_path) = route(ctx, &table, &self.limits, &req)?;
@@ -402,7 +401,7 @@ fn route(
     ctx: &mut RequestCtx,
     table: &RoutingTable,
     limits: &limits::Limits,
-    req: &Request<Incoming>,
+    req: &Request<ClientBody>,
 ) -> Result<(Option<HeaderValue>, Option<String>), ProxyError> {
     // A request with both Content-Length and Transfer-Encoding (the request-smuggling shape) never reaches
     // here with both: hyper's parser keeps the chunked framing and drops Content-Length, and the upstream
@@ -433,7 +432,7 @@ fn request_filter(
     ctx: &mut RequestCtx,
     conn: &ConnInfo,
     host: Option<&HeaderValue>,
-    req: &mut Request<Incoming>,
+    req: &mut Request<ClientBody>,
     normalized_path: &mut Option<String>,
 ) -> Result<(), ProxyError> {
     let frontend = ctx.frontend.as_ref().ok_or(ProxyError::Internal("request_filter ran before route"))?;
@@ -521,7 +520,7 @@ fn server_at<'a>(backend: &Backend, index: usize, server: &'a Server) -> telemet
 fn upstream_request(
     ctx: &RequestCtx,
     conn: &ConnInfo,
-    mut req: Request<Incoming>,
+    mut req: Request<ClientBody>,
     host: Option<HeaderValue>,
     normalized_path: Option<String>,
 ) -> Result<Prepared, ProxyError> {

@@ -2,12 +2,56 @@
 //! requests of this body type (a request that met a closed pooled connection is sent again, see
 //! [`super::pool::Replay`]). The proxy wraps each request's body in it; it streams frame by frame and is cut
 //! off with an error past the frontend's `Limits.MaxBodyBytes`.
+//!
+//! What the client sent comes as a [`ClientBody`]: hyper's `Incoming` for requests its server read, or the
+//! whole (empty) body of a request the listener's own HTTP/1.1 codec read (`listen::h1`).
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+
+/// A client request's body as the listener hands it to the proxy.
+pub enum ClientBody {
+    /// Read by hyper's server, frame by frame.
+    Hyper(Incoming),
+    /// Read whole by the listener's own codec (empty without a body, else a small declared one).
+    Whole(Bytes),
+}
+
+impl From<Incoming> for ClientBody {
+    fn from(body: Incoming) -> Self {
+        ClientBody::Hyper(body)
+    }
+}
+
+impl Body for ClientBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        match self.get_mut() {
+            ClientBody::Hyper(inner) => Pin::new(inner).poll_frame(cx),
+            ClientBody::Whole(bytes) if bytes.is_empty() => Poll::Ready(None),
+            ClientBody::Whole(bytes) => Poll::Ready(Some(Ok(Frame::data(std::mem::take(bytes))))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ClientBody::Hyper(inner) => inner.is_end_stream(),
+            ClientBody::Whole(bytes) => bytes.is_empty(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ClientBody::Hyper(inner) => inner.size_hint(),
+            ClientBody::Whole(bytes) => SizeHint::with_exact(bytes.len() as u64),
+        }
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum RequestBodyError {
@@ -21,7 +65,7 @@ pub enum RequestBodyError {
 pub struct RequestBody {
     /// `None` for the empty body of a request sent again (see [`super::pool::Replay`]), and for a body kept
     /// whole so failover can send it again (`kept`).
-    inner: Option<Incoming>,
+    inner: Option<ClientBody>,
     /// A body read whole before the first attempt, sent as one frame.
     kept: Option<Bytes>,
     /// Bytes still allowed; `None` means no limit.
@@ -30,7 +74,7 @@ pub struct RequestBody {
 }
 
 impl RequestBody {
-    pub fn new(inner: Incoming, limit: Option<u64>) -> Self {
+    pub fn new(inner: ClientBody, limit: Option<u64>) -> Self {
         RequestBody { inner: Some(inner), kept: None, remaining: limit, limit: limit.unwrap_or(0) }
     }
 

@@ -22,7 +22,7 @@ pub mod hop_by_hop;
 pub mod pool;
 mod sockets;
 
-pub use body::{RequestBody, RequestBodyError};
+pub use body::{ClientBody, RequestBody, RequestBodyError};
 pub use forwarded::Forwarded;
 
 /// One upstream server as the proxy uses it.
