@@ -85,7 +85,7 @@ where
     let mut conn = Conn { read: BytesMut::new(), write: Vec::new(), spans: Vec::new() };
     // One timer and one drain subscription for the whole stay, not one per request.
     let mut tick = pin!(tokio::time::sleep(PARK_AFTER));
-    let mut drained = pin!(drain.wait());
+    let mut drained = pin!(drain.waiter());
     let mut draining = false;
     let mut served = false;
     let mut grace_io = 0;
