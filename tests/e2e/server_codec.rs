@@ -179,6 +179,9 @@ fn access_lines(log: &str) -> usize {
 async fn raw_setup(upstream: &RawUpstream, extra: &[&str]) -> (Routes, Ficus) {
     let routes = Routes::new();
     routes.backend("raw", &[("s1", upstream.addr)]);
+    // A read timeout far past the tests' own waits: only the client's leaving or the header timeout can
+    // end a held request or a stalled response, never the upstream timeout.
+    routes.put("backends/raw/backend", r#"{"Type":"http","Settings":{"Timeouts":{"Read":"60s","Dial":"500ms"}}}"#);
     routes.frontend("raw", "raw", "PathPrefix(`/`)");
     let opts = FicusOptions { extra: extra.iter().map(|s| s.to_string()).collect(), ..Default::default() };
     let ficus = Ficus::start_with(routes.path(), opts).await;
