@@ -41,7 +41,7 @@ pub struct Completion {
     /// The connection slots the middleware chain gave the request, given back when the body ends.
     pub admitted: crate::middleware::Admitted,
     /// A shadowed request: the body's frames go to the comparison too, and it runs when the body ended whole.
-    pub shadow: Option<crate::shadow::Capture>,
+    pub shadow: Option<Box<crate::shadow::Capture>>,
 }
 
 /// The frontend's counters and where in its split the request went, kept until the body ends.

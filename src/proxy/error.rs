@@ -46,6 +46,8 @@ impl UpstreamFailure {
             }
             // The send phase names a cut a drain deadline before it gets here; a cut is a broken exchange.
             PoolError::Cut => return UpstreamFailure::Reset(e.to_string()),
+            // The send phase names a timeout with the backend's duration before it gets here.
+            PoolError::ReadTimeout => return UpstreamFailure::Reset(e.to_string()),
         };
         let mut chain = http.to_string();
         let mut body_error = false;

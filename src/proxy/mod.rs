@@ -35,7 +35,7 @@ use crate::middleware::{self, Admitted};
 use crate::route::Request as RouteRequest;
 use crate::table::{Backend, Frontend, RoutingTable, SharedTable, StickyChoice as Choice};
 use crate::telemetry;
-use crate::upstream::pool::{Conn, UpstreamBody};
+use crate::upstream::pool::{Conn, PoolError, UpstreamBody};
 use crate::upstream::{Forwarded, InflightGuard, Server};
 use headers::{RequestIds, X_REQUEST_ID};
 use http::header::{self, HeaderValue};
@@ -74,8 +74,9 @@ pub struct RequestCtx {
     pub request_id: HeaderValue,
     pub method: Method,
     /// What the access log says about the request, taken only when the access log is on (its lines, and
-    /// the error exit's, name the path). The host is filled in by `route` once the head is checked.
-    pub log: Option<RequestLog>,
+    /// the error exit's, name the path). The host is filled in by `route` once the head is checked. Boxed:
+    /// the context moves between the phases by value, and a record held inline made every move larger.
+    pub log: Option<Box<RequestLog>>,
     /// Set by `route`.
     pub frontend: Option<Arc<Frontend>>,
     /// Set by `pick`, with their positions in the frontend's split and the backend's servers (metric slots).
@@ -87,7 +88,8 @@ pub struct RequestCtx {
     /// Set by `pick` when a sticky split assigned this client its cookie; sent with the response.
     pub set_cookie: Option<HeaderValue>,
     /// Set by `upstream_request` when the frontend shadows this request: the response body feeds it.
-    pub shadow: Option<crate::shadow::Capture>,
+    /// Boxed for the same reason as `log`: only shadowed requests carry one.
+    pub shadow: Option<Box<crate::shadow::Capture>>,
 }
 
 impl RequestCtx {
@@ -97,7 +99,7 @@ impl RequestCtx {
             Some(id) if !id.is_empty() && id.len() <= 200 => id.clone(),
             _ => ids.next(),
         };
-        let log = access_log_enabled().then(|| RequestLog::new(req, None));
+        let log = access_log_enabled().then(|| Box::new(RequestLog::new(req, None)));
         RequestCtx {
             start,
             request_id,
@@ -602,8 +604,10 @@ async fn offer_shadow(
     } else {
         bytes::Bytes::new()
     };
-    ctx.shadow =
-        route.state.offer(req, forwarded, body, server, shadow_backend.as_ref().and_then(|b| b.servers.pick()));
+    ctx.shadow = route
+        .state
+        .offer(req, forwarded, body, server, shadow_backend.as_ref().and_then(|b| b.servers.pick()))
+        .map(Box::new);
     Ok(())
 }
 
@@ -617,19 +621,19 @@ async fn send(ctx: &RequestCtx, prepared: Prepared) -> Result<Sent, ProxyError> 
     let guard = server.begin();
     // Counted from the request's start, read once already, rather than from another clock read.
     let deadline = tokio::time::Instant::from_std(ctx.start) + backend.settings.read_timeout;
-    let sent = tokio::time::timeout_at(deadline, server.pool.send(upstream_req, Some(&forwarded), ctx.start)).await;
+    let sent = server.pool.send(upstream_req, Some(&forwarded), ctx.start, Some(deadline)).await;
     let failure = match sent {
-        Ok(Ok((resp, conn))) => {
+        Ok((resp, conn)) => {
             failover::observe(backend, server, ctx.start, Ok(resp.status().as_u16()));
             return Ok(Sent { resp, conn, guard, client_upgrade, client_version });
         }
+        Err(PoolError::ReadTimeout) => UpstreamFailure::Timeout(backend.settings.read_timeout),
         // The drain deadline shut the server's sockets (`upstream::pool::Pool::cut`), which is how the
         // exchange failed: a cut, not the server's fault, so passive health does not hear of it.
-        Ok(Err(_)) if server.is_aborted() => {
+        Err(_) if server.is_aborted() => {
             return Err(upstream_error(UpstreamFailure::DrainDeadline(backend.settings.drain_timeout)))
         }
-        Ok(Err(e)) => UpstreamFailure::classify(&e),
-        Err(_) => UpstreamFailure::Timeout(backend.settings.read_timeout),
+        Err(e) => UpstreamFailure::classify(&e),
     };
     failover::observe(backend, server, ctx.start, Err(&failure));
     Err(upstream_error(failure))
@@ -704,7 +708,7 @@ pub struct AccessRecord {
     backend: Arc<str>,
     server: Arc<str>,
     method: Method,
-    request: RequestLog,
+    request: Box<RequestLog>,
     status: u16,
     peer: SocketAddr,
     request_id: HeaderValue,

@@ -490,7 +490,7 @@ async fn fetch(
 ) -> Result<(u16, Vec<Option<HeaderValue>>, Option<Bytes>), String> {
     let guard = server.begin();
     let exchange = async {
-        let (resp, conn) = pool.send(req, None, Instant::now()).await.map_err(|e| e.to_string())?;
+        let (resp, conn) = pool.send(req, None, Instant::now(), None).await.map_err(|e| e.to_string())?;
         let (parts, mut body) = resp.into_parts();
         let mut buf: Vec<u8> = Vec::new();
         let mut complete = true;

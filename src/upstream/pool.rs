@@ -67,6 +67,22 @@ pub enum PoolError {
     RequestBody(#[source] Box<dyn std::error::Error + Send + Sync>),
     #[error("the server's drain deadline passed")]
     Cut,
+    /// No response head by the deadline `Pool::send` was given (the backend's read timeout).
+    #[error("no response within the read timeout")]
+    ReadTimeout,
+}
+
+/// `$fut` awaited, bounded by `$deadline` when there is one: the parts of an exchange outside the codec's own
+/// timer (reading a small body whole, dialing, hyper's client). A macro, not an `async fn`: one of those keeps
+/// its future argument twice in its state (as the argument and inside the timeout), and hyper's client
+/// future is large enough that the handler's future then crosses into a much slower copy.
+macro_rules! within {
+    ($deadline:expr, $fut:expr) => {
+        match $deadline {
+            Some(deadline) => tokio::time::timeout_at(deadline, $fut).await.map_err(|_| PoolError::ReadTimeout),
+            None => Ok($fut.await),
+        }
+    };
 }
 
 /// Where connections go: an address known up front, or a name resolved at each dial (so DNS changes are
@@ -378,20 +394,22 @@ where
     /// Sends `req` on an idle connection, or on a new one when none is usable. `now` is the request's start,
     /// read once by the caller, against which idle connections are aged. `forwarded`: the fields the proxy
     /// sets on the request, not in its map: the codec writes them into the head, and for hyper's client they
-    /// go into the map here.
+    /// go into the map here. `deadline`: the backend's read timeout, by when the response head must be in
+    /// (failing with [`PoolError::ReadTimeout`]); `None` for a caller that bounds the exchange itself.
     pub async fn send(
         &self,
         mut req: Request<B>,
         forwarded: Option<&Forwarded>,
         now: Instant,
+        deadline: Option<tokio::time::Instant>,
     ) -> Result<(Response<UpstreamBody>, Conn<B>), PoolError> {
         if uses_codec(self.inner.plain_h1, &req) {
-            return self.send_h1(req, forwarded, now).await;
+            return self.send_h1(req, forwarded, now, deadline).await;
         }
         if let Some(forwarded) = forwarded {
             forwarded.apply(req.headers_mut());
         }
-        let (resp, conn) = self.send_hyper(req, now).await?;
+        let (resp, conn) = within!(deadline, self.send_hyper(req, now))??;
         Ok((resp.map(UpstreamBody::Hyper), conn))
     }
 
@@ -404,13 +422,14 @@ where
         mut req: Request<B>,
         forwarded: Option<&Forwarded>,
         now: Instant,
+        deadline: Option<tokio::time::Instant>,
     ) -> Result<(Response<UpstreamBody>, Conn<B>), PoolError> {
         let body = if req.body().is_end_stream() {
             Bytes::new()
         } else {
             use http_body_util::BodyExt;
             let streamed = std::mem::replace(req.body_mut(), B::empty());
-            match streamed.collect().await {
+            match within!(deadline, streamed.collect())? {
                 Ok(whole) => whole.to_bytes(),
                 Err(e) => return Err(PoolError::RequestBody(e.into())),
             }
@@ -421,9 +440,11 @@ where
             }
             let (mut conn, reused) = match self.inner.checkout_h1(now) {
                 Some(conn) => (conn, true),
-                None => (h1::Connection::new(Box::pin(self.inner.tcp()).await?), false),
+                None => (h1::Connection::new(within!(deadline, Box::pin(self.inner.tcp()))??), false),
             };
-            match conn.request(&req, forwarded, &body).await {
+            // The wait for the response head is bounded by the connection's own timer (`h1::Connection`),
+            // not by a timer made for this exchange.
+            match conn.request(&req, forwarded, &body, deadline).await {
                 Ok(head) => {
                     let h1::Head { status, version, headers, framing, keep_alive } = head;
                     let shelf: Arc<dyn h1::Shelf> = self.inner.clone();
@@ -435,6 +456,7 @@ where
                     return Ok((resp, Conn { tx: None }));
                 }
                 Err(e) if reused && e.before_response() && idempotent(req.method()) => continue,
+                Err(h1::Error::Timeout) => return Err(PoolError::ReadTimeout),
                 Err(e) => return Err(PoolError::H1(e)),
             }
         }
@@ -813,7 +835,7 @@ mod tests {
     async fn exchange(pool: &Pool<Empty<Bytes>>, method: Method) -> Result<(), PoolError> {
         let req =
             Request::builder().method(method).uri("/").header("host", "test").body(Empty::new()).expect("request");
-        let (resp, conn) = pool.send(req, None, Instant::now()).await?;
+        let (resp, conn) = pool.send(req, None, Instant::now(), None).await?;
         let body = resp.into_body().collect().await.expect("the body arrives whole").to_bytes();
         assert_eq!(&body[..], b"ok");
         pool.put(conn);
@@ -946,7 +968,7 @@ mod tests {
                 .header("content-length", "5")
                 .body(http_body_util::Full::new(Bytes::from_static(b"hello")))
                 .expect("request");
-            let (resp, _) = pool.send(req, None, Instant::now()).await.expect("exchange");
+            let (resp, _) = pool.send(req, None, Instant::now(), None).await.expect("exchange");
             assert!(matches!(resp.body(), UpstreamBody::H1(_)), "a small body goes through the codec");
             let body = resp.into_body().collect().await.expect("the body arrives whole").to_bytes();
             assert_eq!(&body[..], b"ok");
@@ -999,7 +1021,7 @@ mod tests {
                 .header("content-length", body.len().to_string())
                 .body(http_body_util::Full::new(body))
                 .expect("request");
-            pool.send(req, None, Instant::now())
+            pool.send(req, None, Instant::now(), None)
         };
         // A small body goes through the codec, a large one through hyper's client: two connections at once.
         let (small, _) = send(Bytes::from_static(b"hello")).await.expect("small");

@@ -149,7 +149,7 @@ async fn via_codec(bytes: Vec<u8>, method: &Method, close_after: bool) -> Outcom
     let addr = serve(bytes, close_after).await;
     let sockets = Sockets::default();
     let mut conn = Connection::new(sockets.track(TcpStream::connect(addr).await.expect("connect")));
-    let Ok(head) = conn.request(&request(method), None, b"").await else { return Outcome::Failed };
+    let Ok(head) = conn.request(&request(method), None, b"", None).await else { return Outcome::Failed };
     let kept = Arc::new(Kept::default());
     let body = ResponseBody::new(conn, head.framing, head.keep_alive, kept.clone());
     let (body, trailers, body_failed) = collect(body).await;
@@ -157,8 +157,10 @@ async fn via_codec(bytes: Vec<u8>, method: &Method, close_after: bool) -> Outcom
     let reusable = if close_after || body_failed {
         None
     } else if let Some(mut conn) = back {
-        let next =
-            conn.request(&request(&Method::GET), None, b"").await.expect("a second exchange on a reusable connection");
+        let next = conn
+            .request(&request(&Method::GET), None, b"", None)
+            .await
+            .expect("a second exchange on a reusable connection");
         let next = ResponseBody::new(conn, next.framing, next.keep_alive, kept.clone());
         let (next, _, _) = collect(next).await;
         assert_eq!(next, b"next");
@@ -390,4 +392,57 @@ async fn a_chunked_response_with_trailers_is_read_and_its_connection_reused() {
     };
     assert_eq!((status, &body[..], body_failed, reusable), (200, &b"abc"[..], false, Some(true)));
     assert_eq!(trailers, Some(vec![("x-t".to_string(), b"1".to_vec())]));
+}
+
+/// The read timeout's timer lives with the connection and is moved to each exchange's deadline: one that
+/// fired while the connection sat idle does not cut the next exchange, and a server that never answers is
+/// cut at the exchange's own deadline with `Error::Timeout`.
+#[tokio::test(flavor = "current_thread")]
+async fn the_connections_timer_bounds_each_exchange_at_its_own_deadline() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    // Answers the first two requests, then reads the third and holds the connection open without a word.
+    let server = tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.expect("accept");
+        let mut got = Vec::new();
+        let mut buf = [0u8; 1024];
+        for answered in 0..3 {
+            while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                let n = s.read(&mut buf).await.expect("read");
+                assert!(n > 0, "the client closed early");
+                got.extend_from_slice(&buf[..n]);
+            }
+            got.clear();
+            if answered < 2 {
+                s.write_all(NEXT).await.expect("write");
+            }
+        }
+        // Held until the client gives up and closes.
+        let _ = s.read(&mut buf).await;
+    });
+    let sockets = Sockets::default();
+    let mut conn = Connection::new(sockets.track(TcpStream::connect(addr).await.expect("connect")));
+    let kept = Arc::new(Kept::default());
+    let bound = Duration::from_secs(20);
+    let exchange = |mut conn: Box<Connection>, deadline: Instant| {
+        let kept = kept.clone();
+        async move {
+            let head = conn.request(&request(&Method::GET), None, b"", Some(deadline)).await?;
+            let (body, _, failed) = collect(ResponseBody::new(conn, head.framing, head.keep_alive, kept.clone())).await;
+            assert_eq!((&body[..], failed), (&b"next"[..], false));
+            Ok::<_, Error>(kept.0.lock().expect("lock").take().expect("the connection back"))
+        }
+    };
+    let first = Instant::now() + Duration::from_millis(200);
+    conn = tokio::time::timeout(bound, exchange(conn, first)).await.expect("bounded").expect("the first answer");
+    // The first exchange's deadline passes while the connection is idle.
+    tokio::time::sleep_until(first + Duration::from_millis(50)).await;
+    let second = Instant::now() + Duration::from_secs(10);
+    conn = tokio::time::timeout(bound, exchange(conn, second)).await.expect("bounded").expect("the second answer");
+    let third = Instant::now() + Duration::from_millis(200);
+    let outcome = tokio::time::timeout(bound, conn.request(&request(&Method::GET), None, b"", Some(third))).await;
+    assert!(matches!(outcome, Ok(Err(Error::Timeout))), "{outcome:?}");
+    assert!(Instant::now() >= third, "cut before its deadline");
+    drop(conn);
+    tokio::time::timeout(bound, server).await.expect("the server ended").expect("the server's task");
 }
