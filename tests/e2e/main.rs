@@ -26,6 +26,7 @@ mod reload;
 mod resilience;
 mod rollout;
 mod routing;
+mod server_codec;
 mod shadow;
 mod shutdown;
 mod source_contract;
