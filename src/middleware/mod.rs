@@ -40,7 +40,7 @@ use metrics::Counter;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::Instant;
 
 /// A compiled chain, in order (smaller Priority first, ties by id). Empty for most frontends: no allocation.
 pub type Chain = Box<[Middleware]>;
@@ -125,10 +125,12 @@ impl Admitted {
     /// Hands the answer to what watches it (a breaker's window, a trace record): the status, the response
     /// head when there is one, the time since the request started. Once per request; no-op for most chains.
     #[inline]
-    pub fn observe(&mut self, status: u16, headers: Option<&HeaderMap>, elapsed: Duration) {
+    /// `start` rather than the time taken: the clock is read only when someone observes.
+    pub fn observe(&mut self, status: u16, headers: Option<&HeaderMap>, start: Instant) {
         if self.observers.is_empty() {
             return;
         }
+        let elapsed = start.elapsed();
         for o in self.observers.drain(..) {
             match o {
                 Observer::Breaker(b) => b.record(status, elapsed),

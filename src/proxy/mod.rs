@@ -209,14 +209,14 @@ impl Proxy {
         let mut ctx = RequestCtx::new(&req, &self.ids);
         match self.forward(&mut ctx, conn, req).await {
             Ok(sent) => {
-                ctx.admitted.observe(sent.resp.status().as_u16(), Some(sent.resp.headers()), ctx.start.elapsed());
+                ctx.admitted.observe(sent.resp.status().as_u16(), Some(sent.resp.headers()), ctx.start);
                 match ctx.admitted.template() {
                     Some(view) => middleware_template(self.respond(ctx, conn, sent), &view).await,
                     None => self.respond(ctx, conn, sent),
                 }
             }
             Err(err) => {
-                ctx.admitted.observe(err.status().as_u16(), None, ctx.start.elapsed());
+                ctx.admitted.observe(err.status().as_u16(), None, ctx.start);
                 ctx.fail(conn, err)
             }
         }
