@@ -18,13 +18,15 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("predicate", &[]),
     // State kept across tables by key, held weakly.
     ("kept", &[]),
+    // HTTP/1.1 value rules both codecs read alike.
+    ("http1", &[]),
     // Config as stored and validated, and where it comes from.
     ("model", &["route", "predicate"]),
     ("source", &["model"]),
     // Process lifecycle primitives passed everywhere (shutdown, drain tracking, inherited sockets, upgrade).
     ("lifecycle", &["model"]),
     // Per-server state and pools, kept across tables.
-    ("upstream", &["telemetry", "predicate", "model", "kept"]),
+    ("upstream", &["telemetry", "predicate", "model", "kept", "http1"]),
     // A frontend's middleware chain and its state kept across tables.
     ("middleware", &["telemetry", "model", "predicate", "kept"]),
     // Shadow copies of a frontend's requests and the comparison of their answers, kept across tables.
@@ -33,7 +35,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("table", &["route", "balance", "telemetry", "model", "source", "upstream", "middleware", "shadow"]),
     // The request path, then the sockets that feed it, then what watches it all.
     ("proxy", &["route", "telemetry", "model", "lifecycle", "upstream", "middleware", "shadow", "table"]),
-    ("listen", &["telemetry", "model", "lifecycle", "table", "proxy"]),
+    ("listen", &["telemetry", "model", "lifecycle", "table", "proxy", "http1"]),
     ("admin", &["telemetry", "model", "lifecycle", "upstream", "table"]),
     // Beside the flow: checking and writing config.
     ("check", &["model", "source"]),

@@ -37,6 +37,7 @@ pub mod admin;
 pub mod app;
 pub mod balance;
 pub mod check;
+pub mod http1;
 pub mod kept;
 pub mod lifecycle;
 pub mod listen;

@@ -10,6 +10,7 @@
 //! as before: any parse error or limit, HTTP/1.0, a body (`Content-Length`, `Transfer-Encoding`), `Expect`,
 //! `Upgrade` and CONNECT.
 
+use crate::http1::content_length;
 use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, StatusCode, Uri, Version};
@@ -114,7 +115,7 @@ pub fn parse_request(buf: &mut BytesMut, limits: &HeadLimits, spans: &mut Vec<Sp
         let name = h.name.as_bytes();
         if name.eq_ignore_ascii_case(b"content-length") {
             // Digits only, and every length the same (else hyper answers 400).
-            match (digits(h.value), declared) {
+            match (content_length(h.value), declared) {
                 (Some(n), None) => declared = Some(n),
                 (Some(n), Some(seen)) if n == seen => {}
                 _ => return Parsed::Fallback,
@@ -304,7 +305,7 @@ pub fn write_response(
                     }
                 }
                 BodyLength::Unknown => {
-                    if let (false, Some(n)) = (open, digits(value.as_bytes())) {
+                    if let (false, Some(n)) = (open, content_length(value.as_bytes())) {
                         encoder = Encoder::Length(n);
                         start_line(dst, b"content-length", value, &mut open);
                         wrote_len = true;
@@ -424,17 +425,6 @@ fn end_line(dst: &mut Vec<u8>, open: &mut bool, must_chunk: &mut bool) {
 
 fn is_chunked(value: &HeaderValue) -> bool {
     value.to_str().is_ok_and(|s| s.rsplit(',').next().is_some_and(|c| c.trim().eq_ignore_ascii_case("chunked")))
-}
-
-/// A decimal length with no sign (hyper's `from_digits`).
-fn digits(bytes: &[u8]) -> Option<u64> {
-    if bytes.is_empty() {
-        return None;
-    }
-    bytes.iter().try_fold(0u64, |n, b| match b {
-        b'0'..=b'9' => n.checked_mul(10)?.checked_add(u64::from(b - b'0')),
-        _ => None,
-    })
 }
 
 /// The trailer fields hyper's server sends: the ones the `Trailer` header named, except those that must not

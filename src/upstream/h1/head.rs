@@ -9,6 +9,7 @@
 //! `Transfer-Encoding` and `Content-Length` is read as chunked but its connection is not reused).
 
 use super::Error;
+use crate::http1::content_length;
 use crate::upstream::forwarded::{line, Forwarded};
 use crate::upstream::hop_by_hop;
 use bytes::{Bytes, BytesMut};
@@ -272,7 +273,7 @@ fn build(head: Bytes, status: StatusCode, version: Version, method: &Method, spa
             Kind::Te => te = true,
             Kind::ContentLength => {
                 for part in value.as_bytes().split(|b| *b == b',') {
-                    let n = digits(part.trim_ascii()).ok_or(());
+                    let n = content_length(part.trim_ascii()).ok_or(());
                     fields.content_length = match fields.content_length {
                         None => Some(n),
                         Some(Ok(seen)) if n == Ok(seen) => Some(Ok(seen)),
@@ -333,17 +334,6 @@ fn build(head: Bytes, status: StatusCode, version: Version, method: &Method, spa
         keep_alive = false;
     }
     Ok(Head { status, version, headers, framing, keep_alive })
-}
-
-/// A Content-Length value: digits only (no sign, no blanks inside), no overflow.
-fn digits(s: &[u8]) -> Option<u64> {
-    if s.is_empty() {
-        return None;
-    }
-    s.iter().try_fold(0u64, |n, b| match b {
-        b'0'..=b'9' => n.checked_mul(10)?.checked_add(u64::from(b - b'0')),
-        _ => None,
-    })
 }
 
 #[cfg(test)]
