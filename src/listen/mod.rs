@@ -217,7 +217,8 @@ pub async fn serve(
         h2,
         parked,
         max_request_line: limits.max_request_line_bytes,
-        codec: Some(codec),
+        // Decided once per listener: with more fields allowed than the codec parses, hyper serves every head.
+        codec: (limits.max_headers <= h1::head::MAX_HEADERS).then_some(codec),
     });
     let refused = metrics::counter!(telemetry::CONNECTIONS_REFUSED_TOTAL, "listener" => cfg.name.clone());
     let mut cap = serve::accept::Cap::new(limits.connection_cap(), refused);

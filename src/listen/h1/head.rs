@@ -67,20 +67,21 @@ pub struct Span {
     value: (u32, u32),
 }
 
+/// The most header fields the codec parses; a listener allowing more leaves every head to hyper's server.
+pub const MAX_HEADERS: usize = crate::proxy::limits::DEFAULT_MAX_HEADERS;
+
 /// Parses one request head from the front of `buf`. `spans` is scratch space kept by the connection.
 pub fn parse_request(buf: &mut BytesMut, limits: &HeadLimits, spans: &mut Vec<Span>) -> Parsed {
-    // hyper's default is 100 slots on the stack; a listener configured for more is handed to hyper (rare).
-    const SLOTS: usize = crate::proxy::limits::DEFAULT_MAX_HEADERS;
-    if limits.max_headers > SLOTS {
-        return Parsed::Fallback;
-    }
+    // hyper's default of 100 slots on the stack; a listener configured for more does not use the codec
+    // (`listen::serve`), and a head with more fields than slots is refused by httparse, so goes to hyper.
+    const SLOTS: usize = MAX_HEADERS;
     let mut slots: [MaybeUninit<httparse::Header<'_>>; SLOTS] = [const { MaybeUninit::uninit() }; SLOTS];
     let mut req = httparse::Request::new(&mut []);
     let base = buf.as_ptr() as usize;
     let parsed = httparse::ParserConfig::default().parse_request_with_uninit_headers(
         &mut req,
         buf,
-        &mut slots[..limits.max_headers],
+        &mut slots[..limits.max_headers.min(SLOTS)],
     );
     let len = match parsed {
         Ok(httparse::Status::Complete(len)) => len,
