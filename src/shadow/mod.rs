@@ -404,7 +404,6 @@ impl Inner {
         if fields.is_empty() {
             return self.count(Outcome::Equal);
         }
-        self.count(Outcome::Different);
         let pair = Pair {
             method: job.method.to_string(),
             target: job.uri.path_and_query().map_or("/", |pq| pq.as_str()).to_string(),
@@ -414,6 +413,8 @@ impl Inner {
             fields,
         };
         let mut d = self.detail();
+        // Counted under the lock the report takes, so a report never shows a difference its fields lack.
+        self.count(Outcome::Different);
         for f in &pair.fields {
             *d.by_field.entry(f.clone()).or_default() += 1;
         }

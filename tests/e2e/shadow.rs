@@ -174,12 +174,13 @@ async fn a_hanging_shadow_backend_never_holds_up_a_client_and_its_copies_past_th
     );
 }
 
-/// A JSON backend whose answers carry a counter (different on every request, noise) and its name.
-async fn counting_server(name: &'static str) -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
+/// A JSON backend whose answers carry a counter (different on every request, noise) and its name. The
+/// counter starts at `first`: two servers given far-apart starts never answer the same number.
+async fn counting_server(name: &'static str, first: u64) -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
     use hyper_util::rt::{TokioExecutor, TokioIo};
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
-    let n = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let n = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(first));
     let task = tokio::spawn(async move {
         while let Ok((s, _)) = l.accept().await {
             let n = n.clone();
@@ -204,8 +205,8 @@ async fn counting_server(name: &'static str) -> (std::net::SocketAddr, tokio::ta
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn noise_learned_from_the_primary_and_configured_paths_are_not_differences() {
-    let (primary, _p) = counting_server("primary").await;
-    let (shadow, _s) = counting_server("shadow").await;
+    let (primary, _p) = counting_server("primary", 0).await;
+    let (shadow, _s) = counting_server("shadow", 1_000_000).await;
     let routes = Routes::new();
     routes.backend("primary", &[("s1", primary)]);
     routes.backend("shadow", &[("s1", shadow)]);
