@@ -243,7 +243,13 @@ impl Proxy {
         drop(table);
         let mut prepared = upstream_request(ctx, conn, req, host, normalized_path)?;
         offer_shadow(ctx, shadow_backend, &mut prepared.req, &prepared.forwarded).await?;
-        failover::send(ctx, prepared).await
+        // Most frontends have no failover: their send phase is awaited here, not inside the failover loop's
+        // future, which would be built and copied around it per request.
+        if ctx.frontend.as_ref().is_some_and(|f| f.failover.is_some()) {
+            failover::send(ctx, prepared).await
+        } else {
+            send(ctx, prepared).await
+        }
     }
 
     /// The response phase: hop-by-hop headers out, the request id in, the client's version, and the body
@@ -621,7 +627,13 @@ async fn send(ctx: &RequestCtx, prepared: Prepared) -> Result<Sent, ProxyError> 
     let guard = server.begin();
     // Counted from the request's start, read once already, rather than from another clock read.
     let deadline = tokio::time::Instant::from_std(ctx.start) + backend.settings.read_timeout;
-    let sent = server.pool.send(upstream_req, Some(&forwarded), ctx.start, Some(deadline)).await;
+    // The codec's exchange awaited here rather than inside `Pool::send`: one future level fewer to build and
+    // copy per request (docs/PERFORMANCE.md, "Fewer moves").
+    let sent = if server.pool.takes_codec(&upstream_req) {
+        server.pool.send_h1(upstream_req, Some(&forwarded), ctx.start, Some(deadline)).await
+    } else {
+        server.pool.send(upstream_req, Some(&forwarded), ctx.start, Some(deadline)).await
+    };
     let failure = match sent {
         Ok((resp, conn)) => {
             failover::observe(backend, server, ctx.start, Ok(resp.status().as_u16()));

@@ -413,11 +413,19 @@ where
         Ok((resp.map(UpstreamBody::Hyper), conn))
     }
 
+    /// Whether [`Pool::send`] takes `req` through the codec. The proxy asks first and awaits
+    /// [`Pool::send_h1`] itself: `send`'s future around `send_h1`'s is one more future built and copied into
+    /// its caller's state per request, and one more copy of the request moved in.
+    pub fn takes_codec(&self, req: &Request<B>) -> bool {
+        uses_codec(self.inner.plain_h1, req)
+    }
+
     /// One exchange through the codec, from this task: an idle connection that still looks open, or a new
     /// one. A small declared body is read whole first. A pooled connection that turns out closed before any
     /// response byte (the server's close crossed the request) is dropped and the request sent again on
-    /// another, when it is idempotent; nothing is copied to send it again.
-    async fn send_h1(
+    /// another, when it is idempotent; nothing is copied to send it again. Only for a request
+    /// [`Pool::takes_codec`] said yes to; [`Pool::send`] decides for callers that do not ask.
+    pub async fn send_h1(
         &self,
         mut req: Request<B>,
         forwarded: Option<&Forwarded>,
