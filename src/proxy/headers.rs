@@ -237,11 +237,22 @@ fn splitmix(mut x: u64) -> u64 {
     x ^ (x >> 31)
 }
 
+/// `v` as 16 lower-case hex digits, most significant first. Eight digits at a time in one word (each nibble
+/// spread into a byte of its own, then turned into its digit with no branch and no table): a digit at a time
+/// cost about 70 instructions per request id.
 fn hex(v: u64, out: &mut [u8]) {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    for (i, b) in out.iter_mut().enumerate() {
-        *b = DIGITS[((v >> (60 - 4 * i)) & 0xf) as usize];
+    fn eight(x: u32) -> [u8; 8] {
+        let mut s = x as u64;
+        s = (s | (s << 16)) & 0x0000_FFFF_0000_FFFF;
+        s = (s | (s << 8)) & 0x00FF_00FF_00FF_00FF;
+        // Nibble k (from the least significant) is now byte k.
+        s = (s | (s << 4)) & 0x0F0F_0F0F_0F0F_0F0F;
+        // 1 in each byte whose nibble is 10 or more, which then takes `a`-`f` instead of `:` onwards.
+        let letters = ((s + 0x0606_0606_0606_0606) >> 4) & 0x0101_0101_0101_0101;
+        (s + 0x3030_3030_3030_3030 + letters * (b'a' - b'0' - 10) as u64).to_be_bytes()
     }
+    out[..8].copy_from_slice(&eight((v >> 32) as u32));
+    out[8..16].copy_from_slice(&eight(v as u32));
 }
 
 #[cfg(test)]
@@ -421,6 +432,22 @@ mod tests {
         assert_eq!(a.len(), 32);
         assert!(a.as_bytes().iter().all(u8::is_ascii_hexdigit), "{a:?}");
         assert_eq!(a.as_bytes()[..16], b.as_bytes()[..16], "one process, one prefix");
+    }
+
+    #[test]
+    fn hex_digits_are_those_format_writes() {
+        for v in [0, 1, 9, 10, 15, 16, 0xdead_beef, 0x0123_4567_89ab_cdef, u64::MAX, u64::MAX - 5, 1 << 63] {
+            let mut out = [0u8; 16];
+            super::hex(v, &mut out);
+            assert_eq!(std::str::from_utf8(&out).expect("ascii"), format!("{v:016x}"));
+        }
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        for _ in 0..1000 {
+            x = super::splitmix(x);
+            let mut out = [0u8; 16];
+            super::hex(x, &mut out);
+            assert_eq!(std::str::from_utf8(&out).expect("ascii"), format!("{x:016x}"));
+        }
     }
 
     #[test]
