@@ -654,7 +654,13 @@ async fn send(ctx: &RequestCtx, prepared: &mut Prepared) -> Result<Sent, ProxyEr
     let failure = match sent {
         Ok((resp, conn)) => {
             failover::observe(backend, server, ctx.start, Ok(resp.status().as_u16()));
-            return Ok(Sent { resp, conn, guard, client_upgrade: client_upgrade.take(), client_version: *client_version });
+            return Ok(Sent {
+                resp,
+                conn,
+                guard,
+                client_upgrade: client_upgrade.take(),
+                client_version: *client_version,
+            });
         }
         Err(PoolError::ReadTimeout) => UpstreamFailure::Timeout(backend.settings.read_timeout),
         // The drain deadline shut the server's sockets (`upstream::pool::Pool::cut`), which is how the
