@@ -57,10 +57,15 @@ struct ConnService(Arc<ConnCtx>);
 impl h1::Handler for ConnCtx {
     type Body = ProxyBody;
 
-    async fn call(&self, req: http::Request<crate::proxy::ClientBody>) -> http::Response<ProxyBody> {
-        let mut resp = self.proxy.handle(&self.info, req).await;
-        self.draining.mark(http::Version::HTTP_11, &mut resp);
-        resp
+    fn call(
+        &self,
+        req: http::Request<crate::proxy::ClientBody>,
+    ) -> impl Future<Output = http::Response<ProxyBody>> + Send {
+        self.proxy.handle(&self.info, req)
+    }
+
+    fn finish(&self, resp: &mut http::Response<ProxyBody>) {
+        self.draining.mark(http::Version::HTTP_11, resp);
     }
 }
 

@@ -139,9 +139,9 @@ pub(super) async fn read_whole(req: &mut Request<RequestBody>) -> Result<Bytes, 
 pub(super) async fn send(ctx: &mut RequestCtx, mut prepared: Prepared) -> Result<Sent, ProxyError> {
     let frontend = match &ctx.frontend {
         Some(f) if f.failover.is_some() => f.clone(),
-        _ => return super::send(ctx, prepared).await,
+        _ => return super::send(ctx, &mut prepared).await,
     };
-    let Some(policy) = frontend.failover.as_ref() else { return super::send(ctx, prepared).await };
+    let Some(policy) = frontend.failover.as_ref() else { return super::send(ctx, &mut prepared).await };
     let (backend, server) = match (&ctx.backend, &ctx.server) {
         (Some((_, b)), Some((_, s))) => (b.clone(), s.clone()),
         _ => return Err(ProxyError::Internal("send ran before a server was picked")),
@@ -160,7 +160,7 @@ pub(super) async fn send(ctx: &mut RequestCtx, mut prepared: Prepared) -> Result
             tried[(attempts as usize).min(tried.len() - 1)] = *si;
         }
         attempts += 1;
-        let result = super::send(ctx, prepared).await;
+        let result = super::send(ctx, &mut prepared).await;
         let (network_error, code) = match &result {
             Ok(sent) => (false, sent.resp.status().as_u16()),
             Err(ProxyError::Upstream {

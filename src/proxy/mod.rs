@@ -207,7 +207,27 @@ impl Proxy {
 
     pub async fn handle(&self, conn: &ConnInfo, req: Request<ClientBody>) -> Response<ProxyBody> {
         let mut ctx = RequestCtx::new(&req, &self.ids);
-        match self.forward(&mut ctx, conn, req).await {
+        // The phases that wait are awaited here, in the request's own future, with the prepared request kept
+        // in it and lent to them: no future of a phase function around them to build and copy per request,
+        // and the request not moved into each (docs/PERFORMANCE.md, "Fewer moves").
+        let result = match self.prepare(&mut ctx, conn, req) {
+            Err(err) => Err(err),
+            Ok((mut prepared, shadow_backend)) => {
+                let offered = match ctx.frontend.as_ref().is_some_and(|f| f.shadow.is_some()) {
+                    true => offer_shadow(&mut ctx, shadow_backend, &mut prepared.req, &prepared.forwarded).await,
+                    false => Ok(()),
+                };
+                match offered {
+                    Err(err) => Err(err),
+                    // Most frontends have no failover, and skip its loop.
+                    Ok(()) if ctx.frontend.as_ref().is_some_and(|f| f.failover.is_some()) => {
+                        failover::send(&mut ctx, prepared).await
+                    }
+                    Ok(()) => send(&ctx, &mut prepared).await,
+                }
+            }
+        };
+        match result {
             Ok(sent) => {
                 ctx.admitted.observe(sent.resp.status().as_u16(), Some(sent.resp.headers()), ctx.start);
                 match ctx.admitted.template() {
@@ -222,13 +242,14 @@ impl Proxy {
         }
     }
 
-    /// The phases up to the upstream's response head, each one able to end the request with an error.
-    async fn forward(
+    /// The phases up to the request for the server, none of which waits, each one able to end the request
+    /// with an error; with the request, the shadow's backend as the table had it, for a frontend that shadows.
+    fn prepare(
         &self,
         ctx: &mut RequestCtx,
         conn: &ConnInfo,
         mut req: Request<ClientBody>,
-    ) -> Result<Sent, ProxyError> {
+    ) -> Result<(Prepared, Option<Arc<Backend>>), ProxyError> {
         let table = self.table.load_full();
         let (host, mut normalized_path) = route(ctx, &table, &self.limits, &req)?;
         request_filter(ctx, conn, host.as_ref(), &mut req, &mut normalized_path)?;
@@ -241,9 +262,8 @@ impl Proxy {
             .and_then(|f| f.shadow.as_ref())
             .and_then(|route| table.router.backend(&route.backend).cloned());
         drop(table);
-        let mut prepared = upstream_request(ctx, conn, req, host, normalized_path)?;
-        offer_shadow(ctx, shadow_backend, &mut prepared.req, &prepared.forwarded).await?;
-        failover::send(ctx, prepared).await
+        let prepared = upstream_request(ctx, conn, req, host, normalized_path)?;
+        Ok((prepared, shadow_backend))
     }
 
     /// The response phase: hop-by-hop headers out, the request id in, the client's version, and the body
@@ -613,7 +633,8 @@ async fn offer_shadow(
 
 /// The send phase: the request to the picked server, bounded by the backend's Read timeout (time to the
 /// response head) and cut when the server's drain deadline passes.
-async fn send(ctx: &RequestCtx, prepared: Prepared) -> Result<Sent, ProxyError> {
+/// The prepared request is lent, not moved in: the upstream codec only reads it, so it stays where it is.
+async fn send(ctx: &RequestCtx, prepared: &mut Prepared) -> Result<Sent, ProxyError> {
     let Prepared { req: upstream_req, forwarded, client_upgrade, client_version } = prepared;
     let (_, backend, server) = ctx.picked()?;
     let upstream_error =
@@ -621,11 +642,25 @@ async fn send(ctx: &RequestCtx, prepared: Prepared) -> Result<Sent, ProxyError> 
     let guard = server.begin();
     // Counted from the request's start, read once already, rather than from another clock read.
     let deadline = tokio::time::Instant::from_std(ctx.start) + backend.settings.read_timeout;
-    let sent = server.pool.send(upstream_req, Some(&forwarded), ctx.start, Some(deadline)).await;
+    // The codec's exchange awaited here rather than inside `Pool::send`: one future level fewer to build and
+    // copy per request (docs/PERFORMANCE.md, "Fewer moves").
+    let sent = if server.pool.takes_codec(upstream_req) {
+        server.pool.send_h1(upstream_req, Some(forwarded), ctx.start, Some(deadline)).await
+    } else {
+        // hyper's client takes the request whole; an empty one is left in its place.
+        let req = std::mem::replace(upstream_req, Request::new(RequestBody::kept(bytes::Bytes::new())));
+        server.pool.send(req, Some(forwarded), ctx.start, Some(deadline)).await
+    };
     let failure = match sent {
         Ok((resp, conn)) => {
             failover::observe(backend, server, ctx.start, Ok(resp.status().as_u16()));
-            return Ok(Sent { resp, conn, guard, client_upgrade, client_version });
+            return Ok(Sent {
+                resp,
+                conn,
+                guard,
+                client_upgrade: client_upgrade.take(),
+                client_version: *client_version,
+            });
         }
         Err(PoolError::ReadTimeout) => UpstreamFailure::Timeout(backend.settings.read_timeout),
         // The drain deadline shut the server's sockets (`upstream::pool::Pool::cut`), which is how the

@@ -404,7 +404,7 @@ where
         deadline: Option<tokio::time::Instant>,
     ) -> Result<(Response<UpstreamBody>, Conn<B>), PoolError> {
         if uses_codec(self.inner.plain_h1, &req) {
-            return self.send_h1(req, forwarded, now, deadline).await;
+            return self.send_h1(&mut req, forwarded, now, deadline).await;
         }
         if let Some(forwarded) = forwarded {
             forwarded.apply(req.headers_mut());
@@ -413,13 +413,22 @@ where
         Ok((resp.map(UpstreamBody::Hyper), conn))
     }
 
+    /// Whether [`Pool::send`] takes `req` through the codec. The proxy asks first and awaits
+    /// [`Pool::send_h1`] itself: `send`'s future around `send_h1`'s is one more future built and copied into
+    /// its caller's state per request, and one more copy of the request moved in.
+    pub fn takes_codec(&self, req: &Request<B>) -> bool {
+        uses_codec(self.inner.plain_h1, req)
+    }
+
     /// One exchange through the codec, from this task: an idle connection that still looks open, or a new
     /// one. A small declared body is read whole first. A pooled connection that turns out closed before any
     /// response byte (the server's close crossed the request) is dropped and the request sent again on
-    /// another, when it is idempotent; nothing is copied to send it again.
-    async fn send_h1(
+    /// another, when it is idempotent; nothing is copied to send it again. Only for a request
+    /// [`Pool::takes_codec`] said yes to; [`Pool::send`] decides for callers that do not ask. The request is
+    /// borrowed, not moved into the exchange's future: the codec only reads it (and takes a small body out).
+    pub async fn send_h1(
         &self,
-        mut req: Request<B>,
+        req: &mut Request<B>,
         forwarded: Option<&Forwarded>,
         now: Instant,
         deadline: Option<tokio::time::Instant>,
@@ -444,7 +453,7 @@ where
             };
             // The wait for the response head is bounded by the connection's own timer (`h1::Connection`),
             // not by a timer made for this exchange.
-            match conn.request(&req, forwarded, &body, deadline).await {
+            match conn.request(req, forwarded, &body, deadline).await {
                 Ok(head) => {
                     let h1::Head { status, version, headers, framing, keep_alive } = head;
                     let shelf: Arc<dyn h1::Shelf> = self.inner.clone();
