@@ -30,7 +30,7 @@ use std::net::SocketAddr;
 use std::os::fd::AsFd;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tracing::Instrument;
 
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -169,6 +169,35 @@ pub fn bind_admin(addr: SocketAddr) -> std::io::Result<TcpListener> {
     bind(&cfg).map_err(|e| e.source)
 }
 
+/// Starts a connection's task: on this runtime, or on the worker it was assigned to (thread-per-core mode).
+/// There the socket is made a tokio one again inside the task, so it registers with that worker's IO driver
+/// and its reads and writes wake that worker only.
+fn place<F, Fut>(stream: TcpStream, assigned: Option<crate::worker::Assigned>, run: F)
+where
+    F: FnOnce(TcpStream, Option<crate::worker::Assigned>) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    match assigned {
+        Some(w) if w.id() != crate::worker::current() => {
+            let std_stream = match stream.into_std() {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::debug!(error = %e, "cannot hand the connection to its worker");
+                    return;
+                }
+            };
+            let handle = w.handle().clone();
+            handle.spawn(async move {
+                match TcpStream::from_std(std_stream) {
+                    Ok(stream) => run(stream, Some(w)).await,
+                    Err(e) => tracing::debug!(error = %e, "cannot register the connection with its worker"),
+                }
+            });
+        }
+        assigned => drop(tokio::spawn(run(stream, assigned))),
+    }
+}
+
 /// Serves one listener until shutdown, then drains its connections (bounded by `drain_timeout`).
 pub async fn serve(
     listener: TcpListener,
@@ -255,25 +284,30 @@ pub async fn serve(
         let open = open.clone();
         let protocols = protocols.clone();
         let drain_signal = shutdown.clone();
-        let io = drain::ActivityIo::new(stream, state.clone());
+        // In thread-per-core mode the connection goes to the worker with the fewest open ones, and its whole
+        // life (and every task it spawns) stays there.
+        let assigned = crate::worker::get().map(|w| w.assign());
         match &tls {
             None => {
-                tokio::spawn(
+                let run = move |stream: TcpStream, assigned: Option<crate::worker::Assigned>| {
                     async move {
-                        let _held = (token, permit);
+                        let _held = (token, permit, assigned);
+                        let io = drain::ActivityIo::new(stream, state.clone());
                         open.increment(1.0);
                         conn::serve(io, service, state, drain_signal, protocols, limits.header_timeout).await;
                         open.decrement(1.0);
                     }
-                    .instrument(span),
-                );
+                    .instrument(span)
+                };
+                place(stream, assigned, run);
             }
             Some(acceptor) => {
                 // The handshake is bounded and counted as a connection, so a drain waits for it too.
                 let acceptor = acceptor.clone();
-                tokio::spawn(
+                let run = move |stream: TcpStream, assigned: Option<crate::worker::Assigned>| {
                     async move {
-                        let _held = (token, permit);
+                        let _held = (token, permit, assigned);
+                        let io = drain::ActivityIo::new(stream, state.clone());
                         let tls_stream = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(io)).await {
                             Ok(Ok(s)) => s,
                             Ok(Err(e)) => {
@@ -289,8 +323,9 @@ pub async fn serve(
                         conn::serve(tls_stream, service, state, drain_signal, protocols, limits.header_timeout).await;
                         open.decrement(1.0);
                     }
-                    .instrument(span),
-                );
+                    .instrument(span)
+                };
+                place(stream, assigned, run);
             }
         }
     }

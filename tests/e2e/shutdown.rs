@@ -9,11 +9,23 @@ use std::time::{Duration, Instant};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_finishes_in_flight_requests_then_exits() {
+    sigterm_finishes_in_flight(&[]).await;
+}
+
+/// With two workers the drain waits for every worker's connections, not only those of the thread that accepts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_with_two_workers_finishes_in_flight_requests_on_both_then_exits() {
+    sigterm_finishes_in_flight(&["--threads", "2"]).await;
+}
+
+async fn sigterm_finishes_in_flight(extra: &[&str]) {
     let routes = Routes::new();
     let b = TestBackend::start("slow").await;
     routes.backend("slow", &[("s1", b.addr)]);
     routes.frontend("slow", "slow", "PathPrefix(`/`)");
-    let mut ficus = Ficus::start(routes.path()).await;
+    let opts = FicusOptions { extra: extra.iter().map(|s| s.to_string()).collect(), ..Default::default() };
+    let two_workers = extra.contains(&"--threads");
+    let mut ficus = Ficus::start_with(routes.path(), opts).await;
     let url = ficus.url("/slow/1500");
     let h1 = http1_client();
     let h2 = h2c_client();
@@ -28,6 +40,10 @@ async fn sigterm_finishes_in_flight_requests_then_exits() {
         .collect();
     // The warm-up request plus the three in flight have reached the backend.
     wait_for("three requests at the backend", || b.hits() >= 4).await;
+    if two_workers {
+        let spread = crate::workers::worker_connections(&ficus).await;
+        assert!(spread.iter().all(|n| *n > 0), "in-flight connections on both workers: {spread:?}");
+    }
     ficus.signal("TERM");
     for r in in_flight {
         let (code, body) = r.await.unwrap();
