@@ -320,10 +320,11 @@ struct ServeArgs {
     /// How long a shutdown waits for in-flight requests (Go-style duration, e.g. 30s).
     #[arg(long, value_parser = parse_go_duration)]
     drain_timeout: Option<Duration>,
-    /// Worker threads (default: one per CPU core), like nginx's worker_processes. More than one: each thread
-    /// runs its own single-threaded runtime and serves the connections handed to it (thread-per-core).
-    #[arg(long)]
-    threads: Option<usize>,
+    /// Worker threads (default: one per CPU this process may run on), like nginx's `worker_processes auto`.
+    /// More than one: each thread runs its own single-threaded runtime and serves the connections handed to
+    /// it (thread-per-core).
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
+    threads: Option<u16>,
     /// Keep this file naming the pid of the process that serves (across hot upgrades).
     #[arg(long, value_name = "PATH")]
     pid_file: Option<PathBuf>,
@@ -689,23 +690,10 @@ fn run_gateway(
     })
 }
 
-/// One runtime: `--threads 1` (a single-threaded scheduler, nginx's `worker_processes 1`, which skips the
-/// work-stealing machinery, atomics and cross-thread wakeups, that only pays off with several workers), or
-/// tokio's multi-thread scheduler when no `--threads` is given.
-fn one_runtime(
-    threads: Option<usize>,
-    settings: ficus::app::Settings,
-    reopen_access_log: bool,
-) -> Result<(), ficus::app::AppError> {
-    let mut builder = match threads {
-        Some(1) => tokio::runtime::Builder::new_current_thread(),
-        _ => tokio::runtime::Builder::new_multi_thread(),
-    };
-    let runtime =
-        match builder.enable_all().on_thread_park(on_idle).on_thread_stop(telemetry::batch::stop_thread).build() {
-            Ok(rt) => rt,
-            Err(e) => return Err(ficus::app::AppError::Runtime(e)),
-        };
+/// One thread (`--threads 1`, or a process allowed one CPU): one single-threaded runtime, nginx's
+/// `worker_processes 1`.
+fn one_runtime(settings: ficus::app::Settings, reopen_access_log: bool) -> Result<(), ficus::app::AppError> {
+    let runtime = worker_runtime().map_err(ficus::app::AppError::Runtime)?;
     let result = run_gateway(&runtime, settings, reopen_access_log);
     // A single-threaded runtime ran on this thread: its buffered lines go out before the log is flushed.
     telemetry::batch::stop_thread();
@@ -767,7 +755,13 @@ fn thread_per_core(
 fn serve(args: ServeArgs) -> ExitCode {
     // First: remember how this process was started and adopt inherited sockets (hot upgrade, systemd).
     lifecycle::upgrade::init();
-    let threads = args.threads;
+    // One thread per CPU this process may run on (its affinity mask and cgroup quota), as nginx's
+    // `worker_processes auto`: thread-per-core used less CPU per request than tokio's multi-thread scheduler
+    // on two cores, keep-alive or not (docs/PERFORMANCE.md), so that scheduler is no longer used.
+    let threads = args
+        .threads
+        .map(usize::from)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get));
     let settings = match settings(args) {
         Ok(s) => s,
         Err(e) => {
@@ -790,8 +784,8 @@ fn serve(args: ServeArgs) -> ExitCode {
         };
     raise_fd_limit();
     let result = match threads {
-        Some(n) if n > 1 => thread_per_core(n, settings, access_file.is_some()),
-        _ => one_runtime(threads, settings, access_file.is_some()),
+        n if n > 1 => thread_per_core(n, settings, access_file.is_some()),
+        _ => one_runtime(settings, access_file.is_some()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

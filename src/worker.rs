@@ -1,4 +1,5 @@
-//! Thread-per-core serving (`--threads N`, N > 1): N single-threaded tokio runtimes, one per OS thread, the
+//! Thread-per-core serving (`--threads N` with N > 1, and the default on a machine of several CPUs): N
+//! single-threaded tokio runtimes, one per OS thread, the
 //! way nginx runs N worker processes. Below every module that serves connections: `listen` hands each accepted
 //! connection to a worker, `upstream`'s pools keep idle connections per worker, `admin` shows the spread.
 //!
@@ -12,8 +13,8 @@
 //! signals) and the accept loops; connections go to the worker with the fewest open ones (exact balance, one
 //! cross-thread spawn per connection; docs/PERFORMANCE.md has the measurements behind the choice).
 //!
-//! Outside thread-per-core mode (one runtime, or tokio's multi-thread scheduler) there is no [`Workers`] set,
-//! and [`current`] is 0 everywhere.
+//! With one thread (`--threads 1`, or a process allowed one CPU) there is no [`Workers`] set, and [`current`]
+//! is 0 everywhere.
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicUsize, Ordering};

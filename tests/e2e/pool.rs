@@ -190,11 +190,13 @@ async fn connections_the_backend_closed_while_idle_do_not_fail_requests() {
     }
 }
 
+/// One thread: the cap is then the server's whole idle pool (with several, each worker's; below).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_connections_are_capped_per_server() {
     let b = CountingBackend::start().await;
     let routes = routes_for(&b, 2);
-    let ficus = Ficus::start(routes.path()).await;
+    let opts = FicusOptions { extra: vec!["--threads".into(), "1".into()], ..Default::default() };
+    let ficus = Ficus::start_with(routes.path(), opts).await;
     let client = http1_client();
     let slow = ficus.url("/slow/8");
     let batch: Vec<_> = (0..8).map(|_| get(&client, &slow)).collect();
