@@ -5,7 +5,10 @@
 #
 #   benches/proxy_compare.sh [seconds=10] [connections=50] [rounds=3]
 #
-# Prints every round and the median req/s and p99 per row. With BASE=<path to another ficus binary> a
+# Prints every round and the median req/s and p99 per row, and for each proxy row the CPU the proxy spent per
+# request (user + system microseconds, from /proc, the proxy's processes only): near saturation the load
+# generator's core fills up too and caps every row alike, while the CPU per request still tells the proxies'
+# efficiency apart. With BASE=<path to another ficus binary> a
 # `ficus-base` row runs that binary in the same rounds (a before/after comparison under the same noise).
 # With SWAP=1 two more Ficus rows run on etcd: `ficus-etcd-quiet`, while a writer (benches/etcd_writer.py)
 # puts a key outside Ficus' prefix every 10 ms (the writer's own cost, no table swap), and
@@ -89,23 +92,45 @@ echo '{"Type":"rewrite","Priority":3,"Middleware":{"Regexp":"^(.*)$","Replacemen
 taskset -c "$load_cpus" nginx -c "$work/backend.conf" & pids+=($!)
 sleep 0.5
 
-run_wrk() { # name url
-  taskset -c "$load_cpus" wrk -t"$cores" -c"$conns" -d"${secs}s" --latency "$2" > "$work/wrk.out"
-  local rps p99
-  rps=$(awk '/Requests\/sec/ {print $2}' "$work/wrk.out")
-  p99=$(awk '$1=="99%" {print $2}' "$work/wrk.out")
-  local errs
-  errs=$(awk '/Non-2xx|Socket errors/ {print}' "$work/wrk.out" | tr '\n' ' ')
-  echo "$1 $rps $p99 $errs" | tee -a "$work/rows"
+# CPU ticks (user, system) of a process and its children (nginx's workers), from /proc: what the proxy's core
+# spent, read before and after a load so each row also says how much CPU a request cost it.
+cpu_ticks() { # pid
+  local p u=0 s=0 t
+  for p in "$1" $(pgrep -P "$1" || true); do
+    t=$(awk '{print $14, $15}' "/proc/$p/stat" 2>/dev/null) || continue
+    u=$((u + ${t% *})) s=$((s + ${t#* }))
+  done
+  echo "$u $s"
+}
+# Microseconds of proxy CPU per request, user+system, from two cpu_ticks readings and the request count.
+cpu_per_request() { # "u0 s0" "u1 s1" requests
+  local hz; hz=$(getconf CLK_TCK)
+  echo "$1 $2" | awk -v n="$3" -v hz="$hz" '{printf "%.1f+%.1fus", ($3-$1)*1e6/hz/n, ($4-$2)*1e6/hz/n}'
 }
 
-run_h2load() { # name url: req/s and the p99 of request times from h2load's per-request log
+run_wrk() { # name url [proxy pid]
+  local t0=""
+  if [ -n "${3:-}" ]; then t0=$(cpu_ticks "$3"); fi
+  taskset -c "$load_cpus" wrk -t"$cores" -c"$conns" -d"${secs}s" --latency "$2" > "$work/wrk.out"
+  local rps p99 cpu=-
+  rps=$(awk '/Requests\/sec/ {print $2}' "$work/wrk.out")
+  p99=$(awk '$1=="99%" {print $2}' "$work/wrk.out")
+  if [ -n "$t0" ]; then cpu=$(cpu_per_request "$t0" "$(cpu_ticks "$3")" "$(awk '/requests in/ {print $1}' "$work/wrk.out")"); fi
+  local errs
+  errs=$(awk '/Non-2xx|Socket errors/ {print}' "$work/wrk.out" | tr '\n' ' ')
+  echo "$1 $rps $p99 $cpu $errs" | tee -a "$work/rows"
+}
+
+run_h2load() { # name url [proxy pid]: req/s and the p99 of request times from h2load's per-request log
+  local t0=""
+  if [ -n "${3:-}" ]; then t0=$(cpu_ticks "$3"); fi
   taskset -c "$load_cpus" h2load -t"$cores" -c"$conns" -m10 -D"$secs" --log-file="$work/h2.log" "$2" > "$work/h2.out"
-  local rps p99 errs
+  local rps p99 errs cpu=-
   rps=$(awk '/^finished in/ {gsub(/,/,""); print $4}' "$work/h2.out")
   p99=$(awk -F'\t' '{print $3}' "$work/h2.log" | sort -n | awk '{a[NR]=$1} END {printf "%.2fms", a[int(NR*0.99)]/1000}')
+  if [ -n "$t0" ]; then cpu=$(cpu_per_request "$t0" "$(cpu_ticks "$3")" "$(wc -l < "$work/h2.log")"); fi
   errs=$(awk '/^requests:/ {print $10, "failed"}' "$work/h2.out")
-  echo "$1 $rps $p99 $errs" | tee -a "$work/rows"
+  echo "$1 $rps $p99 $cpu $errs" | tee -a "$work/rows"
 }
 
 start_nginx() { taskset -c "$proxy_cpus" nginx -c "$work/proxy.conf" & echo $! > "$work/nginx.pid"; sleep 0.5; }
@@ -139,26 +164,26 @@ writer() { # key: put every 10 ms until killed; values alternate so every put is
 }
 generation() { curl -s "http://$ADMIN/status" | awk -F: '/"generation"/ {gsub(/[ ,]/,"",$2); print $2; exit}'; }
 
-echo "row req/s p99 errors"
+echo "row req/s p99 cpu-per-request(user+system) errors"
 for r in $(seq "$rounds"); do
   run_wrk direct "http://$BACKEND/"
-  start_nginx; run_wrk nginx "http://$NGINX/"
-  if [ "${H2:-0}" = 1 ]; then run_h2load nginx-h2 "http://$NGINX_H2/"; fi
+  start_nginx; run_wrk nginx "http://$NGINX/" "$(cat "$work/nginx.pid")"
+  if [ "${H2:-0}" = 1 ]; then run_h2load nginx-h2 "http://$NGINX_H2/" "$(cat "$work/nginx.pid")"; fi
   stop_nginx
-  if [ "${HAPROXY:-0}" = 1 ]; then start_haproxy; run_wrk haproxy "http://$HAPROXY_ADDR/"; stop_haproxy; fi
-  start_ficus; run_wrk ficus "http://$FICUS/"
-  if [ "${H2:-0}" = 1 ]; then run_h2load ficus-h2 "http://$FICUS/"; fi
+  if [ "${HAPROXY:-0}" = 1 ]; then start_haproxy; run_wrk haproxy "http://$HAPROXY_ADDR/" "$(cat "$work/haproxy.pid")"; stop_haproxy; fi
+  start_ficus; run_wrk ficus "http://$FICUS/" "$(cat "$work/ficus.pid")"
+  if [ "${H2:-0}" = 1 ]; then run_h2load ficus-h2 "http://$FICUS/" "$(cat "$work/ficus.pid")"; fi
   stop_ficus
-  if [ -n "${BASE:-}" ]; then start_ficus "$BASE"; run_wrk ficus-base "http://$FICUS/"; stop_ficus; fi
-  if [ "${MW:-0}" = 1 ]; then start_ficus "" "$work/routes-mw"; run_wrk ficus-mw "http://$FICUS/"; stop_ficus; fi
+  if [ -n "${BASE:-}" ]; then start_ficus "$BASE"; run_wrk ficus-base "http://$FICUS/" "$(cat "$work/ficus.pid")"; stop_ficus; fi
+  if [ "${MW:-0}" = 1 ]; then start_ficus "" "$work/routes-mw"; run_wrk ficus-mw "http://$FICUS/" "$(cat "$work/ficus.pid")"; stop_ficus; fi
   if [ "${SWAP:-0}" = 1 ]; then
     start_etcd; start_ficus_etcd
     writer /elsewhere/frontends/all/frontend & w=$!
-    run_wrk ficus-etcd-quiet "http://$FICUS/"
+    run_wrk ficus-etcd-quiet "http://$FICUS/" "$(cat "$work/ficus.pid")"
     kill $w; wait $w 2>/dev/null || true
     gen0=$(generation)
     writer /vulcand/frontends/all/frontend & w=$!
-    run_wrk ficus-etcd-swapping "http://$FICUS/"
+    run_wrk ficus-etcd-swapping "http://$FICUS/" "$(cat "$work/ficus.pid")"
     kill $w; wait $w 2>/dev/null || true
     echo "  table swaps during that run: $(( $(generation) - gen0 ))"
     stop_ficus
@@ -173,5 +198,7 @@ for row in direct nginx haproxy ficus ficus-base nginx-h2 ficus-h2 ficus-mw ficu
   grep -q "^$row " "$work/rows" || continue
   rps=$(awk -v r="$row" '$1==r {print $2}' "$work/rows" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
   p99=$(awk -v r="$row" '$1==r {v=$3; if (v ~ /us$/) {sub(/us/,"",v); v=v/1000} else if (v ~ /ms$/) {sub(/ms/,"",v)} else if (v ~ /s$/) {sub(/s/,"",v); v=v*1000}; print v}' "$work/rows" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
-  printf "  %-15s %10s req/s   p99 %s ms\n" "$row" "$rps" "$p99"
+  cpu=$(awk -v r="$row" '$1==r && $4 ~ /us$/ {v=$4; sub(/us$/,"",v); split(v,a,"+"); print a[1]+a[2], a[1], a[2]}' "$work/rows" \
+    | sort -n | awk '{l[NR]=$0} END {if (NR) {split(l[int((NR+1)/2)],m," "); printf "cpu %.1f us/request (user %.1f, system %.1f)", m[1], m[2], m[3]}}')
+  printf "  %-19s %10s req/s   p99 %s ms   %s\n" "$row" "$rps" "$p99" "$cpu"
 done
