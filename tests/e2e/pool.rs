@@ -155,9 +155,9 @@ fn routes_for(b: &CountingBackend, max_idle: u32) -> Routes {
     routes
 }
 
-/// One thread: with several, a second client connection (the client opens one when the first is not yet back in
-/// its own pool) may land on the other worker,
-/// which keeps idle connections of its own (`idle_connections_are_capped_per_worker_with_two_workers`).
+/// One thread: with several, a second client connection (the client opens one when the first is not yet back
+/// in its own pool) may land on the other worker, which keeps idle connections of its own
+/// (`idle_connections_are_capped_per_worker_with_two_workers`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sequential_requests_reuse_one_upstream_connection() {
     let b = CountingBackend::start().await;
