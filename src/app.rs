@@ -168,6 +168,8 @@ pub enum AppError {
     Limits(#[from] crate::proxy::limits::LimitsError),
     #[error(transparent)]
     Process(#[from] crate::lifecycle::upgrade::UpgradeError),
+    #[error("cannot start the runtime: {0}")]
+    Runtime(std::io::Error),
 }
 
 impl Settings {

@@ -20,13 +20,15 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("kept", &[]),
     // HTTP/1.1 value rules both codecs read alike.
     ("http1", &[]),
+    // Which worker thread this is, and the workers of thread-per-core mode.
+    ("worker", &[]),
     // Config as stored and validated, and where it comes from.
     ("model", &["route", "predicate"]),
     ("source", &["model"]),
     // Process lifecycle primitives passed everywhere (shutdown, drain tracking, inherited sockets, upgrade).
     ("lifecycle", &["model"]),
     // Per-server state and pools, kept across tables.
-    ("upstream", &["telemetry", "predicate", "model", "kept", "http1"]),
+    ("upstream", &["telemetry", "predicate", "model", "kept", "http1", "worker"]),
     // A frontend's middleware chain and its state kept across tables.
     ("middleware", &["telemetry", "model", "predicate", "kept"]),
     // Shadow copies of a frontend's requests and the comparison of their answers, kept across tables.
@@ -35,13 +37,13 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("table", &["route", "balance", "telemetry", "model", "source", "upstream", "middleware", "shadow"]),
     // The request path, then the sockets that feed it, then what watches it all.
     ("proxy", &["route", "telemetry", "model", "lifecycle", "upstream", "middleware", "shadow", "table"]),
-    ("listen", &["telemetry", "model", "lifecycle", "table", "proxy", "http1"]),
-    ("admin", &["telemetry", "model", "lifecycle", "upstream", "table"]),
+    ("listen", &["telemetry", "model", "lifecycle", "table", "proxy", "http1", "worker"]),
+    ("admin", &["telemetry", "model", "lifecycle", "upstream", "table", "worker"]),
     // Beside the flow: checking and writing config.
     ("check", &["model", "source"]),
     ("ops", &["telemetry", "model", "source", "check"]),
     // Wires everything together.
-    ("app", &["telemetry", "model", "source", "lifecycle", "upstream", "table", "proxy", "listen", "admin"]),
+    ("app", &["telemetry", "model", "source", "lifecycle", "upstream", "table", "proxy", "listen", "admin", "worker"]),
 ];
 
 /// Modules any module may use (test helpers).

@@ -27,6 +27,9 @@
 //! - [`ops`]: operator commands that write etcd (`apply`, `export`, `canary`, `drain`), beside the flow; a
 //!   rollout (`canary --to`) also reads every instance's live counters (`telemetry::live`) from its admin
 //!   listener; [`check`] validates a routes directory the way the gateway would load it.
+//! - [`worker`]: thread-per-core mode (`--threads N`): which worker thread this is, and the workers that
+//!   accepted connections are handed to; a leaf below `listen`, `upstream` (idle connections per worker) and
+//!   `admin` (the spread in `/status`).
 //! - [`app`] wires them together and owns start and stop order; `main.rs` parses the command line.
 //!
 //! Below all of them, the serving kit (`crates/serve`, shared with the companion services): the connection
@@ -52,6 +55,7 @@ pub mod source;
 pub mod table;
 pub mod telemetry;
 pub mod upstream;
+pub mod worker;
 
 #[cfg(test)]
 mod architecture;

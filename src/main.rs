@@ -320,9 +320,11 @@ struct ServeArgs {
     /// How long a shutdown waits for in-flight requests (Go-style duration, e.g. 30s).
     #[arg(long, value_parser = parse_go_duration)]
     drain_timeout: Option<Duration>,
-    /// Worker threads (default: one per CPU core), like nginx's worker_processes.
-    #[arg(long)]
-    threads: Option<usize>,
+    /// Worker threads (default: one per CPU this process may run on), like nginx's `worker_processes auto`.
+    /// More than one: each thread runs its own single-threaded runtime and serves the connections handed to
+    /// it (thread-per-core).
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
+    threads: Option<u16>,
     /// Keep this file naming the pid of the process that serves (across hot upgrades).
     #[arg(long, value_name = "PATH")]
     pid_file: Option<PathBuf>,
@@ -672,10 +674,94 @@ fn raise_fd_limit() {
     }
 }
 
+/// The gateway on this thread's runtime: the control plane, the accept loops, and (in thread-per-core mode,
+/// as worker 0) connections.
+fn run_gateway(
+    runtime: &tokio::runtime::Runtime,
+    settings: ficus::app::Settings,
+    reopen_access_log: bool,
+) -> Result<(), ficus::app::AppError> {
+    let drain_timeout = settings.drain_timeout;
+    runtime.block_on(async move {
+        let shutdown = Shutdown::new();
+        tokio::spawn(lifecycle::watch_signals(shutdown.clone(), drain_timeout));
+        tokio::spawn(telemetry::reopen_access_log_on_sighup(reopen_access_log));
+        ficus::app::run(settings, shutdown).await
+    })
+}
+
+/// One thread (`--threads 1`, or a process allowed one CPU): one single-threaded runtime, nginx's
+/// `worker_processes 1`.
+fn one_runtime(settings: ficus::app::Settings, reopen_access_log: bool) -> Result<(), ficus::app::AppError> {
+    let runtime = worker_runtime().map_err(ficus::app::AppError::Runtime)?;
+    let result = run_gateway(&runtime, settings, reopen_access_log);
+    // A single-threaded runtime ran on this thread: its buffered lines go out before the log is flushed.
+    telemetry::batch::stop_thread();
+    result
+}
+
+/// A single-threaded runtime with the hooks every serving thread has (telemetry batching, memory given back).
+fn worker_runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .on_thread_park(on_idle)
+        .on_thread_stop(telemetry::batch::stop_thread)
+        .build()
+}
+
+/// Thread-per-core (`--threads n`, n > 1): n single-threaded runtimes, like nginx's worker processes
+/// (`ficus::worker`). Runtime 0 is this thread's and runs the gateway as today; threads 1..n serve the
+/// connections handed to them until the gateway has drained, then are joined.
+fn thread_per_core(
+    n: usize,
+    settings: ficus::app::Settings,
+    reopen_access_log: bool,
+) -> Result<(), ficus::app::AppError> {
+    let main = worker_runtime().map_err(ficus::app::AppError::Runtime)?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut handles = vec![main.handle().clone()];
+    let mut threads = Vec::with_capacity(n - 1);
+    for id in 1..n {
+        let runtime = worker_runtime().map_err(ficus::app::AppError::Runtime)?;
+        handles.push(runtime.handle().clone());
+        let mut stop = stop_rx.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("ficus-worker-{id}"))
+            .spawn(move || {
+                ficus::worker::enter(id);
+                runtime.block_on(async move {
+                    let _ = stop.wait_for(|stopped| *stopped).await;
+                });
+                // What the worker's tasks still hold (idle upstream connections, reapers) goes with its runtime,
+                // on its own thread; then its buffered log lines go out.
+                drop(runtime);
+                telemetry::batch::stop_thread();
+            })
+            .map_err(ficus::app::AppError::Runtime)?;
+        threads.push(thread);
+    }
+    ficus::worker::enter(0);
+    ficus::worker::install(handles);
+    let result = run_gateway(&main, settings, reopen_access_log);
+    let _ = stop_tx.send(true);
+    for thread in threads {
+        let _ = thread.join();
+    }
+    drop(main);
+    telemetry::batch::stop_thread();
+    result
+}
+
 fn serve(args: ServeArgs) -> ExitCode {
     // First: remember how this process was started and adopt inherited sockets (hot upgrade, systemd).
     lifecycle::upgrade::init();
-    let threads = args.threads;
+    // One thread per CPU this process may run on (its affinity mask and cgroup quota), as nginx's
+    // `worker_processes auto`: thread-per-core used less CPU per request than tokio's multi-thread scheduler
+    // on two cores, keep-alive or not (docs/PERFORMANCE.md), so that scheduler is no longer used.
+    let threads = args
+        .threads
+        .map(usize::from)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get));
     let settings = match settings(args) {
         Ok(s) => s,
         Err(e) => {
@@ -697,31 +783,10 @@ fn serve(args: ServeArgs) -> ExitCode {
             }
         };
     raise_fd_limit();
-    // One thread is nginx's `worker_processes 1`: a single-threaded scheduler then skips the work-stealing
-    // machinery (atomics, cross-thread wakeups) that only pays off with several workers.
-    let mut builder = match threads {
-        Some(1) => tokio::runtime::Builder::new_current_thread(),
-        _ => tokio::runtime::Builder::new_multi_thread(),
+    let result = match threads {
+        n if n > 1 => thread_per_core(n, settings, access_file.is_some()),
+        _ => one_runtime(settings, access_file.is_some()),
     };
-    if let Some(n) = threads.filter(|n| *n > 1) {
-        builder.worker_threads(n);
-    }
-    let runtime =
-        match builder.enable_all().on_thread_park(on_idle).on_thread_stop(telemetry::batch::stop_thread).build() {
-            Ok(rt) => rt,
-            Err(e) => {
-                eprintln!("error: cannot start the runtime: {e}");
-                return ExitCode::FAILURE;
-            }
-        };
-    let result = runtime.block_on(async move {
-        let shutdown = Shutdown::new();
-        tokio::spawn(lifecycle::watch_signals(shutdown.clone(), settings.drain_timeout));
-        tokio::spawn(telemetry::reopen_access_log_on_sighup(access_file.is_some()));
-        ficus::app::run(settings, shutdown).await
-    });
-    // A single-threaded runtime ran on this thread: its buffered lines go out before the log is flushed.
-    telemetry::batch::stop_thread();
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

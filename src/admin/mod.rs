@@ -168,6 +168,11 @@ impl Admin {
         if let (Some(map), Ok(list)) = (status.as_object_mut(), serde_json::to_value(failover)) {
             map.insert("failover".to_string(), list);
         }
+        // Thread-per-core mode: how the connections are spread over the workers.
+        if let (Some(map), Some(workers)) = (status.as_object_mut(), crate::worker::get()) {
+            let list = workers.connections().into_iter().map(|n| serde_json::json!({ "connections": n })).collect();
+            map.insert("workers".to_string(), serde_json::Value::Array(list));
+        }
         json(&status)
     }
 

@@ -6,6 +6,11 @@
 //! its response body was read to the end, which the proxy's response body reports when it finishes; no task
 //! is spawned per request to watch for that, and no channel hands connections between tasks.
 //!
+//! In thread-per-core mode (`crate::worker`) there is one such stack pair per worker: a socket is registered
+//! with the IO driver of the runtime that opened it, so a connection opened on one worker and used from another
+//! would wake the first at every read. A request takes and returns connections of its own worker, and
+//! `MaxIdleConnsPerHost` caps each worker's stacks (as nginx's `keepalive N` is per worker process).
+//!
 //! A pooled connection the server closed while it sat idle is noticed either at checkout (its connection
 //! task saw the close) or when the request is handed to it: hyper then gives the request back untouched, and
 //! it is sent again on another connection. A request that has left for the server is never repeated.
@@ -295,6 +300,26 @@ impl<B> Stacks<B> {
     }
 }
 
+/// One worker's idle connections, on a cache line of its own: each worker takes its slot's lock twice per
+/// request.
+#[repr(align(128))]
+struct Slot<B> {
+    stacks: Mutex<Stacks<B>>,
+    /// A task on the slot's worker closes connections idle past `idle_timeout` while any sit idle; it stops
+    /// when none do.
+    reaper: AtomicBool,
+}
+
+impl<B> Slot<B> {
+    fn new() -> Self {
+        Slot { stacks: Mutex::new(Stacks { hyper: Vec::new(), h1: Vec::new() }), reaper: AtomicBool::new(false) }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Stacks<B>> {
+        self.stacks.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
 struct Inner<B> {
     target: Target,
     scheme: Scheme,
@@ -311,9 +336,9 @@ struct Inner<B> {
     keep_alive: Duration,
     idle_timeout: Duration,
     max_idle: usize,
-    idle: Mutex<Stacks<B>>,
-    /// A task closes connections idle past `idle_timeout` while any sit idle; it stops when none do.
-    reaper: AtomicBool,
+    /// One slot per worker (`crate::worker`; one outside thread-per-core mode): a request takes and returns
+    /// connections of its own worker, whose IO driver their sockets are registered with.
+    idle: Box<[Slot<B>]>,
     /// Every open connection's socket, for [`Pool::cut`].
     sockets: Sockets,
     /// This pool, for the reaper, which must not keep it alive.
@@ -360,8 +385,7 @@ where
                 // As long as the connection-level keep-alive probes would take to call a silent peer dead.
                 idle_timeout: settings.keep_alive_period * 3,
                 max_idle: settings.max_idle_per_host as usize,
-                idle: Mutex::new(Stacks { hyper: Vec::new(), h1: Vec::new() }),
-                reaper: AtomicBool::new(false),
+                idle: (0..crate::worker::count()).map(|_| Slot::new()).collect(),
                 sockets: Sockets::default(),
                 me: me.clone(),
             }),
@@ -370,7 +394,7 @@ where
 
     /// Connections sitting idle now.
     pub fn idle_count(&self) -> usize {
-        self.inner.lock().len()
+        self.inner.idle.iter().map(|slot| slot.lock().len()).sum()
     }
 
     /// Ends every exchange with the server (its drain deadline passed): each open connection's socket is shut
@@ -382,11 +406,13 @@ where
 
     /// Closes every idle connection (the server was cut off; nothing will reuse them).
     pub fn close_idle(&self) {
-        let idle = {
-            let mut stacks = self.inner.lock();
-            (std::mem::take(&mut stacks.hyper), std::mem::take(&mut stacks.h1))
-        };
-        drop(idle);
+        for slot in self.inner.idle.iter() {
+            let idle = {
+                let mut stacks = slot.lock();
+                (std::mem::take(&mut stacks.hyper), std::mem::take(&mut stacks.h1))
+            };
+            drop(idle);
+        }
         // Streams still open on it keep it alive until they end.
         self.inner.h2.store(None);
     }
@@ -549,8 +575,18 @@ where
     B::Data: Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
+    /// This worker's slot (the first for a thread outside the workers, or a pool made before they started).
+    fn slot_index(&self) -> usize {
+        let i = crate::worker::current();
+        if i < self.idle.len() {
+            i
+        } else {
+            0
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Stacks<B>> {
-        self.idle.lock().unwrap_or_else(|p| p.into_inner())
+        self.idle[self.slot_index()].lock()
     }
 
     /// The warmest idle codec connection that is neither past the idle timeout nor closed by the server.
@@ -591,21 +627,24 @@ where
 
     fn push(this: &Arc<Self>, tx: SendRequest<B>) {
         let since = Instant::now();
+        let at = this.slot_index();
+        let slot = &this.idle[at];
         {
-            let mut stacks = this.lock();
+            let mut stacks = slot.lock();
             let oldest = stacks.make_room(this.max_idle);
             stacks.hyper.push(Idle { tx, since });
             drop(stacks);
             drop(oldest);
         }
-        if !this.reaper.swap(true, Ordering::AcqRel) {
-            this.start_reaper();
+        if !slot.reaper.swap(true, Ordering::AcqRel) {
+            this.start_reaper(at);
         }
     }
 
-    fn start_reaper(&self) {
+    /// Started on the runtime of the worker that owns slot `at`, the one that just put a connection there.
+    fn start_reaper(&self, at: usize) {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            self.reaper.store(false, Ordering::Release);
+            self.idle[at].reaper.store(false, Ordering::Release);
             return;
         };
         let weak: Weak<Self> = self.me.clone();
@@ -615,8 +654,9 @@ where
                 tokio::time::sleep(period).await;
                 let Some(inner) = weak.upgrade() else { return };
                 let now = Instant::now();
+                let slot = &inner.idle[at];
                 let expired: (Vec<Idle<B>>, Vec<IdleH1>) = {
-                    let mut stacks = inner.lock();
+                    let mut stacks = slot.lock();
                     let fresh = |since: Instant| now.saturating_duration_since(since) < inner.idle_timeout;
                     let (keep, expired) = std::mem::take(&mut stacks.hyper)
                         .into_iter()
@@ -628,7 +668,7 @@ where
                     stacks.h1 = keep;
                     if stacks.len() == 0 {
                         // Under the lock, so a connection pushed right after sees the flag down and restarts us.
-                        inner.reaper.store(false, Ordering::Release);
+                        slot.reaper.store(false, Ordering::Release);
                         drop(stacks);
                         drop((expired, expired_h1));
                         return;
@@ -782,15 +822,17 @@ where
             return;
         }
         let since = Instant::now();
+        let at = self.slot_index();
+        let slot = &self.idle[at];
         let (oldest, start_reaper) = {
-            let mut stacks = self.lock();
+            let mut stacks = slot.lock();
             let oldest = stacks.make_room(self.max_idle);
             stacks.h1.push(IdleH1 { conn, since });
-            (oldest, !self.reaper.swap(true, Ordering::AcqRel))
+            (oldest, !slot.reaper.swap(true, Ordering::AcqRel))
         };
         drop(oldest);
         if start_reaper {
-            self.start_reaper();
+            self.start_reaper(at);
         }
     }
 }

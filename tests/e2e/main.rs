@@ -36,3 +36,4 @@ mod telemetry;
 mod tls_sni;
 mod upgrade;
 mod upstream_tls;
+mod workers;

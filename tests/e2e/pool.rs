@@ -155,11 +155,15 @@ fn routes_for(b: &CountingBackend, max_idle: u32) -> Routes {
     routes
 }
 
+/// One thread: with several, a second client connection (the client opens one when the first is not yet back
+/// in its own pool) may land on the other worker, which keeps idle connections of its own
+/// (`idle_connections_are_capped_per_worker_with_two_workers`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sequential_requests_reuse_one_upstream_connection() {
     let b = CountingBackend::start().await;
     let routes = routes_for(&b, 16);
-    let ficus = Ficus::start(routes.path()).await;
+    let opts = FicusOptions { extra: vec!["--threads".into(), "1".into()], ..Default::default() };
+    let ficus = Ficus::start_with(routes.path(), opts).await;
     let client = http1_client();
     for _ in 0..100 {
         let (code, body) = get(&client, &ficus.url("/x")).await;
@@ -190,11 +194,13 @@ async fn connections_the_backend_closed_while_idle_do_not_fail_requests() {
     }
 }
 
+/// One thread: the cap is then the server's whole idle pool (with several, each worker's; below).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_connections_are_capped_per_server() {
     let b = CountingBackend::start().await;
     let routes = routes_for(&b, 2);
-    let ficus = Ficus::start(routes.path()).await;
+    let opts = FicusOptions { extra: vec!["--threads".into(), "1".into()], ..Default::default() };
+    let ficus = Ficus::start_with(routes.path(), opts).await;
     let client = http1_client();
     let slow = ficus.url("/slow/8");
     let batch: Vec<_> = (0..8).map(|_| get(&client, &slow)).collect();
@@ -208,6 +214,31 @@ async fn idle_connections_are_capped_per_server() {
         assert_eq!(get(&client, &ficus.url("/x")).await.0, 200);
     }
     assert_eq!(b.accepted(), 8, "the two idle connections are reused");
+}
+
+/// With two workers each keeps its own idle connections (a socket belongs to the worker that opened it), so
+/// `MaxIdleConnsPerHost` caps each worker's: eight overlapping requests on eight client connections, four per
+/// worker, leave two idle connections on each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_are_capped_per_worker_with_two_workers() {
+    let b = CountingBackend::start().await;
+    let routes = routes_for(&b, 2);
+    let opts = FicusOptions { extra: vec!["--threads".into(), "2".into()], ..Default::default() };
+    let ficus = Ficus::start_with(routes.path(), opts).await;
+    crate::workers::wait_workers(&ficus, &[0, 0]).await;
+    let client = http1_client();
+    let slow = ficus.url("/slow/8");
+    let batch: Vec<_> = (0..8).map(|_| get(&client, &slow)).collect();
+    for (code, _) in futures_util::future::join_all(batch).await {
+        assert_eq!(code, 200);
+    }
+    assert_eq!(crate::workers::worker_connections(&ficus).await, [4, 4], "eight client connections, four each");
+    assert_eq!(b.accepted(), 8, "eight overlapping requests need eight connections");
+    b.wait_open(4).await;
+    for _ in 0..10 {
+        assert_eq!(get(&client, &ficus.url("/x")).await.0, 200);
+    }
+    assert_eq!(b.accepted(), 8, "the idle connections are reused");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

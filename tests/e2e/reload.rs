@@ -296,11 +296,22 @@ async fn wait_served(url: &str, want: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn listener_keys_are_bound_moved_and_unbound_live() {
+    listener_keys_live(&[]).await;
+}
+
+/// A keyed listener's connections are handed to the workers like the command-line listener's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listener_keys_are_bound_moved_and_unbound_live_with_two_workers() {
+    listener_keys_live(&["--threads", "2"]).await;
+}
+
+async fn listener_keys_live(extra: &[&str]) {
     let routes = Routes::new();
     let b = TestBackend::start("app").await;
     routes.backend("app", &[("s1", b.addr)]);
     routes.frontend("app", "app", "PathPrefix(`/`)");
-    let ficus = Ficus::start(routes.path()).await;
+    let opts = FicusOptions { extra: extra.iter().map(|s| s.to_string()).collect(), ..Default::default() };
+    let ficus = Ficus::start_with(routes.path(), opts).await;
     let listener = |addr: &str| format!(r#"{{"Protocol":"http","Address":{{"Network":"tcp","Address":"{addr}"}}}}"#);
     let refused = |addr: std::net::SocketAddr| std::net::TcpStream::connect(addr).is_err();
 
@@ -308,6 +319,13 @@ async fn listener_keys_are_bound_moved_and_unbound_live() {
     assert!(refused(first));
     routes.put("listeners/extra", &listener(&first.to_string()));
     wait_served(&format!("http://{first}/x"), "app").await;
+    // Every new connection is served, whichever worker it is handed to.
+    for i in 0..6 {
+        let mut c = RawConn::connect(first).await;
+        c.send(format!("GET /fresh{i} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").as_bytes()).await;
+        let answer = tokio::time::timeout(Duration::from_secs(5), c.response()).await;
+        assert_eq!(answer.map(|(status, _)| status).ok(), Some(200), "connection {i} on the keyed listener");
+    }
 
     // A changed address: the new one is bound, the old one let go.
     let second: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();

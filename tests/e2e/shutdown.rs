@@ -7,6 +7,46 @@ use common::*;
 use http_body_util::Full;
 use std::time::{Duration, Instant};
 
+/// With two workers the drain waits for every worker's connections, not only those of the thread that accepts
+/// (worker 0): the longer request is the one on worker 1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_with_two_workers_finishes_in_flight_requests_on_both_then_exits() {
+    use crate::workers::{wait_workers, worker_connections};
+    let routes = Routes::new();
+    let b = TestBackend::start("slow").await;
+    routes.put("backends/slow/backend", r#"{"Type":"http","Settings":{"Timeouts":{"Read":"20s"}}}"#);
+    routes.put("backends/slow/servers/s1", &format!(r#"{{"URL":"http://{}"}}"#, b.addr));
+    routes.frontend("slow", "slow", "PathPrefix(`/`)");
+    let opts = FicusOptions { extra: vec!["--threads".into(), "2".into()], ..Default::default() };
+    let mut ficus = Ficus::start_with(routes.path(), opts).await;
+    wait_workers(&ficus, &[0, 0]).await;
+    // One connection on each worker, told apart by the counts.
+    let mut first = RawConn::connect(ficus.addr).await;
+    first.send(b"GET /warm HTTP/1.1\r\nHost: t\r\n\r\n").await;
+    assert_eq!(first.response().await.0, 200);
+    let first_on_main = worker_connections(&ficus).await == [1, 0];
+    let mut second = RawConn::connect(ficus.addr).await;
+    second.send(b"GET /warm HTTP/1.1\r\nHost: t\r\n\r\n").await;
+    assert_eq!(second.response().await.0, 200);
+    wait_workers(&ficus, &[1, 1]).await;
+    let (mut on_main, mut on_other) = if first_on_main { (first, second) } else { (second, first) };
+    on_main.send(b"GET /slow/200 HTTP/1.1\r\nHost: t\r\n\r\n").await;
+    on_other.send(b"GET /slow/3000 HTTP/1.1\r\nHost: t\r\n\r\n").await;
+    wait_for("both slow requests at the backend", || b.hits() >= 4).await;
+    ficus.signal("TERM");
+    // Each connection is dropped (closed on our side) once answered, so worker 0's ends long before worker 1's
+    // request does.
+    for (name, mut c) in [("worker 0", on_main), ("worker 1", on_other)] {
+        let answer = tokio::time::timeout(Duration::from_secs(10), c.response_with_head()).await;
+        let (status, head, _) = answer.unwrap_or_else(|_| panic!("no answer on {name}"));
+        assert_eq!(status, 200, "{name}: {head}");
+        assert!(head.to_ascii_lowercase().contains("connection: close"), "{name}: {head}");
+    }
+    let status = ficus.wait_exit(Duration::from_secs(30)).expect("exits once idle");
+    assert!(status.success(), "{status}: {}", ficus.log_text());
+    assert!(!ficus.log_text().contains("drain deadline reached"), "exited at the deadline, not idle");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_finishes_in_flight_requests_then_exits() {
     let routes = Routes::new();

@@ -98,6 +98,16 @@ fn which<'a>(der: &[u8], certs: &[&'a Cert]) -> &'a str {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sni_picks_the_exact_name_then_the_wildcard_then_the_default() {
+    sni_picks(&[]).await;
+}
+
+/// The same with two workers: the connections, handed to both in turn, do their handshakes there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sni_picks_the_exact_name_then_the_wildcard_then_the_default_with_two_workers() {
+    sni_picks(&["--threads", "2"]).await;
+}
+
+async fn sni_picks(extra: &[&str]) {
     let routes = Routes::new();
     let b = TestBackend::start("app").await;
     routes.backend("app", &[("s1", b.addr)]);
@@ -108,7 +118,8 @@ async fn sni_picks_the_exact_name_then_the_wildcard_then_the_default() {
     routes.put("hosts/api.sni.test/host", &exact.host_json);
     routes.put("hosts/*.sni.test/host", &wildcard.host_json);
     routes.put("hosts/default.test/host", &default.host_json);
-    let ficus = Ficus::start_with(routes.path(), FicusOptions { tls: true, ..Default::default() }).await;
+    let extra = extra.iter().map(|s| s.to_string()).collect();
+    let ficus = Ficus::start_with(routes.path(), FicusOptions { tls: true, extra, ..Default::default() }).await;
     let tls = ficus.tls_addr.expect("TLS listener");
     let all = [&exact, &wildcard, &default];
     let cases = [

@@ -108,18 +108,34 @@ async fn app_routes(routes: &Routes, b: &TestBackend) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn ten_hot_upgrades_under_mixed_load_fail_no_request() {
+    hot_upgrades_under_mixed_load(10, &[]).await;
+}
+
+/// With two workers, each old process drains the connections of both before it goes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn hot_upgrades_with_two_workers_under_mixed_load_fail_no_request() {
+    hot_upgrades_under_mixed_load(4, &["--threads", "2"]).await;
+}
+
+async fn hot_upgrades_under_mixed_load(upgrades: usize, extra: &[&str]) {
     let routes = Routes::new();
     let b = TestBackend::start("app").await;
     app_routes(&routes, &b).await;
     let run = Run::new();
-    let first = Ficus::start_with(routes.path(), run.args(&["--drain-timeout", "10s"])).await;
+    let mut args = vec!["--drain-timeout", "10s"];
+    args.extend_from_slice(extra);
+    let first = Ficus::start_with(routes.path(), run.args(&args)).await;
     assert_eq!(run.pid(), Some(first.pid()));
     let load = MixedLoad::start(first.addr);
     tokio::time::sleep(Duration::from_millis(500)).await;
+    if extra.contains(&"--threads") {
+        let spread = crate::workers::worker_connections(&first).await;
+        assert!(spread.iter().all(|n| *n > 0), "the load's connections on both workers: {spread:?}");
+    }
 
     let mut durations = Vec::new();
     let mut previous = first.pid();
-    for i in 0..10 {
+    for i in 0..upgrades {
         let started = Instant::now();
         let ctl = run.control();
         let (ok, text) = tokio::task::spawn_blocking(move || upgrade_at(&ctl)).await.unwrap();
@@ -155,7 +171,7 @@ async fn ten_hot_upgrades_under_mixed_load_fail_no_request() {
     let last = run.wait_single(Duration::from_secs(15));
     assert_eq!(Some(last), run.pid());
     // The survivor serves the last route change.
-    let (code, _) = get(&http1_client(), &first.url("/extra9-4")).await;
+    let (code, _) = get(&http1_client(), &first.url(&format!("/extra{}-4", upgrades - 1))).await;
     assert_eq!(code, 200);
     signal(last, libc::SIGTERM);
     assert!(wait_gone(last, Duration::from_secs(10)), "last process did not stop on SIGTERM");
