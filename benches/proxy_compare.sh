@@ -124,6 +124,8 @@ run_wrk() { # name url [proxy pid]
 run_h2load() { # name url [proxy pid]: req/s and the p99 of request times from h2load's per-request log
   local t0=""
   if [ -n "${3:-}" ]; then t0=$(cpu_ticks "$3"); fi
+  # h2load appends to its log: without this, each row's p99 and request count took in every earlier row's.
+  rm -f "$work/h2.log"
   taskset -c "$load_cpus" h2load -t"$cores" -c"$conns" -m10 -D"$secs" --log-file="$work/h2.log" "$2" > "$work/h2.out"
   local rps p99 errs cpu=-
   rps=$(awk '/^finished in/ {gsub(/,/,""); print $4}' "$work/h2.out")
