@@ -22,6 +22,11 @@
 # rewrite (a regexp that matches and leaves the URL as it was) on the route: the chain's own cost.
 # With CORES=2 every proxy gets both cores (nginx and HAProxy two workers/threads, Ficus `--threads 2`), and the
 # backend and wrk (two threads) share them unpinned: the scaling run, read as a ratio between the proxies.
+# With QUOTA=<percent> (one-core runs) every proxy also runs in a CPU cgroup capped at that share of its core
+# (CFS bandwidth, a 10 ms period): the proxy is then the only bottleneck, and req/s compares the proxies' work
+# per core directly. Without it the load core (wrk and the backend) saturates too and caps every row near the
+# same rate; each row's `load` figure is that core's busy time per request, and 1e6 divided by it is the
+# ceiling no proxy can pass in the run. p99 in a QUOTA run measures the throttling, not the proxy.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-10}
@@ -36,7 +41,6 @@ cargo build --release --quiet --bin ficus
 
 work=$(mktemp -d)
 pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT
 
 BACKEND=127.0.0.1:19101 NGINX=127.0.0.1:19102 FICUS=127.0.0.1:19103 ADMIN=127.0.0.1:19104
@@ -89,6 +93,34 @@ echo '{"Type":"connlimit","Priority":2,"Middleware":{"Connections":100000,"Varia
 echo '{"Type":"rewrite","Priority":3,"Middleware":{"Regexp":"^(.*)$","Replacement":"$1"}}' \
   > "$work/routes-mw/frontends/all/middlewares/rw.json"
 
+# The cgroup a QUOTA run confines each proxy to (v2 `cpu.max`, else v1's CFS files).
+cg=""
+if [ -n "${QUOTA:-}" ]; then
+  [ "$cores" = 1 ] || { echo "QUOTA is for one-core runs"; exit 2; }
+  quota=$((QUOTA * 100))
+  if [ -f /sys/fs/cgroup/cgroup.controllers ]; then
+    cg=/sys/fs/cgroup/proxy-compare-$$
+    echo +cpu > /sys/fs/cgroup/cgroup.subtree_control 2>/dev/null || true
+    mkdir "$cg" && echo "$quota 10000" > "$cg/cpu.max"
+  else
+    cg=/sys/fs/cgroup/cpu/proxy-compare-$$
+    mkdir "$cg" && echo 10000 > "$cg/cpu.cfs_period_us" && echo "$quota" > "$cg/cpu.cfs_quota_us"
+  fi
+fi
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"
+  if [ -n "${cg:-}" ]; then rmdir "$cg" 2>/dev/null || true; fi
+}
+# Runs a proxy on the proxy core(s), inside the QUOTA cgroup when there is one (the shell joins it, then becomes
+# the proxy: `$!` stays the proxy's pid, and nginx's worker inherits the cgroup).
+on_proxy_core() {
+  if [ -n "$cg" ]; then
+    exec sh -c 'echo $$ > "$0/cgroup.procs" && exec "$@"' "$cg" taskset -c "$proxy_cpus" "$@"
+  else
+    exec taskset -c "$proxy_cpus" "$@"
+  fi
+}
+
 taskset -c "$load_cpus" nginx -c "$work/backend.conf" & pids+=($!)
 sleep 0.5
 
@@ -108,39 +140,54 @@ cpu_per_request() { # "u0 s0" "u1 s1" requests
   echo "$1 $2" | awk -v n="$3" -v hz="$hz" '{printf "%.1f+%.1fus", ($3-$1)*1e6/hz/n, ($4-$2)*1e6/hz/n}'
 }
 
+# Busy ticks of the load core (user, nice, system, irq, softirq from /proc/stat); one-core runs only, where
+# wrk and the backend have that core to themselves.
+load_ticks() { if [ "$cores" = 1 ]; then awk -v c="cpu$load_cpus" '$1==c {print $2+$3+$4+$7+$8}' /proc/stat; fi; }
+# The load core's busy microseconds per request, from two load_ticks readings.
+load_per_request() { # l0 l1 requests
+  if [ -z "$1" ]; then echo -; return; fi
+  awk -v a="$1" -v b="$2" -v n="$3" -v hz="$(getconf CLK_TCK)" 'BEGIN {printf "%.1fus", (b-a)*1e6/hz/n}'
+}
+
 run_wrk() { # name url [proxy pid]
-  local t0=""
+  local t0="" l0
   if [ -n "${3:-}" ]; then t0=$(cpu_ticks "$3"); fi
+  l0=$(load_ticks)
   taskset -c "$load_cpus" wrk -t"$cores" -c"$conns" -d"${secs}s" --latency "$2" > "$work/wrk.out"
-  local rps p99 cpu=-
+  local rps p99 n load cpu=-
   rps=$(awk '/Requests\/sec/ {print $2}' "$work/wrk.out")
   p99=$(awk '$1=="99%" {print $2}' "$work/wrk.out")
-  if [ -n "$t0" ]; then cpu=$(cpu_per_request "$t0" "$(cpu_ticks "$3")" "$(awk '/requests in/ {print $1}' "$work/wrk.out")"); fi
+  n=$(awk '/requests in/ {print $1}' "$work/wrk.out")
+  load=$(load_per_request "$l0" "$(load_ticks)" "$n")
+  if [ -n "$t0" ]; then cpu=$(cpu_per_request "$t0" "$(cpu_ticks "$3")" "$n"); fi
   local errs
   errs=$(awk '/Non-2xx|Socket errors/ {print}' "$work/wrk.out" | tr '\n' ' ')
-  echo "$1 $rps $p99 $cpu $errs" | tee -a "$work/rows"
+  echo "$1 $rps $p99 $cpu $load $errs" | tee -a "$work/rows"
 }
 
 run_h2load() { # name url [proxy pid]: req/s and the p99 of request times from h2load's per-request log
-  local t0=""
+  local t0="" l0
   if [ -n "${3:-}" ]; then t0=$(cpu_ticks "$3"); fi
+  l0=$(load_ticks)
   # h2load appends to its log: without this, each row's p99 and request count took in every earlier row's.
   rm -f "$work/h2.log"
   taskset -c "$load_cpus" h2load -t"$cores" -c"$conns" -m10 -D"$secs" --log-file="$work/h2.log" "$2" > "$work/h2.out"
-  local rps p99 errs cpu=-
+  local rps p99 errs n load cpu=-
   rps=$(awk '/^finished in/ {gsub(/,/,""); print $4}' "$work/h2.out")
   p99=$(awk -F'\t' '{print $3}' "$work/h2.log" | sort -n | awk '{a[NR]=$1} END {printf "%.2fms", a[int(NR*0.99)]/1000}')
-  if [ -n "$t0" ]; then cpu=$(cpu_per_request "$t0" "$(cpu_ticks "$3")" "$(wc -l < "$work/h2.log")"); fi
+  n=$(wc -l < "$work/h2.log")
+  load=$(load_per_request "$l0" "$(load_ticks)" "$n")
+  if [ -n "$t0" ]; then cpu=$(cpu_per_request "$t0" "$(cpu_ticks "$3")" "$n"); fi
   errs=$(awk '/^requests:/ {print $10, "failed"}' "$work/h2.out")
-  echo "$1 $rps $p99 $cpu $errs" | tee -a "$work/rows"
+  echo "$1 $rps $p99 $cpu $load $errs" | tee -a "$work/rows"
 }
 
-start_nginx() { taskset -c "$proxy_cpus" nginx -c "$work/proxy.conf" & echo $! > "$work/nginx.pid"; sleep 0.5; }
+start_nginx() { on_proxy_core nginx -c "$work/proxy.conf" & echo $! > "$work/nginx.pid"; sleep 0.5; }
 stop_nginx() { kill "$(cat "$work/nginx.pid")"; wait "$(cat "$work/nginx.pid")" 2>/dev/null || true; }
-start_haproxy() { taskset -c "$proxy_cpus" haproxy -db -f "$work/haproxy.cfg" > "$work/haproxy.log" 2>&1 & echo $! > "$work/haproxy.pid"; sleep 0.5; }
+start_haproxy() { on_proxy_core haproxy -db -f "$work/haproxy.cfg" > "$work/haproxy.log" 2>&1 & echo $! > "$work/haproxy.pid"; sleep 0.5; }
 stop_haproxy() { kill "$(cat "$work/haproxy.pid")"; wait "$(cat "$work/haproxy.pid")" 2>/dev/null || true; }
 start_ficus() { # [binary] [routes dir]
-  taskset -c "$proxy_cpus" "${1:-target/release/ficus}" serve --listen $FICUS --admin $ADMIN --routes "${2:-$work/routes}" \
+  on_proxy_core "${1:-target/release/ficus}" serve --listen $FICUS --admin $ADMIN --routes "${2:-$work/routes}" \
     --threads "$cores" --no-access-log > "$work/ficus.log" 2>&1 & echo $! > "$work/ficus.pid"
   for _ in $(seq 50); do curl -sf "http://$ADMIN/health/ready" >/dev/null && return; sleep 0.1; done
   echo "ficus did not start"; cat "$work/ficus.log"; exit 1
@@ -166,7 +213,7 @@ writer() { # key: put every 10 ms until killed; values alternate so every put is
 }
 generation() { curl -s "http://$ADMIN/status" | awk -F: '/"generation"/ {gsub(/[ ,]/,"",$2); print $2; exit}'; }
 
-echo "row req/s p99 cpu-per-request(user+system) errors"
+echo "row req/s p99 cpu-per-request(user+system) load-core-per-request errors"
 for r in $(seq "$rounds"); do
   run_wrk direct "http://$BACKEND/"
   start_nginx; run_wrk nginx "http://$NGINX/" "$(cat "$work/nginx.pid")"
@@ -202,5 +249,7 @@ for row in direct nginx haproxy ficus ficus-base nginx-h2 ficus-h2 ficus-mw ficu
   p99=$(awk -v r="$row" '$1==r {v=$3; if (v ~ /us$/) {sub(/us/,"",v); v=v/1000} else if (v ~ /ms$/) {sub(/ms/,"",v)} else if (v ~ /s$/) {sub(/s/,"",v); v=v*1000}; print v}' "$work/rows" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
   cpu=$(awk -v r="$row" '$1==r && $4 ~ /us$/ {v=$4; sub(/us$/,"",v); split(v,a,"+"); print a[1]+a[2], a[1], a[2]}' "$work/rows" \
     | sort -n | awk '{l[NR]=$0} END {if (NR) {split(l[int((NR+1)/2)],m," "); printf "cpu %.1f us/request (user %.1f, system %.1f)", m[1], m[2], m[3]}}')
-  printf "  %-19s %10s req/s   p99 %s ms   %s\n" "$row" "$rps" "$p99" "$cpu"
+  load=$(awk -v r="$row" '$1==r && $5 ~ /us$/ {v=$5; sub(/us$/,"",v); print v}' "$work/rows" \
+    | sort -n | awk '{a[NR]=$1} END {if (NR) printf "load core %.1f us/request", a[int((NR+1)/2)]}')
+  printf "  %-19s %10s req/s   p99 %s ms   %s   %s\n" "$row" "$rps" "$p99" "$cpu" "$load"
 done
