@@ -280,6 +280,7 @@ pub async fn run(settings: Settings, shutdown: Shutdown) -> Result<(), AppError>
     }
     let keyed = tokio::spawn(keyed_listeners(
         config_rx,
+        status.clone(),
         proxy.clone(),
         tls.clone(),
         shutdown.clone(),
@@ -319,9 +320,15 @@ pub async fn run(settings: Settings, shutdown: Shutdown) -> Result<(), AppError>
     Ok(())
 }
 
-/// Listeners defined by `listeners/<id>` keys: bound when they appear, drained when they go or change.
+/// How often a keyed listener that could not bind is tried again: its address may be freed (a process
+/// stopping, a hot upgrade's old process letting go) without any key changing.
+const REBIND_EVERY: Duration = Duration::from_secs(5);
+
+/// Listeners defined by `listeners/<id>` keys: bound when they appear, drained when they go or change. One
+/// that cannot bind is listed in `/status` (`unbound_listeners`) and tried again every [`REBIND_EVERY`].
 async fn keyed_listeners(
     mut config: watch::Receiver<Arc<ValidatedConfig>>,
+    status: Arc<crate::table::reload::StatusBoard>,
     proxy: Arc<Proxy>,
     tls: tokio_rustls::TlsAcceptor,
     shutdown: Shutdown,
@@ -330,6 +337,9 @@ async fn keyed_listeners(
 ) {
     let mut running: HashMap<String, (crate::model::ValidatedListener, Shutdown, tokio::task::JoinHandle<()>)> =
         HashMap::new();
+    // The last failure of each listener that is not bound, by id: logged when it first happens or changes,
+    // not at every retry.
+    let mut unbound: std::collections::BTreeMap<String, crate::table::reload::UnboundListener> = Default::default();
     loop {
         let wanted = config.borrow_and_update().listeners.clone();
         running.retain(|id, (spec, stop, _)| {
@@ -340,6 +350,7 @@ async fn keyed_listeners(
             }
             keep
         });
+        unbound.retain(|id, _| wanted.contains_key(id));
         for (id, spec) in wanted {
             if running.contains_key(&id) {
                 continue;
@@ -363,13 +374,28 @@ async fn keyed_listeners(
                         stop.clone(),
                         drain_timeout,
                     ));
+                    if unbound.remove(&id).is_some() {
+                        tracing::info!(target: "config", key = %format!("listeners/{id}"), address = %spec.address, "listener bound");
+                    }
                     running.insert(id, (spec, stop, task));
                 }
-                Err(e) => tracing::error!(target: "config", key = %format!("listeners/{id}"), "{e}"),
+                Err(e) => {
+                    let failure = crate::table::reload::UnboundListener {
+                        key: format!("listeners/{id}"),
+                        address: spec.address.to_string(),
+                        error: e.source.to_string(),
+                    };
+                    if unbound.get(&id) != Some(&failure) {
+                        tracing::error!(target: "config", key = %failure.key, "{e}; retried every {}s", REBIND_EVERY.as_secs());
+                    }
+                    unbound.insert(id, failure);
+                }
             }
         }
+        status.set_unbound_listeners(unbound.values().cloned().collect());
         tokio::select! {
             changed = config.changed() => if changed.is_err() { break },
+            _ = tokio::time::sleep(REBIND_EVERY), if !unbound.is_empty() => {}
             _ = shutdown.wait() => break,
         }
     }

@@ -12,10 +12,13 @@ use crate::table::reload::Status;
 use crate::upstream::health;
 use std::fmt::Write as _;
 
-use crate::telemetry::{CIRCUIT_STATE, DRAINING_INFLIGHT, DRAINING_SERVERS, UPSTREAM_HEALTH};
+use crate::telemetry::{CIRCUIT_STATE, DRAINING_INFLIGHT, DRAINING_SERVERS, LISTENERS_UNBOUND, UPSTREAM_HEALTH};
 
 /// Appends the state gauges to a Prometheus text exposition.
 pub fn render(status: &Status, out: &mut String) {
+    header(out, LISTENERS_UNBOUND, "Listeners defined by keys that could not bind their address (see /status)");
+    let _ = writeln!(out, "{LISTENERS_UNBOUND} {}", status.unbound_listeners.len());
+
     header(out, DRAINING_SERVERS, "Servers that left the config and still have requests in flight");
     let _ = writeln!(out, "{DRAINING_SERVERS} {}", status.draining.len());
 
@@ -106,7 +109,10 @@ mod tests {
         let mut status = Status::default();
         let mut out = String::new();
         render(&status, &mut out);
-        assert_eq!(out.lines().filter(|l| !l.starts_with('#')).collect::<Vec<_>>(), ["ficus_draining_servers 0"]);
+        assert_eq!(
+            out.lines().filter(|l| !l.starts_with('#')).collect::<Vec<_>>(),
+            ["ficus_listeners_unbound 0", "ficus_draining_servers 0"]
+        );
 
         status.servers = vec![server("s1", health::State::Healthy), server("s\"2\n", health::State::Ejected)];
         status.draining =
@@ -117,6 +123,7 @@ mod tests {
         assert_eq!(
             lines,
             [
+                "ficus_listeners_unbound 0",
                 "ficus_draining_servers 1",
                 r#"ficus_draining_inflight{backend="b",server="old"} 3"#,
                 r#"ficus_upstream_health{backend="b",server="s1"} 1"#,

@@ -185,7 +185,9 @@ impl Admin {
             return text(StatusCode::FORBIDDEN, "this Host is not served here; see admin.allowed_hosts\n");
         }
         if req.method() != Method::GET && req.method() != Method::HEAD {
-            return text(StatusCode::METHOD_NOT_ALLOWED, "only GET\n");
+            let mut r = text(StatusCode::METHOD_NOT_ALLOWED, "only GET\n");
+            r.headers_mut().insert(header::ALLOW, header::HeaderValue::from_static("GET, HEAD"));
+            return r;
         }
         let path = req.uri().path();
         if !path.starts_with("/health")

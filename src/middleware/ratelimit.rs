@@ -88,7 +88,9 @@ impl RateLimiter {
             let wait_ns = ahead - tolerance;
             return Err(wait_ns.div_ceil(1_000_000_000).max(1));
         }
-        *tat = scheduled + interval;
+        // Saturating: a period of billions of seconds (in config, or in a client's `RateVar` header) makes an
+        // interval near `u64::MAX`, and a wrapped sum would put the bucket back at full.
+        *tat = scheduled.saturating_add(interval);
         Ok(())
     }
 
@@ -175,6 +177,23 @@ mod tests {
             target: "/",
         };
         assert_eq!(l.admit(&other), Ok(()), "another client has its own bucket");
+    }
+
+    #[test]
+    fn a_period_too_long_to_count_in_nanoseconds_still_limits() {
+        let l = limiter(1, 18_446_744_073_709, 1, Variable::ClientIp);
+        let headers = HeaderMap::new();
+        let input = Input {
+            method: &http::Method::GET,
+            client_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            host: None,
+            headers: &headers,
+            https: false,
+            target: "/",
+        };
+        assert_eq!(l.admit(&input), Ok(()));
+        assert!(l.admit(&input).is_err(), "the second request in the period is refused");
+        assert!(l.admit(&input).is_err());
     }
 
     #[test]

@@ -89,9 +89,11 @@ fn value(f: &impl Facts, action: &str) -> Option<String> {
     })
 }
 
-/// Renders `text` against `f`; with `escape_dollar`, a `$` in a filled-in value is doubled so a regexp
-/// replacement takes it literally rather than as a group.
-fn render(f: &impl Facts, text: &[u8], escape_dollar: bool) -> Vec<u8> {
+/// Renders `text` against `f`; with `for_url` (a rewrite's `Replacement`), a filled-in value has the bytes
+/// a URL cannot hold percent-encoded (a header value with a space would otherwise make the rewritten target
+/// invalid, and the request a 500 caused by the client), and each `$` doubled so a regexp replacement takes
+/// it literally rather than as a group.
+fn render(f: &impl Facts, text: &[u8], for_url: bool) -> Vec<u8> {
     let mut out = Vec::with_capacity(text.len());
     let mut rest = text;
     while let Some(open) = find(rest, b"{{") {
@@ -99,7 +101,7 @@ fn render(f: &impl Facts, text: &[u8], escape_dollar: bool) -> Vec<u8> {
         let inner = &rest[open + 2..open + 2 + close];
         out.extend_from_slice(&rest[..open]);
         match std::str::from_utf8(inner).ok().and_then(|a| value(f, a)) {
-            Some(v) if escape_dollar => out.extend_from_slice(v.replace('$', "$$").as_bytes()),
+            Some(v) if for_url => out.extend_from_slice(url_safe(&v).replace('$', "$$").as_bytes()),
             Some(v) => out.extend_from_slice(v.as_bytes()),
             None => out.extend_from_slice(&rest[open..open + 2 + close + 2]),
         }
@@ -119,6 +121,25 @@ impl RequestView {
 /// A rewrite's `Replacement` with its actions filled in from the request, ready for `Regex::replace_all`.
 pub fn render_replacement(replacement: &str, input: &super::Input<'_>) -> String {
     String::from_utf8_lossy(&render(input, replacement.as_bytes(), true)).into_owned()
+}
+
+/// `value` with every byte that may not appear in a URL (controls, space, DEL, non-ASCII, and the double
+/// quote, angle brackets, backslash, caret, backquote, braces and bar) percent-encoded; the rest, `%`
+/// included, as it was.
+fn url_safe(value: &str) -> std::borrow::Cow<'_, str> {
+    let unsafe_byte = |b: u8| b <= b' ' || b >= 0x7f || b"\"<>\\^`{|}".contains(&b);
+    if !value.bytes().any(unsafe_byte) {
+        return value.into();
+    }
+    let mut out = String::with_capacity(value.len() + 8);
+    for b in value.bytes() {
+        if unsafe_byte(b) {
+            out.push_str(&format!("%{b:02X}"));
+        } else {
+            out.push(b as char);
+        }
+    }
+    out.into()
 }
 
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
@@ -161,5 +182,22 @@ mod tests {
             target: "/me",
         };
         assert_eq!(render_replacement(r#"/users/{{.Request.Header.Get "X-User"}}$1"#, &input), "/users/a$$1$1");
+    }
+
+    #[test]
+    fn a_value_filled_into_a_replacement_is_made_fit_for_a_url() {
+        let mut headers = HeaderMap::new();
+        headers.insert("x-user", http::HeaderValue::from_bytes(b"a b\"<x>\t%41\xc3\xa9").unwrap());
+        let input = crate::middleware::Input {
+            method: &Method::GET,
+            client_ip: std::net::Ipv4Addr::LOCALHOST.into(),
+            host: None,
+            headers: &headers,
+            https: false,
+            target: "/me",
+        };
+        let url = render_replacement(r#"/u/{{.Request.Header.Get "X-User"}}"#, &input);
+        assert_eq!(url, "/u/a%20b%22%3Cx%3E%09%41%C3%A9");
+        assert!(url.parse::<http::Uri>().is_ok());
     }
 }

@@ -76,6 +76,11 @@ pub(super) fn server(key: &Key, id: &str, s: &ServerSpec) -> Result<ValidatedSer
     if authority.as_str().contains('@') {
         return Err(bad("credentials in server URLs are not supported".to_string()));
     }
+    server_address(&authority).map_err(|why| bad(format!("`{}`: {why}", s.url)))?;
+    if s.url.contains('#') {
+        // `http::Uri` drops a fragment without a word; a server URL has no use for one.
+        return Err(bad(format!("`{}`: a fragment is not supported", s.url)));
+    }
     let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
     if path != "/" && !path.is_empty() {
         return Err(bad(format!("path `{path}` is not supported: a server URL names scheme, host and port only")));
@@ -85,6 +90,47 @@ pub(super) fn server(key: &Key, id: &str, s: &ServerSpec) -> Result<ValidatedSer
         return Err(ConfigError::new(key, Some("Weight"), format!("{weight} is above the maximum {MAX_WEIGHT}")));
     }
     Ok(ValidatedServer { id: id.to_string(), url: s.url.clone(), scheme, authority, weight, draining: s.draining })
+}
+
+/// The host and port a server URL's authority names, checked as a dial would need them: `http::Uri`
+/// accepts any digits (or none) after the colon and an empty host, and the pool would then dial the
+/// scheme's default port (`:99999` connected to port 80) or fail at every request.
+fn server_address(authority: &http::uri::Authority) -> Result<(), String> {
+    let host = authority.host();
+    if host.is_empty() {
+        return Err("no host".to_string());
+    }
+    if host.bytes().all(|b| b.is_ascii_digit() || b == b'.') && host.parse::<std::net::Ipv4Addr>().is_err() {
+        return Err(format!("`{host}` is not an IPv4 address"));
+    }
+    // Credentials were refused before, so the authority is the host, then `:port` or nothing; an IPv6
+    // literal's colons are inside its brackets.
+    let text = authority.as_str();
+    let host_end = match text.strip_prefix('[') {
+        Some(_) => text.find(']').map_or(text.len(), |i| i + 1),
+        None => text.find(':').unwrap_or(text.len()),
+    };
+    if let Some(port) = text[host_end..].strip_prefix(':') {
+        match port.parse::<u16>() {
+            Ok(n) if n > 0 && port.bytes().all(|b| b.is_ascii_digit()) => {}
+            _ => return Err(format!("port `{port}` is not a port (1 to 65535)")),
+        }
+    }
+    Ok(())
+}
+
+/// A frontend's `Hostname`, sent upstream as `Host`: a host and optional port, as a server URL's would be
+/// (a value that is no header value would otherwise be dropped at compile time without a word, and one with
+/// spaces sent as it is).
+fn upstream_host(hostname: &str) -> Result<(), String> {
+    if hostname.len() > 261 {
+        return Err("longer than a host name and port".to_string());
+    }
+    let authority: http::uri::Authority = hostname.parse().map_err(|_| "not a host or host:port".to_string())?;
+    if authority.as_str().contains('@') || authority.as_str() != hostname {
+        return Err("not a host or host:port".to_string());
+    }
+    server_address(&authority)
 }
 
 pub(super) fn frontend(key: &Key, id: &str, f: &FrontendSpec) -> Result<ValidatedFrontend, ConfigError> {
@@ -126,6 +172,11 @@ pub(super) fn frontend(key: &Key, id: &str, f: &FrontendSpec) -> Result<Validate
             out
         }
     };
+    if !f.settings.hostname.is_empty() {
+        upstream_host(&f.settings.hostname).map_err(|why| {
+            ConfigError::new(key, Some("Settings.Hostname"), format!("`{}`: {why}", f.settings.hostname))
+        })?;
+    }
     Ok(ValidatedFrontend {
         id: id.to_string(),
         route: f.route.clone(),
@@ -211,11 +262,34 @@ mod tests {
     use crate::model::{Change, ConfigState};
 
     #[test]
+    fn server_urls_that_name_a_host_and_port_are_taken() {
+        let mut s = ConfigState::new();
+        for url in [
+            "http://127.0.0.1:1",
+            "http://[::1]:65535",
+            "https://[::1]",
+            "http://gtin-1.internal",
+            "http://10.0.0.1:80/",
+        ] {
+            let value = format!(r#"{{"URL":"{url}"}}"#);
+            s.apply(Change::Put { key: "backends/b/servers/s".into(), value: value.into_bytes() }).expect(url);
+        }
+    }
+
+    #[test]
     fn each_bad_value_is_refused_naming_its_field() {
         let mut s = ConfigState::new();
         let bad = [
             ("backends/b/servers/s", r#"{"URL":"ftp://x:1"}"#, "URL"),
             ("backends/b/servers/s", r#"{"URL":"http://x:1/path"}"#, "URL"),
+            ("backends/b/servers/s", r#"{"URL":"http://127.0.0.1:99999"}"#, "URL"),
+            ("backends/b/servers/s", r#"{"URL":"http://127.0.0.1:65536"}"#, "URL"),
+            ("backends/b/servers/s", r#"{"URL":"http://127.0.0.1:-1"}"#, "URL"),
+            ("backends/b/servers/s", r#"{"URL":"http://127.0.0.1:0"}"#, "URL"),
+            ("backends/b/servers/s", r#"{"URL":"http://127.0.0.1:"}"#, "URL"),
+            ("backends/b/servers/s", r#"{"URL":"http://:80"}"#, "URL"),
+            ("backends/b/servers/s", r#"{"URL":"http://127.0.0.1:1#f"}"#, "URL"),
+            ("backends/b/servers/s", r#"{"URL":"http://999.999.999.999:1"}"#, "URL"),
             ("backends/b/servers/s", r#"{"URL":"http://x:1","Weight":20000}"#, "Weight"),
             ("backends/b/servers/s", r#"{"Id":"t","URL":"http://x:1"}"#, "Id"),
             ("frontends/f/frontend", r#"{"Type":"http","Route":"Path(`/`)"}"#, "BackendId"),
@@ -225,6 +299,21 @@ mod tests {
                 "Backends",
             ),
             ("frontends/f/frontend", r#"{"Type":"tcp","BackendId":"a","Route":"Path(`/`)"}"#, "Type"),
+            (
+                "frontends/f/frontend",
+                r#"{"Type":"http","BackendId":"a","Route":"Path(`/`)","Settings":{"Hostname":"a\r\nX-Inj: 1"}}"#,
+                "Settings.Hostname",
+            ),
+            (
+                "frontends/f/frontend",
+                r#"{"Type":"http","BackendId":"a","Route":"Path(`/`)","Settings":{"Hostname":"bad host"}}"#,
+                "Settings.Hostname",
+            ),
+            (
+                "frontends/f/frontend",
+                r#"{"Type":"http","BackendId":"a","Route":"Path(`/`)","Settings":{"Hostname":"h:99999"}}"#,
+                "Settings.Hostname",
+            ),
             ("frontends/f/middlewares/m", r#"{"Type":"magic"}"#, "Type"),
             ("listeners/l", r#"{"Protocol":"http","Address":{"Network":"tcp","Address":"nope"}}"#, "Address.Address"),
             ("hosts/h/host", r#"{"Settings":{"KeyPair":{"Cert":"x","Key":"y"}}}"#, "Settings.KeyPair.Cert"),

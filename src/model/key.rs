@@ -36,9 +36,11 @@ pub fn is_own_state(rel: &str) -> bool {
 }
 
 impl Key {
-    /// Parses a key relative to the prefix, with or without a leading `/`.
+    /// Parses a key relative to the prefix, with or without a leading `/`. Nothing else is trimmed: etcd
+    /// keys are plain strings, so `frontends/f/frontend/` is another key than `frontends/f/frontend`, and
+    /// reading it as the same one would let a put or delete of the stray key refuse or remove the real one.
     pub fn parse(rel: &str) -> Result<Key, KeyError> {
-        let trimmed = rel.trim_matches('/');
+        let trimmed = rel.strip_prefix('/').unwrap_or(rel);
         let parts: Vec<&str> = trimmed.split('/').collect();
         let unknown = || KeyError::Unknown { key: rel.to_string() };
         let key = match parts.as_slice() {
@@ -137,6 +139,9 @@ mod tests {
     fn rejects_unknown_and_bad_ids() {
         assert!(matches!(Key::parse("backends/b1"), Err(KeyError::Unknown { .. })));
         assert!(matches!(Key::parse("frontends/f1/frontend/extra"), Err(KeyError::Unknown { .. })));
+        for stray in ["frontends/f1/frontend/", "/backends/b1/backend/", "//listeners/l1", "listeners/l1//"] {
+            assert!(matches!(Key::parse(stray), Err(KeyError::Unknown { .. })), "{stray}");
+        }
         assert!(matches!(Key::parse("backends//backend"), Err(KeyError::Unknown { .. }) | Err(KeyError::BadId { .. })));
         assert!(matches!(Key::parse("backends/a b/backend"), Err(KeyError::BadId { .. })));
         let msg = Key::parse("backends/../backend").unwrap_err().to_string();

@@ -211,6 +211,10 @@ pub(super) fn check(key: &Key, id: &str, m: &MiddlewareSpec) -> Result<Validated
                         .map_err(|e| ConfigError::new(key, Some("Middleware.Regexp"), format!("bad regexp: {e}")))?,
                 ),
             };
+            if let Some(re) = &regexp {
+                replacement(re, &s.replacement)
+                    .map_err(|why| ConfigError::new(key, Some("Middleware.Replacement"), why))?;
+            }
             MiddlewareConfig::Rewrite(RewriteConfig {
                 regexp,
                 replacement: s.replacement,
@@ -237,6 +241,70 @@ pub(super) fn check(key: &Key, id: &str, m: &MiddlewareSpec) -> Result<Validated
     };
     let value = format!("{}:{}", m.kind, m.middleware);
     Ok(ValidatedMiddleware { id: id.to_string(), kind: m.kind.clone(), priority: m.priority, config, value })
+}
+
+/// Checks what a rewrite's `Replacement` can be checked for before a request comes: every group it names
+/// (`$1`, `$name`, `${name}`) is one of the regexp's, and its own text (outside `{{...}}` actions, which are
+/// filled from the request) holds no byte a URL never may. Either mistake would otherwise answer every
+/// matching request with a 500: a group the regexp lacks expands to nothing (so `$1a`, read as the group
+/// `1a`, quietly drops text), and a space or control character makes the target invalid.
+fn replacement(re: &regex::Regex, replacement: &str) -> Result<(), String> {
+    let mut literal = String::with_capacity(replacement.len());
+    let mut rest = replacement;
+    while let Some(open) = rest.find("{{") {
+        let Some(close) = rest[open + 2..].find("}}") else { break };
+        literal.push_str(&rest[..open]);
+        rest = &rest[open + 2 + close + 2..];
+    }
+    literal.push_str(rest);
+    if let Some(b) = literal.bytes().find(|b| *b <= b' ' || *b == 0x7f) {
+        return Err(format!(
+            "holds {:?}, which no URL may hold (only what `{{{{...}}}}` fills in is encoded)",
+            b as char
+        ));
+    }
+    let bytes = literal.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] != b'$' {
+            i += 1;
+            continue;
+        }
+        let name_char = |b: &u8| b.is_ascii_alphanumeric() || *b == b'_';
+        let (name, next) = match bytes.get(i + 1) {
+            Some(b'$') => {
+                i += 2;
+                continue;
+            }
+            Some(b'{') => match literal[i + 2..].find('}') {
+                Some(len) => (&literal[i + 2..i + 2 + len], i + 3 + len),
+                None => break,
+            },
+            _ => {
+                let len = bytes[i + 1..].iter().take_while(|b| name_char(b)).count();
+                (&literal[i + 1..i + 1 + len], i + 1 + len)
+            }
+        };
+        i = next;
+        if name.is_empty() {
+            continue;
+        }
+        let known = match name.parse::<usize>() {
+            Ok(n) => n < re.captures_len(),
+            Err(_) => re.capture_names().flatten().any(|n| n == name),
+        };
+        if !known {
+            return Err(format!(
+                "`${name}` names no group of the regexp (it has {} numbered{}; write `${{1}}x` for group 1 followed by `x`)",
+                re.captures_len() - 1,
+                match re.capture_names().flatten().collect::<Vec<_>>() {
+                    names if names.is_empty() => String::new(),
+                    names => format!(" and {}", names.join(", ")),
+                }
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn variable(key: &Key, s: &str) -> Result<Variable, ConfigError> {
@@ -275,6 +343,14 @@ mod tests {
         let MiddlewareConfig::ConnLimit(c) = cl.config else { panic!("connlimit") };
         assert_eq!(c.variable.to_string(), "request.header.x-user");
         let rw = check_json(r#"{"Type":"rewrite","Middleware":{"Regexp":"/foo(.*)","Replacement":"$1","RewriteBody":false,"Redirect":false}}"#).unwrap();
+        for (re, replacement) in [
+            ("^/a(.*)/(?P<rest>.*)$", "/b${1}x/$rest/$$/$2?q={{.Request.Header.Get \"X Y\"}}"),
+            ("^(.*)$", "https://example.com$1"),
+            ("x", "$"),
+        ] {
+            let json = serde_json::json!({"Type":"rewrite","Middleware":{"Regexp":re,"Replacement":replacement}});
+            check_json(&json.to_string()).expect(replacement);
+        }
         assert!(matches!(rw.config, MiddlewareConfig::Rewrite(RewriteConfig { redirect: false, .. })));
         let cb = check_json(r#"{"Type":"cbreaker","Middleware":{"Condition":"NetworkErrorRatio() > 0.5"}}"#).unwrap();
         assert!(matches!(cb.config, MiddlewareConfig::CircuitBreaker(_)));
@@ -316,6 +392,26 @@ mod tests {
             (r#"{"Type":"magic","Middleware":{}}"#, "Type"),
             (r#"{"Type":"rewrite","Middleware":{"Regexp":"(","Replacement":"x"}}"#, "Middleware.Regexp"),
             (r#"{"Type":"rewrite","Middleware":{"Replacement":"x"}}"#, "Middleware.Regexp"),
+            (
+                r#"{"Type":"rewrite","Middleware":{"Regexp":"^(.*)$","Replacement":"$9999999999999999"}}"#,
+                "Middleware.Replacement",
+            ),
+            (
+                r#"{"Type":"rewrite","Middleware":{"Regexp":"^/a(.*)$","Replacement":"/b/$1x"}}"#,
+                "Middleware.Replacement",
+            ),
+            (
+                r#"{"Type":"rewrite","Middleware":{"Regexp":"^(?P<p>.*)$","Replacement":"${q}"}}"#,
+                "Middleware.Replacement",
+            ),
+            (
+                r#"{"Type":"rewrite","Middleware":{"Regexp":"^(.*)$","Replacement":"not a url"}}"#,
+                "Middleware.Replacement",
+            ),
+            (
+                r#"{"Type":"rewrite","Middleware":{"Regexp":"^(.*)$","Replacement":"/x\r\nSet-Cookie: a","Redirect":true}}"#,
+                "Middleware.Replacement",
+            ),
             (
                 r#"{"Type":"ratelimit","Middleware":{"Requests":1,"PeriodSeconds":1,"Burst":1,"Variable":"client.ip","RateVar":"client.ip"}}"#,
                 "Middleware.RateVar",

@@ -218,6 +218,18 @@ mod tests {
     }
 
     #[test]
+    fn a_stray_key_beside_a_real_one_neither_refuses_nor_removes_it() {
+        let mut s = ConfigState::new();
+        let v = r#"{"URL":"http://127.0.0.1:1"}"#;
+        s.apply(put("/backends/b1/servers/s1", v)).unwrap();
+        let e = s.apply(put("/backends/b1/servers/s1/", "garbage")).unwrap_err();
+        assert_eq!(e.key, "/backends/b1/servers/s1/");
+        s.apply(Change::Delete { key: "/backends/b1/servers/s1/".into() }).unwrap();
+        assert_eq!(s.specs().len(), 1, "the real key's value is still in force");
+        assert_eq!(s.rejected_count(), 0);
+    }
+
+    #[test]
     fn unknown_key_is_reported() {
         let mut s = ConfigState::new();
         let e = s.apply(put("backend/b1", "{}")).unwrap_err();

@@ -227,9 +227,13 @@ impl Engine {
                 };
                 let backends = &self.validated.backends;
                 // The backend named and the field naming it: the split's, then the shadow's.
-                let missing = |f: &ValidatedFrontend| -> Option<(&'static str, String)> {
-                    let split = f.backends.iter().map(|(b, _)| ("BackendId", b));
-                    let shadow = f.shadow.iter().map(|s| ("Shadow.BackendId", &s.backend));
+                let missing = |f: &ValidatedFrontend| -> Option<(String, String)> {
+                    // A split (`Backends`) is named by its entry, as the value was written.
+                    let listed = spec.backends.is_some();
+                    let split = f.backends.iter().enumerate().map(|(i, (b, _))| {
+                        (if listed { format!("Backends[{i}].Id") } else { "BackendId".to_string() }, b)
+                    });
+                    let shadow = f.shadow.iter().map(|s| ("Shadow.BackendId".to_string(), &s.backend));
                     split.chain(shadow).find(|(_, b)| !backends.contains_key(*b)).map(|(field, b)| (field, b.clone()))
                 };
                 let named = |f: &ValidatedFrontend| -> Vec<String> {
@@ -262,7 +266,7 @@ impl Engine {
                                 };
                                 p.errors.push(ConfigError::new(
                                     &key,
-                                    Some(field),
+                                    Some(&field),
                                     format!("backend `{b}` is not defined{what}"),
                                 ));
                                 fallback
@@ -414,6 +418,19 @@ mod tests {
         put(&mut s, "frontends/f2/frontend", r#"{"Type":"http","BackendId":"nope","Route":"Path(`/y`)"}"#);
         let v = s.validate();
         assert!(!v.config.frontends.contains_key("f2"));
+    }
+
+    #[test]
+    fn a_split_names_the_entry_whose_backend_is_missing() {
+        let mut s = base();
+        s.validate();
+        put(
+            &mut s,
+            "frontends/f1/frontend",
+            r#"{"Type":"http","Backends":[{"Id":"b1","Weight":1},{"Id":"nope","Weight":1}],"Route":"Path(`/x`)"}"#,
+        );
+        let v = s.validate();
+        assert_eq!(v.errors[0].field.as_deref(), Some("Backends[1].Id"), "{}", v.errors[0]);
     }
 
     #[test]

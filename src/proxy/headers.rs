@@ -70,6 +70,26 @@ pub fn check_head<B>(req: &Request<B>, limits: &Limits) -> Result<Option<HeaderV
     request_host(req, host, hosts)
 }
 
+/// The bytes a Host value may hold (RFC 3986's reg-name: unreserved, sub-delims and `%` of percent-encoding;
+/// `:` before a port; the brackets and colons of an IPv6 literal). A table, as the check runs per request.
+static HOST_BYTE: [bool; 256] = {
+    let mut t = [false; 256];
+    let allowed = b"-._~!$&'()*+,;=%:[]";
+    let mut i = 0;
+    while i < allowed.len() {
+        t[allowed[i] as usize] = true;
+        i += 1;
+    }
+    let mut b = 0;
+    while b < 256 {
+        if (b as u8).is_ascii_alphanumeric() {
+            t[b] = true;
+        }
+        b += 1;
+    }
+    t
+};
+
 /// The request's one host (see the module comment), `None` for an HTTP/1.0 request that names none. `host` is
 /// the first of the request's `hosts` Host lines.
 fn request_host<B>(
@@ -82,6 +102,11 @@ fn request_host<B>(
     }
     if host.is_none() && req.version() == Version::HTTP_11 {
         return Err(ProxyError::BadRequest("HTTP/1.1 request without a Host header"));
+    }
+    if host.is_some_and(|h| !h.as_bytes().iter().all(|b| HOST_BYTE[*b as usize])) {
+        // RFC 9112 section 3.2: a Host that is no `uri-host [":" port]` is answered 400, not routed (and
+        // passed on in X-Forwarded-Host).
+        return Err(ProxyError::BadRequest("the Host header is not a valid host"));
     }
     let Some(authority) = req.uri().authority() else { return Ok(host.cloned()) };
     // Userinfo (`user@`) names no host; what follows it does.
@@ -398,6 +423,14 @@ mod tests {
         assert_eq!(check_head(&req(h2, "http://a.com/", &[]), &l).unwrap().unwrap(), "a.com");
         assert_eq!(check_head(&req(h2, "http://a.com/", &[("host", "A.com")]), &l).unwrap().unwrap(), "A.com");
         assert!(check_head(&req(h2, "http://a.com/", &[("host", "b.com")]), &l).is_err());
+        // A Host that is no host is refused; hosts of every form pass.
+        for bad in ["a b@c", "a\"<>{}", "a/b", "a\\b", "a@b", "a\tb"] {
+            let r = req(h1, "/", &[("host", bad)]);
+            assert!(matches!(check_head(&r, &l), Err(ProxyError::BadRequest(_))), "{bad}");
+        }
+        for good in ["", "a.com:8080", "[::1]:8080", "xn--bcher-kva.example", "my_host.internal", "10.0.0.1"] {
+            assert!(check_head(&req(h1, "/", &[("host", good)]), &l).is_ok(), "{good}");
+        }
     }
 
     #[test]

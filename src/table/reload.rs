@@ -38,6 +38,17 @@ pub struct Status {
     pub draining: Vec<DrainingServer>,
     /// Every server's health (active checks, passive ejection), read when asked.
     pub servers: Vec<crate::upstream::ServerHealth>,
+    /// `listeners/<id>` keys in force whose address could not be bound (in use, not local, no permission):
+    /// valid values, so not among `rejected`, but not serving either. Retried every few seconds.
+    pub unbound_listeners: Vec<UnboundListener>,
+}
+
+/// A keyed listener that is not listening, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct UnboundListener {
+    pub key: String,
+    pub address: String,
+    pub error: String,
 }
 
 /// One middleware of a frontend's chain, as `/status` lists it.
@@ -76,6 +87,11 @@ impl StatusBoard {
         s.draining = registry.draining();
         s.servers = registry.health();
         s
+    }
+
+    /// Written by the listener manager after each pass over the keyed listeners.
+    pub fn set_unbound_listeners(&self, unbound: Vec<UnboundListener>) {
+        self.update(|s| s.unbound_listeners = unbound);
     }
 
     fn update(&self, f: impl FnOnce(&mut Status)) {

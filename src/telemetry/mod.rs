@@ -31,6 +31,8 @@ pub const CONFIG_FRONTENDS: &str = "ficus_config_frontends";
 pub const CONFIG_SERVERS: &str = "ficus_config_servers";
 pub const DRAINING_SERVERS: &str = "ficus_draining_servers";
 pub const DRAINING_INFLIGHT: &str = "ficus_draining_inflight";
+/// Listeners defined by `listeners/<id>` keys that could not bind their address (listed in `/status`).
+pub const LISTENERS_UNBOUND: &str = "ficus_listeners_unbound";
 pub const BUILD_INFO: &str = "ficus_build_info";
 /// Requests a frontend's middleware refused, by `frontend`, `middleware` and `reason` (`rate`, `connections`).
 pub const MIDDLEWARE_REJECTED_TOTAL: &str = "ficus_middleware_rejected_total";

@@ -352,6 +352,12 @@ async fn the_admin_listener_answers_loopback_and_configured_hosts_only() {
         let req = format!("GET /config HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
         assert_eq!(status_of(admin, req.as_bytes()).await, want, "{host}");
     }
+    // Read-only: another method is told which ones it may use (RFC 9110 section 15.5.6).
+    let mut c = RawConn::connect(admin).await;
+    c.send(b"POST /config HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").await;
+    let (status, head, _) = c.response_with_head().await;
+    assert_eq!(status, 405);
+    assert!(head.to_ascii_lowercase().contains("allow: get, head"), "{head}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -340,6 +340,46 @@ async fn listener_keys_live(extra: &[&str]) {
     assert!(ficus.log_shows("listener removed or changed").await, "{}", ficus.log_text());
 }
 
+/// A listener key whose address is taken is valid, so not refused, but not serving either: `/status` and the
+/// metrics say so, and it binds on its own once the address is free, with no key written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listener_key_whose_address_is_taken_is_reported_and_bound_once_it_is_free() {
+    let routes = Routes::new();
+    let b = TestBackend::start("app").await;
+    routes.backend("app", &[("s1", b.addr)]);
+    routes.frontend("app", "app", "PathPrefix(`/`)");
+    let ficus = Ficus::start(routes.path()).await;
+    let holder = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken = holder.local_addr().unwrap();
+    routes
+        .put("listeners/extra", &format!(r#"{{"Protocol":"http","Address":{{"Network":"tcp","Address":"{taken}"}}}}"#));
+    let unbound = unbound_until(&ficus, |l| !l.is_empty()).await;
+    assert_eq!(unbound[0]["key"], "listeners/extra", "{unbound}");
+    assert_eq!(unbound[0]["address"], taken.to_string());
+    assert!(unbound[0]["error"].as_str().is_some_and(|e| e.contains("in use")), "{unbound}");
+    assert_eq!(ficus.metric("ficus_listeners_unbound").await, 1.0);
+    assert!(ficus.log_shows("listeners/extra").await, "{}", ficus.log_text());
+
+    drop(holder);
+    // Retried every 5 s.
+    wait_served(&format!("http://{taken}/x"), "app").await;
+    unbound_until(&ficus, |l| l.is_empty()).await;
+    assert_eq!(ficus.metric("ficus_listeners_unbound").await, 0.0);
+}
+
+/// `/status`'s `unbound_listeners` once `done` holds for it (10 s at most).
+async fn unbound_until(ficus: &Ficus, done: impl Fn(&[serde_json::Value]) -> bool) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let unbound = ficus.status().await["unbound_listeners"].clone();
+        if unbound.as_array().is_some_and(|l| done(l)) {
+            return unbound;
+        }
+        assert!(Instant::now() < deadline, "unbound_listeners stayed {unbound}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// A server's `DrainTimeout` cuts a streamed response and a tunnel too, not only a waiting request: the client
 /// sees its body end in an error (never a clean, short end) and its WebSocket closed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
