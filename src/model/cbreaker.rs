@@ -218,6 +218,13 @@ pub(super) fn check(key: &Key, s: CbreakerSpec) -> Result<CircuitBreakerConfig, 
     let field = |f: &str| format!("Middleware.{f}");
     let condition = predicate::compile(&s.condition, BREAKER_VOCABULARY)
         .map_err(|e| ConfigError::new(key, Some(&field("Condition")), e))?;
+    for (func, args) in condition.calls() {
+        let q = args.first().map(|a| a.as_float()).unwrap_or(0.0);
+        if func == BreakerFn::LatencyAtQuantileMs && !(0.0..=100.0).contains(&q) {
+            let why = format!("LatencyAtQuantileMS({q}): the quantile is a percent, 0 to 100");
+            return Err(ConfigError::new(key, Some(&field("Condition")), why));
+        }
+    }
     let duration = |name: &str, d: Option<DurationSpec>, default: Duration| -> Result<Duration, ConfigError> {
         let d = match d {
             None | Some(DurationSpec::Nanos(0)) => return Ok(default),
@@ -400,6 +407,8 @@ mod tests {
                 r#"{"Condition":"NetworkErrorRatio() > 1","OnStandby":{"URL":"http://h/","Method":"G T"}}"#,
                 "Middleware.OnStandby.Method",
             ),
+            (r#"{"Condition":"NetworkErrorRatio() > 0.5 || LatencyAtQuantileMS(500.0) > 10"}"#, "Middleware.Condition"),
+            (r#"{"Condition":"LatencyAtQuantileMS(-1.0) > 10"}"#, "Middleware.Condition"),
         ] {
             let e = check_json(json).unwrap_err();
             assert_eq!(e.field.as_deref(), Some(field), "{json}: {e}");
