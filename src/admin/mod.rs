@@ -271,6 +271,7 @@ pub async fn serve(listener: TcpListener, admin: Arc<Admin>, header_read_timeout
         header_read_timeout,
         drain_timeout: Duration::from_secs(5),
         http2_max_concurrent_streams: 16,
+        max_head_bytes: serve::http::DEFAULT_MAX_HEAD_BYTES,
     };
     tokio::spawn(admin.dashboard.clone().run(admin.table.clone(), shutdown.clone()));
     let service = move |_peer| {

@@ -358,6 +358,9 @@ async fn the_admin_listener_answers_loopback_and_configured_hosts_only() {
     let (status, head, _) = c.response_with_head().await;
     assert_eq!(status, 405);
     assert!(head.to_ascii_lowercase().contains("allow: get, head"), "{head}");
+    // Its heads are bounded like the proxy listeners' (not hyper's ~400 KB default).
+    let big = format!("GET /status HTTP/1.1\r\nHost: localhost\r\nX-Big: {}\r\n\r\n", "b".repeat(64 * 1024));
+    assert_eq!(status_of(admin, big.as_bytes()).await, 431);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -53,7 +53,13 @@ pub struct Options {
     /// How long in-flight requests get to finish once shutdown begins.
     pub drain_timeout: Duration,
     pub http2_max_concurrent_streams: u32,
+    /// The largest request head taken (HTTP/1 read buffer, HTTP/2 header list); a larger one is refused
+    /// (431 where the protocol allows it). hyper's own HTTP/1 default is about 400 KB per connection.
+    pub max_head_bytes: usize,
 }
+
+/// A request head limit for listeners with no reason to take big heads (nginx's and HAProxy's sizes).
+pub const DEFAULT_MAX_HEAD_BYTES: usize = 32 * 1024;
 
 /// How the loop stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,8 +89,14 @@ where
 {
     let name = options.name;
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder.http1().timer(TokioTimer::new()).header_read_timeout(options.header_read_timeout);
-    builder.http2().timer(TokioTimer::new()).max_concurrent_streams(options.http2_max_concurrent_streams);
+    // hyper refuses a buffer limit under 8 KiB.
+    let max_head = options.max_head_bytes.max(8192);
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(options.header_read_timeout).max_buf_size(max_head);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(options.http2_max_concurrent_streams)
+        .max_header_list_size(u32::try_from(max_head).unwrap_or(u32::MAX));
     // Shared with each connection's task, which starts serving only once the client has begun its request.
     let builder = Arc::new(builder);
     let header_read_timeout = options.header_read_timeout;

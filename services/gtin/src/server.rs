@@ -89,6 +89,7 @@ pub async fn run(
         header_read_timeout: HEADER_READ_TIMEOUT,
         drain_timeout,
         http2_max_concurrent_streams: 256,
+        max_head_bytes: serve::http::DEFAULT_MAX_HEAD_BYTES,
     };
     let request_ids = Arc::new(AtomicU64::new(0));
     let service = move |_peer| {

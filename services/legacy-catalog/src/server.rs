@@ -60,6 +60,7 @@ pub async fn serve(
         header_read_timeout: HEADER_READ_TIMEOUT,
         drain_timeout: grace,
         http2_max_concurrent_streams: 200,
+        max_head_bytes: serve::http::DEFAULT_MAX_HEAD_BYTES,
     };
     let service = move |_peer| {
         let app = app.clone();
