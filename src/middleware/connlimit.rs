@@ -71,14 +71,7 @@ mod tests {
     fn the_n_plus_first_is_refused_until_one_ends() {
         let l = Arc::new(ConnLimiter::new(ConnLimitConfig { connections: 2, variable: Variable::ClientIp }));
         let headers = HeaderMap::new();
-        let input = Input {
-            method: &http::Method::GET,
-            client_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
-            host: None,
-            headers: &headers,
-            https: false,
-            target: "/",
-        };
+        let input = Input::get(&headers, IpAddr::V4(Ipv4Addr::LOCALHOST), "/");
         let a = l.acquire(&input).expect("first");
         let _b = l.acquire(&input).expect("second");
         assert!(l.acquire(&input).is_none());

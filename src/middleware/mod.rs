@@ -85,7 +85,14 @@ pub struct Input<'a> {
     pub target: &'a str,
 }
 
-impl Input<'_> {
+impl<'a> Input<'a> {
+    /// A GET of `target` from `client_ip` with `headers`, over plain HTTP and without a host: what the
+    /// middlewares' unit tests feed them.
+    #[cfg(test)]
+    pub(crate) fn get(headers: &'a HeaderMap, client_ip: IpAddr, target: &'a str) -> Self {
+        Input { method: &Method::GET, client_ip, host: None, headers, https: false, target }
+    }
+
     /// The request's URL as Vulcand's rewrite sees it: `scheme://host` and the request target.
     fn url(&self) -> String {
         let host = self.host.map_or("", |h| h.to_str().unwrap_or(""));

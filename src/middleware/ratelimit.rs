@@ -155,27 +155,13 @@ mod tests {
     fn exactly_burst_pass_then_the_wait_is_one_interval() {
         let l = limiter(1, 60, 3, Variable::ClientIp);
         let headers = HeaderMap::new();
-        let input = Input {
-            method: &http::Method::GET,
-            client_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
-            host: None,
-            headers: &headers,
-            https: false,
-            target: "/",
-        };
+        let input = Input::get(&headers, IpAddr::V4(Ipv4Addr::LOCALHOST), "/");
         for _ in 0..3 {
             assert_eq!(l.admit(&input), Ok(()));
         }
         let wait = l.admit(&input).unwrap_err();
         assert!((59..=60).contains(&wait), "{wait}");
-        let other = Input {
-            method: &http::Method::GET,
-            client_ip: IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)),
-            host: None,
-            headers: &headers,
-            https: false,
-            target: "/",
-        };
+        let other = Input::get(&headers, IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)), "/");
         assert_eq!(l.admit(&other), Ok(()), "another client has its own bucket");
     }
 
@@ -183,14 +169,7 @@ mod tests {
     fn a_period_too_long_to_count_in_nanoseconds_still_limits() {
         let l = limiter(1, 18_446_744_073_709, 1, Variable::ClientIp);
         let headers = HeaderMap::new();
-        let input = Input {
-            method: &http::Method::GET,
-            client_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
-            host: None,
-            headers: &headers,
-            https: false,
-            target: "/",
-        };
+        let input = Input::get(&headers, IpAddr::V4(Ipv4Addr::LOCALHOST), "/");
         assert_eq!(l.admit(&input), Ok(()));
         assert!(l.admit(&input).is_err(), "the second request in the period is refused");
         assert!(l.admit(&input).is_err());
@@ -202,14 +181,7 @@ mod tests {
         let mut headers = HeaderMap::new();
         for i in 0..(SHARD_CAP * SHARDS * 2) {
             headers.insert("x-user", HeaderValue::from_str(&i.to_string()).unwrap());
-            let input = Input {
-                method: &http::Method::GET,
-                client_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
-                host: None,
-                headers: &headers,
-                https: false,
-                target: "/",
-            };
+            let input = Input::get(&headers, IpAddr::V4(Ipv4Addr::LOCALHOST), "/");
             assert_eq!(l.admit(&input), Ok(()));
         }
         assert!(l.tracked() <= SHARD_CAP * SHARDS);

@@ -173,14 +173,7 @@ mod tests {
     fn a_replacement_is_filled_from_the_request_with_dollars_kept_literal() {
         let mut headers = HeaderMap::new();
         headers.insert("x-user", "a$1".parse().unwrap());
-        let input = crate::middleware::Input {
-            method: &Method::GET,
-            client_ip: std::net::Ipv4Addr::LOCALHOST.into(),
-            host: None,
-            headers: &headers,
-            https: false,
-            target: "/me",
-        };
+        let input = crate::middleware::Input::get(&headers, std::net::Ipv4Addr::LOCALHOST.into(), "/me");
         assert_eq!(render_replacement(r#"/users/{{.Request.Header.Get "X-User"}}$1"#, &input), "/users/a$$1$1");
     }
 
@@ -188,14 +181,7 @@ mod tests {
     fn a_value_filled_into_a_replacement_is_made_fit_for_a_url() {
         let mut headers = HeaderMap::new();
         headers.insert("x-user", http::HeaderValue::from_bytes(b"a b\"<x>\t%41\xc3\xa9").unwrap());
-        let input = crate::middleware::Input {
-            method: &Method::GET,
-            client_ip: std::net::Ipv4Addr::LOCALHOST.into(),
-            host: None,
-            headers: &headers,
-            https: false,
-            target: "/me",
-        };
+        let input = crate::middleware::Input::get(&headers, std::net::Ipv4Addr::LOCALHOST.into(), "/me");
         let url = render_replacement(r#"/u/{{.Request.Header.Get "X-User"}}"#, &input);
         assert_eq!(url, "/u/a%20b%22%3Cx%3E%09%41%C3%A9");
         assert!(url.parse::<http::Uri>().is_ok());
