@@ -294,7 +294,20 @@ impl Proxy {
         if status == StatusCode::SWITCHING_PROTOCOLS {
             if let Some(client_upgrade) = client_upgrade {
                 let upstream_upgrade = hyper::upgrade::on(&mut resp);
-                self.tunnel(frontend.id.clone(), client_upgrade, upstream_upgrade, guard, admitted);
+                resp.headers_mut().insert(X_REQUEST_ID.clone(), request_id.clone());
+                // Logged when the tunnel closes, as nginx logs a WebSocket: its time is the tunnel's life.
+                let log = log.map(|request| AccessRecord {
+                    frontend: frontend.id.clone(),
+                    backend: backend.id.clone(),
+                    server: server.id.clone(),
+                    method,
+                    request,
+                    status: 101,
+                    peer: conn.peer,
+                    request_id,
+                    start,
+                });
+                self.tunnel(frontend.id.clone(), client_upgrade, upstream_upgrade, guard, admitted, log);
                 let at = server_at(&backend, si, &server);
                 frontend.metrics.record(Some((bi, &backend.id)), Some(at), 101, start.elapsed());
                 let (parts, _) = resp.into_parts();
@@ -357,19 +370,23 @@ impl Proxy {
         upstream: OnUpgrade,
         guard: InflightGuard,
         admitted: Admitted,
+        log: Option<AccessRecord>,
     ) {
         let tunnel = self.tunnels.enter();
         tokio::spawn(async move {
             // The in-flight guard lives as long as the tunnel, so a drain waits for it too; so do the
             // connection slots the chain gave the request (a connlimit counts an open WebSocket).
             let (guard, _tunnel, _admitted) = (guard, tunnel, admitted);
+            // Bytes from the upstream to the client, as a response body's are counted.
+            let mut sent = 0;
             match tokio::try_join!(client, upstream) {
                 Ok((client, upstream)) => {
                     let mut client = TokioIo::new(client);
                     let mut upstream = TokioIo::new(upstream);
                     tokio::select! {
-                        res = tokio::io::copy_bidirectional(&mut client, &mut upstream) => if let Err(e) = res {
-                            tracing::debug!(%frontend, error = %e, "upgraded connection ended");
+                        res = tokio::io::copy_bidirectional(&mut client, &mut upstream) => match res {
+                            Ok((_, to_client)) => sent = to_client,
+                            Err(e) => tracing::debug!(%frontend, error = %e, "upgraded connection ended"),
                         },
                         _ = guard.server().aborted() => {
                             tracing::info!(%frontend, "upgraded connection cut by the drain deadline");
@@ -377,6 +394,9 @@ impl Proxy {
                     }
                 }
                 Err(e) => tracing::warn!(%frontend, error = %e, "upgrade failed"),
+            }
+            if let Some(log) = log {
+                log.emit(sent);
             }
         });
     }

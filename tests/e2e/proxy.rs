@@ -110,6 +110,8 @@ async fn websocket_echo() {
     let (mut ws, resp) =
         tokio_tungstenite::client_async(format!("ws://{}/ws", ficus.addr), tcp).await.expect("upgrade through ficus");
     assert_eq!(resp.status(), 101);
+    // The 101 is a response like any other: it carries the request's id, and is logged once the tunnel ends.
+    let id = resp.headers().get("x-request-id").expect("x-request-id on the 101").to_str().unwrap().to_string();
     for i in 0..20 {
         let msg = format!("message {i}");
         ws.send(tokio_tungstenite::tungstenite::Message::Text(msg.clone())).await.unwrap();
@@ -117,6 +119,11 @@ async fn websocket_echo() {
         assert_eq!(got.into_text().unwrap(), msg);
     }
     ws.close(None).await.unwrap();
+    while let Ok(Some(_)) = tokio::time::timeout(Duration::from_secs(5), ws.next()).await {}
+    drop(ws);
+    assert!(ficus.log_shows(&id).await, "no access line for the WebSocket {id}: {}", ficus.log_text());
+    let line = ficus.log_text().lines().find(|l| l.contains(&id)).unwrap_or_default().to_string();
+    assert!(line.contains("status=101") && line.contains("/ws"), "{line}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
