@@ -101,7 +101,14 @@ fn render(f: &impl Facts, text: &[u8], for_url: bool) -> Vec<u8> {
         let inner = &rest[open + 2..open + 2 + close];
         out.extend_from_slice(&rest[..open]);
         match std::str::from_utf8(inner).ok().and_then(|a| value(f, a)) {
-            Some(v) if for_url => out.extend_from_slice(url_safe(&v).replace('$', "$$").as_bytes()),
+            Some(v) if for_url => {
+                brace_group_name(&mut out);
+                let v = url_safe(&v);
+                match v.contains('$') {
+                    true => out.extend_from_slice(v.replace('$', "$$").as_bytes()),
+                    false => out.extend_from_slice(v.as_bytes()),
+                }
+            }
             Some(v) => out.extend_from_slice(v.as_bytes()),
             None => out.extend_from_slice(&rest[open..open + 2 + close + 2]),
         }
@@ -124,22 +131,41 @@ pub fn render_replacement(replacement: &str, input: &super::Input<'_>) -> String
 }
 
 /// `value` with every byte that may not appear in a URL (controls, space, DEL, non-ASCII, and the double
-/// quote, angle brackets, backslash, caret, backquote, braces and bar) percent-encoded; the rest, `%`
-/// included, as it was.
+/// quote, `#`, angle brackets, backslash, caret, backquote, braces and bar) percent-encoded; the rest, `%`
+/// included, as it was. `#` because `http::Uri` cuts a target at it: a client's value must not shorten the
+/// path. `/` and `?` stay, as Vulcand leaves them: a filled value may add segments or a query.
 fn url_safe(value: &str) -> std::borrow::Cow<'_, str> {
-    let unsafe_byte = |b: u8| b <= b' ' || b >= 0x7f || b"\"<>\\^`{|}".contains(&b);
+    let unsafe_byte = |b: u8| b <= b' ' || b >= 0x7f || b"\"#<>\\^`{|}".contains(&b);
     if !value.bytes().any(unsafe_byte) {
         return value.into();
     }
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
     let mut out = String::with_capacity(value.len() + 8);
     for b in value.bytes() {
         if unsafe_byte(b) {
-            out.push_str(&format!("%{b:02X}"));
+            out.extend(['%', HEX[usize::from(b >> 4)] as char, HEX[usize::from(b & 15)] as char]);
         } else {
             out.push(b as char);
         }
     }
     out.into()
+}
+
+/// A `$name` right before a filled value would take the value's first letters into the group's name
+/// (`$1GET`, a group that does not exist, expands to nothing): it is written `${name}`, so the group ends
+/// where the action was, as Vulcand (which expands the groups before it fills the template) reads it.
+fn brace_group_name(out: &mut Vec<u8>) {
+    let name = out.iter().rev().take_while(|b| b.is_ascii_alphanumeric() || **b == b'_').count();
+    if name == 0 || out.len() <= name {
+        return;
+    }
+    let dollar = out.len() - name - 1;
+    // After an even run of `$` the name is text (`$$` is a literal `$`), not a group.
+    let run = out[..=dollar].iter().rev().take_while(|b| **b == b'$').count();
+    if run % 2 == 1 {
+        out.insert(dollar + 1, b'{');
+        out.push(b'}');
+    }
 }
 
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
@@ -185,5 +211,25 @@ mod tests {
         let url = render_replacement(r#"/u/{{.Request.Header.Get "X-User"}}"#, &input);
         assert_eq!(url, "/u/a%20b%22%3Cx%3E%09%41%C3%A9");
         assert!(url.parse::<http::Uri>().is_ok());
+        let mut headers = HeaderMap::new();
+        headers.insert("x-user", "x#y".parse().unwrap());
+        let input = crate::middleware::Input::get(&headers, std::net::Ipv4Addr::LOCALHOST.into(), "/");
+        assert_eq!(render_replacement(r#"/u/{{.Request.Header.Get "X-User"}}/p"#, &input), "/u/x%23y/p");
+    }
+
+    #[test]
+    fn a_group_right_before_an_action_ends_there() {
+        let headers = HeaderMap::new();
+        let input = crate::middleware::Input::get(&headers, std::net::Ipv4Addr::LOCALHOST.into(), "/");
+        assert_eq!(render_replacement("/v/$1{{.Request.Method}}", &input), "/v/${1}GET");
+        assert_eq!(render_replacement("/v/$name{{.Request.Method}}", &input), "/v/${name}GET");
+        // `$$1` is the text `$1`, and a braced group is left alone.
+        assert_eq!(render_replacement("/v/$$1{{.Request.Method}}", &input), "/v/$$1GET");
+        assert_eq!(render_replacement("/v/${1}{{.Request.Method}}", &input), "/v/${1}GET");
+        let re = regex::Regex::new("^/u/(.*)$").unwrap();
+        assert_eq!(
+            re.replace_all("/u/abc", render_replacement("/v/$1{{.Request.Method}}", &input).as_str()),
+            "/v/abcGET"
+        );
     }
 }

@@ -103,6 +103,12 @@ fn server_address(authority: &http::uri::Authority) -> Result<(), String> {
     if host.bytes().all(|b| b.is_ascii_digit() || b == b'.') && host.parse::<std::net::Ipv4Addr>().is_err() {
         return Err(format!("`{host}` is not an IPv4 address"));
     }
+    // The pool dials a bracketed host as the address inside (a zone id such as `%25eth0` is not dialled).
+    if let Some(inner) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        if inner.parse::<std::net::Ipv6Addr>().is_err() {
+            return Err(format!("`{host}` is not an IPv6 address"));
+        }
+    }
     // Credentials were refused before, so the authority is the host, then `:port` or nothing; an IPv6
     // literal's colons are inside its brackets.
     let text = authority.as_str();
@@ -123,7 +129,8 @@ fn server_address(authority: &http::uri::Authority) -> Result<(), String> {
 /// (a value that is no header value would otherwise be dropped at compile time without a word, and one with
 /// spaces sent as it is).
 fn upstream_host(hostname: &str) -> Result<(), String> {
-    if hostname.len() > 261 {
+    // A DNS name's 253 bytes, `:` and a port's 5.
+    if hostname.len() > 259 {
         return Err("longer than a host name and port".to_string());
     }
     let authority: http::uri::Authority = hostname.parse().map_err(|_| "not a host or host:port".to_string())?;
@@ -290,6 +297,8 @@ mod tests {
             ("backends/b/servers/s", r#"{"URL":"http://:80"}"#, "URL"),
             ("backends/b/servers/s", r#"{"URL":"http://127.0.0.1:1#f"}"#, "URL"),
             ("backends/b/servers/s", r#"{"URL":"http://999.999.999.999:1"}"#, "URL"),
+            ("backends/b/servers/s", r#"{"URL":"http://[zz]:80"}"#, "URL"),
+            ("backends/b/servers/s", r#"{"URL":"http://[fe80::1%25eth0]:80"}"#, "URL"),
             ("backends/b/servers/s", r#"{"URL":"http://x:1","Weight":20000}"#, "Weight"),
             ("backends/b/servers/s", r#"{"Id":"t","URL":"http://x:1"}"#, "Id"),
             ("frontends/f/frontend", r#"{"Type":"http","Route":"Path(`/`)"}"#, "BackendId"),

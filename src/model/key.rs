@@ -36,12 +36,12 @@ pub fn is_own_state(rel: &str) -> bool {
 }
 
 impl Key {
-    /// Parses a key relative to the prefix, with or without a leading `/`. Nothing else is trimmed: etcd
-    /// keys are plain strings, so `frontends/f/frontend/` is another key than `frontends/f/frontend`, and
-    /// reading it as the same one would let a put or delete of the stray key refuse or remove the real one.
+    /// Parses a key relative to the prefix (what follows `<prefix>/`). Nothing is trimmed: etcd keys are
+    /// plain strings, so `frontends/f/frontend/` and `/frontends/f/frontend` (from `/vulcand//frontends/...`)
+    /// are other keys than `frontends/f/frontend`, and reading them as the same one would let a put or
+    /// delete of the stray key refuse or remove the real one.
     pub fn parse(rel: &str) -> Result<Key, KeyError> {
-        let trimmed = rel.strip_prefix('/').unwrap_or(rel);
-        let parts: Vec<&str> = trimmed.split('/').collect();
+        let parts: Vec<&str> = rel.split('/').collect();
         let unknown = || KeyError::Unknown { key: rel.to_string() };
         let key = match parts.as_slice() {
             ["backends", b, "backend"] => Key::Backend { backend: id(rel, b)? },
@@ -115,7 +115,7 @@ mod tests {
         ] {
             let key = Key::parse(k).unwrap();
             assert_eq!(key.to_string(), k);
-            assert_eq!(Key::parse(&format!("/{k}")).unwrap(), key);
+            assert!(matches!(Key::parse(&format!("/{k}")), Err(KeyError::Unknown { .. })), "/{k}");
         }
     }
 

@@ -245,25 +245,28 @@ pub(super) fn check(key: &Key, id: &str, m: &MiddlewareSpec) -> Result<Validated
 
 /// Checks what a rewrite's `Replacement` can be checked for before a request comes: every group it names
 /// (`$1`, `$name`, `${name}`) is one of the regexp's, and its own text (outside `{{...}}` actions, which are
-/// filled from the request) holds no byte a URL never may. Either mistake would otherwise answer every
-/// matching request with a 500: a group the regexp lacks expands to nothing (so `$1a`, read as the group
-/// `1a`, quietly drops text), and a space or control character makes the target invalid.
+/// filled from the request and encoded) holds no byte a request target never may. Either mistake would
+/// otherwise answer every matching request with a 500: a group the regexp lacks expands to nothing (so
+/// `$1x`, read as the group `1x`, quietly drops text), and a space or `<` makes the target invalid.
 fn replacement(re: &regex::Regex, replacement: &str) -> Result<(), String> {
-    let mut literal = String::with_capacity(replacement.len());
+    // `literal`: the replacement's own text. `scan`: the same with each action as a `/`, which ends a group
+    // name there as the filled value does at run time (`template::render_replacement` braces a `$name` that
+    // an action follows).
+    let (mut literal, mut scan) = (String::new(), String::new());
     let mut rest = replacement;
     while let Some(open) = rest.find("{{") {
         let Some(close) = rest[open + 2..].find("}}") else { break };
         literal.push_str(&rest[..open]);
+        scan.push_str(&rest[..open]);
+        scan.push('/');
         rest = &rest[open + 2 + close + 2..];
     }
     literal.push_str(rest);
-    if let Some(b) = literal.bytes().find(|b| *b <= b' ' || *b == 0x7f) {
-        return Err(format!(
-            "holds {:?}, which no URL may hold (only what `{{{{...}}}}` fills in is encoded)",
-            b as char
-        ));
+    scan.push_str(rest);
+    if let Some(c) = literal.chars().find(|c| !c.is_ascii_graphic() || matches!(c, '<' | '>' | '`')) {
+        return Err(format!("holds {c:?}, which no URL may hold (only what `{{{{...}}}}` fills in is encoded)"));
     }
-    let bytes = literal.as_bytes();
+    let bytes = scan.as_bytes();
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i] != b'$' {
@@ -276,13 +279,14 @@ fn replacement(re: &regex::Regex, replacement: &str) -> Result<(), String> {
                 i += 2;
                 continue;
             }
-            Some(b'{') => match literal[i + 2..].find('}') {
-                Some(len) => (&literal[i + 2..i + 2 + len], i + 3 + len),
-                None => break,
+            Some(b'{') => match scan[i + 2..].find('}') {
+                Some(len) => (&scan[i + 2..i + 2 + len], i + 3 + len),
+                // The regex crate writes an unclosed `${` as it is and reads on.
+                None => ("", i + 1),
             },
             _ => {
                 let len = bytes[i + 1..].iter().take_while(|b| name_char(b)).count();
-                (&literal[i + 1..i + 1 + len], i + 1 + len)
+                (&scan[i + 1..i + 1 + len], i + 1 + len)
             }
         };
         i = next;
@@ -347,6 +351,8 @@ mod tests {
             ("^/a(.*)/(?P<rest>.*)$", "/b${1}x/$rest/$$/$2?q={{.Request.Header.Get \"X Y\"}}"),
             ("^(.*)$", "https://example.com$1"),
             ("x", "$"),
+            // An action ends a group's name, as Vulcand (groups first, then the template) reads it.
+            ("^/u/(.*)$", "/v/$1{{.Request.Method}}"),
         ] {
             let json = serde_json::json!({"Type":"rewrite","Middleware":{"Regexp":re,"Replacement":replacement}});
             check_json(&json.to_string()).expect(replacement);
@@ -406,6 +412,14 @@ mod tests {
             ),
             (
                 r#"{"Type":"rewrite","Middleware":{"Regexp":"^(.*)$","Replacement":"not a url"}}"#,
+                "Middleware.Replacement",
+            ),
+            (
+                r#"{"Type":"rewrite","Middleware":{"Regexp":"^/a(.*)$","Replacement":"/a<b>/$1"}}"#,
+                "Middleware.Replacement",
+            ),
+            (
+                r#"{"Type":"rewrite","Middleware":{"Regexp":"^/a(.*)$","Replacement":"/b${x/$2"}}"#,
                 "Middleware.Replacement",
             ),
             (

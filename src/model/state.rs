@@ -221,12 +221,15 @@ mod tests {
     fn a_stray_key_beside_a_real_one_neither_refuses_nor_removes_it() {
         let mut s = ConfigState::new();
         let v = r#"{"URL":"http://127.0.0.1:1"}"#;
-        s.apply(put("/backends/b1/servers/s1", v)).unwrap();
-        let e = s.apply(put("/backends/b1/servers/s1/", "garbage")).unwrap_err();
-        assert_eq!(e.key, "/backends/b1/servers/s1/");
-        s.apply(Change::Delete { key: "/backends/b1/servers/s1/".into() }).unwrap();
-        assert_eq!(s.specs().len(), 1, "the real key's value is still in force");
-        assert_eq!(s.rejected_count(), 0);
+        s.apply(put("backends/b1/servers/s1", v)).unwrap();
+        // `/vulcand/backends/b1/servers/s1/` and `/vulcand//backends/b1/servers/s1`, relative to the prefix.
+        for stray in ["backends/b1/servers/s1/", "/backends/b1/servers/s1"] {
+            let e = s.apply(put(stray, "garbage")).unwrap_err();
+            assert_eq!(e.key, stray);
+            s.apply(Change::Delete { key: stray.into() }).unwrap();
+            assert_eq!(s.specs().len(), 1, "the real key's value is still in force after {stray}");
+            assert_eq!(s.rejected_count(), 0);
+        }
     }
 
     #[test]

@@ -99,7 +99,8 @@ fn object(rel: &str, stored: &Stored) -> Result<serde_json::Map<String, Value>, 
 fn checked(rel: &str, value: &Value) -> Result<Vec<u8>, OpsError> {
     let bytes =
         serde_json::to_vec(value).map_err(|e| OpsError::NotJson { key: rel.to_string(), why: e.to_string() })?;
-    let key = Key::parse(rel).map_err(|e| OpsError::Usage(e.to_string()))?;
+    // A key typed on the command line may start with `/`.
+    let key = Key::parse(rel.strip_prefix('/').unwrap_or(rel)).map_err(|e| OpsError::Usage(e.to_string()))?;
     decode(&key, &bytes)?;
     Ok(bytes)
 }

@@ -104,8 +104,9 @@ fn request_host<B>(
         return Err(ProxyError::BadRequest("HTTP/1.1 request without a Host header"));
     }
     if host.is_some_and(|h| !h.as_bytes().iter().all(|b| HOST_BYTE[*b as usize])) {
-        // RFC 9112 section 3.2: a Host that is no `uri-host [":" port]` is answered 400, not routed (and
-        // passed on in X-Forwarded-Host).
+        // RFC 9112 section 3.2 answers an invalid Host with 400. What is checked is the bytes, as nginx
+        // does, not the whole grammar: enough that no space, `@`, `/`, quote or control reaches routing,
+        // X-Forwarded-Host or the upstream's Host.
         return Err(ProxyError::BadRequest("the Host header is not a valid host"));
     }
     let Some(authority) = req.uri().authority() else { return Ok(host.cloned()) };

@@ -39,7 +39,9 @@ pub struct Status {
     /// Every server's health (active checks, passive ejection), read when asked.
     pub servers: Vec<crate::upstream::ServerHealth>,
     /// `listeners/<id>` keys in force whose address could not be bound (in use, not local, no permission):
-    /// valid values, so not among `rejected`, but not serving either. Retried every few seconds.
+    /// valid values, so not among `rejected`, but not serving either. Retried every few seconds. Written by
+    /// the listener manager just after each table is published, so a key deleted while unbound may be
+    /// listed for a moment after the table without it.
     pub unbound_listeners: Vec<UnboundListener>,
 }
 

@@ -358,7 +358,7 @@ async fn a_listener_key_whose_address_is_taken_is_reported_and_bound_once_it_is_
     assert_eq!(unbound[0]["address"], taken.to_string());
     assert!(unbound[0]["error"].as_str().is_some_and(|e| e.contains("in use")), "{unbound}");
     assert_eq!(ficus.metric("ficus_listeners_unbound").await, 1.0);
-    assert!(ficus.log_shows("listeners/extra").await, "{}", ficus.log_text());
+    assert!(ficus.log_shows("retried every 5s").await, "{}", ficus.log_text());
 
     drop(holder);
     // Retried every 5 s.

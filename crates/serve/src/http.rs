@@ -58,8 +58,9 @@ pub struct Options {
     pub max_head_bytes: usize,
 }
 
-/// A request head limit for listeners with no reason to take big heads (nginx's and HAProxy's sizes).
-pub const DEFAULT_MAX_HEAD_BYTES: usize = 32 * 1024;
+/// A request head limit for these listeners: twice the gateway's default (32 KiB), so a head the gateway
+/// took still fits once it added its forwarding fields.
+pub const DEFAULT_MAX_HEAD_BYTES: usize = 64 * 1024;
 
 /// How the loop stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
