@@ -291,44 +291,13 @@ impl Proxy {
         };
         let Sent { mut resp, conn: upstream_conn, guard, client_upgrade, client_version } = sent;
         let status = resp.status();
-        if status == StatusCode::SWITCHING_PROTOCOLS {
-            if let Some(client_upgrade) = client_upgrade {
-                let upstream_upgrade = hyper::upgrade::on(&mut resp);
-                resp.headers_mut().insert(X_REQUEST_ID.clone(), request_id.clone());
-                // Logged when the tunnel closes, as nginx logs a WebSocket: its time is the tunnel's life.
-                let log = log.map(|request| AccessRecord {
-                    frontend: frontend.id.clone(),
-                    backend: backend.id.clone(),
-                    server: server.id.clone(),
-                    method,
-                    request,
-                    status: 101,
-                    peer: conn.peer,
-                    request_id,
-                    start,
-                });
-                self.tunnel(frontend.id.clone(), client_upgrade, upstream_upgrade, guard, admitted, log);
-                let at = server_at(&backend, si, &server);
-                frontend.metrics.record(Some((bi, &backend.id)), Some(at), 101, start.elapsed());
-                let (parts, _) = resp.into_parts();
-                return Response::from_parts(parts, ProxyBody::empty());
-            }
-        } else if !matches!(resp.body(), UpstreamBody::H1(_)) {
+        if status != StatusCode::SWITCHING_PROTOCOLS && !matches!(resp.body(), UpstreamBody::H1(_)) {
             // Ficus's own codec left the hop-by-hop fields out of the map as it built it; hyper's did not.
             headers::strip_hop_by_hop(resp.headers_mut());
         }
         resp.headers_mut().insert(X_REQUEST_ID.clone(), request_id.clone());
-        if let Some(cookie) = set_cookie {
-            resp.headers_mut().append(header::SET_COOKIE, cookie);
-        }
-        // Answer in the client's protocol version, not the upstream's (an HTTP/1.0 upstream must not
-        // downgrade a keep-alive HTTP/1.1 client).
-        *resp.version_mut() = client_version;
-        let shadow = shadow.map(|mut capture| {
-            capture.head(status, resp.headers());
-            capture
-        });
         // The log phase runs when the body ends (see `Completion`): the request is counted and logged then.
+        // An upgrade is logged when its tunnel closes, as nginx logs a WebSocket: its time is the tunnel's life.
         let log = log.map(|request| AccessRecord {
             frontend: frontend.id.clone(),
             backend: backend.id.clone(),
@@ -339,6 +308,24 @@ impl Proxy {
             peer: conn.peer,
             request_id,
             start,
+        });
+        if let (StatusCode::SWITCHING_PROTOCOLS, Some(client_upgrade)) = (status, client_upgrade) {
+            let upstream_upgrade = hyper::upgrade::on(&mut resp);
+            self.tunnel(frontend.id.clone(), client_upgrade, upstream_upgrade, guard, admitted, log);
+            let at = server_at(&backend, si, &server);
+            frontend.metrics.record(Some((bi, &backend.id)), Some(at), 101, start.elapsed());
+            let (parts, _) = resp.into_parts();
+            return Response::from_parts(parts, ProxyBody::empty());
+        }
+        if let Some(cookie) = set_cookie {
+            resp.headers_mut().append(header::SET_COOKIE, cookie);
+        }
+        // Answer in the client's protocol version, not the upstream's (an HTTP/1.0 upstream must not
+        // downgrade a keep-alive HTTP/1.1 client).
+        *resp.version_mut() = client_version;
+        let shadow = shadow.map(|mut capture| {
+            capture.head(status, resp.headers());
+            capture
         });
         let (parts, body) = resp.into_parts();
         let done = Box::new(Completion {
