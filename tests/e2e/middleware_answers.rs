@@ -380,9 +380,19 @@ async fn an_open_websocket_holds_its_connlimit_slot_until_the_tunnel_ends() {
     let ficus = Ficus::start(routes.path()).await;
     let c = http1_client();
     assert_eq!(get(&c, &ficus.url("/x")).await.0, 200, "the slot is free");
-    let tcp = tokio::net::TcpStream::connect(ficus.addr).await.expect("connect");
-    let (mut ws, resp) =
-        tokio_tungstenite::client_async(format!("ws://{}/ws", ficus.addr), tcp).await.expect("upgrade through ficus");
+    // That request gives its slot back as its body ends on Ficus's side, which may be a moment after the client
+    // has read it all: an upgrade sent at once may still find the slot taken, and is tried again.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let (mut ws, resp) = loop {
+        let tcp = tokio::net::TcpStream::connect(ficus.addr).await.expect("connect");
+        match tokio_tungstenite::client_async(format!("ws://{}/ws", ficus.addr), tcp).await {
+            Ok(upgraded) => break upgraded,
+            Err(tokio_tungstenite::tungstenite::Error::Http(r)) if r.status() == 429 && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await
+            }
+            Err(e) => panic!("upgrade through ficus: {e}"),
+        }
+    };
     assert_eq!(resp.status(), 101);
     ws.send(Message::Text("ping".into())).await.expect("send");
     let echo = tokio::time::timeout(Duration::from_secs(10), ws.next()).await.expect("echo in time");
