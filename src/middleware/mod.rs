@@ -129,6 +129,11 @@ enum Observer {
 }
 
 impl Admitted {
+    /// Gives the connection slots back (a connlimit's count) before the rest of the request's bookkeeping.
+    pub fn release_slots(&mut self) {
+        self.slots.clear();
+    }
+
     /// Hands the answer to what watches it (a breaker's window, a trace record): the status, the response
     /// head when there is one, the time since the request started. Once per request; no-op for most chains.
     #[inline]

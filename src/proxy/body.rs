@@ -134,7 +134,7 @@ impl Body for ProxyBody {
                     fail(done, "drain_deadline");
                     return Poll::Ready(Some(Err(Box::new(DrainDeadline))));
                 }
-                let polled = Pin::new(body).poll_frame(cx).map_err(BodyError::from);
+                let polled = Pin::new(&mut *body).poll_frame(cx).map_err(BodyError::from);
                 // A cut ends the body with an error, or, for a body that runs to the connection's close, as if
                 // complete: either way it was cut, and is failed as such.
                 if matches!(polled, Poll::Ready(None | Some(Err(_)))) && done.as_ref().is_some_and(|d| d.cut()) {
@@ -147,6 +147,12 @@ impl Body for ProxyBody {
                         if let Some(capture) = done.shadow.as_mut() {
                             capture.data(d);
                         }
+                    }
+                    // The last frame is on its way to the client: its connection slots go back now, as oxy's
+                    // connlimit gives them back once the handler has written, rather than after the writer
+                    // is done, so a client that read the whole answer finds them free for its next request.
+                    if body.is_end_stream() {
+                        done.admitted.release_slots();
                     }
                 }
                 match &polled {

@@ -407,6 +407,28 @@ async fn an_open_websocket_holds_its_connlimit_slot_until_the_tunnel_ends() {
     }
 }
 
+/// A request's connlimit slot is back by the time its client has read the whole answer: the next request,
+/// sent at once on another connection, is not refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connlimit_slot_is_back_once_the_answer_is_read() {
+    let b = TestBackend::start("b").await;
+    let routes = Routes::new();
+    routes.backend("b", &[("s1", b.addr)]);
+    routes.frontend("f", "b", "PathPrefix(`/`)");
+    routes.put(
+        "frontends/f/middlewares/cl",
+        r#"{"Type":"connlimit","Middleware":{"Connections":1,"Variable":"client.ip"}}"#,
+    );
+    let ficus = Ficus::start(routes.path()).await;
+    for i in 0..300 {
+        // A new connection each time, closed after the answer, as a script's curl loop would.
+        let mut c = RawConn::connect(ficus.addr).await;
+        c.send(format!("GET /x{i} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").as_bytes()).await;
+        let (status, _) = tokio::time::timeout(Duration::from_secs(5), c.response()).await.expect("answer in time");
+        assert_eq!(status, 200, "request {i}: the previous request's slot was still taken");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_ip_is_the_forwarded_client_only_when_the_frontend_trusts_the_forward_header() {
     let b = TestBackend::start("b").await;
