@@ -35,8 +35,6 @@ pub(super) struct Engine {
     /// Backend id to the frontends whose values name it; and the reverse.
     backend_users: HashMap<String, HashSet<String>>,
     frontend_uses: HashMap<String, Vec<String>>,
-    /// Backends whose key was deleted while frontends named them, kept with their last value until none does.
-    kept_deleted: BTreeSet<String>,
 }
 
 /// The entity a problem is filed under, so revalidating one entity replaces exactly its own problems.
@@ -117,14 +115,6 @@ impl Engine {
             self.validate_frontend(inputs, &id);
             delta.frontends.push(id);
         }
-        // A deleted backend kept for its frontends is looked at again now that they are: it goes once none of
-        // them names it, and its report names the ones that still do.
-        for id in self.kept_deleted.clone() {
-            self.validate_backend(inputs, &id);
-            if !self.validated.backends.contains_key(&id) && !delta.backends.contains(&id) {
-                delta.backends.push(id);
-            }
-        }
         for id in dirty.hosts {
             self.validate_host(inputs, &id);
             delta.hosts = true;
@@ -152,10 +142,26 @@ impl Engine {
     fn validate_backend(&mut self, inputs: &Inputs<'_>, id: &str) {
         let mut p = Problems::default();
         let key = Key::Backend { backend: id.to_string() };
-        self.kept_deleted.remove(id);
+        let servers_from = Key::Server { backend: id.to_string(), server: String::new() };
+        let servers = inputs
+            .specs
+            .range(servers_from..)
+            .take_while(|(k, _)| matches!(k, Key::Server { backend, .. } if backend == id));
         match inputs.specs.get(&key) {
             Some(Spec::Backend(b)) => {
-                let mut list = servers_of(inputs, id, &mut p);
+                let mut list = Vec::new();
+                for (k, spec) in servers {
+                    // check_one passed for everything held in specs, so these only fail on a bug; report instead
+                    // of panicking all the same.
+                    let result = match (k, spec) {
+                        (Key::Server { server: sid, .. }, Spec::Server(s)) => server(k, sid, s),
+                        _ => Err(ConfigError::new(k, None, "internal: key and value kinds differ")),
+                    };
+                    match result {
+                        Ok(vs) => list.push(vs),
+                        Err(e) => p.errors.push(e),
+                    }
+                }
                 let settings = upstream_settings(b);
                 let any_https = list.iter().any(|s| s.scheme == http::uri::Scheme::HTTPS);
                 let tls = match super::upstream_tls::build(&key, b.settings.tls.as_deref(), settings.http2, any_https) {
@@ -179,46 +185,16 @@ impl Engine {
                     ValidatedBackend { id: id.to_string(), settings, tls, health, servers: list, role: b.role },
                 );
             }
-            _ => match (self.validated.backends.get(id).cloned(), self.backend_users.get(id)) {
-                // Deleted while frontends name it: Vulcand refuses to remove a backend in use and keeps serving
-                // it, and so does Ficus, with its last value and its servers as their keys are now, rather
-                // than leaving every frontend that names it out.
-                (Some(mut last), Some(users)) if !users.is_empty() => {
-                    let mut users: Vec<&String> = users.iter().collect();
-                    users.sort();
-                    let names: Vec<String> = users.iter().map(|f| format!("frontends/{f}/frontend")).collect();
+            _ => {
+                for (k, _) in servers {
                     p.errors.push(ConfigError::new(
-                        &key,
+                        k,
                         None,
-                        format!(
-                            "deleted while {} name it; its last value keeps serving until none does",
-                            names.join(", ")
-                        ),
+                        format!("backend `{id}` is not defined (backends/{id}/backend)"),
                     ));
-                    let mut list = servers_of(inputs, id, &mut p);
-                    if last.tls.is_none() {
-                        list.retain(|s| s.scheme != http::uri::Scheme::HTTPS);
-                    }
-                    last.servers = list;
-                    self.validated.backends.insert(id.to_string(), last);
-                    self.kept_deleted.insert(id.to_string());
                 }
-                _ => {
-                    let servers_from = Key::Server { backend: id.to_string(), server: String::new() };
-                    let servers = inputs
-                        .specs
-                        .range(servers_from..)
-                        .take_while(|(k, _)| matches!(k, Key::Server { backend, .. } if backend == id));
-                    for (k, _) in servers {
-                        p.errors.push(ConfigError::new(
-                            k,
-                            None,
-                            format!("backend `{id}` is not defined (backends/{id}/backend)"),
-                        ));
-                    }
-                    self.validated.backends.remove(id);
-                }
-            },
+                self.validated.backends.remove(id);
+            }
         }
         self.file(Entity::Backend(id.to_string()), p);
     }
@@ -400,29 +376,6 @@ impl Engine {
     }
 }
 
-/// The backend's servers as their keys are now, each checked; a failure is filed in `p`.
-fn servers_of(inputs: &Inputs<'_>, id: &str, p: &mut Problems) -> Vec<super::ValidatedServer> {
-    let servers_from = Key::Server { backend: id.to_string(), server: String::new() };
-    let servers = inputs
-        .specs
-        .range(servers_from..)
-        .take_while(|(k, _)| matches!(k, Key::Server { backend, .. } if backend == id));
-    let mut list = Vec::new();
-    for (k, spec) in servers {
-        // check_one passed for everything held in specs, so these only fail on a bug; report instead of
-        // panicking all the same.
-        let result = match (k, spec) {
-            (Key::Server { server: sid, .. }, Spec::Server(s)) => server(k, sid, s),
-            _ => Err(ConfigError::new(k, None, "internal: key and value kinds differ")),
-        };
-        match result {
-            Ok(vs) => list.push(vs),
-            Err(e) => p.errors.push(e),
-        }
-    }
-    list
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -465,30 +418,6 @@ mod tests {
         put(&mut s, "frontends/f2/frontend", r#"{"Type":"http","BackendId":"nope","Route":"Path(`/y`)"}"#);
         let v = s.validate();
         assert!(!v.config.frontends.contains_key("f2"));
-    }
-
-    #[test]
-    fn a_backend_deleted_while_in_use_keeps_serving_until_no_frontend_names_it() {
-        let mut s = base();
-        s.validate();
-        s.apply(Change::Delete { key: "backends/b1/backend".into() }).unwrap();
-        let v = s.validate();
-        assert_eq!(v.config.frontends["f1"].backends, [("b1".to_string(), 1)]);
-        assert_eq!(v.config.backends["b1"].servers[0].url, "http://127.0.0.1:9001", "its servers still serve");
-        assert_eq!(v.errors.len(), 1, "{:?}", v.errors);
-        assert!(v.errors[0].to_string().contains("deleted while frontends/f1/frontend name it"), "{}", v.errors[0]);
-        // A server put under it still counts.
-        put(&mut s, "backends/b1/servers/s2", r#"{"URL":"http://127.0.0.1:9002"}"#);
-        assert_eq!(s.validate().config.backends["b1"].servers.len(), 2);
-        // Once the frontend names another backend, the deleted one goes, and its servers are orphans.
-        put(&mut s, "frontends/f1/frontend", r#"{"Type":"http","BackendId":"b10","Route":"Path(`/`)"}"#);
-        let v = s.validate();
-        assert!(!v.config.backends.contains_key("b1"));
-        assert!(v.delta.backends.contains(&"b1".to_string()), "the table drops it too");
-        assert!(v.errors.iter().all(|e| e.to_string().contains("backend `b1` is not defined")), "{:?}", v.errors);
-        // Put back, it is a backend like any other.
-        put(&mut s, "backends/b1/backend", r#"{"Type":"http"}"#);
-        assert!(s.validate().errors.is_empty());
     }
 
     #[test]
