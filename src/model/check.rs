@@ -125,10 +125,10 @@ fn server_address(authority: &http::uri::Authority) -> Result<(), String> {
     Ok(())
 }
 
-/// A frontend's `Hostname`, sent upstream as `Host`: a host and optional port, as a server URL's would be
-/// (a value that is no header value would otherwise be dropped at compile time without a word, and one with
-/// spaces sent as it is).
-fn upstream_host(hostname: &str) -> Result<(), String> {
+/// A `Host` Ficus sends upstream (a frontend's `Hostname`, a health check's): a host and optional port, as a
+/// server URL's would be (a value that is no header value would otherwise be dropped at compile time without
+/// a word, and one with spaces sent as it is).
+pub(super) fn upstream_host(hostname: &str) -> Result<(), String> {
     // A DNS name's 253 bytes, `:` and a port's 5.
     if hostname.len() > 259 {
         return Err("longer than a host name and port".to_string());

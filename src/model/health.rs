@@ -130,8 +130,8 @@ pub(super) fn health(
             let healthy = streak("Healthy", c.healthy, 2)?;
             let unhealthy = streak("Unhealthy", c.unhealthy, 3)?;
             if let Some(h) = &c.hostname {
-                if h.is_empty() || http::uri::Authority::try_from(h.as_str()).is_err() {
-                    return Err(err("HealthCheck.Hostname", format!("`{h}` is not a host name")));
+                if let Err(why) = super::check::upstream_host(h) {
+                    return Err(err("HealthCheck.Hostname", format!("`{h}`: {why}")));
                 }
             }
             Some(Arc::new(HealthCheck {

@@ -365,10 +365,8 @@ async fn rewrite_body_renders_the_response_as_a_template_of_the_request() {
     task.abort();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_open_websocket_holds_its_connlimit_slot_until_the_tunnel_ends() {
-    use futures_util::{SinkExt, StreamExt};
-    use tokio_tungstenite::tungstenite::Message;
+/// A catch-all frontend with a connlimit of one request per client address.
+async fn one_request_per_client() -> (TestBackend, Routes, Ficus) {
     let b = TestBackend::start("b").await;
     let routes = Routes::new();
     routes.backend("b", &[("s1", b.addr)]);
@@ -378,6 +376,14 @@ async fn an_open_websocket_holds_its_connlimit_slot_until_the_tunnel_ends() {
         r#"{"Type":"connlimit","Middleware":{"Connections":1,"Variable":"client.ip"}}"#,
     );
     let ficus = Ficus::start(routes.path()).await;
+    (b, routes, ficus)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_websocket_holds_its_connlimit_slot_until_the_tunnel_ends() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let (_b, _routes, ficus) = one_request_per_client().await;
     let c = http1_client();
     assert_eq!(get(&c, &ficus.url("/x")).await.0, 200, "the slot is free");
     // That request gives its slot back as its body ends on Ficus's side, which may be a moment after the client
@@ -411,15 +417,7 @@ async fn an_open_websocket_holds_its_connlimit_slot_until_the_tunnel_ends() {
 /// sent at once on another connection, is not refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connlimit_slot_is_back_once_the_answer_is_read() {
-    let b = TestBackend::start("b").await;
-    let routes = Routes::new();
-    routes.backend("b", &[("s1", b.addr)]);
-    routes.frontend("f", "b", "PathPrefix(`/`)");
-    routes.put(
-        "frontends/f/middlewares/cl",
-        r#"{"Type":"connlimit","Middleware":{"Connections":1,"Variable":"client.ip"}}"#,
-    );
-    let ficus = Ficus::start(routes.path()).await;
+    let (_b, _routes, ficus) = one_request_per_client().await;
     for i in 0..300 {
         // A new connection each time, closed after the answer, as a script's curl loop would.
         let mut c = RawConn::connect(ficus.addr).await;
